@@ -1,0 +1,35 @@
+//! Unicorn's engine: everything that loads, runs and measures a model. No GUI here;
+//! the `unicorn` CLI and the desktop shell only parse input, call this crate and
+//! stream its events.
+//!
+//! ```no_run
+//! use unicorn_engine::{LoadedModel, GenerationParams, Message};
+//! let model = LoadedModel::load("SmolLM2-135M-Instruct.Q4_1.gguf".as_ref(), &Default::default())?;
+//! let mut chat = model.chat_session();
+//! let reply = chat.send(&[Message::user("What is the capital of France?")],
+//!     &GenerationParams::greedy(32), &mut |_: &unicorn_engine::TokenEvent| true)?;
+//! println!("{}", reply.text);
+//! # Ok::<(), unicorn_engine::Error>(())
+//! ```
+#![deny(missing_docs)]
+
+pub mod attention;
+pub mod error;
+pub mod gguf;
+pub mod kernels;
+pub mod models;
+pub mod tokenizer;
+pub mod weight;
+
+pub use error::{Error, Result};
+pub mod sampler;
+pub mod session;
+pub mod stats;
+pub mod template;
+
+pub use sampler::SamplingParams;
+pub use session::{
+    ChatSession, GenerationParams, LoadOptions, LoadedModel, Reply, StopReason, TokenEvent,
+};
+pub use template::Message;
+pub mod perplexity;

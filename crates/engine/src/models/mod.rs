@@ -1,0 +1,235 @@
+//! Model architectures, one file each, behind one closed enum.
+
+pub mod gemma3;
+pub mod llama;
+
+use crate::attention::KvCache;
+use crate::error::{Error, Result};
+use crate::gguf::GgufFile;
+use crate::weight::Weight;
+use candle_core::{Device, Tensor};
+use std::path::Path;
+
+/// Architectures we implement, as GGUF's `general.architecture` spells them.
+pub const SUPPORTED: &str = "llama, gemma3";
+
+/// A loaded model of any supported architecture.
+pub enum Model {
+    /// `llama`.
+    Llama(llama::Llama),
+    /// `gemma3`.
+    Gemma3(gemma3::Gemma3),
+}
+
+impl Model {
+    /// Loads the model stored in an open GGUF file.
+    pub fn from_gguf(g: &GgufFile, device: &Device) -> Result<Self> {
+        match g.architecture()?.as_str() {
+            "llama" => Ok(Self::Llama(llama::Llama::from_gguf(g, device)?)),
+            "gemma3" => Ok(Self::Gemma3(gemma3::Gemma3::from_gguf(g, device)?)),
+            other => Err(Error::UnsupportedArchitecture {
+                path: g.path().to_path_buf(),
+                arch: other.to_string(),
+                supported: SUPPORTED,
+            }),
+        }
+    }
+
+    /// Runs `ids` after what the cache holds and returns the logits of positions
+    /// `logits_from ..` of `ids`: `[ids.len() - logits_from, vocab]`.
+    pub fn forward(&self, ids: &[u32], cache: &mut KvCache, logits_from: usize) -> Result<Tensor> {
+        if ids.is_empty() || logits_from >= ids.len() {
+            return Err(Error::Invalid(format!(
+                "forward pass over {} tokens cannot return logits from position {logits_from}",
+                ids.len()
+            )));
+        }
+        match self {
+            Self::Llama(m) => m.forward(ids, cache, logits_from),
+            Self::Gemma3(m) => m.forward(ids, cache, logits_from),
+        }
+    }
+
+    /// A fresh, empty cache sized for this model.
+    pub fn new_cache(&self) -> KvCache {
+        KvCache::new(self.config().num_layers())
+    }
+
+    /// The hyper-parameters.
+    pub fn config(&self) -> Config {
+        match self {
+            Self::Llama(m) => Config::Llama(m.config().clone()),
+            Self::Gemma3(m) => Config::Gemma3(m.config().clone()),
+        }
+    }
+
+    /// Weight bytes held and read per decoded token.
+    pub fn weight_bytes(&self) -> WeightBytes {
+        match self {
+            Self::Llama(m) => m.weight_bytes(),
+            Self::Gemma3(m) => m.weight_bytes(),
+        }
+    }
+}
+
+/// The hyper-parameters of any supported architecture, readable without loading weights.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Config {
+    /// `llama`.
+    Llama(llama::Config),
+    /// `gemma3`.
+    Gemma3(gemma3::Config),
+}
+
+impl Config {
+    /// Reads the configuration from GGUF metadata.
+    pub fn from_gguf(g: &GgufFile) -> Result<Self> {
+        match g.architecture()?.as_str() {
+            "llama" => Ok(Self::Llama(llama::Config::from_gguf(g)?)),
+            "gemma3" => Ok(Self::Gemma3(gemma3::Config::from_gguf(g)?)),
+            other => Err(Error::UnsupportedArchitecture {
+                path: g.path().to_path_buf(),
+                arch: other.to_string(),
+                supported: SUPPORTED,
+            }),
+        }
+    }
+
+    /// The `general.architecture` name.
+    pub fn architecture(&self) -> &'static str {
+        match self {
+            Self::Llama(_) => "llama",
+            Self::Gemma3(_) => "gemma3",
+        }
+    }
+
+    /// Number of transformer blocks.
+    pub fn num_layers(&self) -> usize {
+        match self {
+            Self::Llama(c) => c.num_hidden_layers,
+            Self::Gemma3(c) => c.num_hidden_layers,
+        }
+    }
+
+    /// Trained context length.
+    pub fn context_length(&self) -> usize {
+        match self {
+            Self::Llama(c) => c.max_position_embeddings,
+            Self::Gemma3(c) => c.max_position_embeddings,
+        }
+    }
+
+    /// Vocabulary size (rows of the output projection).
+    pub fn vocab_size(&self) -> usize {
+        match self {
+            Self::Llama(c) => c.vocab_size,
+            Self::Gemma3(c) => c.vocab_size,
+        }
+    }
+
+    /// (hidden, heads, kv heads, head dim, feed-forward width).
+    pub fn shape(&self) -> (usize, usize, usize, usize, usize) {
+        match self {
+            Self::Llama(c) => (
+                c.hidden_size,
+                c.num_attention_heads,
+                c.num_key_value_heads,
+                c.head_dim,
+                c.intermediate_size,
+            ),
+            Self::Gemma3(c) => (
+                c.hidden_size,
+                c.num_attention_heads,
+                c.num_key_value_heads,
+                c.head_dim,
+                c.intermediate_size,
+            ),
+        }
+    }
+
+    /// Bytes of keys and values one cached position takes over all layers (F32 cache).
+    pub fn kv_bytes_per_position(&self) -> usize {
+        let (_, _, kv, hd, _) = self.shape();
+        self.num_layers() * 2 * kv * hd * 4
+    }
+
+    /// One line describing which layers attend globally and which through a window.
+    pub fn layer_pattern(&self) -> String {
+        match self {
+            Self::Llama(c) => format!(
+                "{} layers, all global (rope base {}, linear scaling {})",
+                c.num_hidden_layers, c.rope_theta, c.rope_scale
+            ),
+            Self::Gemma3(c) => {
+                let global: Vec<String> = c
+                    .sliding_layers
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, s)| !**s)
+                    .map(|(i, _)| i.to_string())
+                    .collect();
+                format!(
+                    "{} layers: {} sliding (window {}, rope base {}), global at [{}] (rope base {}, linear scaling {})",
+                    c.num_hidden_layers,
+                    c.num_hidden_layers - global.len(),
+                    c.sliding_window,
+                    c.rope_local_base_freq,
+                    global.join(", "),
+                    c.rope_theta,
+                    c.rope_scaling_factor
+                )
+            }
+        }
+    }
+}
+
+/// How many bytes the weights hold, and how many a decode step reads.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct WeightBytes {
+    /// All loaded weights.
+    pub total: usize,
+    /// Read from memory per decoded token: every matrix once, but only one row of an
+    /// embedding table that is not also the output projection.
+    pub read_per_token: usize,
+}
+
+impl WeightBytes {
+    pub(crate) fn add_matrix(&mut self, w: &Weight) {
+        self.total += w.bytes();
+        self.read_per_token += w.bytes();
+    }
+
+    pub(crate) fn add_vector(&mut self, t: &Tensor) {
+        let b = t.elem_count() * t.dtype().size_in_bytes();
+        self.total += b;
+        self.read_per_token += b;
+    }
+
+    pub(crate) fn add_embedding_and_output(&mut self, embd: &Weight, output: &Weight) {
+        let tied = match (embd, output) {
+            (Weight::Gguf(a), Weight::Gguf(b)) => std::sync::Arc::ptr_eq(a, b),
+            (Weight::Dense(a), Weight::Dense(b)) => a.id() == b.id(),
+            _ => false,
+        };
+        let (rows, _) = embd.dims();
+        self.total += embd.bytes();
+        self.read_per_token += embd.bytes() / rows.max(1);
+        if !tied {
+            self.add_matrix(output);
+        } else {
+            self.read_per_token += output.bytes();
+        }
+    }
+}
+
+pub(crate) fn check_heads(path: &Path, heads: usize, kv: usize, head_dim: usize) -> Result<()> {
+    if heads == 0 || kv == 0 || head_dim == 0 || heads % kv != 0 || head_dim % 2 != 0 {
+        return Err(Error::BadFile {
+            path: path.to_path_buf(),
+            message: format!(
+                "inconsistent attention shape: {heads} heads, {kv} kv heads, head dim {head_dim}"
+            ),
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,468 @@
+//! A loaded model ready to talk: the model, its tokenizer and chat template, and the
+//! generation loop. A [`ChatSession`] keeps the KV cache across turns and only feeds
+//! the tokens the cache does not already hold.
+
+use crate::attention::KvCache;
+use crate::error::{Error, Result};
+use crate::gguf::GgufFile;
+use crate::models::{Config, Model};
+use crate::sampler::{Sampler, SamplingParams};
+use crate::stats::{rss_bytes, Stats};
+use crate::template::{ChatTemplate, Message};
+use crate::tokenizer::{TokenStream, Tokenizer};
+use candle_core::{DType, Device};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// How to load a model.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// A `tokenizer.json` to use instead of the one built from the file's metadata.
+    pub tokenizer_json: Option<PathBuf>,
+}
+
+/// A model with everything needed to turn text into text.
+pub struct LoadedModel {
+    path: PathBuf,
+    model: Model,
+    config: Config,
+    tokenizer: Tokenizer,
+    template: Option<ChatTemplate>,
+    stop_ids: Vec<u32>,
+    load_time: Duration,
+    device: Device,
+}
+
+/// What one generated token looks like to a sink.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TokenEvent {
+    /// The token id.
+    pub id: u32,
+    /// Text this token completes (may be empty while a character is incomplete or a
+    /// possible stop string is held back).
+    pub text: String,
+}
+
+/// Why generation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    /// A stop token (EOS, end of turn).
+    Eos,
+    /// A stop string appeared in the text.
+    StopString,
+    /// `max_tokens` were generated.
+    MaxTokens,
+    /// The sink asked to stop (user cancelled).
+    Cancelled,
+    /// The context window is full.
+    ContextFull,
+}
+
+/// Settings of one generation.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct GenerationParams {
+    /// Upper bound on generated tokens.
+    pub max_tokens: usize,
+    /// How the next token is picked.
+    pub sampling: SamplingParams,
+    /// Generation stops when the text contains one of these (it is cut before it).
+    pub stop_strings: Vec<String>,
+    /// Keep going past stop tokens (for benchmarks and raw completion).
+    pub ignore_eos: bool,
+}
+
+impl GenerationParams {
+    /// Greedy decoding of up to `max_tokens` tokens.
+    pub fn greedy(max_tokens: usize) -> Self {
+        Self {
+            max_tokens,
+            sampling: SamplingParams::greedy(),
+            stop_strings: Vec::new(),
+            ignore_eos: false,
+        }
+    }
+}
+
+/// The result of one generation.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Reply {
+    /// Generated text (stop token and stop string excluded).
+    pub text: String,
+    /// Generated ids (a stop token, if one ended generation, is included last).
+    pub token_ids: Vec<u32>,
+    /// Why it ended.
+    pub stop_reason: StopReason,
+    /// Measured figures.
+    pub stats: Stats,
+}
+
+impl LoadedModel {
+    /// Loads a `.gguf` model file.
+    pub fn load(path: &Path, opts: &LoadOptions) -> Result<Self> {
+        let t0 = Instant::now();
+        let device = Device::Cpu;
+        let g = GgufFile::open(path)?;
+        let config = Config::from_gguf(&g)?;
+        let tokenizer = match &opts.tokenizer_json {
+            Some(tj) => {
+                let gt = Tokenizer::from_gguf(&g)?;
+                Tokenizer::from_file(tj, Some(&gt.bos_token), Some(&gt.eos_token), gt.add_bos)?
+            }
+            None => Tokenizer::from_gguf(&g)?,
+        };
+        let fold_system = config.architecture().starts_with("gemma");
+        let template = g
+            .string_opt("tokenizer.chat_template")?
+            .map(|src| ChatTemplate::new(&src, fold_system))
+            .transpose()?;
+        let model = Model::from_gguf(&g, &device)?;
+        let mut stop_ids: Vec<u32> = tokenizer.eos_id.into_iter().collect();
+        // Chat models end a turn with these, whatever their config calls EOS.
+        for t in [
+            "<end_of_turn>",
+            "<|im_end|>",
+            "<|eot_id|>",
+            "<|endoftext|>",
+            "<eos>",
+        ] {
+            if let Some(id) = tokenizer.token_id(t) {
+                if !stop_ids.contains(&id) {
+                    stop_ids.push(id);
+                }
+            }
+        }
+        Ok(Self {
+            path: path.to_path_buf(),
+            model,
+            config,
+            tokenizer,
+            template,
+            stop_ids,
+            load_time: t0.elapsed(),
+            device,
+        })
+    }
+
+    /// The file it was loaded from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The model.
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    /// The hyper-parameters.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The tokenizer.
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    /// Whether the model ships a chat template (base models do not).
+    pub fn has_chat_template(&self) -> bool {
+        self.template.is_some()
+    }
+
+    /// Token ids that end a reply.
+    pub fn stop_ids(&self) -> &[u32] {
+        &self.stop_ids
+    }
+
+    /// How long loading took.
+    pub fn load_time(&self) -> Duration {
+        self.load_time
+    }
+
+    /// The compute device.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// A new conversation with an empty cache.
+    pub fn chat_session(&self) -> ChatSession<'_> {
+        ChatSession {
+            model: self,
+            cache: self.model.new_cache(),
+            cached: Vec::new(),
+            messages: Vec::new(),
+        }
+    }
+
+    /// The prompt ids for a conversation: the chat template when there is one,
+    /// otherwise the messages' text as a plain continuation.
+    pub fn render_chat(&self, messages: &[Message]) -> Result<Vec<u32>> {
+        match &self.template {
+            Some(t) => {
+                let text = t.render(
+                    messages,
+                    true,
+                    &self.tokenizer.bos_token,
+                    &self.tokenizer.eos_token,
+                )?;
+                // The template writes BOS itself where the model wants one.
+                self.tokenizer.encode(&text)
+            }
+            None => {
+                let text: Vec<&str> = messages.iter().map(|m| m.content.as_str()).collect();
+                self.tokenizer.encode_with_bos(&text.join("\n"))
+            }
+        }
+    }
+
+    /// Raw completion of `prompt_ids` (no template, no BOS added) in a fresh cache.
+    pub fn generate(
+        &self,
+        prompt_ids: &[u32],
+        params: &GenerationParams,
+        sink: &mut dyn FnMut(&TokenEvent) -> bool,
+    ) -> Result<Reply> {
+        let mut s = self.chat_session();
+        s.complete(prompt_ids, params, sink)
+    }
+}
+
+/// A conversation: its messages and the KV cache of everything already computed.
+pub struct ChatSession<'m> {
+    model: &'m LoadedModel,
+    cache: KvCache,
+    cached: Vec<u32>,
+    messages: Vec<Message>,
+}
+
+impl<'m> ChatSession<'m> {
+    /// Adds `new_messages` (usually one user message, optionally after a system one)
+    /// and generates the assistant's reply, which is then part of the history.
+    pub fn send(
+        &mut self,
+        new_messages: &[Message],
+        params: &GenerationParams,
+        sink: &mut dyn FnMut(&TokenEvent) -> bool,
+    ) -> Result<Reply> {
+        let mut messages = self.messages.clone();
+        messages.extend_from_slice(new_messages);
+        let ids = self.model.render_chat(&messages)?;
+        let reply = self.complete(&ids, params, sink)?;
+        messages.push(Message::assistant(reply.text.clone()));
+        self.messages = messages;
+        Ok(reply)
+    }
+
+    /// The conversation so far.
+    pub fn messages(&self) -> &[Message] {
+        &self.messages
+    }
+
+    /// Forgets the conversation and the cache.
+    pub fn reset(&mut self) {
+        self.messages.clear();
+        self.cached.clear();
+        self.cache.clear();
+    }
+
+    /// Bytes the KV cache holds.
+    pub fn kv_cache_bytes(&self) -> usize {
+        self.cache.bytes()
+    }
+
+    /// Continues `prompt_ids`, reusing the longest prefix the cache already holds.
+    pub fn complete(
+        &mut self,
+        prompt_ids: &[u32],
+        params: &GenerationParams,
+        sink: &mut dyn FnMut(&TokenEvent) -> bool,
+    ) -> Result<Reply> {
+        params.sampling.validate().map_err(Error::Invalid)?;
+        if prompt_ids.is_empty() {
+            return Err(Error::Invalid("the prompt is empty".into()));
+        }
+        let m = self.model;
+        let ctx = m.config.context_length();
+        if prompt_ids.len() >= ctx {
+            return Err(Error::Invalid(format!(
+                "the prompt has {} tokens; the model's context is {ctx}",
+                prompt_ids.len()
+            )));
+        }
+        let t_start = Instant::now();
+        // At least one token must be computed to get logits for the next one.
+        let mut reuse = common_prefix(&self.cached, prompt_ids).min(prompt_ids.len() - 1);
+        if reuse > self.cache.len() {
+            reuse = self.cache.len();
+        }
+        self.cache.truncate(reuse);
+        self.cached.truncate(reuse);
+        let fresh = &prompt_ids[reuse..];
+        let logits = m.model.forward(fresh, &mut self.cache, fresh.len() - 1)?;
+        self.cached.extend_from_slice(fresh);
+        let prefill_s = t_start.elapsed().as_secs_f64();
+        let mut logits = logits.squeeze(0)?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+
+        let mut sampler = Sampler::new(params.sampling.clone());
+        let mut stream = TokenStream::new(&m.tokenizer);
+        let mut history: Vec<u32> = prompt_ids.to_vec();
+        let mut generated: Vec<u32> = Vec::new();
+        let mut text = String::new(); // everything decoded so far
+        let mut emitted: usize = 0; // bytes of `text` already handed to the sink
+        let mut ttft = None;
+        let mut decode_time = Duration::ZERO;
+        let mut decode_steps = 0usize;
+        let max_stop = params
+            .stop_strings
+            .iter()
+            .map(|s| s.len())
+            .max()
+            .unwrap_or(0);
+        let stop_reason = loop {
+            if generated.len() >= params.max_tokens {
+                break StopReason::MaxTokens;
+            }
+            let next = sampler.sample(&logits, &history);
+            ttft.get_or_insert_with(|| t_start.elapsed());
+            generated.push(next);
+            history.push(next);
+            if !params.ignore_eos && m.stop_ids.contains(&next) {
+                break StopReason::Eos;
+            }
+            if let Some(piece) = stream.push(next)? {
+                text.push_str(&piece);
+            }
+            // Stop strings: cut the text before the first one; hold back a tail that
+            // could still become one.
+            let search_from = floor_char_boundary(&text, emitted.saturating_sub(max_stop));
+            let hit = params
+                .stop_strings
+                .iter()
+                .filter(|s| !s.is_empty())
+                .filter_map(|s| {
+                    text[search_from..]
+                        .find(s.as_str())
+                        .map(|i| i + search_from)
+                })
+                .min();
+            let (safe, stop) = match hit {
+                Some(i) => (i, true),
+                None => (safe_boundary(&text, &params.stop_strings), false),
+            };
+            let piece = if safe > emitted {
+                text[emitted..safe].to_string()
+            } else {
+                String::new()
+            };
+            emitted = emitted.max(safe);
+            if stop {
+                text.truncate(safe);
+                sink(&TokenEvent {
+                    id: next,
+                    text: piece,
+                });
+                break StopReason::StopString;
+            }
+            if !sink(&TokenEvent {
+                id: next,
+                text: piece,
+            }) {
+                break StopReason::Cancelled;
+            }
+            if generated.len() >= params.max_tokens {
+                break StopReason::MaxTokens;
+            }
+            if self.cache.len() + 1 >= ctx {
+                break StopReason::ContextFull;
+            }
+            let t = Instant::now();
+            let l = m.model.forward(&[next], &mut self.cache, 0)?;
+            self.cached.push(next);
+            logits = l.squeeze(0)?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+            decode_time += t.elapsed();
+            decode_steps += 1;
+        };
+        if stop_reason != StopReason::StopString {
+            if let Some(rest) = stream.finish()? {
+                text.push_str(&rest);
+            }
+            if emitted < text.len() && stop_reason != StopReason::Eos {
+                // Text held back for a stop string that never came.
+                sink(&TokenEvent {
+                    id: *generated.last().unwrap_or(&0),
+                    text: text[emitted..].to_string(),
+                });
+            }
+        }
+        let stats = Stats {
+            prompt_tokens: prompt_ids.len(),
+            prefill_tokens: fresh_len(prompt_ids.len(), reuse),
+            generated_tokens: generated.len(),
+            ttft_ms: ttft.unwrap_or_default().as_secs_f64() * 1e3,
+            prefill_tok_s: fresh_len(prompt_ids.len(), reuse) as f64 / prefill_s.max(1e-9),
+            decode_tok_s: if decode_steps > 0 {
+                decode_steps as f64 / decode_time.as_secs_f64().max(1e-9)
+            } else {
+                0.0
+            },
+            weights_bytes: m.model.weight_bytes().total,
+            kv_cache_bytes: self.cache.bytes(),
+            rss_bytes: rss_bytes(),
+        };
+        Ok(Reply {
+            text,
+            token_ids: generated,
+            stop_reason,
+            stats,
+        })
+    }
+}
+
+fn floor_char_boundary(s: &str, mut i: usize) -> usize {
+    while i > 0 && !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+fn fresh_len(prompt: usize, reused: usize) -> usize {
+    prompt - reused
+}
+
+fn common_prefix(a: &[u32], b: &[u32]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+/// The largest byte index such that no suffix of `text[..]` from there on could be
+/// the start of a stop string (so it is safe to show everything before it).
+fn safe_boundary(text: &str, stops: &[String]) -> usize {
+    let mut safe = text.len();
+    for s in stops.iter().filter(|s| !s.is_empty()) {
+        for (i, _) in text.char_indices().rev().take(s.chars().count()) {
+            if s.starts_with(&text[i..]) {
+                safe = safe.min(i);
+            }
+        }
+    }
+    safe
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn safe_boundary_holds_back_partial_stop_strings() {
+        let stops = vec!["</s>".to_string()];
+        assert_eq!(safe_boundary("hello </", &stops), 6);
+        assert_eq!(safe_boundary("hello", &stops), 5);
+        assert_eq!(safe_boundary("a<", &stops), 1);
+    }
+
+    #[test]
+    fn common_prefix_counts_shared_ids() {
+        assert_eq!(common_prefix(&[1, 2, 3], &[1, 2, 4, 5]), 2);
+        assert_eq!(common_prefix(&[], &[1]), 0);
+    }
+}

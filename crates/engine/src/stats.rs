@@ -1,0 +1,83 @@
+//! Measured numbers: generation statistics and the process's memory.
+
+use serde::Serialize;
+
+/// What one reply cost, all measured.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Stats {
+    /// Tokens in the rendered prompt (the whole conversation so far).
+    pub prompt_tokens: usize,
+    /// Prompt tokens actually computed (the rest came from the KV cache).
+    pub prefill_tokens: usize,
+    /// Tokens generated.
+    pub generated_tokens: usize,
+    /// Time from the request to the first generated token, milliseconds.
+    pub ttft_ms: f64,
+    /// Prefill throughput, tokens per second.
+    pub prefill_tok_s: f64,
+    /// Decode throughput over the tokens after the first, tokens per second.
+    pub decode_tok_s: f64,
+    /// Bytes held by the model's weights.
+    pub weights_bytes: usize,
+    /// Bytes allocated for the KV cache.
+    pub kv_cache_bytes: usize,
+    /// Resident set size of this process after the reply.
+    pub rss_bytes: u64,
+}
+
+/// Resident set size of this process in bytes (0 if the OS does not say).
+pub fn rss_bytes() -> u64 {
+    use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
+    let pid = Pid::from_u32(std::process::id());
+    let mut sys = System::new();
+    sys.refresh_processes_specifics(
+        ProcessesToUpdate::Some(&[pid]),
+        false,
+        ProcessRefreshKind::nothing().with_memory(),
+    );
+    sys.process(pid).map(|p| p.memory()).unwrap_or(0)
+}
+
+/// Peak resident set size of this process in bytes, where the OS records it
+/// (Linux `VmHWM`); `None` elsewhere.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Mean and sample standard deviation.
+pub fn mean_sd(xs: &[f64]) -> (f64, f64) {
+    if xs.is_empty() {
+        return (0.0, 0.0);
+    }
+    let n = xs.len() as f64;
+    let mean = xs.iter().sum::<f64>() / n;
+    if xs.len() < 2 {
+        return (mean, 0.0);
+    }
+    let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0);
+    (mean, var.sqrt())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rss_is_measured_and_grows_with_touched_memory() {
+        let before = rss_bytes();
+        assert!(before > 0);
+        let v = std::hint::black_box(vec![1u8; 64 << 20]);
+        let after = rss_bytes();
+        assert!(after >= before + (48 << 20), "{before} -> {after}");
+        drop(std::hint::black_box(v));
+    }
+
+    #[test]
+    fn mean_and_sd() {
+        let (m, s) = mean_sd(&[1.0, 2.0, 3.0]);
+        assert!((m - 2.0).abs() < 1e-12 && (s - 1.0).abs() < 1e-12);
+    }
+}

@@ -1,0 +1,434 @@
+//! Tokenizers: HF `tokenizer.json` when there is one, otherwise built from GGUF
+//! metadata (GPT-2 byte-level BPE with merges, or SentencePiece-style with scores and
+//! byte fallback), with ids equal to the HF tokenizer's. Streaming detokenization
+//! never emits broken UTF-8.
+
+use crate::error::{Error, Result};
+use crate::gguf::GgufFile;
+use std::path::Path;
+use tokenizers::decoders::byte_fallback::ByteFallback;
+use tokenizers::decoders::byte_level::ByteLevel;
+use tokenizers::decoders::fuse::Fuse;
+use tokenizers::decoders::sequence::Sequence as DecoderSequence;
+use tokenizers::decoders::strip::Strip;
+use tokenizers::decoders::DecoderWrapper;
+use tokenizers::models::bpe::{Vocab, BPE};
+use tokenizers::normalizers::{Prepend, Replace, Sequence as NormalizerSequence};
+use tokenizers::pre_tokenizers::digits::Digits;
+use tokenizers::pre_tokenizers::sequence::Sequence as PreSequence;
+use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
+use tokenizers::pre_tokenizers::PreTokenizerWrapper;
+use tokenizers::{AddedToken, NormalizerWrapper, SplitDelimiterBehavior};
+
+/// GGUF token types (llama.cpp's `llama_token_type`).
+const TOKEN_NORMAL: i64 = 1;
+const TOKEN_CONTROL: i64 = 3;
+const TOKEN_USER_DEFINED: i64 = 4;
+
+/// SentencePiece's visible space.
+const SPIECE_SPACE: &str = "\u{2581}";
+
+/// Llama 3's pre-tokenizer split (llama.cpp `llama-bpe`).
+const LLAMA3_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+/// Qwen 2's pre-tokenizer split (llama.cpp `qwen2`).
+const QWEN2_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+/// A tokenizer plus the special ids generation needs.
+pub struct Tokenizer {
+    inner: tokenizers::Tokenizer,
+    /// Beginning-of-sequence id, if the model has one.
+    pub bos_id: Option<u32>,
+    /// Whether prompts start with BOS.
+    pub add_bos: bool,
+    /// Text of the BOS token (for chat templates).
+    pub bos_token: String,
+    /// Text of the EOS token (for chat templates).
+    pub eos_token: String,
+    /// The GGUF / config EOS id.
+    pub eos_id: Option<u32>,
+}
+
+impl Tokenizer {
+    /// Builds the tokenizer described by a GGUF file's `tokenizer.ggml.*` metadata.
+    pub fn from_gguf(g: &GgufFile) -> Result<Self> {
+        let model = g.string("tokenizer.ggml.model")?;
+        let tokens = g.strings("tokenizer.ggml.tokens")?;
+        let types = match g.get("tokenizer.ggml.token_type") {
+            Some(_) => g.i64s("tokenizer.ggml.token_type")?,
+            None => vec![TOKEN_NORMAL; tokens.len()],
+        };
+        if types.len() != tokens.len() {
+            return Err(bad(
+                g,
+                "tokenizer.ggml.token_type has a different length than tokens",
+            ));
+        }
+        let inner = match model.as_str() {
+            "gpt2" => gpt2_from_gguf(g, &tokens, &types)?,
+            "llama" => spm_from_gguf(g, &tokens, &types)?,
+            other => {
+                return Err(Error::Metadata {
+                    path: g.path().to_path_buf(),
+                    key: "tokenizer.ggml.model".into(),
+                    message: format!("tokenizer model `{other}` is not supported (gpt2, llama)"),
+                })
+            }
+        };
+        let bos_id = g.u64_opt("tokenizer.ggml.bos_token_id")?.map(|x| x as u32);
+        let eos_id = g.u64_opt("tokenizer.ggml.eos_token_id")?.map(|x| x as u32);
+        let text = |id: Option<u32>| {
+            id.and_then(|i| tokens.get(i as usize).cloned())
+                .unwrap_or_default()
+        };
+        Ok(Self {
+            bos_token: text(bos_id),
+            eos_token: text(eos_id),
+            add_bos: g
+                .bool_opt("tokenizer.ggml.add_bos_token")?
+                .unwrap_or(model == "llama")
+                && bos_id.is_some(),
+            bos_id,
+            eos_id,
+            inner,
+        })
+    }
+
+    /// Loads an HF `tokenizer.json`; special tokens and BOS policy come from the caller
+    /// (they live in `tokenizer_config.json` or GGUF metadata).
+    pub fn from_file(
+        path: &Path,
+        bos_token: Option<&str>,
+        eos_token: Option<&str>,
+        add_bos: bool,
+    ) -> Result<Self> {
+        let mut inner = tokenizers::Tokenizer::from_file(path)
+            .map_err(|e| Error::Tokenizer(format!("{}: {e}", path.display())))?;
+        // We add BOS ourselves so every entry point treats it the same way.
+        inner.with_post_processor(None::<tokenizers::PostProcessorWrapper>);
+        let bos_id = bos_token.and_then(|t| inner.token_to_id(t));
+        let eos_id = eos_token.and_then(|t| inner.token_to_id(t));
+        Ok(Self {
+            bos_token: bos_token.unwrap_or_default().to_string(),
+            eos_token: eos_token.unwrap_or_default().to_string(),
+            add_bos: add_bos && bos_id.is_some(),
+            bos_id,
+            eos_id,
+            inner,
+        })
+    }
+
+    /// Token ids of `text`, without BOS. Special tokens written in the text
+    /// (`<|im_start|>`, `<start_of_turn>`) are recognised, as HF does.
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        let enc = self
+            .inner
+            .encode_fast(text, false)
+            .map_err(|e| Error::Tokenizer(e.to_string()))?;
+        Ok(enc.get_ids().to_vec())
+    }
+
+    /// Like [`Tokenizer::encode`], with BOS first when the model wants it.
+    pub fn encode_with_bos(&self, text: &str) -> Result<Vec<u32>> {
+        let mut ids = Vec::new();
+        if self.add_bos {
+            ids.extend(self.bos_id);
+        }
+        ids.extend(self.encode(text)?);
+        Ok(ids)
+    }
+
+    /// Text of `ids`; special tokens are kept when `keep_special`.
+    pub fn decode(&self, ids: &[u32], keep_special: bool) -> Result<String> {
+        self.inner
+            .decode(ids, !keep_special)
+            .map_err(|e| Error::Tokenizer(e.to_string()))
+    }
+
+    /// Id of a token string, if it is in the vocabulary.
+    pub fn token_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
+    }
+
+    /// Vocabulary size including added tokens.
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
+    /// The wrapped HF tokenizer (for saving as `tokenizer.json`).
+    pub fn hf(&self) -> &tokenizers::Tokenizer {
+        &self.inner
+    }
+}
+
+fn bad(g: &GgufFile, message: &str) -> Error {
+    Error::BadFile {
+        path: g.path().to_path_buf(),
+        message: message.to_string(),
+    }
+}
+
+fn tok_err(g: &GgufFile, e: impl std::fmt::Display) -> Error {
+    Error::Tokenizer(format!("{}: {e}", g.path().display()))
+}
+
+/// The vocabulary as a map, keeping the first id of duplicated strings.
+fn vocab_map(tokens: &[String]) -> Vocab {
+    let mut vocab = Vocab::with_capacity(tokens.len());
+    for (i, t) in tokens.iter().enumerate() {
+        vocab.entry(t.clone()).or_insert(i as u32);
+    }
+    vocab
+}
+
+/// Control tokens become special added tokens, user-defined ones plain added tokens,
+/// both matched on the raw text as HF's `normalized: false` does.
+fn added_tokens(tokens: &[String], types: &[i64]) -> Vec<AddedToken> {
+    tokens
+        .iter()
+        .zip(types)
+        .filter(|(_, t)| **t == TOKEN_CONTROL || **t == TOKEN_USER_DEFINED)
+        .map(|(s, t)| AddedToken::from(s.clone(), *t == TOKEN_CONTROL).normalized(false))
+        .collect()
+}
+
+fn gpt2_from_gguf(g: &GgufFile, tokens: &[String], types: &[i64]) -> Result<tokenizers::Tokenizer> {
+    let merges: Vec<(String, String)> = g
+        .strings("tokenizer.ggml.merges")?
+        .into_iter()
+        .map(|m| match m.split_once(' ') {
+            Some((a, b)) => Ok((a.to_string(), b.to_string())),
+            None => Err(bad(
+                g,
+                &format!("tokenizer.ggml.merges: malformed merge `{m}`"),
+            )),
+        })
+        .collect::<Result<_>>()?;
+    let pre = g.string_opt("tokenizer.ggml.pre")?.unwrap_or_default();
+    let byte_level = || tokenizers::pre_tokenizers::byte_level::ByteLevel::new(false, true, true);
+    let split = |pattern: &str| -> Result<PreTokenizerWrapper> {
+        let p = SplitPattern::Regex(pattern.to_string());
+        Ok(Split::new(p, SplitDelimiterBehavior::Isolated, false)
+            .map_err(|e| tok_err(g, e))?
+            .into())
+    };
+    let (pre_tokenizer, ignore_merges): (PreTokenizerWrapper, bool) = match pre.as_str() {
+        // SmolLM: digits one by one, then GPT-2's byte-level split.
+        "smollm" => (
+            PreSequence::new(vec![Digits::new(true).into(), byte_level().into()]).into(),
+            false,
+        ),
+        "llama-bpe" | "llama3" => (
+            PreSequence::new(vec![
+                split(LLAMA3_PATTERN)?,
+                byte_level().use_regex(false).into(),
+            ])
+            .into(),
+            true,
+        ),
+        "qwen2" => (
+            PreSequence::new(vec![
+                split(QWEN2_PATTERN)?,
+                byte_level().use_regex(false).into(),
+            ])
+            .into(),
+            false,
+        ),
+        _ => (byte_level().into(), false),
+    };
+    let bpe = BPE::builder()
+        .vocab_and_merges(vocab_map(tokens), merges)
+        .ignore_merges(ignore_merges)
+        .build()
+        .map_err(|e| tok_err(g, e))?;
+    let mut tk = tokenizers::Tokenizer::new(bpe);
+    tk.with_pre_tokenizer(Some(pre_tokenizer));
+    tk.with_decoder(Some(ByteLevel::default()));
+    add_all(&mut tk, tokens, types);
+    Ok(tk)
+}
+
+fn add_all(tk: &mut tokenizers::Tokenizer, tokens: &[String], types: &[i64]) {
+    let (special, plain): (Vec<_>, Vec<_>) = added_tokens(tokens, types)
+        .into_iter()
+        .partition(|t| t.special);
+    tk.add_special_tokens(&special);
+    tk.add_tokens(&plain);
+}
+
+/// SentencePiece-style BPE (Gemma, Llama 2): merges derived from the piece scores the
+/// same way transformers' GGUF converter derives them, so the result matches HF's
+/// `tokenizer.json` for these models.
+fn spm_from_gguf(g: &GgufFile, tokens: &[String], types: &[i64]) -> Result<tokenizers::Tokenizer> {
+    let scores = g.f32s("tokenizer.ggml.scores")?;
+    if scores.len() != tokens.len() {
+        return Err(bad(
+            g,
+            "tokenizer.ggml.scores has a different length than tokens",
+        ));
+    }
+    // GGUF spells some pieces (Gemma's whitespace runs) with real spaces.
+    let tokens: Vec<String> = tokens
+        .iter()
+        .map(|t| t.replace(' ', SPIECE_SPACE))
+        .collect();
+    let vocab = vocab_map(&tokens);
+    let merges = merges_from_scores(&tokens, &scores, types, &vocab);
+    let add_space_prefix = g
+        .bool_opt("tokenizer.ggml.add_space_prefix")?
+        .unwrap_or(true);
+    let unk = g
+        .u64_opt("tokenizer.ggml.unknown_token_id")?
+        .and_then(|i| tokens.get(i as usize).cloned())
+        .unwrap_or_else(|| "<unk>".into());
+    let bpe = BPE::builder()
+        .vocab_and_merges(vocab, merges)
+        .unk_token(unk)
+        .fuse_unk(true)
+        .byte_fallback(true)
+        .build()
+        .map_err(|e| tok_err(g, e))?;
+    let mut tk = tokenizers::Tokenizer::new(bpe);
+    let mut norms: Vec<NormalizerWrapper> = Vec::new();
+    if add_space_prefix {
+        norms.push(Prepend::new(SPIECE_SPACE.into()).into());
+    }
+    norms.push(
+        Replace::new(" ", SPIECE_SPACE)
+            .map_err(|e| tok_err(g, e))?
+            .into(),
+    );
+    tk.with_normalizer(Some(NormalizerSequence::new(norms)));
+    let mut decs: Vec<DecoderWrapper> = vec![
+        tokenizers::decoders::DecoderWrapper::Replace(
+            Replace::new(SPIECE_SPACE, " ").map_err(|e| tok_err(g, e))?,
+        ),
+        ByteFallback::new().into(),
+        Fuse::new().into(),
+    ];
+    if add_space_prefix {
+        decs.push(Strip::new(' ', 1, 0).into());
+    }
+    tk.with_decoder(Some(DecoderSequence::new(decs)));
+    add_all(&mut tk, &tokens, types);
+    Ok(tk)
+}
+
+/// Every way a normal piece splits into two pieces of the vocabulary is a merge,
+/// ranked by the merged piece's score (higher first), ties by longer left then right
+/// piece, then by the pieces' ids. User-defined pieces (Gemma's whitespace and
+/// newline runs) merge before everything else, as in HF's tokenizer.json, whatever
+/// score the GGUF converter gave them.
+fn merges_from_scores(
+    tokens: &[String],
+    scores: &[f32],
+    types: &[i64],
+    vocab: &Vocab,
+) -> Vec<(String, String)> {
+    struct M {
+        score: f32,
+        len_l: usize,
+        len_r: usize,
+        id_l: u32,
+        id_r: u32,
+        split: usize,
+        piece: usize,
+    }
+    let mut all = Vec::new();
+    for (i, piece) in tokens.iter().enumerate() {
+        if types[i] != TOKEN_NORMAL && types[i] != TOKEN_USER_DEFINED {
+            continue;
+        }
+        for (split, _) in piece.char_indices().skip(1) {
+            let (l, r) = piece.split_at(split);
+            if let (Some(&id_l), Some(&id_r)) = (vocab.get(l), vocab.get(r)) {
+                all.push(M {
+                    score: if types[i] == TOKEN_USER_DEFINED {
+                        f32::INFINITY
+                    } else {
+                        scores[i]
+                    },
+                    len_l: l.chars().count(),
+                    len_r: r.chars().count(),
+                    id_l,
+                    id_r,
+                    split,
+                    piece: i,
+                });
+            }
+        }
+    }
+    all.sort_by(|a, b| {
+        b.score
+            .total_cmp(&a.score)
+            .then(b.len_l.cmp(&a.len_l))
+            .then(b.len_r.cmp(&a.len_r))
+            .then(a.piece.cmp(&b.piece))
+            .then(a.id_l.cmp(&b.id_l))
+            .then(a.id_r.cmp(&b.id_r))
+    });
+    all.into_iter()
+        .map(|m| {
+            let (l, r) = tokens[m.piece].split_at(m.split);
+            (l.to_string(), r.to_string())
+        })
+        .collect()
+}
+
+/// Turns a stream of token ids into text pieces, holding back bytes until they form
+/// complete UTF-8 characters (byte-fallback and byte-level tokens split characters).
+pub struct TokenStream<'t> {
+    tokenizer: &'t Tokenizer,
+    ids: Vec<u32>,
+    prefix_offset: usize,
+    read_offset: usize,
+}
+
+impl<'t> TokenStream<'t> {
+    /// A stream with nothing decoded yet.
+    pub fn new(tokenizer: &'t Tokenizer) -> Self {
+        Self {
+            tokenizer,
+            ids: Vec::new(),
+            prefix_offset: 0,
+            read_offset: 0,
+        }
+    }
+
+    /// Adds one id; returns the text it completes, if any.
+    pub fn push(&mut self, id: u32) -> Result<Option<String>> {
+        self.ids.push(id);
+        // Decoding a window that starts a few tokens back keeps the leading-space
+        // handling of SentencePiece decoders right.
+        let prev = self
+            .tokenizer
+            .decode(&self.ids[self.prefix_offset..self.read_offset], false)?;
+        let now = self
+            .tokenizer
+            .decode(&self.ids[self.prefix_offset..], false)?;
+        if now.len() > prev.len() && !now.ends_with('\u{FFFD}') && now.starts_with(&prev) {
+            let piece = now[prev.len()..].to_string();
+            self.prefix_offset = self.read_offset;
+            self.read_offset = self.ids.len();
+            Ok(Some(piece))
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// Whatever is still held back (an incomplete character at the very end).
+    pub fn finish(&mut self) -> Result<Option<String>> {
+        let prev = self
+            .tokenizer
+            .decode(&self.ids[self.prefix_offset..self.read_offset], false)?;
+        let now = self
+            .tokenizer
+            .decode(&self.ids[self.prefix_offset..], false)?;
+        self.prefix_offset = self.ids.len();
+        self.read_offset = self.ids.len();
+        if now.len() > prev.len() && now.starts_with(&prev) {
+            Ok(Some(now[prev.len()..].to_string()))
+        } else {
+            Ok(None)
+        }
+    }
+}

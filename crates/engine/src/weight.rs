@@ -1,0 +1,121 @@
+//! One weight type for every storage format, so model files never match on format.
+//! A new format (NF4 comes next) is one more variant here plus its tests.
+
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::{DType, Module, Result, Tensor, D};
+use std::sync::Arc;
+
+/// A 2-D weight matrix `[out, in]` used as `y = x · Wᵀ`, or as an embedding table.
+#[derive(Clone, Debug)]
+pub enum Weight {
+    /// A dense tensor (F32 or BF16).
+    Dense(Tensor),
+    /// A GGUF block-quantized tensor, kept packed; the matmul quantizes activations
+    /// on the fly like llama.cpp does.
+    Gguf(Arc<QTensor>),
+}
+
+impl Weight {
+    /// Wraps a tensor read from a GGUF file. Float types become dense tensors
+    /// (in F32: half precision overflows in Gemma 3), the rest stay quantized.
+    pub fn from_qtensor(q: QTensor) -> Result<Self> {
+        match q.dtype() {
+            GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16 => {
+                Ok(Self::Dense(q.dequantize(&q.device())?))
+            }
+            _ => Ok(Self::Gguf(Arc::new(q))),
+        }
+    }
+
+    /// `x · Wᵀ` for `x` of shape `[..., in]`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Self::Dense(w) => {
+                let w = w.to_dtype(x.dtype())?;
+                x.broadcast_matmul(&w.t()?)
+            }
+            Self::Gguf(q) if q.dtype() == GgmlDType::Q4_1 && x.device().is_cpu() => {
+                q4_1_forward(q, x)
+            }
+            Self::Gguf(q) => QMatMul::QTensor(q.clone()).forward(x),
+        }
+    }
+
+    /// Rows of the matrix for the given ids: `[ids.len(), in]` in F32.
+    pub fn embedding(&self, ids: &Tensor) -> Result<Tensor> {
+        match self {
+            Self::Dense(w) => {
+                let n = ids.elem_count();
+                let out = w.index_select(&ids.flatten_all()?, 0)?;
+                out.to_dtype(DType::F32)?.reshape((n, w.dim(D::Minus1)?))
+            }
+            Self::Gguf(q) => q.embedding(&ids.flatten_all()?),
+        }
+    }
+
+    /// `[out, in]`.
+    pub fn dims(&self) -> (usize, usize) {
+        let d = match self {
+            Self::Dense(w) => w.dims(),
+            Self::Gguf(q) => q.shape().dims(),
+        };
+        (d[0], d.get(1).copied().unwrap_or(1))
+    }
+
+    /// Bytes the weight occupies in memory (and reads per full matmul).
+    pub fn bytes(&self) -> usize {
+        match self {
+            Self::Dense(w) => w.elem_count() * w.dtype().size_in_bytes(),
+            Self::Gguf(q) => q.storage_size_in_bytes(),
+        }
+    }
+
+    /// Name of the storage type, as llama.cpp spells it (`Q4_K`, `F32`, ...).
+    pub fn type_name(&self) -> String {
+        match self {
+            Self::Dense(w) => format!("{:?}", w.dtype()).to_uppercase(),
+            Self::Gguf(q) => ggml_type_name(q.dtype()).to_string(),
+        }
+    }
+}
+
+/// Q4_1 through our kernel: candle's Q4_1 path is unvectorised and keeps the
+/// activation block sum in f16, which loses visible precision on massive activations.
+fn q4_1_forward(q: &QTensor, x: &Tensor) -> Result<Tensor> {
+    let (n, k) = q.shape().dims2()?;
+    let dims = x.dims().to_vec();
+    let m = x.elem_count() / k;
+    let xs = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+    let data = q.data()?;
+    let w = crate::kernels::q4_1::blocks(&data).ok_or_else(|| {
+        candle_core::Error::Msg("Q4_1 tensor is not whole, aligned blocks".into())
+    })?;
+    let mut y = vec![0f32; m * n];
+    crate::kernels::q4_1::matmul(&xs, m, k, w, n, &mut y);
+    let mut out_dims = dims;
+    if let Some(last) = out_dims.last_mut() {
+        *last = n;
+    }
+    Tensor::from_vec(y, out_dims, x.device())
+}
+
+/// llama.cpp's spelling of a GGML type.
+pub fn ggml_type_name(t: GgmlDType) -> &'static str {
+    match t {
+        GgmlDType::F32 => "F32",
+        GgmlDType::F16 => "F16",
+        GgmlDType::BF16 => "BF16",
+        GgmlDType::Q4_0 => "Q4_0",
+        GgmlDType::Q4_1 => "Q4_1",
+        GgmlDType::Q5_0 => "Q5_0",
+        GgmlDType::Q5_1 => "Q5_1",
+        GgmlDType::Q8_0 => "Q8_0",
+        GgmlDType::Q8_1 => "Q8_1",
+        GgmlDType::Q2K => "Q2_K",
+        GgmlDType::Q3K => "Q3_K",
+        GgmlDType::Q4K => "Q4_K",
+        GgmlDType::Q5K => "Q5_K",
+        GgmlDType::Q6K => "Q6_K",
+        GgmlDType::Q8K => "Q8_K",
+    }
+}
