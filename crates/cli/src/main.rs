@@ -1,1 +1,526 @@
-fn main() {}
+//! `unicorn`: parse the command line, call the engine, print its results.
+//! Human-readable output by default, one JSON object per line with `--json`.
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use serde_json::json;
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use unicorn_engine::{
+    bench, info, perplexity, GenerationParams, LoadOptions, LoadedModel, Message, Reply,
+    SamplingParams, TokenEvent,
+};
+
+/// Set while a reply is being generated: Ctrl-C then stops the reply, not the program.
+static GENERATING: AtomicBool = AtomicBool::new(false);
+static CANCEL: AtomicBool = AtomicBool::new(false);
+
+#[derive(Parser)]
+#[command(
+    name = "unicorn",
+    version,
+    about = "Run, inspect and benchmark local language models"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Chat with a model: interactive without --prompt, one reply with it.
+    Chat(ChatArgs),
+    /// Raw completion of a prompt, no chat template.
+    Generate(GenerateArgs),
+    /// Perplexity of a text file (llama-perplexity's definition).
+    Perplexity(PerplexityArgs),
+    /// Architecture, size and tensor types of a model file.
+    Info(InfoArgs),
+    /// Prefill and decode speed, memory, and the bandwidth roofline.
+    Bench(BenchArgs),
+}
+
+#[derive(Args)]
+struct ModelArgs {
+    /// Path to a .gguf model file.
+    model: PathBuf,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Use this tokenizer.json instead of the one built from the file's metadata.
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
+    /// Print machine-readable JSON lines.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct SamplingArgs {
+    /// Maximum tokens to generate.
+    #[arg(long, default_value_t = 512)]
+    max_tokens: usize,
+    /// Temperature (0 = greedy).
+    #[arg(long, default_value_t = 0.8)]
+    temperature: f32,
+    /// Top-k (0 = off).
+    #[arg(long, default_value_t = 40)]
+    top_k: usize,
+    /// Top-p (1 = off).
+    #[arg(long, default_value_t = 0.95)]
+    top_p: f32,
+    /// Min-p (0 = off).
+    #[arg(long, default_value_t = 0.05)]
+    min_p: f32,
+    /// Repetition penalty (1 = off).
+    #[arg(long, default_value_t = 1.0)]
+    repeat_penalty: f32,
+    /// Random seed.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Stop when the text contains this string (repeatable).
+    #[arg(long = "stop")]
+    stop: Vec<String>,
+}
+
+impl SamplingArgs {
+    fn params(&self, ignore_eos: bool) -> GenerationParams {
+        GenerationParams {
+            max_tokens: self.max_tokens,
+            sampling: SamplingParams {
+                temperature: self.temperature,
+                top_k: self.top_k,
+                top_p: self.top_p,
+                min_p: self.min_p,
+                repeat_penalty: self.repeat_penalty,
+                repeat_last_n: 64,
+                seed: self.seed,
+            },
+            stop_strings: self.stop.clone(),
+            ignore_eos,
+        }
+    }
+}
+
+#[derive(Args)]
+struct ChatArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// One message to answer (otherwise: interactive).
+    #[arg(long)]
+    prompt: Option<String>,
+    /// System prompt (folded into the first user turn for models without a system role).
+    #[arg(long)]
+    system: Option<String>,
+    #[command(flatten)]
+    sampling: SamplingArgs,
+}
+
+#[derive(Args)]
+struct GenerateArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Text to continue (BOS is added when the model uses one).
+    #[arg(
+        long,
+        conflicts_with = "prompt_ids",
+        required_unless_present = "prompt_ids"
+    )]
+    prompt: Option<String>,
+    /// Token ids to continue, fed as they are (no BOS added), e.g. "2 818 5279".
+    #[arg(long)]
+    prompt_ids: Option<String>,
+    /// Keep generating past end-of-sequence tokens: exactly --max-tokens tokens.
+    #[arg(long)]
+    ignore_eos: bool,
+    #[command(flatten)]
+    sampling: SamplingArgs,
+}
+
+#[derive(Args)]
+struct PerplexityArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// UTF-8 text file to score.
+    #[arg(long)]
+    text: PathBuf,
+    /// Window size in tokens.
+    #[arg(long, default_value_t = 512)]
+    ctx: usize,
+    /// Use only the first N tokens of the text.
+    #[arg(long)]
+    max_tokens: Option<usize>,
+}
+
+#[derive(Args)]
+struct InfoArgs {
+    /// Path to a .gguf model file.
+    model: PathBuf,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Prompt tokens per prefill run.
+    #[arg(long, default_value_t = 512)]
+    pp: usize,
+    /// Tokens per decode run.
+    #[arg(long, default_value_t = 128)]
+    tg: usize,
+    /// Repetitions.
+    #[arg(long, default_value_t = 5)]
+    reps: usize,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Chat(a) => chat(a),
+        Command::Generate(a) => generate(a),
+        Command::Perplexity(a) => run_perplexity(a),
+        Command::Info(a) => run_info(a),
+        Command::Bench(a) => run_bench(a),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn load(m: &ModelArgs) -> Result<LoadedModel> {
+    if let Some(n) = m.threads {
+        if n == 0 {
+            bail!("--threads must be at least 1");
+        }
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global()
+            .context("setting up the thread pool")?;
+    }
+    let opts = LoadOptions {
+        tokenizer_json: m.tokenizer.clone(),
+    };
+    LoadedModel::load(&m.model, &opts).with_context(|| format!("loading {}", m.model.display()))
+}
+
+fn install_ctrl_c() -> Result<()> {
+    ctrlc::set_handler(|| {
+        if GENERATING.load(Ordering::SeqCst) {
+            CANCEL.store(true, Ordering::SeqCst);
+        } else {
+            std::process::exit(130);
+        }
+    })
+    .context("installing the Ctrl-C handler")
+}
+
+/// Runs one generation, streaming tokens to stdout (text or JSON lines).
+fn stream_reply(
+    json: bool,
+    run: impl FnOnce(&mut dyn FnMut(&TokenEvent) -> bool) -> unicorn_engine::Result<Reply>,
+) -> Result<Reply> {
+    CANCEL.store(false, Ordering::SeqCst);
+    GENERATING.store(true, Ordering::SeqCst);
+    let mut out = std::io::stdout().lock();
+    let mut sink = |ev: &TokenEvent| -> bool {
+        let ok = if json {
+            writeln!(
+                out,
+                "{}",
+                json!({"event": "token", "id": ev.id, "text": ev.text})
+            )
+        } else {
+            write!(out, "{}", ev.text)
+        };
+        let _ = out.flush();
+        ok.is_ok() && !CANCEL.load(Ordering::SeqCst)
+    };
+    let reply = run(&mut sink);
+    GENERATING.store(false, Ordering::SeqCst);
+    Ok(reply?)
+}
+
+fn print_done(json: bool, reply: &Reply) {
+    let s = &reply.stats;
+    if json {
+        println!(
+            "{}",
+            json!({
+                "event": "done",
+                "prompt_tokens": s.prompt_tokens,
+                "prefill_tokens": s.prefill_tokens,
+                "generated_tokens": s.generated_tokens,
+                "token_ids": reply.token_ids,
+                "text": reply.text,
+                "stop_reason": reply.stop_reason,
+                "ttft_ms": s.ttft_ms,
+                "prefill_tok_s": s.prefill_tok_s,
+                "decode_tok_s": s.decode_tok_s,
+                "weights_bytes": s.weights_bytes,
+                "kv_cache_bytes": s.kv_cache_bytes,
+                "rss_bytes": s.rss_bytes,
+            })
+        );
+    } else {
+        println!();
+        eprintln!(
+            "[{} prompt tokens ({} computed) · TTFT {:.0} ms · prefill {:.1} tok/s · {} tokens at {:.1} tok/s · {:?} · weights {} · KV cache {} · RSS {}]",
+            s.prompt_tokens,
+            s.prefill_tokens,
+            s.ttft_ms,
+            s.prefill_tok_s,
+            s.generated_tokens,
+            s.decode_tok_s,
+            reply.stop_reason,
+            human_bytes(s.weights_bytes as f64),
+            human_bytes(s.kv_cache_bytes as f64),
+            human_bytes(s.rss_bytes as f64),
+        );
+    }
+}
+
+fn chat(a: ChatArgs) -> Result<()> {
+    let model = load(&a.model)?;
+    let json = a.model.json;
+    let params = a.sampling.params(false);
+    params.sampling.validate().map_err(anyhow::Error::msg)?;
+    if !model.has_chat_template() {
+        eprintln!(
+            "note: {} has no chat template; this is plain text completion of your messages",
+            a.model.model.display()
+        );
+    }
+    let mut session = model.chat_session();
+    let first_turn = |system: &Option<String>, text: String| {
+        let mut m = Vec::new();
+        if let Some(s) = system {
+            m.push(Message::system(s.clone()));
+        }
+        m.push(Message::user(text));
+        m
+    };
+    if let Some(p) = &a.prompt {
+        let msgs = first_turn(&a.system, p.clone());
+        install_ctrl_c()?;
+        let reply = stream_reply(json, |sink| session.send(&msgs, &params, sink))?;
+        print_done(json, &reply);
+        return Ok(());
+    }
+    install_ctrl_c()?;
+    eprintln!(
+        "Chatting with {} ({}). /reset starts over, /exit or Ctrl-D quits, Ctrl-C stops a reply.",
+        a.model.model.display(),
+        model.config().architecture()
+    );
+    let stdin = std::io::stdin();
+    let mut first = true;
+    loop {
+        eprint!("> ");
+        let mut line = String::new();
+        if stdin.lock().read_line(&mut line)? == 0 {
+            eprintln!();
+            return Ok(());
+        }
+        let line = line.trim_end_matches(['\n', '\r']).to_string();
+        match line.trim() {
+            "" => continue,
+            "/exit" | "/quit" => return Ok(()),
+            "/reset" => {
+                session.reset();
+                first = true;
+                eprintln!("(conversation cleared)");
+                continue;
+            }
+            _ => {}
+        }
+        let msgs = if first {
+            first_turn(&a.system, line)
+        } else {
+            vec![Message::user(line)]
+        };
+        first = false;
+        match stream_reply(json, |sink| session.send(&msgs, &params, sink)) {
+            Ok(reply) => print_done(json, &reply),
+            Err(e) => eprintln!("error: {e:#}"),
+        }
+    }
+}
+
+fn generate(a: GenerateArgs) -> Result<()> {
+    let model = load(&a.model)?;
+    let ids: Vec<u32> = match (&a.prompt, &a.prompt_ids) {
+        (_, Some(s)) => s
+            .split(|c: char| c.is_whitespace() || c == ',')
+            .filter(|t| !t.is_empty())
+            .map(|t| {
+                t.parse::<u32>()
+                    .with_context(|| format!("--prompt-ids: `{t}` is not a token id"))
+            })
+            .collect::<Result<_>>()?,
+        (Some(p), None) => model.tokenizer().encode_with_bos(p)?,
+        (None, None) => bail!("give --prompt or --prompt-ids"),
+    };
+    let vocab = model.config().vocab_size() as u32;
+    if let Some(bad) = ids.iter().find(|&&i| i >= vocab) {
+        bail!("--prompt-ids: token id {bad} is outside the vocabulary (size {vocab})");
+    }
+    install_ctrl_c()?;
+    let params = a.sampling.params(a.ignore_eos);
+    let reply = stream_reply(a.model.json, |sink| model.generate(&ids, &params, sink))?;
+    print_done(a.model.json, &reply);
+    Ok(())
+}
+
+fn run_perplexity(a: PerplexityArgs) -> Result<()> {
+    let model = load(&a.model)?;
+    let text = std::fs::read_to_string(&a.text)
+        .with_context(|| format!("reading {}", a.text.display()))?;
+    let json = a.model.json;
+    let r =
+        perplexity::perplexity_of_text(&model, &text, a.ctx, a.max_tokens, &mut |done, total| {
+            if !json {
+                eprint!("\rwindow {done}/{total}");
+            }
+            true
+        })?;
+    if json {
+        println!("{}", serde_json::to_string(&r)?);
+    } else {
+        eprintln!();
+        println!(
+            "perplexity {:.4} (mean NLL {:.4}) over {} scored tokens: {} windows of {} tokens, second half of each scored (llama-perplexity's definition)",
+            r.perplexity, r.nll_mean, r.tokens_scored, r.chunks, r.ctx
+        );
+    }
+    Ok(())
+}
+
+fn run_info(a: InfoArgs) -> Result<()> {
+    let i = info::inspect(&a.model)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&i)?);
+        return Ok(());
+    }
+    println!("{}", i.path);
+    println!(
+        "  architecture   {}{}",
+        i.architecture,
+        i.name
+            .as_ref()
+            .map(|n| format!(" ({n})"))
+            .unwrap_or_default()
+    );
+    println!(
+        "  parameters     {} ({:.1} M)",
+        i.parameters,
+        i.parameters as f64 / 1e6
+    );
+    println!(
+        "  size           {} in tensors, {} file, {:.2} bits per weight",
+        human_bytes(i.tensor_bytes as f64),
+        human_bytes(i.file_bytes as f64),
+        i.bits_per_weight
+    );
+    println!(
+        "  context        {} tokens, KV cache {} per token",
+        i.context_length,
+        human_bytes(i.kv_bytes_per_token as f64)
+    );
+    println!(
+        "  shape          hidden {}, {} heads / {} kv heads × {}, ffn {}, vocab {}",
+        i.hidden_size, i.heads, i.kv_heads, i.head_dim, i.feed_forward, i.vocab_size
+    );
+    println!("  layers         {}", i.layer_pattern);
+    println!(
+        "  tokenizer      {}{}",
+        i.tokenizer.as_deref().unwrap_or("none"),
+        if i.chat_template {
+            ", with chat template"
+        } else {
+            ", no chat template"
+        }
+    );
+    println!("  tensor types");
+    for t in &i.tensor_types {
+        println!(
+            "    {:<6} {:>4} tensors {:>12} weights {:>10}",
+            t.r#type,
+            t.tensors,
+            t.parameters,
+            human_bytes(t.bytes as f64)
+        );
+    }
+    Ok(())
+}
+
+fn run_bench(a: BenchArgs) -> Result<()> {
+    let model = load(&a.model)?;
+    let json = a.model.json;
+    let opts = bench::BenchOptions {
+        pp: a.pp,
+        tg: a.tg,
+        reps: a.reps,
+    };
+    let r = bench::run(&model, opts, &mut |label| {
+        if !json {
+            eprint!("\r{label:<30}");
+        }
+    })?;
+    if json {
+        println!("{}", serde_json::to_string(&r)?);
+        return Ok(());
+    }
+    eprintln!("\r{:<30}", "");
+    println!(
+        "model      {} ({}), {} threads, loaded in {:.2} s",
+        r.model, r.architecture, r.threads, r.load_s
+    );
+    if let Some(p) = &r.pp {
+        println!(
+            "pp{:<8} {:>9.1} ± {:.1} tok/s",
+            p.tokens, p.mean_tok_s, p.sd_tok_s
+        );
+    }
+    if let Some(t) = &r.tg {
+        println!(
+            "tg{:<8} {:>9.1} ± {:.1} tok/s",
+            t.tokens, t.mean_tok_s, t.sd_tok_s
+        );
+    }
+    println!(
+        "roofline   {} read per token at {}/s measured bandwidth → bound {:.1} tok/s; achieved {:.0} %",
+        human_bytes(r.bytes_per_token as f64),
+        human_bytes(r.memory_bandwidth_bytes_s),
+        r.roofline_tok_s,
+        r.roofline_pct
+    );
+    println!(
+        "memory     weights {}, RSS {}, peak RSS {}",
+        human_bytes(r.weights_bytes as f64),
+        human_bytes(r.rss_bytes as f64),
+        r.peak_rss_bytes
+            .map(|b| human_bytes(b as f64))
+            .unwrap_or_else(|| "n/a".into())
+    );
+    Ok(())
+}
+
+fn human_bytes(b: f64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{v:.0} {}", UNITS[u])
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}

@@ -32,4 +32,6 @@ pub use session::{
     ChatSession, GenerationParams, LoadOptions, LoadedModel, Reply, StopReason, TokenEvent,
 };
 pub use template::Message;
+pub mod bench;
+pub mod info;
 pub mod perplexity;

@@ -19,7 +19,9 @@ const _: () = assert!(std::mem::size_of::<BlockQ4_1>() == 20);
 
 /// Reinterprets GGUF bytes as blocks; `None` if the length is not whole blocks.
 pub fn blocks(bytes: &[u8]) -> Option<&[BlockQ4_1]> {
-    if bytes.len() % 20 != 0 || (bytes.as_ptr() as usize) % std::mem::align_of::<BlockQ4_1>() != 0 {
+    if !bytes.len().is_multiple_of(20)
+        || !(bytes.as_ptr() as usize).is_multiple_of(std::mem::align_of::<BlockQ4_1>())
+    {
         return None;
     }
     // SAFETY: BlockQ4_1 is repr(C), 20 bytes, alignment 2 (checked), every bit pattern valid.
@@ -30,7 +32,7 @@ pub fn blocks(bytes: &[u8]) -> Option<&[BlockQ4_1]> {
 
 /// `y[m, n] = x[m, k] · W[n, k]ᵀ` with W in Q4_1 blocks (row-major, k/32 blocks a row).
 pub fn matmul(x: &[f32], m: usize, k: usize, w: &[BlockQ4_1], n: usize, y: &mut [f32]) {
-    assert!(k % 32 == 0 && w.len() == n * k / 32 && x.len() == m * k && y.len() == m * n);
+    assert!(k.is_multiple_of(32) && w.len() == n * k / 32 && x.len() == m * k && y.len() == m * n);
     let kb = k / 32;
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {

@@ -223,7 +223,12 @@ impl WeightBytes {
 }
 
 pub(crate) fn check_heads(path: &Path, heads: usize, kv: usize, head_dim: usize) -> Result<()> {
-    if heads == 0 || kv == 0 || head_dim == 0 || heads % kv != 0 || head_dim % 2 != 0 {
+    if heads == 0
+        || kv == 0
+        || head_dim == 0
+        || !heads.is_multiple_of(kv)
+        || !head_dim.is_multiple_of(2)
+    {
         return Err(Error::BadFile {
             path: path.to_path_buf(),
             message: format!(

@@ -1,0 +1,171 @@
+//! `llama-bench`-style measurements (prefill and decode throughput, mean and standard
+//! deviation over repetitions) plus load time, peak memory, and a memory-bandwidth
+//! roofline: decoding one token must read every weight once, so measured bandwidth
+//! divided by bytes read per token bounds decode speed from above.
+
+use crate::error::{Error, Result};
+use crate::session::LoadedModel;
+use crate::stats::{mean_sd, peak_rss_bytes, rss_bytes};
+use rayon::prelude::*;
+use serde::Serialize;
+use std::time::Instant;
+
+/// What to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BenchOptions {
+    /// Prompt tokens per prefill run (0 = skip).
+    pub pp: usize,
+    /// Tokens per decode run (0 = skip).
+    pub tg: usize,
+    /// Repetitions of each.
+    pub reps: usize,
+}
+
+/// Throughput of one kind of run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Throughput {
+    /// Tokens per run.
+    pub tokens: usize,
+    /// Mean tokens per second.
+    pub mean_tok_s: f64,
+    /// Standard deviation of tokens per second.
+    pub sd_tok_s: f64,
+    /// Each repetition's tokens per second.
+    pub samples: Vec<f64>,
+}
+
+/// Everything `unicorn bench` reports.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BenchReport {
+    /// Model file.
+    pub model: String,
+    /// Architecture.
+    pub architecture: String,
+    /// Worker threads.
+    pub threads: usize,
+    /// Seconds to load the model.
+    pub load_s: f64,
+    /// Bytes of weights held.
+    pub weights_bytes: usize,
+    /// Bytes read per decoded token (weights, plus the KV cache at the mean decode position).
+    pub bytes_per_token: usize,
+    /// Prefill.
+    pub pp: Option<Throughput>,
+    /// Decode.
+    pub tg: Option<Throughput>,
+    /// Measured read bandwidth of main memory, bytes per second.
+    pub memory_bandwidth_bytes_s: f64,
+    /// Upper bound on decode speed from bandwidth: bandwidth / bytes per token.
+    pub roofline_tok_s: f64,
+    /// Achieved decode speed as a percentage of the bound.
+    pub roofline_pct: f64,
+    /// Resident memory after the runs (before the bandwidth test).
+    pub rss_bytes: u64,
+    /// Peak resident memory of the process during load and runs (Linux), if known.
+    pub peak_rss_bytes: Option<u64>,
+}
+
+/// Runs the benchmark. `progress(label)` is called before each run.
+pub fn run(
+    model: &LoadedModel,
+    opts: BenchOptions,
+    progress: &mut dyn FnMut(&str),
+) -> Result<BenchReport> {
+    let ctx = model.config().context_length();
+    if opts.reps == 0 || opts.pp + opts.tg + 1 >= ctx {
+        return Err(Error::Invalid(format!(
+            "bench needs reps > 0 and pp + tg below the context ({ctx})"
+        )));
+    }
+    let vocab = model.config().vocab_size() as u64;
+    // Fixed pseudo-random prompt, like llama-bench's random tokens.
+    let prompt: Vec<u32> = (0..opts.pp.max(1) as u64)
+        .map(|i| ((i * 2_654_435_761 + 12_345) % vocab.max(1)) as u32)
+        .collect();
+    progress("warm-up");
+    {
+        let mut cache = model.model().new_cache();
+        let n = prompt.len().min(16);
+        model.model().forward(&prompt[..n], &mut cache, n - 1)?;
+        model.model().forward(&prompt[..1], &mut cache, 0)?;
+    }
+    let mut pp_samples = Vec::new();
+    let mut tg_samples = Vec::new();
+    for r in 0..opts.reps {
+        if opts.pp > 0 {
+            progress(&format!("pp{} run {}/{}", opts.pp, r + 1, opts.reps));
+            let mut cache = model.model().new_cache();
+            let t = Instant::now();
+            model
+                .model()
+                .forward(&prompt, &mut cache, prompt.len() - 1)?;
+            pp_samples.push(opts.pp as f64 / t.elapsed().as_secs_f64());
+        }
+        if opts.tg > 0 {
+            progress(&format!("tg{} run {}/{}", opts.tg, r + 1, opts.reps));
+            let mut cache = model.model().new_cache();
+            let mut tok = prompt[0];
+            let t = Instant::now();
+            for _ in 0..opts.tg {
+                let l = model.model().forward(&[tok], &mut cache, 0)?;
+                tok = l.squeeze(0)?.argmax(0)?.to_scalar::<u32>()?;
+            }
+            tg_samples.push(opts.tg as f64 / t.elapsed().as_secs_f64());
+        }
+    }
+    // Read before the bandwidth test, whose buffer is not the model's memory.
+    let (rss, peak) = (rss_bytes(), peak_rss_bytes());
+    progress("memory bandwidth");
+    let bw = memory_bandwidth();
+    let wb = model.model().weight_bytes();
+    let kv_read = model.config().kv_bytes_per_position() * opts.tg / 2;
+    let bytes_per_token = wb.read_per_token + kv_read;
+    let roofline = bw / bytes_per_token as f64;
+    let summarize = |tokens, s: Vec<f64>| {
+        let (m, sd) = mean_sd(&s);
+        Throughput {
+            tokens,
+            mean_tok_s: m,
+            sd_tok_s: sd,
+            samples: s,
+        }
+    };
+    let tg = (opts.tg > 0).then(|| summarize(opts.tg, tg_samples));
+    let roofline_pct = tg
+        .as_ref()
+        .map(|t| 100.0 * t.mean_tok_s / roofline)
+        .unwrap_or(0.0);
+    Ok(BenchReport {
+        model: model.path().display().to_string(),
+        architecture: model.config().architecture().to_string(),
+        threads: rayon::current_num_threads(),
+        load_s: model.load_time().as_secs_f64(),
+        weights_bytes: wb.total,
+        bytes_per_token,
+        pp: (opts.pp > 0).then(|| summarize(opts.pp, pp_samples)),
+        tg,
+        memory_bandwidth_bytes_s: bw,
+        roofline_tok_s: roofline,
+        roofline_pct,
+        rss_bytes: rss,
+        peak_rss_bytes: peak,
+    })
+}
+
+/// Read bandwidth of main memory in bytes per second: the best of several parallel
+/// passes over a buffer far larger than any cache, with the worker pool the model uses.
+pub fn memory_bandwidth() -> f64 {
+    const BYTES: usize = 512 << 20;
+    let buf: Vec<u64> = (0..BYTES / 8).into_par_iter().map(|i| i as u64).collect();
+    let mut best = 0f64;
+    for _ in 0..5 {
+        let t = Instant::now();
+        let s: u64 = buf
+            .par_chunks(1 << 16)
+            .map(|c| c.iter().fold(0u64, |a, &b| a.wrapping_add(b)))
+            .reduce(|| 0, u64::wrapping_add);
+        std::hint::black_box(s);
+        best = best.max(BYTES as f64 / t.elapsed().as_secs_f64());
+    }
+    best
+}

@@ -1,0 +1,126 @@
+//! What a model file holds, read from its header alone (no weights are loaded).
+
+use crate::error::{Error, Result};
+use crate::gguf::GgufFile;
+use crate::models::Config;
+use crate::weight::ggml_type_name;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// Tensors of one storage type.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TypeStat {
+    /// Storage type (`Q4_K`, `F32`, ...).
+    pub r#type: String,
+    /// Number of tensors.
+    pub tensors: usize,
+    /// Number of weights.
+    pub parameters: u64,
+    /// Bytes they take.
+    pub bytes: u64,
+}
+
+/// A summary of a model file.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ModelInfo {
+    /// The file.
+    pub path: String,
+    /// File size.
+    pub file_bytes: u64,
+    /// `general.architecture`.
+    pub architecture: String,
+    /// `general.name`, if set.
+    pub name: Option<String>,
+    /// Total number of weights.
+    pub parameters: u64,
+    /// Bytes of all tensors.
+    pub tensor_bytes: u64,
+    /// Average bits per weight over all tensors.
+    pub bits_per_weight: f64,
+    /// Per storage type.
+    pub tensor_types: Vec<TypeStat>,
+    /// Trained context length.
+    pub context_length: usize,
+    /// Transformer blocks.
+    pub layers: usize,
+    /// Residual width.
+    pub hidden_size: usize,
+    /// Query heads.
+    pub heads: usize,
+    /// Key/value heads.
+    pub kv_heads: usize,
+    /// Per-head dimension.
+    pub head_dim: usize,
+    /// MLP width.
+    pub feed_forward: usize,
+    /// Vocabulary size.
+    pub vocab_size: usize,
+    /// Which layers attend globally, which through a window.
+    pub layer_pattern: String,
+    /// KV-cache bytes per token of context (F32 cache).
+    pub kv_bytes_per_token: usize,
+    /// `tokenizer.ggml.model`.
+    pub tokenizer: Option<String>,
+    /// Whether a chat template is embedded.
+    pub chat_template: bool,
+}
+
+/// Reads the summary of a `.gguf` file.
+pub fn inspect(path: &Path) -> Result<ModelInfo> {
+    let g = GgufFile::open(path)?;
+    let cfg = Config::from_gguf(&g)?;
+    let mut by_type: BTreeMap<String, TypeStat> = BTreeMap::new();
+    let (mut params, mut bytes) = (0u64, 0u64);
+    for (_, dtype, shape) in g.tensor_infos() {
+        let n: u64 = shape.iter().map(|&d| d as u64).product();
+        let b = n / dtype.block_size() as u64 * dtype.type_size() as u64;
+        let name = ggml_type_name(dtype).to_string();
+        let e = by_type.entry(name.clone()).or_insert(TypeStat {
+            r#type: name,
+            tensors: 0,
+            parameters: 0,
+            bytes: 0,
+        });
+        e.tensors += 1;
+        e.parameters += n;
+        e.bytes += b;
+        params += n;
+        bytes += b;
+    }
+    let file_bytes = std::fs::metadata(path)
+        .map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?
+        .len();
+    let (hidden_size, heads, kv_heads, head_dim, feed_forward) = cfg.shape();
+    let mut tensor_types: Vec<TypeStat> = by_type.into_values().collect();
+    tensor_types.sort_by_key(|t| std::cmp::Reverse(t.bytes));
+    Ok(ModelInfo {
+        path: path.display().to_string(),
+        file_bytes,
+        architecture: cfg.architecture().to_string(),
+        name: g.string_opt("general.name")?,
+        parameters: params,
+        tensor_bytes: bytes,
+        bits_per_weight: if params > 0 {
+            bytes as f64 * 8.0 / params as f64
+        } else {
+            0.0
+        },
+        tensor_types,
+        context_length: cfg.context_length(),
+        layers: cfg.num_layers(),
+        hidden_size,
+        heads,
+        kv_heads,
+        head_dim,
+        feed_forward,
+        vocab_size: cfg.vocab_size(),
+        layer_pattern: cfg.layer_pattern(),
+        kv_bytes_per_token: cfg.kv_bytes_per_position(),
+        tokenizer: g.string_opt("tokenizer.ggml.model")?,
+        chat_template: g.get("tokenizer.chat_template").is_some(),
+    })
+}

@@ -1,0 +1,318 @@
+//! The `unicorn` command end to end, on the real test models.
+
+use unicorn_e2e::*;
+
+const SMOLLM: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+const GEMMA: &str = "gemma-3-270m-q4_k_m.gguf";
+
+fn path(name: &str) -> String {
+    model(name).display().to_string()
+}
+
+#[test]
+fn chat_answers_paris_and_streams_json_events() {
+    let out = run(
+        &[
+            "chat",
+            &path(SMOLLM),
+            "--prompt",
+            "What is the capital of France?",
+            "--temperature",
+            "0",
+            "--json",
+        ],
+        None,
+    );
+    assert_ok(&out);
+    let lines = json_lines(&out);
+    let done = lines.last().expect("a done event");
+    assert_eq!(done["event"], "done");
+    assert_eq!(done["text"], "The capital of France is Paris.");
+    assert_eq!(done["stop_reason"], "eos");
+    let tokens: Vec<_> = lines.iter().filter(|l| l["event"] == "token").collect();
+    let streamed: String = tokens.iter().map(|t| t["text"].as_str().unwrap()).collect();
+    assert_eq!(streamed, "The capital of France is Paris.");
+    let ids: Vec<u64> = done["token_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    // The reference greedy ids up to and including <|im_end|> (id 2).
+    assert_eq!(ids, vec![504, 3575, 282, 4649, 314, 7042, 30, 2]);
+    assert_eq!(done["prompt_tokens"], 37);
+    assert_eq!(done["generated_tokens"], 8);
+    for key in ["ttft_ms", "prefill_tok_s", "decode_tok_s"] {
+        assert!(
+            done[key].as_f64().unwrap() > 0.0,
+            "{key} must be measured: {done}"
+        );
+    }
+    assert!(done["rss_bytes"].as_u64().unwrap() > 50 << 20);
+    assert!(done["weights_bytes"].as_u64().unwrap() > 80 << 20);
+    assert!(done["kv_cache_bytes"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn chat_prints_human_text_and_stats() {
+    let out = run(
+        &[
+            "chat",
+            &path(SMOLLM),
+            "--prompt",
+            "What is the capital of France?",
+            "--temperature",
+            "0",
+        ],
+        None,
+    );
+    assert_ok(&out);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Paris"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("tok/s") && err.contains("TTFT"), "{err}");
+}
+
+#[test]
+fn interactive_chat_keeps_turns_and_resets() {
+    let input =
+        "What is the capital of France?\nAnd of Germany?\n/reset\nWhat is the capital of France?\n";
+    let out = run(
+        &[
+            "chat",
+            &path(SMOLLM),
+            "--temperature",
+            "0",
+            "--max-tokens",
+            "24",
+            "--json",
+        ],
+        Some(input),
+    );
+    assert_ok(&out);
+    let done: Vec<_> = json_lines(&out)
+        .into_iter()
+        .filter(|l| l["event"] == "done")
+        .collect();
+    assert_eq!(done.len(), 3);
+    assert!(done[0]["text"].as_str().unwrap().contains("Paris"));
+    // The second turn reuses the cached first turn: only the new tokens are computed.
+    let (p1, c1) = (
+        done[1]["prompt_tokens"].as_u64().unwrap(),
+        done[1]["prefill_tokens"].as_u64().unwrap(),
+    );
+    assert!(p1 > done[0]["prompt_tokens"].as_u64().unwrap());
+    assert!(
+        c1 < p1 / 2,
+        "second turn computed {c1} of {p1} prompt tokens"
+    );
+    // After /reset the conversation starts over and gives the same first answer.
+    assert_eq!(done[2]["text"], done[0]["text"]);
+    assert_eq!(done[2]["prompt_tokens"], done[0]["prompt_tokens"]);
+}
+
+#[test]
+fn generate_from_prompt_ids_follows_the_gemma_reference() {
+    let out = run(
+        &[
+            "generate",
+            &path(GEMMA),
+            "--prompt-ids",
+            "2 818 5279 529 7001 563",
+            "--ignore-eos",
+            "--max-tokens",
+            "11",
+            "--temperature",
+            "0",
+            "--json",
+        ],
+        None,
+    );
+    assert_ok(&out);
+    let done = json_lines(&out).pop().unwrap();
+    let ids: Vec<u64> = done["token_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    // Reference greedy ids before the first near-tie (step 11, margin 0.0136).
+    assert_eq!(
+        ids,
+        vec![506, 5279, 529, 506, 2891, 529, 7001, 236761, 1030, 563, 506]
+    );
+    assert_eq!(
+        done["text"],
+        " the capital of the country of France. It is the"
+    );
+}
+
+#[test]
+fn generate_text_prompt_adds_bos_for_gemma() {
+    let out = run(
+        &[
+            "generate",
+            &path(GEMMA),
+            "--prompt",
+            "The capital of France is",
+            "--max-tokens",
+            "3",
+            "--temperature",
+            "0",
+            "--json",
+        ],
+        None,
+    );
+    assert_ok(&out);
+    let done = json_lines(&out).pop().unwrap();
+    assert_eq!(done["prompt_tokens"], 6);
+    assert_eq!(done["text"], " the capital of");
+}
+
+#[test]
+fn perplexity_matches_the_golden_reference() {
+    let text = golden("real/smollm2-135m-instruct__ppl_jargon.txt");
+    let out = run(
+        &[
+            "perplexity",
+            &path(SMOLLM),
+            "--text",
+            &text.display().to_string(),
+            "--ctx",
+            "512",
+            "--json",
+        ],
+        None,
+    );
+    assert_ok(&out);
+    let r = json_lines(&out).pop().unwrap();
+    assert_eq!(r["tokens_scored"], 255);
+    // Reference: mean golden NLL over the same scored positions (256..511); see
+    // crates/engine/tests/golden_real.rs for the 1.5 % tolerance.
+    let g = candle_core::safetensors::load(
+        golden("real/smollm2-135m-instruct__ppl_jargon.safetensors"),
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    let nll = g["nll"].to_vec1::<f32>().unwrap();
+    let want = (nll[256..511].iter().map(|&x| x as f64).sum::<f64>() / 255.0).exp();
+    let got = r["perplexity"].as_f64().unwrap();
+    assert!(
+        (got - want).abs() / want < 0.015,
+        "perplexity {got} vs {want}"
+    );
+    assert!((r["nll_mean"].as_f64().unwrap().exp() - got).abs() < 1e-6 * got);
+}
+
+#[test]
+fn info_describes_both_models() {
+    let out = run(&["info", &path(GEMMA), "--json"], None);
+    assert_ok(&out);
+    let i: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(i["architecture"], "gemma3");
+    assert_eq!(i["layers"], 18);
+    assert_eq!(i["parameters"], 268_098_176u64);
+    assert!(
+        i["layer_pattern"]
+            .as_str()
+            .unwrap()
+            .contains("global at [5, 11, 17]"),
+        "{}",
+        i["layer_pattern"]
+    );
+    let types: Vec<&str> = i["tensor_types"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["type"].as_str().unwrap())
+        .collect();
+    for t in ["Q8_0", "Q5_0", "Q4_K", "Q6_K", "F32"] {
+        assert!(types.contains(&t), "{t} missing from {types:?}");
+    }
+    let bpw = i["bits_per_weight"].as_f64().unwrap();
+    assert!((7.0..8.0).contains(&bpw), "{bpw}");
+
+    let out = run(&["info", &path(SMOLLM)], None);
+    assert_ok(&out);
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        s.contains("llama") && s.contains("Q4_1") && s.contains("with chat template"),
+        "{s}"
+    );
+}
+
+#[test]
+fn bench_reports_throughput_memory_and_roofline() {
+    let out = run(
+        &[
+            "bench",
+            &path(SMOLLM),
+            "--pp",
+            "32",
+            "--tg",
+            "8",
+            "--reps",
+            "2",
+            "--json",
+        ],
+        None,
+    );
+    assert_ok(&out);
+    let r = json_lines(&out).pop().unwrap();
+    assert_eq!(r["pp"]["samples"].as_array().unwrap().len(), 2);
+    assert!(r["pp"]["mean_tok_s"].as_f64().unwrap() > 0.0);
+    assert!(r["tg"]["mean_tok_s"].as_f64().unwrap() > 0.0);
+    assert!(r["memory_bandwidth_bytes_s"].as_f64().unwrap() > 1e9);
+    let pct = r["roofline_pct"].as_f64().unwrap();
+    assert!(pct > 0.0 && pct < 100.0, "{pct}");
+    assert!(r["bytes_per_token"].as_u64().unwrap() > 80 << 20);
+}
+
+#[test]
+fn bad_files_get_clear_errors_not_panics() {
+    let dir = std::env::temp_dir().join(format!("unicorn-e2e-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let missing = dir.join("nope.gguf");
+    let out = run(
+        &["chat", &missing.display().to_string(), "--prompt", "hi"],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nope.gguf"));
+
+    let text = dir.join("notes.gguf");
+    std::fs::write(&text, "this is not a model").unwrap();
+    let out = run(&["info", &text.display().to_string()], None);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("notes.gguf") && err.contains("GGUF"), "{err}");
+
+    // A truncated model: the header parses, tensor data is missing.
+    let full = std::fs::read(model(SMOLLM)).unwrap();
+    let cut = dir.join("truncated.gguf");
+    std::fs::write(&cut, &full[..full.len() / 2]).unwrap();
+    let out = run(
+        &[
+            "generate",
+            &cut.display().to_string(),
+            "--prompt",
+            "hi",
+            "--max-tokens",
+            "2",
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("truncated.gguf") && err.contains("tensor"),
+        "{err}"
+    );
+
+    let out = run(
+        &["generate", &path(SMOLLM), "--prompt-ids", "1 99999999"],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("outside the vocabulary"));
+    std::fs::remove_dir_all(&dir).ok();
+}
