@@ -193,15 +193,10 @@ fn main() {
 }
 
 fn load(m: &ModelArgs) -> Result<LoadedModel> {
-    if let Some(n) = m.threads {
-        if n == 0 {
-            bail!("--threads must be at least 1");
-        }
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(n)
-            .build_global()
-            .context("setting up the thread pool")?;
+    if m.threads == Some(0) {
+        bail!("--threads must be at least 1");
     }
+    unicorn_engine::set_threads(m.threads);
     let opts = LoadOptions {
         tokenizer_json: m.tokenizer.clone(),
     };

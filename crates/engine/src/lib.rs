@@ -22,6 +22,22 @@ pub mod tokenizer;
 pub mod weight;
 
 pub use error::{Error, Result};
+
+/// Sets the number of worker threads (default: every logical core). Call it once,
+/// first thing, before any model is loaded: the worker pools read it when they start.
+pub fn set_threads(n: Option<usize>) {
+    let n = n
+        .or_else(|| std::thread::available_parallelism().ok().map(|n| n.get()))
+        .unwrap_or(1)
+        .max(1);
+    // candle sizes its pools from RAYON_NUM_THREADS, and without it re-reads
+    // /proc/cpuinfo on every call that asks for the thread count.
+    std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+    // A second call finds the pool built already; the first one wins, by design.
+    let _ = rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build_global();
+}
 pub mod sampler;
 pub mod session;
 pub mod stats;

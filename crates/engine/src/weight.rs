@@ -34,8 +34,8 @@ impl Weight {
                 let w = w.to_dtype(x.dtype())?;
                 x.broadcast_matmul(&w.t()?)
             }
-            Self::Gguf(q) if q.dtype() == GgmlDType::Q4_1 && x.device().is_cpu() => {
-                q4_1_forward(q, x)
+            Self::Gguf(q) if has_own_kernel(q.dtype()) && x.device().is_cpu() => {
+                own_kernel_forward(q, x)
             }
             Self::Gguf(q) => QMatMul::QTensor(q.clone()).forward(x),
         }
@@ -79,20 +79,33 @@ impl Weight {
     }
 }
 
-/// Q4_1 through our kernel: candle's Q4_1 path is unvectorised and keeps the
-/// activation block sum in f16, which loses visible precision on massive activations.
-fn q4_1_forward(q: &QTensor, x: &Tensor) -> Result<Tensor> {
+/// Formats with our own kernel (see `kernels`): candle's Q4_1 and Q5_0 paths are
+/// unvectorised, its Q4_1 keeps activation sums in f16 (visible error on massive
+/// activations), and all three then share one low-latency worker pool.
+fn has_own_kernel(t: GgmlDType) -> bool {
+    matches!(t, GgmlDType::Q4_1 | GgmlDType::Q5_0 | GgmlDType::Q8_0)
+}
+
+fn own_kernel_forward(q: &QTensor, x: &Tensor) -> Result<Tensor> {
+    use crate::kernels::{blocks, q4_1, q5_0, q8_0};
     let (n, k) = q.shape().dims2()?;
-    let dims = x.dims().to_vec();
+    let mut out_dims = x.dims().to_vec();
     let m = x.elem_count() / k;
     let xs = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
     let data = q.data()?;
-    let w = crate::kernels::q4_1::blocks(&data).ok_or_else(|| {
-        candle_core::Error::Msg("Q4_1 tensor is not whole, aligned blocks".into())
-    })?;
+    let bad = || {
+        candle_core::Error::Msg(format!(
+            "{:?} tensor is not whole, aligned blocks",
+            q.dtype()
+        ))
+    };
     let mut y = vec![0f32; m * n];
-    crate::kernels::q4_1::matmul(&xs, m, k, w, n, &mut y);
-    let mut out_dims = dims;
+    match q.dtype() {
+        GgmlDType::Q4_1 => q4_1::matmul(&xs, m, k, blocks(&data).ok_or_else(bad)?, n, &mut y),
+        GgmlDType::Q5_0 => q5_0::matmul(&xs, m, k, blocks(&data).ok_or_else(bad)?, n, &mut y),
+        GgmlDType::Q8_0 => q8_0::matmul(&xs, m, k, blocks(&data).ok_or_else(bad)?, n, &mut y),
+        t => candle_core::bail!("no kernel for {t:?}"),
+    }
     if let Some(last) = out_dims.last_mut() {
         *last = n;
     }

@@ -5,8 +5,8 @@
 //! (the build baseline is x86-64-v3); other targets use the portable loop.
 
 pub mod q4_1;
-
-use rayon::prelude::*;
+pub mod q5_0;
+pub mod q8_0;
 
 /// Activations quantized for integer dot products: 32 values, their scale, and the
 /// exact sum of the original values (so weight minimums add no rounding error).
@@ -37,8 +37,10 @@ pub fn quantize_row_q8(x: &[f32], out: &mut [BlockQ8]) {
 }
 
 /// `y[m, n] = x[m, k] · W[n, k]ᵀ`, rows of W dotted by `dot(row_index, x_blocks)`.
-/// Rows are split over the rayon pool; each task handles a run of rows for all m
-/// activation rows so a weight row is read from memory once.
+/// Work runs on candle's spinning barrier pool (the one its own quantized matmuls use),
+/// so the many small matmuls of a decode step pay microseconds, not thread wake-ups.
+/// Each work item is a run of rows for all m activation rows, so a weight row is read
+/// from memory once.
 pub(crate) fn matmul_rows(
     m: usize,
     n: usize,
@@ -48,6 +50,7 @@ pub(crate) fn matmul_rows(
     dot: impl Fn(usize, &[BlockQ8]) -> f32 + Sync,
 ) {
     let kb = k / 32;
+    let pool = candle_core::utils::barrier_pool();
     let mut xq = vec![
         BlockQ8 {
             d: 0.0,
@@ -56,25 +59,121 @@ pub(crate) fn matmul_rows(
         };
         m * kb
     ];
-    xq.par_chunks_mut(kb)
-        .zip(x.par_chunks(k))
-        .for_each(|(q, row)| quantize_row_q8(row, q));
-    const ROWS: usize = 16;
-    // Results land transposed ([n, m]) so each task writes one contiguous piece.
-    let mut yt = vec![0f32; n * m];
-    yt.par_chunks_mut(ROWS * m)
-        .enumerate()
-        .for_each(|(c, out)| {
-            let r0 = c * ROWS;
-            for (i, o) in out.chunks_mut(m).enumerate() {
-                for (j, v) in o.iter_mut().enumerate() {
-                    *v = dot(r0 + i, &xq[j * kb..(j + 1) * kb]);
-                }
+    {
+        let xq_ptr = SyncPtr(xq.as_mut_ptr());
+        pool.execute_chunked(m, |rows| {
+            for r in rows {
+                // SAFETY: each activation row r is written by exactly one work item.
+                let out = unsafe { std::slice::from_raw_parts_mut(xq_ptr.get().add(r * kb), kb) };
+                quantize_row_q8(&x[r * k..(r + 1) * k], out);
             }
         });
-    for (r, row) in yt.chunks(m).enumerate() {
-        for (j, v) in row.iter().enumerate() {
-            y[j * n + r] = *v;
+    }
+    const ROWS: usize = 8;
+    let y_ptr = SyncPtr(y.as_mut_ptr());
+    pool.execute_chunked(n.div_ceil(ROWS), |chunks| {
+        for c in chunks {
+            for r in c * ROWS..((c + 1) * ROWS).min(n) {
+                for j in 0..m {
+                    let v = dot(r, &xq[j * kb..(j + 1) * kb]);
+                    // SAFETY: output (j, r) is written by the one item that owns row r.
+                    unsafe { *y_ptr.get().add(j * n + r) = v };
+                }
+            }
+        }
+    });
+}
+
+/// A raw pointer that work items share; each writes a disjoint part.
+#[derive(Clone, Copy)]
+struct SyncPtr<T>(*mut T);
+unsafe impl<T> Send for SyncPtr<T> {}
+unsafe impl<T> Sync for SyncPtr<T> {}
+impl<T> SyncPtr<T> {
+    fn get(self) -> *mut T {
+        self.0
+    }
+}
+
+/// Sum of the 8 lanes.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn hsum_avx(v: std::arch::x86_64::__m256) -> f32 {
+    use std::arch::x86_64::*;
+    let s4 = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    let s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+    _mm_cvtss_f32(_mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1)))
+}
+
+/// Reinterprets GGUF tensor bytes as blocks of `B`; `None` unless the length is whole
+/// blocks and the start is aligned for `B`.
+pub fn blocks<B: Copy>(bytes: &[u8]) -> Option<&[B]> {
+    let size = std::mem::size_of::<B>();
+    if size == 0
+        || !bytes.len().is_multiple_of(size)
+        || !(bytes.as_ptr() as usize).is_multiple_of(std::mem::align_of::<B>())
+    {
+        return None;
+    }
+    // SAFETY: callers only use plain-old-data block structs (repr(C), every bit
+    // pattern valid); length and alignment were checked above.
+    Some(unsafe { std::slice::from_raw_parts(bytes.as_ptr() as *const B, bytes.len() / size) })
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::{quantize_row_q8, BlockQ8};
+
+    pub fn lcg(seed: &mut u64) -> f32 {
+        *seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((*seed >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
+    }
+
+    type MatMul<B> = fn(&[f32], usize, usize, &[B], usize, &mut [f32]);
+
+    /// A kernel's matmul against f32 math on the dequantized weights (bounded by the
+    /// 8-bit activation rounding), and its SIMD path against its scalar reference.
+    pub fn check_against_dequantized<B: Copy>(
+        seed: &mut u64,
+        make: impl Fn(usize, &mut u64) -> Vec<B>,
+        deq: impl Fn(&B) -> [f32; 32],
+        matmul: MatMul<B>,
+        dot_scalar: fn(&[B], &[BlockQ8]) -> f32,
+    ) {
+        let (m, k, n) = (3, 320, 37);
+        let kb = k / 32;
+        let w = make(n * kb, seed);
+        let x: Vec<f32> = (0..m * k).map(|_| lcg(seed) * 3.0).collect();
+        let mut y = vec![0f32; m * n];
+        matmul(&x, m, k, &w, n, &mut y);
+        for i in 0..m {
+            let xi = &x[i * k..(i + 1) * k];
+            let mut xq = vec![
+                BlockQ8 {
+                    d: 0.0,
+                    s: 0.0,
+                    qs: [0; 32]
+                };
+                kb
+            ];
+            quantize_row_q8(xi, &mut xq);
+            for r in 0..n {
+                let wr: Vec<f32> = w[r * kb..(r + 1) * kb].iter().flat_map(&deq).collect();
+                let exact: f32 = wr.iter().zip(xi).map(|(a, b)| a * b).sum();
+                let scale: f32 = wr.iter().zip(xi).map(|(a, b)| (a * b).abs()).sum();
+                let got = y[i * n + r];
+                assert!(
+                    (got - exact).abs() <= 0.01 * scale + 1e-4,
+                    "row {r}: {got} vs {exact}"
+                );
+                let reference = dot_scalar(&w[r * kb..(r + 1) * kb], &xq);
+                assert!(
+                    (got - reference).abs() <= 1e-4 * reference.abs().max(1.0),
+                    "simd {got} vs scalar {reference}"
+                );
+            }
         }
     }
 }

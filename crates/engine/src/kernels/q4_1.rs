@@ -17,19 +17,6 @@ pub struct BlockQ4_1 {
 }
 const _: () = assert!(std::mem::size_of::<BlockQ4_1>() == 20);
 
-/// Reinterprets GGUF bytes as blocks; `None` if the length is not whole blocks.
-pub fn blocks(bytes: &[u8]) -> Option<&[BlockQ4_1]> {
-    if !bytes.len().is_multiple_of(20)
-        || !(bytes.as_ptr() as usize).is_multiple_of(std::mem::align_of::<BlockQ4_1>())
-    {
-        return None;
-    }
-    // SAFETY: BlockQ4_1 is repr(C), 20 bytes, alignment 2 (checked), every bit pattern valid.
-    Some(unsafe {
-        std::slice::from_raw_parts(bytes.as_ptr() as *const BlockQ4_1, bytes.len() / 20)
-    })
-}
-
 /// `y[m, n] = x[m, k] · W[n, k]ᵀ` with W in Q4_1 blocks (row-major, k/32 blocks a row).
 pub fn matmul(x: &[f32], m: usize, k: usize, w: &[BlockQ4_1], n: usize, y: &mut [f32]) {
     assert!(k.is_multiple_of(32) && w.len() == n * k / 32 && x.len() == m * k && y.len() == m * n);
@@ -79,103 +66,42 @@ unsafe fn dot_avx2(w: &[BlockQ4_1], x: &[BlockQ8]) -> f32 {
         acc = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(p), acc);
         mins += b.m.to_f32() * a.s;
     }
-    let s4 = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
-    let s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
-    let s1 = _mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1));
-    _mm_cvtss_f32(s1) + mins
+    super::hsum_avx(acc) + mins
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::quantize_row_q8;
-
-    fn lcg(seed: &mut u64) -> f32 {
-        *seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((*seed >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
-    }
-
-    fn random_blocks(n: usize, seed: &mut u64) -> Vec<BlockQ4_1> {
-        (0..n)
-            .map(|_| {
-                let mut qs = [0u8; 16];
-                for q in &mut qs {
-                    *q = ((lcg(seed) + 1.0) * 127.9) as u8;
-                }
-                BlockQ4_1 {
-                    d: f16::from_f32(lcg(seed) * 0.1),
-                    m: f16::from_f32(lcg(seed) * 0.5),
-                    qs,
-                }
-            })
-            .collect()
-    }
-
-    fn dequant(b: &BlockQ4_1) -> [f32; 32] {
-        let mut out = [0f32; 32];
-        for j in 0..16 {
-            out[j] = b.d.to_f32() * (b.qs[j] & 0x0F) as f32 + b.m.to_f32();
-            out[j + 16] = b.d.to_f32() * (b.qs[j] >> 4) as f32 + b.m.to_f32();
-        }
-        out
-    }
+    use crate::kernels::testing::{check_against_dequantized, lcg};
 
     #[test]
-    fn matmul_matches_dequantized_f32_within_activation_rounding() {
-        let (m, k, n) = (3, 256, 40);
+    fn matmul_matches_dequantized_and_scalar() {
         let mut seed = 1;
-        let w = random_blocks(n * k / 32, &mut seed);
-        let x: Vec<f32> = (0..m * k).map(|_| lcg(&mut seed) * 3.0).collect();
-        let mut y = vec![0f32; m * n];
-        matmul(&x, m, k, &w, n, &mut y);
-        for i in 0..m {
-            for r in 0..n {
-                let wr: Vec<f32> = w[r * k / 32..(r + 1) * k / 32]
-                    .iter()
-                    .flat_map(dequant)
-                    .collect();
-                let exact: f32 = wr
-                    .iter()
-                    .zip(&x[i * k..(i + 1) * k])
-                    .map(|(a, b)| a * b)
-                    .sum();
-                let scale: f32 = wr
-                    .iter()
-                    .zip(&x[i * k..(i + 1) * k])
-                    .map(|(a, b)| (a * b).abs())
-                    .sum();
-                let got = y[i * n + r];
-                assert!(
-                    (got - exact).abs() <= 0.01 * scale + 1e-4,
-                    "row {r}: {got} vs {exact}"
-                );
-            }
-        }
-    }
-
-    #[test]
-    fn simd_and_scalar_agree() {
-        let mut seed = 7;
-        let w = random_blocks(24, &mut seed);
-        let x: Vec<f32> = (0..24 * 32).map(|_| lcg(&mut seed)).collect();
-        let mut xq = vec![
-            BlockQ8 {
-                d: 0.0,
-                s: 0.0,
-                qs: [0; 32]
-            };
-            24
-        ];
-        quantize_row_q8(&x, &mut xq);
-        let a = dot_scalar(&w, &xq);
-        let mut y = [0f32; 1];
-        matmul(&x, 1, 24 * 32, &w, 1, &mut y);
-        assert!(
-            (a - y[0]).abs() <= 1e-4 * a.abs().max(1.0),
-            "{a} vs {}",
-            y[0]
-        );
+        let make = |n: usize, seed: &mut u64| -> Vec<BlockQ4_1> {
+            (0..n)
+                .map(|_| {
+                    let mut qs = [0u8; 16];
+                    for q in &mut qs {
+                        *q = ((lcg(seed) + 1.0) * 127.9) as u8;
+                    }
+                    BlockQ4_1 {
+                        d: f16::from_f32(lcg(seed) * 0.1),
+                        m: f16::from_f32(lcg(seed) * 0.5),
+                        qs,
+                    }
+                })
+                .collect()
+        };
+        let deq = |b: &BlockQ4_1| -> [f32; 32] {
+            std::array::from_fn(|j| {
+                let q = if j < 16 {
+                    b.qs[j] & 0x0F
+                } else {
+                    b.qs[j - 16] >> 4
+                };
+                b.d.to_f32() * q as f32 + b.m.to_f32()
+            })
+        };
+        check_against_dequantized(&mut seed, make, deq, matmul, dot_scalar);
     }
 }

@@ -1,0 +1,124 @@
+//! Q5_0 (llama.cpp `block_q5_0`): 32 weights as 5-bit q with `w = d·(q − 16)`;
+//! low 4 bits in nibbles (element j low, j + 16 high), the fifth bit of element i in
+//! bit i of `qh`. Gemma 3 270M stores most of its matrices this way (rows of 640 are
+//! not a multiple of 256, so k-quants fall back to it).
+
+use super::{matmul_rows, BlockQ8};
+use half::f16;
+
+/// One block.
+#[derive(Clone, Copy, Debug)]
+#[repr(C)]
+pub struct BlockQ5_0 {
+    /// Scale.
+    pub d: f16,
+    /// Fifth bits, little-endian u32.
+    pub qh: [u8; 4],
+    /// Low nibbles.
+    pub qs: [u8; 16],
+}
+const _: () = assert!(std::mem::size_of::<BlockQ5_0>() == 22);
+
+/// `y[m, n] = x[m, k] · W[n, k]ᵀ` with W in Q5_0 blocks.
+pub fn matmul(x: &[f32], m: usize, k: usize, w: &[BlockQ5_0], n: usize, y: &mut [f32]) {
+    assert!(k.is_multiple_of(32) && w.len() == n * k / 32 && x.len() == m * k && y.len() == m * n);
+    let kb = k / 32;
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the features the kernel is compiled for were detected just above.
+        return matmul_rows(m, n, k, x, y, |r, xq| unsafe {
+            dot_avx2(&w[r * kb..(r + 1) * kb], xq)
+        });
+    }
+    matmul_rows(m, n, k, x, y, |r, xq| {
+        dot_scalar(&w[r * kb..(r + 1) * kb], xq)
+    })
+}
+
+/// Unsigned 5-bit value of element `i` (0..32).
+fn q5(b: &BlockQ5_0, i: usize) -> u8 {
+    let qh = u32::from_le_bytes(b.qh);
+    let low = if i < 16 {
+        b.qs[i] & 0x0F
+    } else {
+        b.qs[i - 16] >> 4
+    };
+    low | (((qh >> i) & 1) as u8) << 4
+}
+
+/// Portable reference dot product. The −16 offset is applied with the exact sum of
+/// the activations, so it adds no rounding of its own.
+pub fn dot_scalar(w: &[BlockQ5_0], x: &[BlockQ8]) -> f32 {
+    w.iter()
+        .zip(x)
+        .map(|(b, a)| {
+            let isum: i32 = (0..32).map(|i| q5(b, i) as i32 * a.qs[i] as i32).sum();
+            b.d.to_f32() * (a.d * isum as f32 - 16.0 * a.s)
+        })
+        .sum()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dot_avx2(w: &[BlockQ5_0], x: &[BlockQ8]) -> f32 {
+    use std::arch::x86_64::*;
+    let low = _mm256_set1_epi8(0x0F);
+    let ones = _mm256_set1_epi16(1);
+    // Byte i of the spread word holds byte i/8 of qh; OR-ing all bits but bit i%8
+    // and comparing with all-ones tests that bit.
+    let spread = _mm256_set_epi64x(
+        0x0303030303030303,
+        0x0202020202020202,
+        0x0101010101010101,
+        0x0000000000000000,
+    );
+    let others = _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe);
+    let fifth = _mm256_set1_epi8(0x10);
+    let mut acc = _mm256_setzero_ps();
+    let mut offset = 0f32;
+    for (b, a) in w.iter().zip(x) {
+        let packed = _mm_loadu_si128(b.qs.as_ptr() as *const __m128i);
+        let nib = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(packed, 4), packed), low);
+        let bits = _mm256_shuffle_epi8(_mm256_set1_epi32(i32::from_le_bytes(b.qh)), spread);
+        let set = _mm256_cmpeq_epi8(_mm256_or_si256(bits, others), _mm256_set1_epi64x(-1));
+        let q = _mm256_or_si256(nib, _mm256_and_si256(set, fifth));
+        let y = _mm256_loadu_si256(a.qs.as_ptr() as *const __m256i);
+        // u8 (≤ 31) × i8 pairs fit i16.
+        let p = _mm256_madd_epi16(_mm256_maddubs_epi16(q, y), ones);
+        let d = b.d.to_f32();
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d * a.d), _mm256_cvtepi32_ps(p), acc);
+        offset += d * a.s;
+    }
+    super::hsum_avx(acc) - 16.0 * offset
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::testing::{check_against_dequantized, lcg};
+
+    #[test]
+    fn matmul_matches_dequantized_and_scalar() {
+        let mut seed = 5;
+        let make = |n: usize, seed: &mut u64| -> Vec<BlockQ5_0> {
+            (0..n)
+                .map(|_| {
+                    let mut qs = [0u8; 16];
+                    for q in &mut qs {
+                        *q = ((lcg(seed) + 1.0) * 127.9) as u8;
+                    }
+                    let qh = (((lcg(seed) + 1.0) * 2147483647.0) as u32).to_le_bytes();
+                    BlockQ5_0 {
+                        d: f16::from_f32(lcg(seed) * 0.05),
+                        qh,
+                        qs,
+                    }
+                })
+                .collect()
+        };
+        let deq = |b: &BlockQ5_0| -> [f32; 32] {
+            std::array::from_fn(|i| b.d.to_f32() * (q5(b, i) as f32 - 16.0))
+        };
+        check_against_dequantized(&mut seed, make, deq, matmul, dot_scalar);
+    }
+}

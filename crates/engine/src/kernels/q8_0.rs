@@ -1,0 +1,93 @@
+//! Q8_0 (llama.cpp `block_q8_0`): 32 weights as i8 with `w = d·q`.
+
+use super::{matmul_rows, BlockQ8};
+use half::f16;
+
+/// One block: scale and 32 signed quants.
+#[derive(Clone, Copy, Debug)]
+#[repr(C)]
+pub struct BlockQ8_0 {
+    /// Scale.
+    pub d: f16,
+    /// Quants.
+    pub qs: [i8; 32],
+}
+const _: () = assert!(std::mem::size_of::<BlockQ8_0>() == 34);
+
+/// `y[m, n] = x[m, k] · W[n, k]ᵀ` with W in Q8_0 blocks.
+pub fn matmul(x: &[f32], m: usize, k: usize, w: &[BlockQ8_0], n: usize, y: &mut [f32]) {
+    assert!(k.is_multiple_of(32) && w.len() == n * k / 32 && x.len() == m * k && y.len() == m * n);
+    let kb = k / 32;
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the features the kernel is compiled for were detected just above.
+        return matmul_rows(m, n, k, x, y, |r, xq| unsafe {
+            dot_avx2(&w[r * kb..(r + 1) * kb], xq)
+        });
+    }
+    matmul_rows(m, n, k, x, y, |r, xq| {
+        dot_scalar(&w[r * kb..(r + 1) * kb], xq)
+    })
+}
+
+/// Portable reference dot product.
+pub fn dot_scalar(w: &[BlockQ8_0], x: &[BlockQ8]) -> f32 {
+    w.iter()
+        .zip(x)
+        .map(|(b, a)| {
+            let isum: i32 =
+                b.qs.iter()
+                    .zip(&a.qs)
+                    .map(|(&p, &q)| p as i32 * q as i32)
+                    .sum();
+            b.d.to_f32() * a.d * isum as f32
+        })
+        .sum()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dot_avx2(w: &[BlockQ8_0], x: &[BlockQ8]) -> f32 {
+    use std::arch::x86_64::*;
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = _mm256_setzero_ps();
+    for (b, a) in w.iter().zip(x) {
+        let q = _mm256_loadu_si256(b.qs.as_ptr() as *const __m256i);
+        let y = _mm256_loadu_si256(a.qs.as_ptr() as *const __m256i);
+        // maddubs wants unsigned × signed: move the weights' sign onto the activations.
+        let p = _mm256_maddubs_epi16(_mm256_sign_epi8(q, q), _mm256_sign_epi8(y, q));
+        let p = _mm256_madd_epi16(p, ones);
+        let scale = _mm256_set1_ps(b.d.to_f32() * a.d);
+        acc = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(p), acc);
+    }
+    super::hsum_avx(acc)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::testing::{check_against_dequantized, lcg};
+
+    #[test]
+    fn matmul_matches_dequantized_and_scalar() {
+        let mut seed = 3;
+        let make = |n: usize, seed: &mut u64| -> Vec<BlockQ8_0> {
+            (0..n)
+                .map(|_| {
+                    let mut qs = [0i8; 32];
+                    for q in &mut qs {
+                        *q = (lcg(seed) * 127.0) as i8;
+                    }
+                    qs[0] = -128; // the extreme value must not overflow the pair sums
+                    BlockQ8_0 {
+                        d: f16::from_f32(lcg(seed) * 0.01),
+                        qs,
+                    }
+                })
+                .collect()
+        };
+        let deq =
+            |b: &BlockQ8_0| -> [f32; 32] { std::array::from_fn(|j| b.d.to_f32() * b.qs[j] as f32) };
+        check_against_dequantized(&mut seed, make, deq, matmul, dot_scalar);
+    }
+}
