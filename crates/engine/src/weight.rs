@@ -35,10 +35,33 @@ impl Weight {
                 x.broadcast_matmul(&w.t()?)
             }
             Self::Gguf(q) if has_own_kernel(q.dtype()) && x.device().is_cpu() => {
-                own_kernel_forward(q, x)
+                Ok(own_kernel_forward(&[q], x)?.remove(0))
             }
             Self::Gguf(q) => QMatMul::QTensor(q.clone()).forward(x),
         }
+    }
+
+    /// `x · Wᵢᵀ` for several weights that share their input (q/k/v, gate/up): one
+    /// quantization of `x` and one parallel region when our kernels cover them all.
+    pub fn forward_many(ws: &[&Weight], x: &Tensor) -> Result<Vec<Tensor>> {
+        let own: Option<Vec<&QTensor>> = ws
+            .iter()
+            .map(|w| match w {
+                Self::Gguf(q) if has_own_kernel(q.dtype()) => Some(q.as_ref()),
+                _ => None,
+            })
+            .collect();
+        match own {
+            Some(qs) if x.device().is_cpu() => own_kernel_forward(&qs, x),
+            _ => ws.iter().map(|w| w.forward(x)).collect(),
+        }
+    }
+
+    /// [`Weight::forward_many`] with a fixed count, for destructuring.
+    pub fn forward_n<const N: usize>(ws: [&Weight; N], x: &Tensor) -> Result<[Tensor; N]> {
+        Self::forward_many(&ws, x)?
+            .try_into()
+            .map_err(|_| candle_core::Error::Msg("forward_many returned the wrong count".into()))
     }
 
     /// Rows of the matrix for the given ids: `[ids.len(), in]` in F32.
@@ -86,30 +109,50 @@ fn has_own_kernel(t: GgmlDType) -> bool {
     matches!(t, GgmlDType::Q4_1 | GgmlDType::Q5_0 | GgmlDType::Q8_0)
 }
 
-fn own_kernel_forward(q: &QTensor, x: &Tensor) -> Result<Tensor> {
-    use crate::kernels::{blocks, q4_1, q5_0, q8_0};
-    let (n, k) = q.shape().dims2()?;
-    let mut out_dims = x.dims().to_vec();
-    let m = x.elem_count() / k;
-    let xs = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
-    let data = q.data()?;
-    let bad = || {
-        candle_core::Error::Msg(format!(
-            "{:?} tensor is not whole, aligned blocks",
-            q.dtype()
-        ))
+/// Several matmuls over the same input through our kernels in one parallel region.
+fn own_kernel_forward(qs: &[&QTensor], x: &Tensor) -> Result<Vec<Tensor>> {
+    use crate::kernels::{blocks, matmul_many, Rows};
+    let k = x.dim(D::Minus1)?;
+    let m = x.elem_count() / k.max(1);
+    let x = x.to_dtype(DType::F32)?.contiguous()?;
+    let (storage, layout) = x.storage_and_layout();
+    let candle_core::Storage::Cpu(cpu) = &*storage else {
+        candle_core::bail!("own kernels run on the CPU only");
     };
-    let mut y = vec![0f32; m * n];
-    match q.dtype() {
-        GgmlDType::Q4_1 => q4_1::matmul(&xs, m, k, blocks(&data).ok_or_else(bad)?, n, &mut y),
-        GgmlDType::Q5_0 => q5_0::matmul(&xs, m, k, blocks(&data).ok_or_else(bad)?, n, &mut y),
-        GgmlDType::Q8_0 => q8_0::matmul(&xs, m, k, blocks(&data).ok_or_else(bad)?, n, &mut y),
-        t => candle_core::bail!("no kernel for {t:?}"),
+    let xs = &cpu.as_slice::<f32>()?[layout.start_offset()..layout.start_offset() + m * k];
+    let datas: Vec<_> = qs.iter().map(|q| q.data()).collect::<Result<_>>()?;
+    let mut mats = Vec::with_capacity(qs.len());
+    for (q, data) in qs.iter().zip(&datas) {
+        let (n, qk) = q.shape().dims2()?;
+        if qk != k {
+            candle_core::bail!("matmul: input has {k} columns, weight {:?}", q.shape());
+        }
+        let bad = || {
+            candle_core::Error::Msg(format!(
+                "{:?} tensor is not whole, aligned blocks",
+                q.dtype()
+            ))
+        };
+        let rows = match q.dtype() {
+            GgmlDType::Q4_1 => Rows::Q4_1(blocks(data).ok_or_else(bad)?),
+            GgmlDType::Q5_0 => Rows::Q5_0(blocks(data).ok_or_else(bad)?),
+            GgmlDType::Q8_0 => Rows::Q8_0(blocks(data).ok_or_else(bad)?),
+            t => candle_core::bail!("no kernel for {t:?}"),
+        };
+        mats.push((rows, n));
     }
-    if let Some(last) = out_dims.last_mut() {
-        *last = n;
-    }
-    Tensor::from_vec(y, out_dims, x.device())
+    let outs = matmul_many(xs, m, k, &mats);
+    drop(storage);
+    outs.into_iter()
+        .zip(&mats)
+        .map(|(y, (_, n))| {
+            let mut dims = x.dims().to_vec();
+            if let Some(last) = dims.last_mut() {
+                *last = *n;
+            }
+            Tensor::from_vec(y, dims, x.device())
+        })
+        .collect()
 }
 
 /// llama.cpp's spelling of a GGML type.

@@ -36,20 +36,92 @@ pub fn quantize_row_q8(x: &[f32], out: &mut [BlockQ8]) {
     }
 }
 
-/// `y[m, n] = x[m, k] · W[n, k]ᵀ`, rows of W dotted by `dot(row_index, x_blocks)`.
-/// Work runs on candle's spinning barrier pool (the one its own quantized matmuls use),
-/// so the many small matmuls of a decode step pay microseconds, not thread wake-ups.
-/// Each work item is a run of rows for all m activation rows, so a weight row is read
-/// from memory once.
-pub(crate) fn matmul_rows(
-    m: usize,
-    n: usize,
-    k: usize,
-    x: &[f32],
-    y: &mut [f32],
-    dot: impl Fn(usize, &[BlockQ8]) -> f32 + Sync,
-) {
+/// A quantized matrix our kernels multiply: its rows as blocks of one format.
+#[derive(Clone, Copy, Debug)]
+pub enum Rows<'a> {
+    /// Q4_1 blocks.
+    Q4_1(&'a [q4_1::BlockQ4_1]),
+    /// Q5_0 blocks.
+    Q5_0(&'a [q5_0::BlockQ5_0]),
+    /// Q8_0 blocks.
+    Q8_0(&'a [q8_0::BlockQ8_0]),
+}
+
+impl Rows<'_> {
+    fn blocks(&self) -> usize {
+        match self {
+            Self::Q4_1(w) => w.len(),
+            Self::Q5_0(w) => w.len(),
+            Self::Q8_0(w) => w.len(),
+        }
+    }
+
+    /// Rows `rows` (of `kb` blocks each) dotted with every activation row of `xq`;
+    /// `out(j, r, v)` stores a result. The format is matched once per run of rows.
+    fn dot_rows(
+        &self,
+        rows: std::ops::Range<usize>,
+        kb: usize,
+        xq: &[BlockQ8],
+        simd: bool,
+        out: impl FnMut(usize, usize, f32),
+    ) {
+        fn run<B>(
+            w: &[B],
+            dot: fn(&[B], &[BlockQ8], bool) -> f32,
+            rows: std::ops::Range<usize>,
+            kb: usize,
+            xq: &[BlockQ8],
+            simd: bool,
+            mut out: impl FnMut(usize, usize, f32),
+        ) {
+            for r in rows {
+                let wr = &w[r * kb..(r + 1) * kb];
+                for (j, xj) in xq.chunks_exact(kb).enumerate() {
+                    out(j, r, dot(wr, xj, simd));
+                }
+            }
+        }
+        match self {
+            Self::Q4_1(w) => run(w, q4_1::dot, rows, kb, xq, simd, out),
+            Self::Q5_0(w) => run(w, q5_0::dot, rows, kb, xq, simd, out),
+            Self::Q8_0(w) => run(w, q8_0::dot, rows, kb, xq, simd, out),
+        }
+    }
+}
+
+/// Whether the AVX2 + FMA kernels can run here (checked once, cached by std).
+fn simd_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// `y_i[m, n_i] = x[m, k] · W_iᵀ` for matrices that share their input (q, k, v; gate
+/// and up): x is quantized once and all rows run in one parallel region on candle's
+/// spinning barrier pool (the one its own quantized matmuls use), so the many small
+/// matmuls of a decode step pay microseconds, not thread wake-ups. Each work item is
+/// a run of rows for all m activation rows, so a weight row is read once.
+pub fn matmul_many(x: &[f32], m: usize, k: usize, mats: &[(Rows<'_>, usize)]) -> Vec<Vec<f32>> {
+    assert!(
+        k.is_multiple_of(32) && x.len() == m * k,
+        "activations [{m}, {k}] do not fit {}",
+        x.len()
+    );
     let kb = k / 32;
+    for (w, n) in mats {
+        assert_eq!(
+            w.blocks(),
+            n * kb,
+            "matrix of {n} rows does not match k = {k}"
+        );
+    }
+    let simd = simd_available();
     let pool = candle_core::utils::barrier_pool();
     let mut xq = vec![
         BlockQ8 {
@@ -59,7 +131,12 @@ pub(crate) fn matmul_rows(
         };
         m * kb
     ];
-    {
+    if m <= 4 {
+        // A few rows quantize faster than the pool can be woken.
+        for (r, out) in xq.chunks_mut(kb).enumerate() {
+            quantize_row_q8(&x[r * k..(r + 1) * k], out);
+        }
+    } else {
         let xq_ptr = SyncPtr(xq.as_mut_ptr());
         pool.execute_chunked(m, |rows| {
             for r in rows {
@@ -70,18 +147,28 @@ pub(crate) fn matmul_rows(
         });
     }
     const ROWS: usize = 8;
-    let y_ptr = SyncPtr(y.as_mut_ptr());
-    pool.execute_chunked(n.div_ceil(ROWS), |chunks| {
+    let mut outs: Vec<Vec<f32>> = mats.iter().map(|(_, n)| vec![0f32; m * n]).collect();
+    // Work item c covers rows c*ROWS.. of the concatenation of all matrices' rows.
+    let mut starts = Vec::with_capacity(mats.len());
+    let mut total_chunks = 0;
+    for (_, n) in mats {
+        starts.push(total_chunks);
+        total_chunks += n.div_ceil(ROWS);
+    }
+    let ptrs: Vec<SyncPtr<f32>> = outs.iter_mut().map(|o| SyncPtr(o.as_mut_ptr())).collect();
+    pool.execute_chunked(total_chunks, |chunks| {
         for c in chunks {
-            for r in c * ROWS..((c + 1) * ROWS).min(n) {
-                for j in 0..m {
-                    let v = dot(r, &xq[j * kb..(j + 1) * kb]);
-                    // SAFETY: output (j, r) is written by the one item that owns row r.
-                    unsafe { *y_ptr.get().add(j * n + r) = v };
-                }
-            }
+            let i = starts.partition_point(|&s| s <= c) - 1;
+            let (w, n) = mats[i];
+            let first = (c - starts[i]) * ROWS;
+            let out = ptrs[i];
+            w.dot_rows(first..(first + ROWS).min(n), kb, &xq, simd, |j, r, v| {
+                // SAFETY: output (j, r) of matrix i is written by the one item owning row r.
+                unsafe { *out.get().add(j * n + r) = v };
+            });
         }
     });
+    outs
 }
 
 /// A raw pointer that work items share; each writes a disjoint part.

@@ -1,6 +1,6 @@
 //! Q8_0 (llama.cpp `block_q8_0`): 32 weights as i8 with `w = d·q`.
 
-use super::{matmul_rows, BlockQ8};
+use super::BlockQ8;
 use half::f16;
 
 /// One block: scale and 32 signed quants.
@@ -14,20 +14,21 @@ pub struct BlockQ8_0 {
 }
 const _: () = assert!(std::mem::size_of::<BlockQ8_0>() == 34);
 
-/// `y[m, n] = x[m, k] · W[n, k]ᵀ` with W in Q8_0 blocks.
+/// `y[m, n] = x[m, k] · W[n, k]ᵀ` with W in Q8_0 blocks (row-major, k/32 blocks a row).
 pub fn matmul(x: &[f32], m: usize, k: usize, w: &[BlockQ8_0], n: usize, y: &mut [f32]) {
-    assert!(k.is_multiple_of(32) && w.len() == n * k / 32 && x.len() == m * k && y.len() == m * n);
-    let kb = k / 32;
+    let out = super::matmul_many(x, m, k, &[(super::Rows::Q8_0(w), n)]);
+    y.copy_from_slice(&out[0]);
+}
+
+#[inline(always)]
+pub(super) fn dot(w: &[BlockQ8_0], x: &[BlockQ8], simd: bool) -> f32 {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-        // SAFETY: the features the kernel is compiled for were detected just above.
-        return matmul_rows(m, n, k, x, y, |r, xq| unsafe {
-            dot_avx2(&w[r * kb..(r + 1) * kb], xq)
-        });
+    if simd {
+        // SAFETY: `simd` is true only where AVX2 and FMA were detected.
+        return unsafe { dot_avx2(w, x) };
     }
-    matmul_rows(m, n, k, x, y, |r, xq| {
-        dot_scalar(&w[r * kb..(r + 1) * kb], xq)
-    })
+    let _ = simd;
+    dot_scalar(w, x)
 }
 
 /// Portable reference dot product.

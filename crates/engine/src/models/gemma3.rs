@@ -212,9 +212,10 @@ impl Gemma3 {
                 (&self.rope_global, &global)
             };
             let h = rms_norm(&x, &b.attn_norm, eps)?;
-            let q = heads(&b.attn_q.forward(&h)?, c.num_attention_heads, c.head_dim)?;
-            let k = heads(&b.attn_k.forward(&h)?, c.num_key_value_heads, c.head_dim)?;
-            let v = heads(&b.attn_v.forward(&h)?, c.num_key_value_heads, c.head_dim)?;
+            let [q, k, v] = Weight::forward_n([&b.attn_q, &b.attn_k, &b.attn_v], &h)?;
+            let q = heads(&q, c.num_attention_heads, c.head_dim)?;
+            let k = heads(&k, c.num_key_value_heads, c.head_dim)?;
+            let v = heads(&v, c.num_key_value_heads, c.head_dim)?;
             let q = rope.apply(&rms_norm(&q, &b.attn_q_norm, eps)?, cos, sin)?;
             let k = rope.apply(&rms_norm(&k, &b.attn_k_norm, eps)?, cos, sin)?;
             let (k, v) = cache.append(i, &k, &v)?;
@@ -223,8 +224,8 @@ impl Gemma3 {
             let a = rms_norm(&b.attn_output.forward(&a)?, &b.post_attention_norm, eps)?;
             x = (x + a)?;
             let h = rms_norm(&x, &b.ffn_norm, eps)?;
-            let gate = b.ffn_gate.forward(&h)?.gelu()?;
-            let m = (gate * b.ffn_up.forward(&h)?)?;
+            let [gate, up] = Weight::forward_n([&b.ffn_gate, &b.ffn_up], &h)?;
+            let m = (gate.gelu()? * up)?;
             let m = rms_norm(&b.ffn_down.forward(&m)?, &b.post_ffw_norm, eps)?;
             x = (x + m)?;
         }

@@ -166,9 +166,7 @@ impl Llama {
         let scale = 1.0 / (c.head_dim as f64).sqrt();
         for (i, b) in self.blocks.iter().enumerate() {
             let h = rms_norm(&x, &b.attn_norm, c.rms_norm_eps)?;
-            let q = b.attn_q.forward(&h)?;
-            let k = b.attn_k.forward(&h)?;
-            let v = b.attn_v.forward(&h)?;
+            let [q, k, v] = Weight::forward_n([&b.attn_q, &b.attn_k, &b.attn_v], &h)?;
             let q = heads(&q, c.num_attention_heads, c.head_dim)?;
             let k = heads(&k, c.num_key_value_heads, c.head_dim)?;
             let v = heads(&v, c.num_key_value_heads, c.head_dim)?;
@@ -178,8 +176,8 @@ impl Llama {
             let a = attend(&q, &k, &v, start, scale, None)?;
             x = (x + b.attn_output.forward(&a)?)?;
             let h = rms_norm(&x, &b.ffn_norm, c.rms_norm_eps)?;
-            let gate = candle_nn::ops::silu(&b.ffn_gate.forward(&h)?)?;
-            let m = (gate * b.ffn_up.forward(&h)?)?;
+            let [gate, up] = Weight::forward_n([&b.ffn_gate, &b.ffn_up], &h)?;
+            let m = (candle_nn::ops::silu(&gate)? * up)?;
             x = (x + b.ffn_down.forward(&m)?)?;
         }
         cache.advance(t);
