@@ -1,6 +1,6 @@
 //! Q4_1 (llama.cpp `block_q4_1`): 32 weights as 4-bit q with `w = d·q + m`.
 
-use super::BlockQ8;
+use super::BlockQ16;
 use half::f16;
 
 /// One block: scale, minimum, 16 bytes of nibbles (low nibble = element j,
@@ -24,7 +24,7 @@ pub fn matmul(x: &[f32], m: usize, k: usize, w: &[BlockQ4_1], n: usize, y: &mut 
 }
 
 #[inline(always)]
-pub(super) fn dot(w: &[BlockQ4_1], x: &[BlockQ8], simd: bool) -> f32 {
+pub(super) fn dot(w: &[BlockQ4_1], x: &[BlockQ16], simd: bool) -> f32 {
     #[cfg(target_arch = "x86_64")]
     if simd {
         // SAFETY: `simd` is true only where AVX2 and FMA were detected.
@@ -35,7 +35,7 @@ pub(super) fn dot(w: &[BlockQ4_1], x: &[BlockQ8], simd: bool) -> f32 {
 }
 
 /// Portable reference dot product of one weight row with one quantized activation row.
-pub fn dot_scalar(w: &[BlockQ4_1], x: &[BlockQ8]) -> f32 {
+pub fn dot_scalar(w: &[BlockQ4_1], x: &[BlockQ16]) -> f32 {
     let mut sum = 0f32;
     for (b, a) in w.iter().zip(x) {
         let mut isum = 0i32;
@@ -50,19 +50,19 @@ pub fn dot_scalar(w: &[BlockQ4_1], x: &[BlockQ8]) -> f32 {
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn dot_avx2(w: &[BlockQ4_1], x: &[BlockQ8]) -> f32 {
+unsafe fn dot_avx2(w: &[BlockQ4_1], x: &[BlockQ16]) -> f32 {
     use std::arch::x86_64::*;
-    let low = _mm256_set1_epi8(0x0F);
-    let ones = _mm256_set1_epi16(1);
+    let low = _mm_set1_epi8(0x0F);
     let mut acc = _mm256_setzero_ps();
     let mut mins = 0f32;
     for (b, a) in w.iter().zip(x) {
         let packed = _mm_loadu_si128(b.qs.as_ptr() as *const __m128i);
-        let hi = _mm_srli_epi16(packed, 4);
-        let q = _mm256_and_si256(_mm256_set_m128i(hi, packed), low);
-        let y = _mm256_loadu_si256(a.qs.as_ptr() as *const __m256i);
-        // u8 × i8 pairs fit i16 (2 × 15 × 127), then pairs of i16 into i32.
-        let p = _mm256_madd_epi16(_mm256_maddubs_epi16(q, y), ones);
+        let q0 = _mm256_cvtepu8_epi16(_mm_and_si128(packed, low)); // elements 0..16
+        let q1 = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(packed, 4), low)); // 16..32
+        let y0 = _mm256_loadu_si256(a.qs.as_ptr() as *const __m256i);
+        let y1 = _mm256_loadu_si256(a.qs.as_ptr().add(16) as *const __m256i);
+        // 15 × 32767 × 32 fits i32.
+        let p = _mm256_add_epi32(_mm256_madd_epi16(q0, y0), _mm256_madd_epi16(q1, y1));
         let scale = _mm256_set1_ps(b.d.to_f32() * a.d);
         acc = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(p), acc);
         mins += b.m.to_f32() * a.s;

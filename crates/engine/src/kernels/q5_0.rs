@@ -3,7 +3,7 @@
 //! bit i of `qh`. Gemma 3 270M stores most of its matrices this way (rows of 640 are
 //! not a multiple of 256, so k-quants fall back to it).
 
-use super::BlockQ8;
+use super::BlockQ16;
 use half::f16;
 
 /// One block.
@@ -26,7 +26,7 @@ pub fn matmul(x: &[f32], m: usize, k: usize, w: &[BlockQ5_0], n: usize, y: &mut 
 }
 
 #[inline(always)]
-pub(super) fn dot(w: &[BlockQ5_0], x: &[BlockQ8], simd: bool) -> f32 {
+pub(super) fn dot(w: &[BlockQ5_0], x: &[BlockQ16], simd: bool) -> f32 {
     #[cfg(target_arch = "x86_64")]
     if simd {
         // SAFETY: `simd` is true only where AVX2 and FMA were detected.
@@ -49,7 +49,7 @@ fn q5(b: &BlockQ5_0, i: usize) -> u8 {
 
 /// Portable reference dot product. The −16 offset is applied with the exact sum of
 /// the activations, so it adds no rounding of its own.
-pub fn dot_scalar(w: &[BlockQ5_0], x: &[BlockQ8]) -> f32 {
+pub fn dot_scalar(w: &[BlockQ5_0], x: &[BlockQ16]) -> f32 {
     w.iter()
         .zip(x)
         .map(|(b, a)| {
@@ -61,10 +61,9 @@ pub fn dot_scalar(w: &[BlockQ5_0], x: &[BlockQ8]) -> f32 {
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn dot_avx2(w: &[BlockQ5_0], x: &[BlockQ8]) -> f32 {
+unsafe fn dot_avx2(w: &[BlockQ5_0], x: &[BlockQ16]) -> f32 {
     use std::arch::x86_64::*;
     let low = _mm256_set1_epi8(0x0F);
-    let ones = _mm256_set1_epi16(1);
     // Byte i of the spread word holds byte i/8 of qh; OR-ing all bits but bit i%8
     // and comparing with all-ones tests that bit.
     let spread = _mm256_set_epi64x(
@@ -83,9 +82,12 @@ unsafe fn dot_avx2(w: &[BlockQ5_0], x: &[BlockQ8]) -> f32 {
         let bits = _mm256_shuffle_epi8(_mm256_set1_epi32(i32::from_le_bytes(b.qh)), spread);
         let set = _mm256_cmpeq_epi8(_mm256_or_si256(bits, others), _mm256_set1_epi64x(-1));
         let q = _mm256_or_si256(nib, _mm256_and_si256(set, fifth));
-        let y = _mm256_loadu_si256(a.qs.as_ptr() as *const __m256i);
-        // u8 (≤ 31) × i8 pairs fit i16.
-        let p = _mm256_madd_epi16(_mm256_maddubs_epi16(q, y), ones);
+        let q0 = _mm256_cvtepu8_epi16(_mm256_castsi256_si128(q));
+        let q1 = _mm256_cvtepu8_epi16(_mm256_extracti128_si256(q, 1));
+        let y0 = _mm256_loadu_si256(a.qs.as_ptr() as *const __m256i);
+        let y1 = _mm256_loadu_si256(a.qs.as_ptr().add(16) as *const __m256i);
+        // 31 × 32767 × 32 fits i32.
+        let p = _mm256_add_epi32(_mm256_madd_epi16(q0, y0), _mm256_madd_epi16(q1, y1));
         let d = b.d.to_f32();
         acc = _mm256_fmadd_ps(_mm256_set1_ps(d * a.d), _mm256_cvtepi32_ps(p), acc);
         offset += d * a.s;

@@ -1,6 +1,6 @@
 //! Q8_0 (llama.cpp `block_q8_0`): 32 weights as i8 with `w = d·q`.
 
-use super::BlockQ8;
+use super::BlockQ16;
 use half::f16;
 
 /// One block: scale and 32 signed quants.
@@ -21,7 +21,7 @@ pub fn matmul(x: &[f32], m: usize, k: usize, w: &[BlockQ8_0], n: usize, y: &mut 
 }
 
 #[inline(always)]
-pub(super) fn dot(w: &[BlockQ8_0], x: &[BlockQ8], simd: bool) -> f32 {
+pub(super) fn dot(w: &[BlockQ8_0], x: &[BlockQ16], simd: bool) -> f32 {
     #[cfg(target_arch = "x86_64")]
     if simd {
         // SAFETY: `simd` is true only where AVX2 and FMA were detected.
@@ -32,7 +32,7 @@ pub(super) fn dot(w: &[BlockQ8_0], x: &[BlockQ8], simd: bool) -> f32 {
 }
 
 /// Portable reference dot product.
-pub fn dot_scalar(w: &[BlockQ8_0], x: &[BlockQ8]) -> f32 {
+pub fn dot_scalar(w: &[BlockQ8_0], x: &[BlockQ16]) -> f32 {
     w.iter()
         .zip(x)
         .map(|(b, a)| {
@@ -48,16 +48,16 @@ pub fn dot_scalar(w: &[BlockQ8_0], x: &[BlockQ8]) -> f32 {
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn dot_avx2(w: &[BlockQ8_0], x: &[BlockQ8]) -> f32 {
+unsafe fn dot_avx2(w: &[BlockQ8_0], x: &[BlockQ16]) -> f32 {
     use std::arch::x86_64::*;
-    let ones = _mm256_set1_epi16(1);
     let mut acc = _mm256_setzero_ps();
     for (b, a) in w.iter().zip(x) {
-        let q = _mm256_loadu_si256(b.qs.as_ptr() as *const __m256i);
-        let y = _mm256_loadu_si256(a.qs.as_ptr() as *const __m256i);
-        // maddubs wants unsigned × signed: move the weights' sign onto the activations.
-        let p = _mm256_maddubs_epi16(_mm256_sign_epi8(q, q), _mm256_sign_epi8(y, q));
-        let p = _mm256_madd_epi16(p, ones);
+        let q0 = _mm256_cvtepi8_epi16(_mm_loadu_si128(b.qs.as_ptr() as *const __m128i));
+        let q1 = _mm256_cvtepi8_epi16(_mm_loadu_si128(b.qs.as_ptr().add(16) as *const __m128i));
+        let y0 = _mm256_loadu_si256(a.qs.as_ptr() as *const __m256i);
+        let y1 = _mm256_loadu_si256(a.qs.as_ptr().add(16) as *const __m256i);
+        // 128 × 32767 × 32 fits i32.
+        let p = _mm256_add_epi32(_mm256_madd_epi16(q0, y0), _mm256_madd_epi16(q1, y1));
         let scale = _mm256_set1_ps(b.d.to_f32() * a.d);
         acc = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(p), acc);
     }
