@@ -239,9 +239,8 @@ fn attend_one_cpu(
             let base = (h / group) * cap * d;
             let qh = &qv[h * d..(h + 1) * d];
             let mut max = f32::NEG_INFINITY;
-            for (j, s) in scores.iter_mut().enumerate() {
-                let p = base + (first_key + j) * d;
-                *s = dot(qh, &kd[p..p + d]) * scale;
+            for (s, krow) in scores.iter_mut().zip(kd[base + first_key * d..].chunks_exact(d)) {
+                *s = dot(qh, krow) * scale;
                 max = max.max(*s);
             }
             let mut sum = 0f32;
@@ -251,10 +250,10 @@ fn attend_one_cpu(
             }
             // SAFETY: head h owns out[h*d .. (h+1)*d]; no other work item writes it.
             let oh = unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add(h * d), d) };
-            for (j, s) in scores.iter().enumerate() {
-                let p = base + (first_key + j) * d;
-                let w = s / sum;
-                for (o, x) in oh.iter_mut().zip(&vd[p..p + d]) {
+            let inv = 1.0 / sum;
+            for (s, vrow) in scores.iter().zip(vd[base + first_key * d..].chunks_exact(d)) {
+                let w = s * inv;
+                for (o, x) in oh.iter_mut().zip(vrow) {
                     *o += w * x;
                 }
             }
@@ -264,20 +263,18 @@ fn attend_one_cpu(
     Tensor::from_vec(out, (1, 1, heads * d), q.device())
 }
 
-/// Dot product with eight independent accumulators, so it vectorises.
+/// Dot product with eight independent accumulators and no bounds checks in the loop,
+/// so it vectorises.
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
-    let chunks = a.len() / 8;
-    for c in 0..chunks {
+    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ac.remainder().iter().zip(bc.remainder()).map(|(x, y)| x * y).sum();
+    for (x, y) in ac.zip(bc) {
         for l in 0..8 {
-            acc[l] += a[c * 8 + l] * b[c * 8 + l];
+            acc[l] += x[l] * y[l];
         }
     }
-    let mut s: f32 = acc.iter().sum();
-    for i in chunks * 8..a.len() {
-        s += a[i] * b[i];
-    }
-    s
+    acc.iter().sum::<f32>() + tail
 }
 
 /// A raw pointer shared by work items that write disjoint parts.
