@@ -239,7 +239,10 @@ fn attend_one_cpu(
             let base = (h / group) * cap * d;
             let qh = &qv[h * d..(h + 1) * d];
             let mut max = f32::NEG_INFINITY;
-            for (s, krow) in scores.iter_mut().zip(kd[base + first_key * d..].chunks_exact(d)) {
+            for (s, krow) in scores
+                .iter_mut()
+                .zip(kd[base + first_key * d..].chunks_exact(d))
+            {
                 *s = dot(qh, krow) * scale;
                 max = max.max(*s);
             }
@@ -251,7 +254,10 @@ fn attend_one_cpu(
             // SAFETY: head h owns out[h*d .. (h+1)*d]; no other work item writes it.
             let oh = unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add(h * d), d) };
             let inv = 1.0 / sum;
-            for (s, vrow) in scores.iter().zip(vd[base + first_key * d..].chunks_exact(d)) {
+            for (s, vrow) in scores
+                .iter()
+                .zip(vd[base + first_key * d..].chunks_exact(d))
+            {
                 let w = s * inv;
                 for (o, x) in oh.iter_mut().zip(vrow) {
                     *o += w * x;
@@ -268,7 +274,12 @@ fn attend_one_cpu(
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
     let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ac.remainder().iter().zip(bc.remainder()).map(|(x, y)| x * y).sum();
+    let tail: f32 = ac
+        .remainder()
+        .iter()
+        .zip(bc.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
     for (x, y) in ac.zip(bc) {
         for l in 0..8 {
             acc[l] += x[l] * y[l];
@@ -306,7 +317,9 @@ mod tests {
         let mut s = seed;
         let v: Vec<f32> = (0..n)
             .map(|_| {
-                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 ((s >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
             })
             .collect();
@@ -317,7 +330,12 @@ mod tests {
     /// with and without a window, on buffers with spare capacity.
     #[test]
     fn single_query_fast_path_matches_the_general_path() {
-        for (heads, kv, d, window) in [(9, 3, 64, None), (4, 1, 256, None), (4, 1, 256, Some(5)), (2, 2, 32, Some(3))] {
+        for (heads, kv, d, window) in [
+            (9, 3, 64, None),
+            (4, 1, 256, None),
+            (4, 1, 256, Some(5)),
+            (2, 2, 32, Some(3)),
+        ] {
             let (cap, total) = (16, 11);
             let k = random((1, kv, cap, d), 1);
             let v = random((1, kv, cap, d), 2);
@@ -336,8 +354,18 @@ mod tests {
             .unwrap()
             .to_dtype(DType::F32)
             .unwrap();
-            let diff = (fast - slow).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
-            assert!(diff < 1e-5, "heads {heads} kv {kv} d {d} window {window:?}: {diff}");
+            let diff = (fast - slow)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(
+                diff < 1e-5,
+                "heads {heads} kv {kv} d {d} window {window:?}: {diff}"
+            );
         }
     }
 }

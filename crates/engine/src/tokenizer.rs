@@ -243,16 +243,22 @@ fn gpt2_from_gguf(g: &GgufFile, tokens: &[String], types: &[i64]) -> Result<toke
     let mut tk = tokenizers::Tokenizer::new(bpe);
     tk.with_pre_tokenizer(Some(pre_tokenizer));
     tk.with_decoder(Some(ByteLevel::default()));
-    add_all(&mut tk, tokens, types);
+    add_all(g, &mut tk, tokens, types)?;
     Ok(tk)
 }
 
-fn add_all(tk: &mut tokenizers::Tokenizer, tokens: &[String], types: &[i64]) {
+fn add_all(
+    g: &GgufFile,
+    tk: &mut tokenizers::Tokenizer,
+    tokens: &[String],
+    types: &[i64],
+) -> Result<()> {
     let (special, plain): (Vec<_>, Vec<_>) = added_tokens(tokens, types)
         .into_iter()
         .partition(|t| t.special);
-    tk.add_special_tokens(&special);
-    tk.add_tokens(&plain);
+    tk.add_special_tokens(special).map_err(|e| tok_err(g, e))?;
+    tk.add_tokens(plain).map_err(|e| tok_err(g, e))?;
+    Ok(())
 }
 
 /// SentencePiece-style BPE (Gemma, Llama 2): merges derived from the piece scores the
@@ -297,7 +303,8 @@ fn spm_from_gguf(g: &GgufFile, tokens: &[String], types: &[i64]) -> Result<token
             .map_err(|e| tok_err(g, e))?
             .into(),
     );
-    tk.with_normalizer(Some(NormalizerSequence::new(norms)));
+    tk.with_normalizer(Some(NormalizerSequence::new(norms)))
+        .map_err(|e| tok_err(g, e))?;
     let mut decs: Vec<DecoderWrapper> = vec![
         tokenizers::decoders::DecoderWrapper::Replace(
             Replace::new(SPIECE_SPACE, " ").map_err(|e| tok_err(g, e))?,
@@ -309,7 +316,7 @@ fn spm_from_gguf(g: &GgufFile, tokens: &[String], types: &[i64]) -> Result<token
         decs.push(Strip::new(' ', 1, 0).into());
     }
     tk.with_decoder(Some(DecoderSequence::new(decs)));
-    add_all(&mut tk, &tokens, types);
+    add_all(g, &mut tk, &tokens, types)?;
     Ok(tk)
 }
 
