@@ -1,0 +1,216 @@
+//! The tiny random models of ../shared/golden/tiny, written as F32 GGUF files the way
+//! llama.cpp's converter writes them (llama.cpp tensor names; llama q/k rows permuted
+//! for interleaved rope; Gemma norms stored as 1 + w), then run by our model files
+//! and compared with HF transformers' float32 logits.
+//!
+//! This pins down exactly what the real (quantized) models cannot: Gemma 3's linear
+//! rope scaling (×8) on the global layer only, its 8-token sliding window, both rope
+//! bases, q/k norms, and the KV-cache decode path, all in float32.
+//! Tolerances from the golden README: logits 2e-4 absolute, greedy ids exact.
+
+mod common;
+use candle_core::quantized::gguf_file::{self, Value};
+use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::{Device, Tensor};
+use common::*;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use unicorn_engine::gguf::GgufFile;
+use unicorn_engine::models::Model;
+
+const LOGIT_TOL: f32 = 2e-4;
+
+fn hf(arch: &str) -> HashMap<String, Tensor> {
+    golden(&format!("tiny/{arch}/model.safetensors"))
+}
+
+/// llama.cpp's `permute` for q/k of llama: rows of each head go from halves
+/// (HF's rotate_half pairing) to interleaved pairs.
+fn permute(w: &Tensor, heads: usize) -> Tensor {
+    let (rows, cols) = w.dims2().unwrap();
+    w.reshape((heads, 2, rows / heads / 2, cols))
+        .unwrap()
+        .transpose(1, 2)
+        .unwrap()
+        .contiguous()
+        .unwrap()
+        .reshape((rows, cols))
+        .unwrap()
+}
+
+fn write_gguf(name: &str, meta: Vec<(&str, Value)>, tensors: Vec<(String, Tensor)>) -> PathBuf {
+    let path =
+        std::env::temp_dir().join(format!("unicorn-tiny-{name}-{}.gguf", std::process::id()));
+    let qs: Vec<(String, QTensor)> = tensors
+        .into_iter()
+        .map(|(n, t)| (n, QTensor::quantize(&t, GgmlDType::F32).unwrap()))
+        .collect();
+    let tokens = Value::Array((0..512).map(|i| Value::String(format!("t{i}"))).collect());
+    let mut meta = meta;
+    meta.push(("tokenizer.ggml.tokens", tokens));
+    let meta_refs: Vec<(&str, &Value)> = meta.iter().map(|(k, v)| (*k, v)).collect();
+    let t_refs: Vec<(&str, &QTensor)> = qs.iter().map(|(n, q)| (n.as_str(), q)).collect();
+    let mut f = std::fs::File::create(&path).unwrap();
+    gguf_file::write(&mut f, &meta_refs, &t_refs).unwrap();
+    path
+}
+
+fn check(arch: &str, path: &PathBuf) {
+    let g = GgufFile::open(path).unwrap();
+    let model = Model::from_gguf(&g, &Device::Cpu).unwrap();
+    let gold = golden(&format!("tiny/{arch}/golden.safetensors"));
+    let input = ids(&gold["input_ids"]);
+    let want = floats(&gold["logits"]);
+    let mut cache = model.new_cache();
+    let got = model
+        .forward(&input, &mut cache, 0)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    let max = got
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(max < LOGIT_TOL, "{arch}: max |Δlogit| {max}");
+    // Greedy through the cached decode path (one token at a time), 16 steps.
+    let want_ids = ids(&gold["greedy_ids"]);
+    let want_step_logits = floats(&gold["greedy_logits"]);
+    let mut cache = model.new_cache();
+    let mut logits = model.forward(&input, &mut cache, input.len() - 1).unwrap();
+    let mut got_ids = Vec::new();
+    for step in 0..want_ids.len() {
+        let l = logits.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let w = &want_step_logits[step * 512..(step + 1) * 512];
+        let d = l
+            .iter()
+            .zip(w)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(
+            d < LOGIT_TOL,
+            "{arch}: decode step {step}: max |Δlogit| {d}"
+        );
+        let next = unicorn_engine::sampler::argmax(&l);
+        got_ids.push(next);
+        logits = model.forward(&[next], &mut cache, 0).unwrap();
+    }
+    assert_eq!(got_ids, want_ids, "{arch}: greedy ids");
+    std::fs::remove_file(path).ok();
+}
+
+#[test]
+fn tiny_gemma3_from_gguf_matches_transformers() {
+    let w = hf("gemma3_text");
+    let plus_one = |t: &Tensor| (t + 1.0).unwrap();
+    let mut tensors = vec![
+        (
+            "token_embd.weight".to_string(),
+            w["model.embed_tokens.weight"].clone(),
+        ),
+        (
+            "output_norm.weight".to_string(),
+            plus_one(&w["model.norm.weight"]),
+        ),
+    ];
+    for i in 0..6 {
+        let p = format!("model.layers.{i}");
+        for (hf_name, gguf_name, norm) in [
+            ("self_attn.q_proj", "attn_q", false),
+            ("self_attn.k_proj", "attn_k", false),
+            ("self_attn.v_proj", "attn_v", false),
+            ("self_attn.o_proj", "attn_output", false),
+            ("self_attn.q_norm", "attn_q_norm", true),
+            ("self_attn.k_norm", "attn_k_norm", true),
+            ("input_layernorm", "attn_norm", true),
+            ("post_attention_layernorm", "post_attention_norm", true),
+            ("pre_feedforward_layernorm", "ffn_norm", true),
+            ("post_feedforward_layernorm", "post_ffw_norm", true),
+            ("mlp.gate_proj", "ffn_gate", false),
+            ("mlp.up_proj", "ffn_up", false),
+            ("mlp.down_proj", "ffn_down", false),
+        ] {
+            let t = &w[&format!("{p}.{hf_name}.weight")];
+            tensors.push((
+                format!("blk.{i}.{gguf_name}.weight"),
+                if norm { plus_one(t) } else { t.clone() },
+            ));
+        }
+    }
+    let meta = vec![
+        ("general.architecture", Value::String("gemma3".into())),
+        ("gemma3.context_length", Value::U32(4096)),
+        ("gemma3.embedding_length", Value::U32(64)),
+        ("gemma3.block_count", Value::U32(6)),
+        ("gemma3.feed_forward_length", Value::U32(128)),
+        ("gemma3.attention.head_count", Value::U32(4)),
+        ("gemma3.attention.head_count_kv", Value::U32(2)),
+        ("gemma3.attention.key_length", Value::U32(32)),
+        ("gemma3.attention.value_length", Value::U32(32)),
+        ("gemma3.attention.layer_norm_rms_epsilon", Value::F32(1e-6)),
+        ("gemma3.rope.freq_base", Value::F32(1e6)),
+        ("gemma3.attention.sliding_window", Value::U32(8)),
+        ("gemma3.rope.scaling.type", Value::String("linear".into())),
+        ("gemma3.rope.scaling.factor", Value::F32(8.0)),
+    ];
+    let path = write_gguf("gemma3", meta, tensors);
+    check("gemma3_text", &path);
+}
+
+#[test]
+fn tiny_llama_from_gguf_matches_transformers() {
+    let w = hf("llama");
+    let mut tensors = vec![
+        (
+            "token_embd.weight".to_string(),
+            w["model.embed_tokens.weight"].clone(),
+        ),
+        (
+            "output_norm.weight".to_string(),
+            w["model.norm.weight"].clone(),
+        ),
+    ];
+    for i in 0..4 {
+        let p = format!("model.layers.{i}");
+        let get = |n: &str| w[&format!("{p}.{n}.weight")].clone();
+        tensors.extend([
+            (
+                format!("blk.{i}.attn_q.weight"),
+                permute(&get("self_attn.q_proj"), 4),
+            ),
+            (
+                format!("blk.{i}.attn_k.weight"),
+                permute(&get("self_attn.k_proj"), 2),
+            ),
+            (format!("blk.{i}.attn_v.weight"), get("self_attn.v_proj")),
+            (
+                format!("blk.{i}.attn_output.weight"),
+                get("self_attn.o_proj"),
+            ),
+            (format!("blk.{i}.attn_norm.weight"), get("input_layernorm")),
+            (
+                format!("blk.{i}.ffn_norm.weight"),
+                get("post_attention_layernorm"),
+            ),
+            (format!("blk.{i}.ffn_gate.weight"), get("mlp.gate_proj")),
+            (format!("blk.{i}.ffn_up.weight"), get("mlp.up_proj")),
+            (format!("blk.{i}.ffn_down.weight"), get("mlp.down_proj")),
+        ]);
+    }
+    let meta = vec![
+        ("general.architecture", Value::String("llama".into())),
+        ("llama.context_length", Value::U32(2048)),
+        ("llama.embedding_length", Value::U32(64)),
+        ("llama.block_count", Value::U32(4)),
+        ("llama.feed_forward_length", Value::U32(128)),
+        ("llama.attention.head_count", Value::U32(4)),
+        ("llama.attention.head_count_kv", Value::U32(2)),
+        ("llama.attention.layer_norm_rms_epsilon", Value::F32(1e-5)),
+        ("llama.rope.freq_base", Value::F32(1e5)),
+        ("llama.rope.dimension_count", Value::U32(16)),
+    ];
+    let path = write_gguf("llama", meta, tensors);
+    check("llama", &path);
+}
