@@ -316,3 +316,78 @@ fn bad_files_get_clear_errors_not_panics() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("outside the vocabulary"));
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn ctrl_c_stops_the_reply_not_the_program() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(unicorn_bin())
+        .args([
+            "chat",
+            &path(SMOLLM),
+            "--json",
+            "--temperature",
+            "1.5",
+            "--top-k",
+            "0",
+            "--top-p",
+            "1",
+            "--min-p",
+            "0",
+        ])
+        .args(["--max-tokens", "2000", "--threads", "1"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    writeln!(stdin, "Write a very long story about a unicorn.").unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    // Wait for a few streamed tokens, then interrupt.
+    for _ in 0..5 {
+        let l = lines.next().unwrap().unwrap();
+        assert!(l.contains("\"token\""), "{l}");
+    }
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let done = loop {
+        let l = lines.next().expect("a done event after Ctrl-C").unwrap();
+        let v: serde_json::Value = serde_json::from_str(&l).unwrap();
+        if v["event"] == "done" {
+            break v;
+        }
+    };
+    assert_eq!(done["stop_reason"], "cancelled");
+    assert!(done["generated_tokens"].as_u64().unwrap() < 2000);
+    // The program is still there and takes the next command.
+    writeln!(stdin, "/exit").unwrap();
+    assert!(child.wait().unwrap().success());
+}
+
+#[test]
+fn threads_flag_sets_the_worker_count() {
+    let out = run(
+        &[
+            "bench",
+            &path(SMOLLM),
+            "--pp",
+            "16",
+            "--tg",
+            "4",
+            "--reps",
+            "1",
+            "--threads",
+            "1",
+            "--json",
+        ],
+        None,
+    );
+    assert_ok(&out);
+    assert_eq!(json_lines(&out).pop().unwrap()["threads"], 1);
+    let out = run(&["bench", &path(SMOLLM), "--threads", "0"], None);
+    assert_eq!(out.status.code(), Some(1));
+}
