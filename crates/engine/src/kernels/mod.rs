@@ -40,6 +40,11 @@ pub fn quantize_row_q16(x: &[f32], out: &mut [BlockQ16]) {
     }
 }
 
+/// One weight row dotted with one activation row.
+type Dot<B> = fn(&[B], &[BlockQ16], bool) -> f32;
+/// One weight row dotted with four activation rows.
+type Dot4<B> = fn(&[B], [&[BlockQ16]; 4], bool) -> [f32; 4];
+
 /// A quantized matrix our kernels multiply: its rows as blocks of one format.
 #[derive(Clone, Copy, Debug)]
 pub enum Rows<'a> {
@@ -75,24 +80,40 @@ impl Rows<'_> {
         #[inline(never)]
         fn run<B>(
             w: &[B],
-            dot: fn(&[B], &[BlockQ16], bool) -> f32,
+            (dot, dot4): (Dot<B>, Dot4<B>),
             rows: std::ops::Range<usize>,
             kb: usize,
             xq: &[BlockQ16],
             simd: bool,
             mut out: impl FnMut(usize, usize, f32),
         ) {
-            for r in rows {
-                let wr = &w[r * kb..(r + 1) * kb];
-                for (j, xj) in xq.chunks_exact(kb).enumerate() {
-                    out(j, r, dot(wr, xj, simd));
+            let m = xq.len() / kb;
+            // Four activation rows at a time (prefill): each weight block is unpacked
+            // once for four dot products, and the four rows stay in L1 while the
+            // item's weight rows pass by.
+            let mut j = 0;
+            while j + 4 <= m {
+                let x4: [&[BlockQ16]; 4] =
+                    std::array::from_fn(|i| &xq[(j + i) * kb..(j + i + 1) * kb]);
+                for r in rows.clone() {
+                    let v = dot4(&w[r * kb..(r + 1) * kb], x4, simd);
+                    for (i, v) in v.into_iter().enumerate() {
+                        out(j + i, r, v);
+                    }
+                }
+                j += 4;
+            }
+            for jj in j..m {
+                let xj = &xq[jj * kb..(jj + 1) * kb];
+                for r in rows.clone() {
+                    out(jj, r, dot(&w[r * kb..(r + 1) * kb], xj, simd));
                 }
             }
         }
         match self {
-            Self::Q4_1(w) => run(w, q4_1::dot, rows, kb, xq, simd, out),
-            Self::Q5_0(w) => run(w, q5_0::dot, rows, kb, xq, simd, out),
-            Self::Q8_0(w) => run(w, q8_0::dot, rows, kb, xq, simd, out),
+            Self::Q4_1(w) => run(w, (q4_1::dot, q4_1::dot4), rows, kb, xq, simd, out),
+            Self::Q5_0(w) => run(w, (q5_0::dot, q5_0::dot4), rows, kb, xq, simd, out),
+            Self::Q8_0(w) => run(w, (q8_0::dot, q8_0::dot4), rows, kb, xq, simd, out),
         }
     }
 }
@@ -235,8 +256,10 @@ pub(crate) mod testing {
         deq: impl Fn(&B) -> [f32; 32],
         matmul: MatMul<B>,
         dot_scalar: fn(&[B], &[BlockQ16]) -> f32,
+        dot4: super::Dot4<B>,
     ) {
-        let (m, k, n) = (3, 320, 37);
+        // Six activation rows: one group of four (the prefill path) and two single rows.
+        let (m, k, n) = (6, 320, 37);
         let kb = k / 32;
         let w = make(n * kb, seed);
         let x: Vec<f32> = (0..m * k).map(|_| lcg(seed) * 3.0).collect();
@@ -263,6 +286,33 @@ pub(crate) mod testing {
                     "row {r}: {got} vs {exact}"
                 );
                 let reference = dot_scalar(&w[r * kb..(r + 1) * kb], &xq);
+                if i < 4 {
+                    // The portable four-row loop against the portable one-row loop.
+                    let all: Vec<Vec<BlockQ16>> = (0..4)
+                        .map(|j| {
+                            let mut q = vec![
+                                BlockQ16 {
+                                    d: 0.0,
+                                    s: 0.0,
+                                    qs: [0; 32]
+                                };
+                                kb
+                            ];
+                            quantize_row_q16(&x[j * k..(j + 1) * k], &mut q);
+                            q
+                        })
+                        .collect();
+                    let four = dot4(
+                        &w[r * kb..(r + 1) * kb],
+                        std::array::from_fn(|j| all[j].as_slice()),
+                        false,
+                    );
+                    assert!(
+                        (four[i] - reference).abs() <= 1e-4 * reference.abs().max(1.0),
+                        "dot4 {} vs {reference}",
+                        four[i]
+                    );
+                }
                 assert!(
                     (got - reference).abs() <= 1e-4 * reference.abs().max(1.0),
                     "simd {got} vs scalar {reference}"

@@ -95,6 +95,62 @@ unsafe fn dot_avx2(w: &[BlockQ5_0], x: &[BlockQ16]) -> f32 {
     super::hsum_avx(acc) - 16.0 * offset
 }
 
+/// One weight row against four activation rows (prefill): the block is unpacked once.
+pub(super) fn dot4(w: &[BlockQ5_0], x: [&[BlockQ16]; 4], simd: bool) -> [f32; 4] {
+    #[cfg(target_arch = "x86_64")]
+    if simd {
+        // SAFETY: `simd` is true only where AVX2 and FMA were detected.
+        return unsafe { dot4_avx2(w, x) };
+    }
+    let _ = simd;
+    let mut out = [0f32; 4];
+    for (i, b) in w.iter().enumerate() {
+        let d = b.d.to_f32();
+        for r in 0..4 {
+            let a = &x[r][i];
+            let isum: i32 = (0..32).map(|j| q5(b, j) as i32 * a.qs[j] as i32).sum();
+            out[r] += d * (a.d * isum as f32 - 16.0 * a.s);
+        }
+    }
+    out
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dot4_avx2(w: &[BlockQ5_0], x: [&[BlockQ16]; 4]) -> [f32; 4] {
+    use std::arch::x86_64::*;
+    let low = _mm256_set1_epi8(0x0F);
+    let spread = _mm256_set_epi64x(
+        0x0303030303030303,
+        0x0202020202020202,
+        0x0101010101010101,
+        0,
+    );
+    let others = _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe);
+    let fifth = _mm256_set1_epi8(0x10);
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut extra = [0f32; 4];
+    for (i, b) in w.iter().enumerate() {
+        let packed = _mm_loadu_si128(b.qs.as_ptr() as *const __m128i);
+        let nib = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(packed, 4), packed), low);
+        let bits = _mm256_shuffle_epi8(_mm256_set1_epi32(i32::from_le_bytes(b.qh)), spread);
+        let set = _mm256_cmpeq_epi8(_mm256_or_si256(bits, others), _mm256_set1_epi64x(-1));
+        let q = _mm256_or_si256(nib, _mm256_and_si256(set, fifth));
+        let q0 = _mm256_cvtepu8_epi16(_mm256_castsi256_si128(q));
+        let q1 = _mm256_cvtepu8_epi16(_mm256_extracti128_si256::<1>(q));
+        let d = b.d.to_f32();
+        for r in 0..4 {
+            let a = &x[r][i];
+            let y0 = _mm256_loadu_si256(a.qs.as_ptr() as *const __m256i);
+            let y1 = _mm256_loadu_si256(a.qs.as_ptr().add(16) as *const __m256i);
+            let p = _mm256_add_epi32(_mm256_madd_epi16(q0, y0), _mm256_madd_epi16(q1, y1));
+            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d * a.d), _mm256_cvtepi32_ps(p), acc[r]);
+            extra[r] += d * a.s;
+        }
+    }
+    std::array::from_fn(|r| super::hsum_avx(acc[r]) - 16.0 * extra[r])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,6 +178,6 @@ mod tests {
         let deq = |b: &BlockQ5_0| -> [f32; 32] {
             std::array::from_fn(|i| b.d.to_f32() * (q5(b, i) as f32 - 16.0))
         };
-        check_against_dequantized(&mut seed, make, deq, matmul, dot_scalar);
+        check_against_dequantized(&mut seed, make, deq, matmul, dot_scalar, dot4);
     }
 }

@@ -64,6 +64,51 @@ unsafe fn dot_avx2(w: &[BlockQ8_0], x: &[BlockQ16]) -> f32 {
     super::hsum_avx(acc)
 }
 
+/// One weight row against four activation rows (prefill): the block is unpacked once.
+pub(super) fn dot4(w: &[BlockQ8_0], x: [&[BlockQ16]; 4], simd: bool) -> [f32; 4] {
+    #[cfg(target_arch = "x86_64")]
+    if simd {
+        // SAFETY: `simd` is true only where AVX2 and FMA were detected.
+        return unsafe { dot4_avx2(w, x) };
+    }
+    let _ = simd;
+    let mut out = [0f32; 4];
+    for (i, b) in w.iter().enumerate() {
+        let d = b.d.to_f32();
+        for r in 0..4 {
+            let a = &x[r][i];
+            let isum: i32 =
+                b.qs.iter()
+                    .zip(&a.qs)
+                    .map(|(&p, &q)| p as i32 * q as i32)
+                    .sum();
+            out[r] += d * a.d * isum as f32;
+        }
+    }
+    out
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dot4_avx2(w: &[BlockQ8_0], x: [&[BlockQ16]; 4]) -> [f32; 4] {
+    use std::arch::x86_64::*;
+
+    let mut acc = [_mm256_setzero_ps(); 4];
+    for (i, b) in w.iter().enumerate() {
+        let q0 = _mm256_cvtepi8_epi16(_mm_loadu_si128(b.qs.as_ptr() as *const __m128i));
+        let q1 = _mm256_cvtepi8_epi16(_mm_loadu_si128(b.qs.as_ptr().add(16) as *const __m128i));
+        let d = b.d.to_f32();
+        for r in 0..4 {
+            let a = &x[r][i];
+            let y0 = _mm256_loadu_si256(a.qs.as_ptr() as *const __m256i);
+            let y1 = _mm256_loadu_si256(a.qs.as_ptr().add(16) as *const __m256i);
+            let p = _mm256_add_epi32(_mm256_madd_epi16(q0, y0), _mm256_madd_epi16(q1, y1));
+            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d * a.d), _mm256_cvtepi32_ps(p), acc[r]);
+        }
+    }
+    std::array::from_fn(|r| super::hsum_avx(acc[r]))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -89,6 +134,6 @@ mod tests {
         };
         let deq =
             |b: &BlockQ8_0| -> [f32; 32] { std::array::from_fn(|j| b.d.to_f32() * b.qs[j] as f32) };
-        check_against_dequantized(&mut seed, make, deq, matmul, dot_scalar);
+        check_against_dequantized(&mut seed, make, deq, matmul, dot_scalar, dot4);
     }
 }
