@@ -85,15 +85,17 @@ impl Sampler {
     }
 
     /// Picks the next token from `logits`, given the tokens so far (for the penalty).
+    /// Runs in one pass over the vocabulary plus work on a short candidate list, so
+    /// that sampling stays cheap next to a decode step even with Gemma's 262k vocabulary.
     pub fn sample(&mut self, logits: &[f32], history: &[u32]) -> u32 {
         let p = &self.params;
-        let mut logits = logits.to_vec();
-        if p.repeat_penalty != 1.0 {
+        let logits: std::borrow::Cow<[f32]> = if p.repeat_penalty != 1.0 {
+            let mut v = logits.to_vec();
             let from = history.len().saturating_sub(p.repeat_last_n);
             let mut seen = std::collections::HashSet::new();
             for &t in &history[from..] {
                 if seen.insert(t) {
-                    if let Some(l) = logits.get_mut(t as usize) {
+                    if let Some(l) = v.get_mut(t as usize) {
                         *l = if *l > 0.0 {
                             *l / p.repeat_penalty
                         } else {
@@ -102,51 +104,105 @@ impl Sampler {
                     }
                 }
             }
-        }
+            v.into()
+        } else {
+            logits.into()
+        };
         if p.temperature <= 0.0 {
             return argmax(&logits);
         }
-        let mut cand: Vec<(u32, f32)> = logits
-            .iter()
-            .enumerate()
-            .filter(|(_, l)| l.is_finite())
-            .map(|(i, &l)| (i as u32, l))
-            .collect();
+        let mut cand = candidates(&logits, p.top_k);
         if cand.is_empty() {
             return argmax(&logits);
         }
-        cand.sort_unstable_by(|a, b| b.1.total_cmp(&a.1));
-        if p.top_k > 0 {
-            cand.truncate(p.top_k.max(1));
+        // Probabilities at temperature 1 decide min-p and top-p, as in llama.cpp.
+        let max = cand.iter().map(|c| c.1).fold(f32::NEG_INFINITY, f32::max);
+        let z: f64 = cand.iter().map(|c| ((c.1 - max) as f64).exp()).sum();
+        if p.min_p > 0.0 {
+            // p ≥ min_p · p_max  ⟺  logit ≥ max + ln(min_p); the best token always stays.
+            let floor = max + p.min_p.ln();
+            cand.retain(|c| c.1 >= floor);
         }
-        // Probabilities at temperature 1 decide top-p and min-p, as in llama.cpp.
-        let probs = softmax(cand.iter().map(|c| c.1));
         if p.top_p < 1.0 {
-            let mut acc = 0.0;
-            let mut keep = cand.len();
-            for (i, pr) in probs.iter().enumerate() {
-                acc += pr;
-                if acc >= p.top_p {
-                    keep = i + 1;
-                    break;
+            // Keep the most likely tokens until their mass reaches top-p. Only a prefix
+            // needs sorting: grow it until it holds that mass.
+            let mut n = cand.len().min(256);
+            let keep = loop {
+                if n < cand.len() {
+                    cand.select_nth_unstable_by(n - 1, |a, b| b.1.total_cmp(&a.1));
                 }
-            }
+                cand[..n].sort_unstable_by(|a, b| b.1.total_cmp(&a.1));
+                let mut acc = 0f64;
+                let hit = cand[..n].iter().position(|c| {
+                    acc += ((c.1 - max) as f64).exp() / z;
+                    acc >= p.top_p as f64
+                });
+                match hit {
+                    Some(i) => break i + 1,
+                    None if n == cand.len() => break n,
+                    None => n = (n * 4).min(cand.len()),
+                }
+            };
             cand.truncate(keep);
         }
-        if p.min_p > 0.0 {
-            let floor = probs[0] * p.min_p;
-            let keep = probs
-                .iter()
-                .take(cand.len())
-                .filter(|&&pr| pr >= floor)
-                .count();
-            cand.truncate(keep.max(1));
-        }
-        let weights = softmax(cand.iter().map(|c| c.1 / p.temperature));
+        let weights: Vec<f64> = cand
+            .iter()
+            .map(|c| (((c.1 - max) / p.temperature) as f64).exp())
+            .collect();
         match WeightedIndex::new(&weights) {
             Ok(d) => cand[d.sample(&mut self.rng)].0,
             Err(_) => cand[0].0,
         }
+    }
+}
+
+/// The tokens worth considering: the top k when top-k is on (a small min-heap; most
+/// tokens fail its first comparison); otherwise every token within 30 nats of the best
+/// (each token further down has under e⁻³⁰ of the best one's probability, below f32
+/// resolution in any top-p sum).
+fn candidates(logits: &[f32], k: usize) -> Vec<(u32, f32)> {
+    if k > 0 {
+        let mut heap: std::collections::BinaryHeap<std::cmp::Reverse<Ordered>> =
+            std::collections::BinaryHeap::with_capacity(k + 1);
+        for (i, &v) in logits.iter().enumerate() {
+            if !v.is_finite() {
+                continue;
+            }
+            if heap.len() < k {
+                heap.push(std::cmp::Reverse(Ordered(v, i as u32)));
+            } else if heap.peek().is_some_and(|m| v > m.0 .0) {
+                heap.pop();
+                heap.push(std::cmp::Reverse(Ordered(v, i as u32)));
+            }
+        }
+        return heap.into_iter().map(|r| (r.0 .1, r.0 .0)).collect();
+    }
+    let max = logits
+        .iter()
+        .copied()
+        .filter(|v| v.is_finite())
+        .fold(f32::NEG_INFINITY, f32::max);
+    let floor = max - 30.0;
+    logits
+        .iter()
+        .enumerate()
+        .filter(|(_, v)| v.is_finite() && **v >= floor)
+        .map(|(i, &v)| (i as u32, v))
+        .collect()
+}
+
+/// A logit with its token id, ordered by logit.
+#[derive(PartialEq)]
+struct Ordered(f32, u32);
+impl Eq for Ordered {}
+impl PartialOrd for Ordered {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Ordered {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.total_cmp(&other.0).then(other.1.cmp(&self.1))
     }
 }
 
@@ -159,14 +215,6 @@ pub fn argmax(v: &[f32]) -> u32 {
         }
     }
     best as u32
-}
-
-fn softmax(xs: impl Iterator<Item = f32>) -> Vec<f32> {
-    let xs: Vec<f32> = xs.collect();
-    let m = xs.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let e: Vec<f32> = xs.iter().map(|x| (x - m).exp()).collect();
-    let s: f32 = e.iter().sum();
-    e.into_iter().map(|x| x / s).collect()
 }
 
 #[cfg(test)]
@@ -236,6 +284,47 @@ mod tests {
         let mut s = Sampler::new(params);
         for _ in 0..50 {
             assert_ne!(s.sample(&[5.0, 0.0, 4.9], &[]), 1);
+        }
+    }
+
+    #[test]
+    fn top_p_keeps_the_smallest_set_reaching_the_mass() {
+        // Probabilities ∝ 8, 4, 2, 1, 1 (of 16): top-p 0.7 keeps the first two only.
+        let l: Vec<f32> = [8f32, 4.0, 2.0, 1.0, 1.0].iter().map(|x| x.ln()).collect();
+        let params = SamplingParams {
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 0.7,
+            min_p: 0.0,
+            ..Default::default()
+        };
+        let mut s = Sampler::new(params);
+        let seen: std::collections::HashSet<u32> = (0..300).map(|_| s.sample(&l, &[])).collect();
+        assert_eq!(seen, [0, 1].into_iter().collect());
+    }
+
+    #[test]
+    fn top_p_over_a_large_vocabulary_sorts_only_what_it_needs_and_stays_exact() {
+        // 100k tokens; the top 1000 hold most of the mass, so the prefix grows past 256.
+        let l: Vec<f32> = (0..100_000)
+            .map(|i| {
+                if i < 1000 {
+                    10.0 - i as f32 * 1e-3
+                } else {
+                    -5.0
+                }
+            })
+            .collect();
+        let params = SamplingParams {
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 0.9,
+            min_p: 0.0,
+            ..Default::default()
+        };
+        let mut s = Sampler::new(params);
+        for _ in 0..200 {
+            assert!(s.sample(&l, &[]) < 1000);
         }
     }
 

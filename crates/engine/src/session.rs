@@ -311,8 +311,10 @@ impl<'m> ChatSession<'m> {
         let mut text = String::new(); // everything decoded so far
         let mut emitted: usize = 0; // bytes of `text` already handed to the sink
         let mut ttft = None;
-        let mut decode_time = Duration::ZERO;
-        let mut decode_steps = 0usize;
+        // Decode speed is end to end: forward pass, sampling and detokenization of
+        // every token after the first, from the first sampled token to the last.
+        let mut first_token_at = None;
+        let mut last_token_at = t_start;
         let max_stop = params
             .stop_strings
             .iter()
@@ -324,6 +326,8 @@ impl<'m> ChatSession<'m> {
                 break StopReason::MaxTokens;
             }
             let next = sampler.sample(&logits, &history);
+            last_token_at = Instant::now();
+            first_token_at.get_or_insert(last_token_at);
             ttft.get_or_insert_with(|| t_start.elapsed());
             generated.push(next);
             history.push(next);
@@ -376,12 +380,9 @@ impl<'m> ChatSession<'m> {
             if self.cache.len() + 1 >= ctx {
                 break StopReason::ContextFull;
             }
-            let t = Instant::now();
             let l = m.model.forward(&[next], &mut self.cache, 0)?;
             self.cached.push(next);
             logits = l.squeeze(0)?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
-            decode_time += t.elapsed();
-            decode_steps += 1;
         };
         if stop_reason != StopReason::StopString {
             if let Some(rest) = stream.finish()? {
@@ -401,10 +402,11 @@ impl<'m> ChatSession<'m> {
             generated_tokens: generated.len(),
             ttft_ms: ttft.unwrap_or_default().as_secs_f64() * 1e3,
             prefill_tok_s: fresh_len(prompt_ids.len(), reuse) as f64 / prefill_s.max(1e-9),
-            decode_tok_s: if decode_steps > 0 {
-                decode_steps as f64 / decode_time.as_secs_f64().max(1e-9)
-            } else {
-                0.0
+            decode_tok_s: match first_token_at {
+                Some(first) if generated.len() > 1 => {
+                    (generated.len() - 1) as f64 / (last_token_at - first).as_secs_f64().max(1e-9)
+                }
+                _ => 0.0,
             },
             weights_bytes: m.model.weight_bytes().total,
             kv_cache_bytes: self.cache.bytes(),

@@ -15,7 +15,8 @@ pub struct Stats {
     pub ttft_ms: f64,
     /// Prefill throughput, tokens per second.
     pub prefill_tok_s: f64,
-    /// Decode throughput over the tokens after the first, tokens per second.
+    /// Decode throughput over the tokens after the first, tokens per second, end to end
+    /// (forward pass, sampling and detokenization).
     pub decode_tok_s: f64,
     /// Bytes held by the model's weights.
     pub weights_bytes: usize,
