@@ -404,19 +404,11 @@ impl<'t> TokenStream<'t> {
     /// Adds one id; returns the text it completes, if any.
     pub fn push(&mut self, id: u32) -> Result<Option<String>> {
         self.ids.push(id);
-        // Decoding a window that starts a few tokens back keeps the leading-space
-        // handling of SentencePiece decoders right.
-        let prev = self
-            .tokenizer
-            .decode(&self.ids[self.prefix_offset..self.read_offset], false)?;
-        let now = self
-            .tokenizer
-            .decode(&self.ids[self.prefix_offset..], false)?;
+        let (prev, now) = self.window_texts()?;
         if now.len() > prev.len() && !now.ends_with('\u{FFFD}') && now.starts_with(&prev) {
-            let piece = now[prev.len()..].to_string();
             self.prefix_offset = self.read_offset;
             self.read_offset = self.ids.len();
-            Ok(Some(piece))
+            Ok(Some(now[prev.len()..].to_string()))
         } else {
             Ok(None)
         }
@@ -424,18 +416,21 @@ impl<'t> TokenStream<'t> {
 
     /// Whatever is still held back (an incomplete character at the very end).
     pub fn finish(&mut self) -> Result<Option<String>> {
-        let prev = self
-            .tokenizer
-            .decode(&self.ids[self.prefix_offset..self.read_offset], false)?;
-        let now = self
-            .tokenizer
-            .decode(&self.ids[self.prefix_offset..], false)?;
+        let (prev, now) = self.window_texts()?;
         self.prefix_offset = self.ids.len();
         self.read_offset = self.ids.len();
-        if now.len() > prev.len() && now.starts_with(&prev) {
-            Ok(Some(now[prev.len()..].to_string()))
-        } else {
-            Ok(None)
-        }
+        Ok((now.len() > prev.len() && now.starts_with(&prev))
+            .then(|| now[prev.len()..].to_string()))
+    }
+
+    /// Text of the window up to what was already emitted, and of the whole window.
+    /// Decoding a window that starts a few tokens back (not each token alone) keeps
+    /// SentencePiece's leading-space handling right.
+    fn window_texts(&self) -> Result<(String, String)> {
+        let window = &self.ids[self.prefix_offset..];
+        let prev = self
+            .tokenizer
+            .decode(&window[..self.read_offset - self.prefix_offset], false)?;
+        Ok((prev, self.tokenizer.decode(window, false)?))
     }
 }

@@ -40,10 +40,57 @@ pub fn quantize_row_q16(x: &[f32], out: &mut [BlockQ16]) {
     }
 }
 
-/// One weight row dotted with one activation row.
-type Dot<B> = fn(&[B], &[BlockQ16], bool) -> f32;
-/// One weight row dotted with four activation rows.
-type Dot4<B> = fn(&[B], [&[BlockQ16]; 4], bool) -> [f32; 4];
+/// A GGUF block format our kernels multiply. Each format's file implements it; the
+/// drivers below are written once against it. A new format is one file and one
+/// [`Rows`] variant.
+pub trait BlockFormat: Copy + Sync {
+    /// The matrix as the [`Rows`] variant of this format.
+    fn rows(w: &[Self]) -> Rows<'_>;
+    /// Portable dot product of one weight row with one activation row.
+    fn dot_scalar(w: &[Self], x: &[BlockQ16]) -> f32;
+    /// Portable dot products of one weight row with four activation rows.
+    fn dot4_scalar(w: &[Self], x: [&[BlockQ16]; 4]) -> [f32; 4];
+    /// AVX2 + FMA [`BlockFormat::dot_scalar`].
+    ///
+    /// # Safety
+    /// Only where AVX2 and FMA were detected.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn dot_avx2(w: &[Self], x: &[BlockQ16]) -> f32;
+    /// AVX2 + FMA [`BlockFormat::dot4_scalar`].
+    ///
+    /// # Safety
+    /// Only where AVX2 and FMA were detected.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn dot4_avx2(w: &[Self], x: [&[BlockQ16]; 4]) -> [f32; 4];
+}
+
+#[inline(always)]
+fn dot<B: BlockFormat>(w: &[B], x: &[BlockQ16], simd: bool) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if simd {
+        // SAFETY: `simd` is true only where AVX2 and FMA were detected.
+        return unsafe { B::dot_avx2(w, x) };
+    }
+    let _ = simd;
+    B::dot_scalar(w, x)
+}
+
+#[inline(always)]
+fn dot4<B: BlockFormat>(w: &[B], x: [&[BlockQ16]; 4], simd: bool) -> [f32; 4] {
+    #[cfg(target_arch = "x86_64")]
+    if simd {
+        // SAFETY: `simd` is true only where AVX2 and FMA were detected.
+        return unsafe { B::dot4_avx2(w, x) };
+    }
+    let _ = simd;
+    B::dot4_scalar(w, x)
+}
+
+/// `y[m, n] = x[m, k] · W[n, k]ᵀ` for one matrix (row-major, k/32 blocks a row).
+pub fn matmul<B: BlockFormat>(x: &[f32], m: usize, k: usize, w: &[B], n: usize, y: &mut [f32]) {
+    let out = matmul_many(x, m, k, &[(B::rows(w), n)]);
+    y.copy_from_slice(&out[0]);
+}
 
 /// A quantized matrix our kernels multiply: its rows as blocks of one format.
 #[derive(Clone, Copy, Debug)]
@@ -78,9 +125,8 @@ impl Rows<'_> {
         // Kept out of line: inlined into the work-item closure it was measured 1.8x
         // slower (prefill), depending on unrelated code elsewhere.
         #[inline(never)]
-        fn run<B>(
+        fn run<B: BlockFormat>(
             w: &[B],
-            (dot, dot4): (Dot<B>, Dot4<B>),
             rows: std::ops::Range<usize>,
             kb: usize,
             xq: &[BlockQ16],
@@ -111,9 +157,9 @@ impl Rows<'_> {
             }
         }
         match self {
-            Self::Q4_1(w) => run(w, (q4_1::dot, q4_1::dot4), rows, kb, xq, simd, out),
-            Self::Q5_0(w) => run(w, (q5_0::dot, q5_0::dot4), rows, kb, xq, simd, out),
-            Self::Q8_0(w) => run(w, (q8_0::dot, q8_0::dot4), rows, kb, xq, simd, out),
+            Self::Q4_1(w) => run(w, rows, kb, xq, simd, out),
+            Self::Q5_0(w) => run(w, rows, kb, xq, simd, out),
+            Self::Q8_0(w) => run(w, rows, kb, xq, simd, out),
         }
     }
 }
@@ -246,17 +292,12 @@ pub(crate) mod testing {
         ((*seed >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
     }
 
-    type MatMul<B> = fn(&[f32], usize, usize, &[B], usize, &mut [f32]);
-
     /// A kernel's matmul against f32 math on the dequantized weights (bounded by the
     /// 16-bit activation rounding), and its SIMD path against its scalar reference.
-    pub fn check_against_dequantized<B: Copy>(
+    pub fn check_against_dequantized<B: super::BlockFormat>(
         seed: &mut u64,
         make: impl Fn(usize, &mut u64) -> Vec<B>,
         deq: impl Fn(&B) -> [f32; 32],
-        matmul: MatMul<B>,
-        dot_scalar: fn(&[B], &[BlockQ16]) -> f32,
-        dot4: super::Dot4<B>,
     ) {
         // Six activation rows: one group of four (the prefill path) and two single rows.
         let (m, k, n) = (6, 320, 37);
@@ -264,7 +305,7 @@ pub(crate) mod testing {
         let w = make(n * kb, seed);
         let x: Vec<f32> = (0..m * k).map(|_| lcg(seed) * 3.0).collect();
         let mut y = vec![0f32; m * n];
-        matmul(&x, m, k, &w, n, &mut y);
+        super::matmul(&x, m, k, &w, n, &mut y);
         for i in 0..m {
             let xi = &x[i * k..(i + 1) * k];
             let mut xq = vec![
@@ -285,7 +326,7 @@ pub(crate) mod testing {
                     (got - exact).abs() <= 0.01 * scale + 1e-4,
                     "row {r}: {got} vs {exact}"
                 );
-                let reference = dot_scalar(&w[r * kb..(r + 1) * kb], &xq);
+                let reference = B::dot_scalar(&w[r * kb..(r + 1) * kb], &xq);
                 if i < 4 {
                     // The portable four-row loop against the portable one-row loop.
                     let all: Vec<Vec<BlockQ16>> = (0..4)
@@ -302,10 +343,9 @@ pub(crate) mod testing {
                             q
                         })
                         .collect();
-                    let four = dot4(
+                    let four = B::dot4_scalar(
                         &w[r * kb..(r + 1) * kb],
                         std::array::from_fn(|j| all[j].as_slice()),
-                        false,
                     );
                     assert!(
                         (four[i] - reference).abs() <= 1e-4 * reference.abs().max(1.0),

@@ -17,25 +17,8 @@ pub struct BlockQ4_1 {
 }
 const _: () = assert!(std::mem::size_of::<BlockQ4_1>() == 20);
 
-/// `y[m, n] = x[m, k] · W[n, k]ᵀ` with W in Q4_1 blocks (row-major, k/32 blocks a row).
-pub fn matmul(x: &[f32], m: usize, k: usize, w: &[BlockQ4_1], n: usize, y: &mut [f32]) {
-    let out = super::matmul_many(x, m, k, &[(super::Rows::Q4_1(w), n)]);
-    y.copy_from_slice(&out[0]);
-}
-
-#[inline(always)]
-pub(super) fn dot(w: &[BlockQ4_1], x: &[BlockQ16], simd: bool) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    if simd {
-        // SAFETY: `simd` is true only where AVX2 and FMA were detected.
-        return unsafe { dot_avx2(w, x) };
-    }
-    let _ = simd;
-    dot_scalar(w, x)
-}
-
 /// Portable reference dot product of one weight row with one quantized activation row.
-pub fn dot_scalar(w: &[BlockQ4_1], x: &[BlockQ16]) -> f32 {
+fn dot_scalar(w: &[BlockQ4_1], x: &[BlockQ16]) -> f32 {
     let mut sum = 0f32;
     for (b, a) in w.iter().zip(x) {
         let mut isum = 0i32;
@@ -70,14 +53,8 @@ unsafe fn dot_avx2(w: &[BlockQ4_1], x: &[BlockQ16]) -> f32 {
     super::hsum_avx(acc) + mins
 }
 
-/// One weight row against four activation rows (prefill): the block is unpacked once.
-pub(super) fn dot4(w: &[BlockQ4_1], x: [&[BlockQ16]; 4], simd: bool) -> [f32; 4] {
-    #[cfg(target_arch = "x86_64")]
-    if simd {
-        // SAFETY: `simd` is true only where AVX2 and FMA were detected.
-        return unsafe { dot4_avx2(w, x) };
-    }
-    let _ = simd;
+/// Portable reference of the four-row dot product.
+fn dot4_scalar(w: &[BlockQ4_1], x: [&[BlockQ16]; 4]) -> [f32; 4] {
     let mut out = [0f32; 4];
     for (i, b) in w.iter().enumerate() {
         let (d, mn) = (b.d.to_f32(), b.m.to_f32());
@@ -119,6 +96,26 @@ unsafe fn dot4_avx2(w: &[BlockQ4_1], x: [&[BlockQ16]; 4]) -> [f32; 4] {
     std::array::from_fn(|r| super::hsum_avx(acc[r]) + extra[r])
 }
 
+impl super::BlockFormat for BlockQ4_1 {
+    fn rows(w: &[Self]) -> super::Rows<'_> {
+        super::Rows::Q4_1(w)
+    }
+    fn dot_scalar(w: &[Self], x: &[BlockQ16]) -> f32 {
+        dot_scalar(w, x)
+    }
+    fn dot4_scalar(w: &[Self], x: [&[BlockQ16]; 4]) -> [f32; 4] {
+        dot4_scalar(w, x)
+    }
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn dot_avx2(w: &[Self], x: &[BlockQ16]) -> f32 {
+        dot_avx2(w, x)
+    }
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn dot4_avx2(w: &[Self], x: [&[BlockQ16]; 4]) -> [f32; 4] {
+        dot4_avx2(w, x)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -152,6 +149,6 @@ mod tests {
                 b.d.to_f32() * q as f32 + b.m.to_f32()
             })
         };
-        check_against_dequantized(&mut seed, make, deq, matmul, dot_scalar, dot4);
+        check_against_dequantized(&mut seed, make, deq);
     }
 }

@@ -19,23 +19,6 @@ pub struct BlockQ5_0 {
 }
 const _: () = assert!(std::mem::size_of::<BlockQ5_0>() == 22);
 
-/// `y[m, n] = x[m, k] · W[n, k]ᵀ` with W in Q5_0 blocks (row-major, k/32 blocks a row).
-pub fn matmul(x: &[f32], m: usize, k: usize, w: &[BlockQ5_0], n: usize, y: &mut [f32]) {
-    let out = super::matmul_many(x, m, k, &[(super::Rows::Q5_0(w), n)]);
-    y.copy_from_slice(&out[0]);
-}
-
-#[inline(always)]
-pub(super) fn dot(w: &[BlockQ5_0], x: &[BlockQ16], simd: bool) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    if simd {
-        // SAFETY: `simd` is true only where AVX2 and FMA were detected.
-        return unsafe { dot_avx2(w, x) };
-    }
-    let _ = simd;
-    dot_scalar(w, x)
-}
-
 /// Unsigned 5-bit value of element `i` (0..32).
 fn q5(b: &BlockQ5_0, i: usize) -> u8 {
     let qh = u32::from_le_bytes(b.qh);
@@ -49,7 +32,7 @@ fn q5(b: &BlockQ5_0, i: usize) -> u8 {
 
 /// Portable reference dot product. The −16 offset is applied with the exact sum of
 /// the activations, so it adds no rounding of its own.
-pub fn dot_scalar(w: &[BlockQ5_0], x: &[BlockQ16]) -> f32 {
+fn dot_scalar(w: &[BlockQ5_0], x: &[BlockQ16]) -> f32 {
     w.iter()
         .zip(x)
         .map(|(b, a)| {
@@ -95,14 +78,8 @@ unsafe fn dot_avx2(w: &[BlockQ5_0], x: &[BlockQ16]) -> f32 {
     super::hsum_avx(acc) - 16.0 * offset
 }
 
-/// One weight row against four activation rows (prefill): the block is unpacked once.
-pub(super) fn dot4(w: &[BlockQ5_0], x: [&[BlockQ16]; 4], simd: bool) -> [f32; 4] {
-    #[cfg(target_arch = "x86_64")]
-    if simd {
-        // SAFETY: `simd` is true only where AVX2 and FMA were detected.
-        return unsafe { dot4_avx2(w, x) };
-    }
-    let _ = simd;
+/// Portable reference of the four-row dot product.
+fn dot4_scalar(w: &[BlockQ5_0], x: [&[BlockQ16]; 4]) -> [f32; 4] {
     let mut out = [0f32; 4];
     for (i, b) in w.iter().enumerate() {
         let d = b.d.to_f32();
@@ -151,6 +128,26 @@ unsafe fn dot4_avx2(w: &[BlockQ5_0], x: [&[BlockQ16]; 4]) -> [f32; 4] {
     std::array::from_fn(|r| super::hsum_avx(acc[r]) - 16.0 * extra[r])
 }
 
+impl super::BlockFormat for BlockQ5_0 {
+    fn rows(w: &[Self]) -> super::Rows<'_> {
+        super::Rows::Q5_0(w)
+    }
+    fn dot_scalar(w: &[Self], x: &[BlockQ16]) -> f32 {
+        dot_scalar(w, x)
+    }
+    fn dot4_scalar(w: &[Self], x: [&[BlockQ16]; 4]) -> [f32; 4] {
+        dot4_scalar(w, x)
+    }
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn dot_avx2(w: &[Self], x: &[BlockQ16]) -> f32 {
+        dot_avx2(w, x)
+    }
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn dot4_avx2(w: &[Self], x: [&[BlockQ16]; 4]) -> [f32; 4] {
+        dot4_avx2(w, x)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -178,6 +175,6 @@ mod tests {
         let deq = |b: &BlockQ5_0| -> [f32; 32] {
             std::array::from_fn(|i| b.d.to_f32() * (q5(b, i) as f32 - 16.0))
         };
-        check_against_dequantized(&mut seed, make, deq, matmul, dot_scalar, dot4);
+        check_against_dequantized(&mut seed, make, deq);
     }
 }

@@ -14,25 +14,8 @@ pub struct BlockQ8_0 {
 }
 const _: () = assert!(std::mem::size_of::<BlockQ8_0>() == 34);
 
-/// `y[m, n] = x[m, k] · W[n, k]ᵀ` with W in Q8_0 blocks (row-major, k/32 blocks a row).
-pub fn matmul(x: &[f32], m: usize, k: usize, w: &[BlockQ8_0], n: usize, y: &mut [f32]) {
-    let out = super::matmul_many(x, m, k, &[(super::Rows::Q8_0(w), n)]);
-    y.copy_from_slice(&out[0]);
-}
-
-#[inline(always)]
-pub(super) fn dot(w: &[BlockQ8_0], x: &[BlockQ16], simd: bool) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    if simd {
-        // SAFETY: `simd` is true only where AVX2 and FMA were detected.
-        return unsafe { dot_avx2(w, x) };
-    }
-    let _ = simd;
-    dot_scalar(w, x)
-}
-
 /// Portable reference dot product.
-pub fn dot_scalar(w: &[BlockQ8_0], x: &[BlockQ16]) -> f32 {
+fn dot_scalar(w: &[BlockQ8_0], x: &[BlockQ16]) -> f32 {
     w.iter()
         .zip(x)
         .map(|(b, a)| {
@@ -64,14 +47,8 @@ unsafe fn dot_avx2(w: &[BlockQ8_0], x: &[BlockQ16]) -> f32 {
     super::hsum_avx(acc)
 }
 
-/// One weight row against four activation rows (prefill): the block is unpacked once.
-pub(super) fn dot4(w: &[BlockQ8_0], x: [&[BlockQ16]; 4], simd: bool) -> [f32; 4] {
-    #[cfg(target_arch = "x86_64")]
-    if simd {
-        // SAFETY: `simd` is true only where AVX2 and FMA were detected.
-        return unsafe { dot4_avx2(w, x) };
-    }
-    let _ = simd;
+/// Portable reference of the four-row dot product.
+fn dot4_scalar(w: &[BlockQ8_0], x: [&[BlockQ16]; 4]) -> [f32; 4] {
     let mut out = [0f32; 4];
     for (i, b) in w.iter().enumerate() {
         let d = b.d.to_f32();
@@ -109,6 +86,26 @@ unsafe fn dot4_avx2(w: &[BlockQ8_0], x: [&[BlockQ16]; 4]) -> [f32; 4] {
     std::array::from_fn(|r| super::hsum_avx(acc[r]))
 }
 
+impl super::BlockFormat for BlockQ8_0 {
+    fn rows(w: &[Self]) -> super::Rows<'_> {
+        super::Rows::Q8_0(w)
+    }
+    fn dot_scalar(w: &[Self], x: &[BlockQ16]) -> f32 {
+        dot_scalar(w, x)
+    }
+    fn dot4_scalar(w: &[Self], x: [&[BlockQ16]; 4]) -> [f32; 4] {
+        dot4_scalar(w, x)
+    }
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn dot_avx2(w: &[Self], x: &[BlockQ16]) -> f32 {
+        dot_avx2(w, x)
+    }
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn dot4_avx2(w: &[Self], x: [&[BlockQ16]; 4]) -> [f32; 4] {
+        dot4_avx2(w, x)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -134,6 +131,6 @@ mod tests {
         };
         let deq =
             |b: &BlockQ8_0| -> [f32; 32] { std::array::from_fn(|j| b.d.to_f32() * b.qs[j] as f32) };
-        check_against_dequantized(&mut seed, make, deq, matmul, dot_scalar, dot4);
+        check_against_dequantized(&mut seed, make, deq);
     }
 }
