@@ -102,11 +102,15 @@ impl Weight {
     }
 }
 
-/// Formats with our own kernel (see `kernels`): candle's Q4_1 and Q5_0 paths are
-/// unvectorised, its Q4_1 keeps activation sums in f16 (visible error on massive
-/// activations), and all three then share one low-latency worker pool.
+/// Formats with our own kernel (see `kernels`): 16-bit activations keep results
+/// within float rounding of the exact product (candle's, like llama.cpp's, use 8 bits),
+/// candle's Q4_1 and Q5_0 paths are unvectorised, and all of them then share one
+/// low-latency worker pool and one parallel region per group of matrices.
 fn has_own_kernel(t: GgmlDType) -> bool {
-    matches!(t, GgmlDType::Q4_1 | GgmlDType::Q5_0 | GgmlDType::Q8_0)
+    matches!(
+        t,
+        GgmlDType::Q4_1 | GgmlDType::Q5_0 | GgmlDType::Q8_0 | GgmlDType::Q4K | GgmlDType::Q6K
+    )
 }
 
 /// Several matmuls over the same input through our kernels in one parallel region.
@@ -137,6 +141,8 @@ fn own_kernel_forward(qs: &[&QTensor], x: &Tensor) -> Result<Vec<Tensor>> {
             GgmlDType::Q4_1 => Rows::Q4_1(blocks(data).ok_or_else(bad)?),
             GgmlDType::Q5_0 => Rows::Q5_0(blocks(data).ok_or_else(bad)?),
             GgmlDType::Q8_0 => Rows::Q8_0(blocks(data).ok_or_else(bad)?),
+            GgmlDType::Q4K => Rows::Q4K(blocks(data).ok_or_else(bad)?),
+            GgmlDType::Q6K => Rows::Q6K(blocks(data).ok_or_else(bad)?),
             t => candle_core::bail!("no kernel for {t:?}"),
         };
         mats.push((rows, n));

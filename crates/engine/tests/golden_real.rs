@@ -3,18 +3,23 @@
 //!
 //! Tolerances, and why:
 //! - token ids: exact (the references are HF tokenizer outputs).
-//! - perplexity: within 1.5 % of the reference over the same scored positions. Our
-//!   quantized matmuls quantize activations to 8 bits like llama.cpp, which the
-//!   float32 reference does not; that alone moves perplexity by 0.5-0.8 % here.
+//! - perplexity: the brief allows 1.5 % (engines that quantize activations to 8 bits,
+//!   as llama.cpp does, lose 0.5-0.8 % here). Our kernels quantize activations to 16
+//!   bits and measured 0.001-0.011 % off, so we hold them to 0.1 %: a regression to
+//!   8-bit accuracy fails this test.
+//! - last-position logits: within 0.03 of the reference (measured at most 0.0094; an
+//!   f32 engine on dequantized weights would be within 5e-4, 8-bit activations put
+//!   0.4-2 logits of error here).
 //! - greedy ids: exact up to the first step whose reference top-1 margin is below
-//!   0.05 logits; past a near-tie, activation quantization may legitimately flip it.
+//!   0.05 logits, as the brief asks; past a near-tie, rounding may flip it.
 
 mod common;
 use common::*;
 use unicorn_engine::{GenerationParams, LoadOptions, LoadedModel, Message};
 
 const MARGIN: f32 = 0.05;
-const PPL_REL_TOL: f64 = 0.015;
+const PPL_REL_TOL: f64 = 0.001;
+const LOGIT_TOL: f32 = 0.03;
 
 fn load(name: &str) -> LoadedModel {
     LoadedModel::load(&model_path(name), &LoadOptions::default()).expect("model loads")
@@ -144,4 +149,46 @@ fn gemma3_perplexity_matches_reference_including_sliding_window() {
     check_perplexity(&m, "gemma-3-270m__ppl_jargon");
     // 1024 tokens: the 512-token window matters from position 512 on.
     check_perplexity(&m, "gemma-3-270m__ppl_jargon_ch1_long");
+}
+
+fn check_last_logits(model: &LoadedModel, case: &str, key: &str) {
+    let g = golden(&format!("real/{case}.safetensors"));
+    let input = ids(&g["input_ids"]);
+    let want = floats(&g[key]);
+    let mut cache = model.model().new_cache();
+    let got = model
+        .model()
+        .forward(&input, &mut cache, input.len() - 1)
+        .unwrap();
+    let got = got.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    assert_eq!(got.len(), want.len());
+    let max = got
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    eprintln!("{case}: max |Δlogit| {max}");
+    assert!(max < LOGIT_TOL, "{case}: max |Δlogit| {max}");
+}
+
+#[test]
+fn last_position_logits_are_close_to_the_reference() {
+    let m = load(SMOLLM);
+    check_last_logits(
+        &m,
+        "smollm2-135m-instruct__chat_capital_of_france",
+        "prompt_last_logits",
+    );
+    check_last_logits(
+        &m,
+        "smollm2-135m-instruct__ppl_jargon_ch1_long",
+        "last_logits",
+    );
+    let m = load(GEMMA);
+    check_last_logits(
+        &m,
+        "gemma-3-270m__continuation_capital_of_france",
+        "prompt_last_logits",
+    );
+    check_last_logits(&m, "gemma-3-270m__ppl_jargon_ch1_long", "last_logits");
 }

@@ -9,7 +9,9 @@
 //! targets use the portable loop.
 
 pub mod q4_1;
+pub mod q4_k;
 pub mod q5_0;
+pub mod q6_k;
 pub mod q8_0;
 
 /// Activations quantized for integer dot products: 32 values, their scale, and the
@@ -44,6 +46,8 @@ pub fn quantize_row_q16(x: &[f32], out: &mut [BlockQ16]) {
 /// drivers below are written once against it. A new format is one file and one
 /// [`Rows`] variant.
 pub trait BlockFormat: Copy + Sync {
+    /// Weights per block: 32, or 256 for k-quants (whose rows are a multiple of 256).
+    const WEIGHTS: usize;
     /// The matrix as the [`Rows`] variant of this format.
     fn rows(w: &[Self]) -> Rows<'_>;
     /// Portable dot product of one weight row with one activation row.
@@ -101,18 +105,25 @@ pub enum Rows<'a> {
     Q5_0(&'a [q5_0::BlockQ5_0]),
     /// Q8_0 blocks.
     Q8_0(&'a [q8_0::BlockQ8_0]),
+    /// Q4_K super-blocks.
+    Q4K(&'a [q4_k::BlockQ4K]),
+    /// Q6_K super-blocks.
+    Q6K(&'a [q6_k::BlockQ6K]),
 }
 
 impl Rows<'_> {
-    fn blocks(&self) -> usize {
+    /// Number of weights stored.
+    fn weights(&self) -> usize {
         match self {
-            Self::Q4_1(w) => w.len(),
-            Self::Q5_0(w) => w.len(),
-            Self::Q8_0(w) => w.len(),
+            Self::Q4_1(w) => w.len() * 32,
+            Self::Q5_0(w) => w.len() * 32,
+            Self::Q8_0(w) => w.len() * 32,
+            Self::Q4K(w) => w.len() * 256,
+            Self::Q6K(w) => w.len() * 256,
         }
     }
 
-    /// Rows `rows` (of `kb` blocks each) dotted with every activation row of `xq`;
+    /// Rows `rows` (`kb` activation blocks of 32 long) dotted with every activation row of `xq`;
     /// `out(j, r, v)` stores a result. The format is matched once per run of rows.
     fn dot_rows(
         &self,
@@ -134,15 +145,16 @@ impl Rows<'_> {
             mut out: impl FnMut(usize, usize, f32),
         ) {
             let m = xq.len() / kb;
-            // Four activation rows at a time (prefill): each weight block is unpacked
-            // once for four dot products, and the four rows stay in L1 while the
-            // item's weight rows pass by.
+            let wb = kb * 32 / B::WEIGHTS; // weight blocks per row
+                                           // Four activation rows at a time (prefill): each weight block is unpacked
+                                           // once for four dot products, and the four rows stay in L1 while the
+                                           // item's weight rows pass by.
             let mut j = 0;
             while j + 4 <= m {
                 let x4: [&[BlockQ16]; 4] =
                     std::array::from_fn(|i| &xq[(j + i) * kb..(j + i + 1) * kb]);
                 for r in rows.clone() {
-                    let v = dot4(&w[r * kb..(r + 1) * kb], x4, simd);
+                    let v = dot4(&w[r * wb..(r + 1) * wb], x4, simd);
                     for (i, v) in v.into_iter().enumerate() {
                         out(j + i, r, v);
                     }
@@ -152,7 +164,7 @@ impl Rows<'_> {
             for jj in j..m {
                 let xj = &xq[jj * kb..(jj + 1) * kb];
                 for r in rows.clone() {
-                    out(jj, r, dot(&w[r * kb..(r + 1) * kb], xj, simd));
+                    out(jj, r, dot(&w[r * wb..(r + 1) * wb], xj, simd));
                 }
             }
         }
@@ -160,6 +172,8 @@ impl Rows<'_> {
             Self::Q4_1(w) => run(w, rows, kb, xq, simd, out),
             Self::Q5_0(w) => run(w, rows, kb, xq, simd, out),
             Self::Q8_0(w) => run(w, rows, kb, xq, simd, out),
+            Self::Q4K(w) => run(w, rows, kb, xq, simd, out),
+            Self::Q6K(w) => run(w, rows, kb, xq, simd, out),
         }
     }
 }
@@ -190,8 +204,8 @@ pub fn matmul_many(x: &[f32], m: usize, k: usize, mats: &[(Rows<'_>, usize)]) ->
     let kb = k / 32;
     for (w, n) in mats {
         assert_eq!(
-            w.blocks(),
-            n * kb,
+            w.weights(),
+            n * k,
             "matrix of {n} rows does not match k = {k}"
         );
     }
@@ -297,12 +311,14 @@ pub(crate) mod testing {
     pub fn check_against_dequantized<B: super::BlockFormat>(
         seed: &mut u64,
         make: impl Fn(usize, &mut u64) -> Vec<B>,
-        deq: impl Fn(&B) -> [f32; 32],
+        deq: impl Fn(&B) -> Vec<f32>,
     ) {
         // Six activation rows: one group of four (the prefill path) and two single rows.
-        let (m, k, n) = (6, 320, 37);
+        let (m, n) = (6, 37);
+        let k = if B::WEIGHTS == 32 { 320 } else { 512 };
         let kb = k / 32;
-        let w = make(n * kb, seed);
+        let wb = k / B::WEIGHTS;
+        let w = make(n * wb, seed);
         let x: Vec<f32> = (0..m * k).map(|_| lcg(seed) * 3.0).collect();
         let mut y = vec![0f32; m * n];
         super::matmul(&x, m, k, &w, n, &mut y);
@@ -318,7 +334,7 @@ pub(crate) mod testing {
             ];
             quantize_row_q16(xi, &mut xq);
             for r in 0..n {
-                let wr: Vec<f32> = w[r * kb..(r + 1) * kb].iter().flat_map(&deq).collect();
+                let wr: Vec<f32> = w[r * wb..(r + 1) * wb].iter().flat_map(&deq).collect();
                 let exact: f32 = wr.iter().zip(xi).map(|(a, b)| a * b).sum();
                 let scale: f32 = wr.iter().zip(xi).map(|(a, b)| (a * b).abs()).sum();
                 let got = y[i * n + r];
@@ -326,7 +342,7 @@ pub(crate) mod testing {
                     (got - exact).abs() <= 0.01 * scale + 1e-4,
                     "row {r}: {got} vs {exact}"
                 );
-                let reference = B::dot_scalar(&w[r * kb..(r + 1) * kb], &xq);
+                let reference = B::dot_scalar(&w[r * wb..(r + 1) * wb], &xq);
                 if i < 4 {
                     // The portable four-row loop against the portable one-row loop.
                     let all: Vec<Vec<BlockQ16>> = (0..4)
@@ -344,7 +360,7 @@ pub(crate) mod testing {
                         })
                         .collect();
                     let four = B::dot4_scalar(
-                        &w[r * kb..(r + 1) * kb],
+                        &w[r * wb..(r + 1) * wb],
                         std::array::from_fn(|j| all[j].as_slice()),
                     );
                     assert!(

@@ -97,6 +97,7 @@ unsafe fn dot4_avx2(w: &[BlockQ4_1], x: [&[BlockQ16]; 4]) -> [f32; 4] {
 }
 
 impl super::BlockFormat for BlockQ4_1 {
+    const WEIGHTS: usize = 32;
     fn rows(w: &[Self]) -> super::Rows<'_> {
         super::Rows::Q4_1(w)
     }
@@ -139,15 +140,17 @@ mod tests {
                 })
                 .collect()
         };
-        let deq = |b: &BlockQ4_1| -> [f32; 32] {
-            std::array::from_fn(|j| {
-                let q = if j < 16 {
-                    b.qs[j] & 0x0F
-                } else {
-                    b.qs[j - 16] >> 4
-                };
-                b.d.to_f32() * q as f32 + b.m.to_f32()
-            })
+        let deq = |b: &BlockQ4_1| -> Vec<f32> {
+            (0..32)
+                .map(|j| {
+                    let q = if j < 16 {
+                        b.qs[j] & 0x0F
+                    } else {
+                        b.qs[j - 16] >> 4
+                    };
+                    b.d.to_f32() * q as f32 + b.m.to_f32()
+                })
+                .collect()
         };
         check_against_dequantized(&mut seed, make, deq);
     }

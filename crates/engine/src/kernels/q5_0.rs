@@ -129,6 +129,7 @@ unsafe fn dot4_avx2(w: &[BlockQ5_0], x: [&[BlockQ16]; 4]) -> [f32; 4] {
 }
 
 impl super::BlockFormat for BlockQ5_0 {
+    const WEIGHTS: usize = 32;
     fn rows(w: &[Self]) -> super::Rows<'_> {
         super::Rows::Q5_0(w)
     }
@@ -172,8 +173,10 @@ mod tests {
                 })
                 .collect()
         };
-        let deq = |b: &BlockQ5_0| -> [f32; 32] {
-            std::array::from_fn(|i| b.d.to_f32() * (q5(b, i) as f32 - 16.0))
+        let deq = |b: &BlockQ5_0| -> Vec<f32> {
+            (0..32)
+                .map(|i| b.d.to_f32() * (q5(b, i) as f32 - 16.0))
+                .collect()
         };
         check_against_dequantized(&mut seed, make, deq);
     }

@@ -87,6 +87,7 @@ unsafe fn dot4_avx2(w: &[BlockQ8_0], x: [&[BlockQ16]; 4]) -> [f32; 4] {
 }
 
 impl super::BlockFormat for BlockQ8_0 {
+    const WEIGHTS: usize = 32;
     fn rows(w: &[Self]) -> super::Rows<'_> {
         super::Rows::Q8_0(w)
     }
@@ -130,7 +131,7 @@ mod tests {
                 .collect()
         };
         let deq =
-            |b: &BlockQ8_0| -> [f32; 32] { std::array::from_fn(|j| b.d.to_f32() * b.qs[j] as f32) };
+            |b: &BlockQ8_0| -> Vec<f32> { b.qs.iter().map(|&q| b.d.to_f32() * q as f32).collect() };
         check_against_dequantized(&mut seed, make, deq);
     }
 }
