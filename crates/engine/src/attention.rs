@@ -1,7 +1,7 @@
 //! The pieces every decoder-only architecture shares: the KV cache, rotary position
 //! tables, and causal (optionally sliding-window) grouped-query attention.
 
-use candle_core::{DType, Device, Result, Tensor, D};
+use candle_core::{DType, Device, Result, Tensor};
 
 /// Keys and values of one layer, preallocated and grown by doubling so that a decode
 /// step appends in place instead of copying the whole cache.
@@ -304,9 +304,6 @@ impl SyncPtr {
 pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
     candle_nn::ops::rms_norm(&x.contiguous()?, w, eps as f32)
 }
-
-/// Index of the last dimension, for readability at call sites.
-pub const LAST: D = D::Minus1;
 
 #[cfg(test)]
 mod tests {

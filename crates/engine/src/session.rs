@@ -299,6 +299,7 @@ impl<'m> ChatSession<'m> {
         self.cache.truncate(reuse);
         self.cached.truncate(reuse);
         let fresh = &prompt_ids[reuse..];
+        let computed = fresh.len();
         let logits = m.model.forward(fresh, &mut self.cache, fresh.len() - 1)?;
         self.cached.extend_from_slice(fresh);
         let prefill_s = t_start.elapsed().as_secs_f64();
@@ -398,10 +399,10 @@ impl<'m> ChatSession<'m> {
         }
         let stats = Stats {
             prompt_tokens: prompt_ids.len(),
-            prefill_tokens: fresh_len(prompt_ids.len(), reuse),
+            prefill_tokens: computed,
             generated_tokens: generated.len(),
             ttft_ms: ttft.unwrap_or_default().as_secs_f64() * 1e3,
-            prefill_tok_s: fresh_len(prompt_ids.len(), reuse) as f64 / prefill_s.max(1e-9),
+            prefill_tok_s: computed as f64 / prefill_s.max(1e-9),
             decode_tok_s: match first_token_at {
                 Some(first) if generated.len() > 1 => {
                     (generated.len() - 1) as f64 / (last_token_at - first).as_secs_f64().max(1e-9)
@@ -426,10 +427,6 @@ fn floor_char_boundary(s: &str, mut i: usize) -> usize {
         i -= 1;
     }
     i
-}
-
-fn fresh_len(prompt: usize, reused: usize) -> usize {
-    prompt - reused
 }
 
 fn common_prefix(a: &[u32], b: &[u32]) -> usize {
