@@ -4,11 +4,16 @@
 use candle_core::{DType, Device, Result, Tensor};
 
 /// Keys and values of one layer, preallocated and grown by doubling so that a decode
-/// step appends in place instead of copying the whole cache.
+/// step appends in place instead of copying the whole cache. Buffer slot `j` holds
+/// position `base + j`. A sliding-window layer drops positions no future query can
+/// see (keeping one extra window so a chat can roll back a turn), so its memory
+/// stays bounded by a few windows however long the context grows.
 #[derive(Debug, Default, Clone)]
 struct LayerKv {
     k: Option<Tensor>,
     v: Option<Tensor>,
+    base: usize,
+    window: Option<usize>,
 }
 
 /// The KV cache of a whole model: one entry per layer, `len` positions filled.
@@ -20,10 +25,17 @@ pub struct KvCache {
 }
 
 impl KvCache {
-    /// An empty cache for `n_layers` layers.
-    pub fn new(n_layers: usize) -> Self {
+    /// An empty cache with one entry per layer: `None` for a global layer, the window
+    /// for a sliding-window layer.
+    pub fn new(windows: &[Option<usize>]) -> Self {
         Self {
-            layers: vec![LayerKv::default(); n_layers],
+            layers: windows
+                .iter()
+                .map(|&window| LayerKv {
+                    window,
+                    ..Default::default()
+                })
+                .collect(),
             len: 0,
         }
     }
@@ -38,14 +50,29 @@ impl KvCache {
         self.len == 0
     }
 
-    /// Forgets everything from position `len` on (used to roll back to a shared prefix).
-    pub fn truncate(&mut self, len: usize) {
-        self.len = self.len.min(len);
+    /// Forgets everything from position `len` on (used to roll back to a shared
+    /// prefix) and returns how many positions are kept: fewer than asked (none) when
+    /// a sliding layer has already dropped keys that continuing from `len` would need.
+    pub fn truncate(&mut self, len: usize) -> usize {
+        let len = self.len.min(len);
+        let servable = self.layers.iter().all(|l| match l.window {
+            Some(w) => l.base <= (len + 1).saturating_sub(w),
+            None => true,
+        });
+        if servable {
+            self.len = len;
+        } else {
+            self.clear();
+        }
+        self.len
     }
 
     /// Forgets everything.
     pub fn clear(&mut self) {
         self.len = 0;
+        for l in &mut self.layers {
+            l.base = 0;
+        }
     }
 
     /// Bytes allocated for keys and values.
@@ -64,27 +91,42 @@ impl KvCache {
     }
 
     /// Appends `k`, `v` (`[1, kv_heads, t, head_dim]`) to layer `layer` at the current
-    /// position and returns the layer's key and value buffers (`[1, kv_heads, capacity,
-    /// head_dim]`, the first `len + t` positions filled).
+    /// position. Returns the layer's key and value buffers (`[1, kv_heads, capacity,
+    /// head_dim]`) and the position of their first slot; slots up to position
+    /// `len + t` are filled.
     pub(crate) fn append(
         &mut self,
         layer: usize,
         k: &Tensor,
         v: &Tensor,
-    ) -> Result<(Tensor, Tensor)> {
+    ) -> Result<(Tensor, Tensor, usize)> {
         let start = self.len;
         let t = k.dim(2)?;
         let entry = &mut self.layers[layer];
-        let need = start + t;
+        let mut held = start - entry.base;
         let cap = entry.k.as_ref().map(|x| x.dim(2)).transpose()?.unwrap_or(0);
-        if need > cap {
-            let new_cap = need.max(cap * 2).max(64);
+        if held + t > cap {
+            if let Some(w) = entry.window {
+                let keep_from = start.saturating_sub(2 * w).max(entry.base);
+                let drop = keep_from - entry.base;
+                if drop > 0 {
+                    for buf in [&entry.k, &entry.v].into_iter().flatten() {
+                        let kept = buf.narrow(2, drop, held - drop)?.contiguous()?;
+                        buf.slice_set(&kept, 2, 0)?;
+                    }
+                    entry.base = keep_from;
+                    held -= drop;
+                }
+            }
+        }
+        if held + t > cap {
+            let new_cap = (held + t).max(cap * 2).max(64);
             let grow = |old: &Option<Tensor>, like: &Tensor| -> Result<Tensor> {
                 let (b, h, _, d) = like.dims4()?;
                 let fresh = Tensor::zeros((b, h, new_cap, d), like.dtype(), like.device())?;
                 if let Some(old) = old {
-                    if start > 0 {
-                        fresh.slice_set(&old.narrow(2, 0, start)?.contiguous()?, 2, 0)?;
+                    if held > 0 {
+                        fresh.slice_set(&old.narrow(2, 0, held)?.contiguous()?, 2, 0)?;
                     }
                 }
                 Ok(fresh)
@@ -96,9 +138,9 @@ impl KvCache {
             (Some(ck), Some(cv)) => (ck, cv),
             _ => candle_core::bail!("kv cache layer {layer} not allocated"),
         };
-        ck.slice_set(&k.contiguous()?, 2, start)?;
-        cv.slice_set(&v.contiguous()?, 2, start)?;
-        Ok((ck.clone(), cv.clone()))
+        ck.slice_set(&k.contiguous()?, 2, held)?;
+        cv.slice_set(&v.contiguous()?, 2, held)?;
+        Ok((ck.clone(), cv.clone(), entry.base))
     }
 }
 
@@ -153,12 +195,13 @@ impl Rope {
 /// see key `k` iff `q - window < k <= q` (the window includes the token itself).
 ///
 /// Shapes: `q` `[1, heads, t, d]`, `k`/`v` cache buffers `[1, kv_heads, capacity, d]`
-/// holding `start + t` positions. Returns `[1, t, heads * d]`.
+/// whose slot `j` holds position `base + j`, filled up to position `start + t`.
+/// Returns `[1, t, heads * d]`.
 pub fn attend(
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,
-    start: usize,
+    (start, base): (usize, usize),
     scale: f64,
     window: Option<usize>,
 ) -> Result<Tensor> {
@@ -169,15 +212,20 @@ pub fn attend(
         Some(w) => (start + 1).saturating_sub(w),
         None => 0,
     };
+    if first_key < base {
+        candle_core::bail!(
+            "kv cache dropped position {first_key} that attention still needs (kept from {base})"
+        );
+    }
     if t == 1 && q.device().is_cpu() && q.dtype() == DType::F32 && k.dtype() == DType::F32 {
-        return attend_one_cpu(q, k, v, first_key, total, scale as f32);
+        return attend_one_cpu(q, k, v, first_key - base, total - base, scale as f32);
     }
     let (_, heads, _, d) = q.dims4()?;
     let kv_heads = k.dim(1)?;
     let group = heads / kv_heads;
     let n_keys = total - first_key;
-    let k = k.narrow(2, first_key, n_keys)?;
-    let v = v.narrow(2, first_key, n_keys)?;
+    let k = k.narrow(2, first_key - base, n_keys)?;
+    let v = v.narrow(2, first_key - base, n_keys)?;
     // Fold the query heads that share a KV head into the row dimension, so K and V are
     // used as they are instead of being repeated `group` times.
     let q = q.reshape((1, kv_heads, group * t, d))?;
@@ -208,7 +256,7 @@ pub fn attend(
 }
 
 /// One query (a decode step) straight over the cache buffers: no transposed copy of
-/// the keys, no mask, heads in parallel. Keys `first_key .. total` are visible.
+/// the keys, no mask, heads in parallel. Buffer slots `first_key .. total` are visible.
 fn attend_one_cpu(
     q: &Tensor,
     k: &Tensor,
@@ -338,13 +386,13 @@ mod tests {
             let v = random((1, kv, cap, d), 2);
             let q = random((1, heads, 1, d), 3);
             let start = total - 1;
-            let fast = attend(&q, &k, &v, start, 0.125, window).unwrap();
+            let fast = attend(&q, &k, &v, (start, 0), 0.125, window).unwrap();
             // The general path, forced by a dtype the fast path does not take.
             let slow = attend(
                 &q.to_dtype(DType::F64).unwrap(),
                 &k.to_dtype(DType::F64).unwrap(),
                 &v.to_dtype(DType::F64).unwrap(),
-                start,
+                (start, 0),
                 0.125,
                 window,
             )

@@ -292,11 +292,9 @@ impl<'m> ChatSession<'m> {
         }
         let t_start = Instant::now();
         // At least one token must be computed to get logits for the next one.
-        let mut reuse = common_prefix(&self.cached, prompt_ids).min(prompt_ids.len() - 1);
-        if reuse > self.cache.len() {
-            reuse = self.cache.len();
-        }
-        self.cache.truncate(reuse);
+        let want = common_prefix(&self.cached, prompt_ids).min(prompt_ids.len() - 1);
+        // The cache may keep less than asked (a sliding layer already dropped keys).
+        let reuse = self.cache.truncate(want);
         self.cached.truncate(reuse);
         let fresh = &prompt_ids[reuse..];
         let computed = fresh.len();

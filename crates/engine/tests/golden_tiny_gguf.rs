@@ -101,8 +101,7 @@ fn check(arch: &str, path: &PathBuf) {
     std::fs::remove_file(path).ok();
 }
 
-#[test]
-fn tiny_gemma3_from_gguf_matches_transformers() {
+fn tiny_gemma3_gguf(tag: &str) -> PathBuf {
     let w = hf("gemma3_text");
     let plus_one = |t: &Tensor| (t + 1.0).unwrap();
     let mut tensors = vec![
@@ -155,8 +154,62 @@ fn tiny_gemma3_from_gguf_matches_transformers() {
         ("gemma3.rope.scaling.type", Value::String("linear".into())),
         ("gemma3.rope.scaling.factor", Value::F32(8.0)),
     ];
-    let path = write_gguf("gemma3", meta, tensors);
+    write_gguf(&format!("gemma3-{tag}"), meta, tensors)
+}
+
+#[test]
+fn tiny_gemma3_from_gguf_matches_transformers() {
+    let path = tiny_gemma3_gguf("golden");
     check("gemma3_text", &path);
+}
+
+/// Decoding one token at a time far past the 8-token window makes the sliding
+/// layers drop old keys (their cache stays a few windows long); every step must
+/// still equal one forward pass over the whole sequence, where nothing is dropped.
+#[test]
+fn sliding_window_cache_drops_old_keys_without_changing_results() {
+    let path = tiny_gemma3_gguf("window");
+    let g = GgufFile::open(&path).unwrap();
+    let model = Model::from_gguf(&g, &Device::Cpu).unwrap();
+    let gold = golden("tiny/gemma3_text/golden.safetensors");
+    let mut seq = ids(&gold["input_ids"]);
+    let mut cache = model.new_cache();
+    let mut step_logits = Vec::new();
+    let first = model.forward(&seq, &mut cache, seq.len() - 1).unwrap();
+    step_logits.push(first.flatten_all().unwrap().to_vec1::<f32>().unwrap());
+    for _ in 0..160 {
+        let next = unicorn_engine::sampler::argmax(step_logits.last().unwrap());
+        seq.push(next);
+        let l = model.forward(&[next], &mut cache, 0).unwrap();
+        step_logits.push(l.flatten_all().unwrap().to_vec1::<f32>().unwrap());
+    }
+    let bytes_windowed = cache.bytes();
+    let mut full = model.new_cache();
+    let all = model
+        .forward(&seq, &mut full, 39)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    for (i, step) in step_logits.iter().enumerate() {
+        let want = &all[i * 512..(i + 1) * 512];
+        let d = step
+            .iter()
+            .zip(want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(d < 1e-4, "step {i}: max |Δlogit| {d}");
+    }
+    // The five sliding layers keep a few windows, the global layer everything.
+    assert!(
+        bytes_windowed < full.bytes(),
+        "{bytes_windowed} vs {}",
+        full.bytes()
+    );
+    // Rolling back further than the kept keys allow empties the cache instead of lying.
+    assert_eq!(cache.truncate(10), 0);
+    std::fs::remove_file(path).ok();
 }
 
 #[test]

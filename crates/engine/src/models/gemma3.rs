@@ -218,9 +218,9 @@ impl Gemma3 {
             let v = heads(&v, c.num_key_value_heads, c.head_dim)?;
             let q = rope.apply(&rms_norm(&q, &b.attn_q_norm, eps)?, cos, sin)?;
             let k = rope.apply(&rms_norm(&k, &b.attn_k_norm, eps)?, cos, sin)?;
-            let (k, v) = cache.append(i, &k, &v)?;
+            let (k, v, base) = cache.append(i, &k, &v)?;
             let window = sliding.then_some(c.sliding_window);
-            let a = attend(&q, &k, &v, start, scale, window)?;
+            let a = attend(&q, &k, &v, (start, base), scale, window)?;
             let a = rms_norm(&b.attn_output.forward(&a)?, &b.post_attention_norm, eps)?;
             x = (x + a)?;
             let h = rms_norm(&x, &b.ffn_norm, eps)?;

@@ -172,8 +172,8 @@ impl Llama {
             let v = heads(&v, c.num_key_value_heads, c.head_dim)?;
             let q = self.rope.apply(&q, &cos, &sin)?;
             let k = self.rope.apply(&k, &cos, &sin)?;
-            let (k, v) = cache.append(i, &k, &v)?;
-            let a = attend(&q, &k, &v, start, scale, None)?;
+            let (k, v, base) = cache.append(i, &k, &v)?;
+            let a = attend(&q, &k, &v, (start, base), scale, None)?;
             x = (x + b.attn_output.forward(&a)?)?;
             let h = rms_norm(&x, &b.ffn_norm, c.rms_norm_eps)?;
             let [gate, up] = Weight::forward_n([&b.ffn_gate, &b.ffn_up], &h)?;

@@ -52,7 +52,7 @@ impl Model {
 
     /// A fresh, empty cache sized for this model.
     pub fn new_cache(&self) -> KvCache {
-        KvCache::new(self.config().num_layers())
+        KvCache::new(&self.config().layer_windows())
     }
 
     /// The hyper-parameters.
@@ -144,6 +144,18 @@ impl Config {
                 c.head_dim,
                 c.intermediate_size,
             ),
+        }
+    }
+
+    /// Per layer: the attention window of a sliding-window layer, `None` for a global one.
+    pub fn layer_windows(&self) -> Vec<Option<usize>> {
+        match self {
+            Self::Llama(c) => vec![None; c.num_hidden_layers],
+            Self::Gemma3(c) => c
+                .sliding_layers
+                .iter()
+                .map(|&s| s.then_some(c.sliding_window))
+                .collect(),
         }
     }
 
