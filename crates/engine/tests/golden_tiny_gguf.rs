@@ -267,3 +267,56 @@ fn tiny_llama_from_gguf_matches_transformers() {
     let path = write_gguf("llama", meta, tensors);
     check("llama", &path);
 }
+
+#[test]
+fn unsupported_architectures_and_bad_shapes_are_named_errors() {
+    let meta = vec![("general.architecture", Value::String("mamba".into()))];
+    let path = write_gguf("mamba", meta, vec![]);
+    let g = GgufFile::open(&path).unwrap();
+    let e = Model::from_gguf(&g, &Device::Cpu)
+        .err()
+        .expect("mamba is not supported")
+        .to_string();
+    assert!(
+        e.contains("mamba") && e.contains(&path.display().to_string()),
+        "{e}"
+    );
+    std::fs::remove_file(&path).ok();
+
+    // A llama file whose q projection has the wrong shape.
+    let w = hf("llama");
+    let meta = vec![
+        ("general.architecture", Value::String("llama".into())),
+        ("llama.embedding_length", Value::U32(64)),
+        ("llama.block_count", Value::U32(1)),
+        ("llama.feed_forward_length", Value::U32(128)),
+        ("llama.attention.head_count", Value::U32(4)),
+        ("llama.attention.head_count_kv", Value::U32(2)),
+        ("llama.attention.layer_norm_rms_epsilon", Value::F32(1e-5)),
+    ];
+    let tensors = vec![
+        (
+            "token_embd.weight".to_string(),
+            w["model.embed_tokens.weight"].clone(),
+        ),
+        (
+            "blk.0.attn_norm.weight".to_string(),
+            w["model.layers.0.input_layernorm.weight"].clone(),
+        ),
+        (
+            "blk.0.attn_q.weight".to_string(),
+            w["model.layers.0.mlp.gate_proj.weight"].clone(),
+        ),
+    ];
+    let path = write_gguf("badshape", meta, tensors);
+    let g = GgufFile::open(&path).unwrap();
+    let e = Model::from_gguf(&g, &Device::Cpu)
+        .err()
+        .expect("wrong shape")
+        .to_string();
+    assert!(
+        e.contains("blk.0.attn_q.weight") && e.contains("shape"),
+        "{e}"
+    );
+    std::fs::remove_file(&path).ok();
+}
