@@ -68,6 +68,34 @@ pub trait BlockFormat: Copy + Sync {
     unsafe fn dot4_avx2(w: &[Self], x: [&[BlockQ16]; 4]) -> [f32; 4];
 }
 
+/// Implements [`BlockFormat`] for a format file's block type by delegating to the
+/// file's `dot_scalar`, `dot4_scalar`, `dot_avx2` and `dot4_avx2` functions.
+macro_rules! block_format {
+    ($block:ty, $variant:ident, $weights:expr) => {
+        impl $crate::kernels::BlockFormat for $block {
+            const WEIGHTS: usize = $weights;
+            fn rows(w: &[Self]) -> $crate::kernels::Rows<'_> {
+                $crate::kernels::Rows::$variant(w)
+            }
+            fn dot_scalar(w: &[Self], x: &[BlockQ16]) -> f32 {
+                dot_scalar(w, x)
+            }
+            fn dot4_scalar(w: &[Self], x: [&[BlockQ16]; 4]) -> [f32; 4] {
+                dot4_scalar(w, x)
+            }
+            #[cfg(target_arch = "x86_64")]
+            unsafe fn dot_avx2(w: &[Self], x: &[BlockQ16]) -> f32 {
+                dot_avx2(w, x)
+            }
+            #[cfg(target_arch = "x86_64")]
+            unsafe fn dot4_avx2(w: &[Self], x: [&[BlockQ16]; 4]) -> [f32; 4] {
+                dot4_avx2(w, x)
+            }
+        }
+    };
+}
+use block_format;
+
 #[inline(always)]
 fn dot<B: BlockFormat>(w: &[B], x: &[BlockQ16], simd: bool) -> f32 {
     #[cfg(target_arch = "x86_64")]

@@ -96,26 +96,7 @@ unsafe fn dot4_avx2(w: &[BlockQ4_1], x: [&[BlockQ16]; 4]) -> [f32; 4] {
     std::array::from_fn(|r| super::hsum_avx(acc[r]) + extra[r])
 }
 
-impl super::BlockFormat for BlockQ4_1 {
-    const WEIGHTS: usize = 32;
-    fn rows(w: &[Self]) -> super::Rows<'_> {
-        super::Rows::Q4_1(w)
-    }
-    fn dot_scalar(w: &[Self], x: &[BlockQ16]) -> f32 {
-        dot_scalar(w, x)
-    }
-    fn dot4_scalar(w: &[Self], x: [&[BlockQ16]; 4]) -> [f32; 4] {
-        dot4_scalar(w, x)
-    }
-    #[cfg(target_arch = "x86_64")]
-    unsafe fn dot_avx2(w: &[Self], x: &[BlockQ16]) -> f32 {
-        dot_avx2(w, x)
-    }
-    #[cfg(target_arch = "x86_64")]
-    unsafe fn dot4_avx2(w: &[Self], x: [&[BlockQ16]; 4]) -> [f32; 4] {
-        dot4_avx2(w, x)
-    }
-}
+super::block_format!(BlockQ4_1, Q4_1, 32);
 
 #[cfg(test)]
 mod tests {

@@ -166,26 +166,7 @@ unsafe fn dot4_avx2(w: &[BlockQ4K], x: [&[BlockQ16]; 4]) -> [f32; 4] {
     std::array::from_fn(|r| super::hsum_avx(acc[r]) - mins[r])
 }
 
-impl super::BlockFormat for BlockQ4K {
-    const WEIGHTS: usize = 256;
-    fn rows(w: &[Self]) -> super::Rows<'_> {
-        super::Rows::Q4K(w)
-    }
-    fn dot_scalar(w: &[Self], x: &[BlockQ16]) -> f32 {
-        dot_scalar(w, x)
-    }
-    fn dot4_scalar(w: &[Self], x: [&[BlockQ16]; 4]) -> [f32; 4] {
-        dot4_scalar(w, x)
-    }
-    #[cfg(target_arch = "x86_64")]
-    unsafe fn dot_avx2(w: &[Self], x: &[BlockQ16]) -> f32 {
-        dot_avx2(w, x)
-    }
-    #[cfg(target_arch = "x86_64")]
-    unsafe fn dot4_avx2(w: &[Self], x: [&[BlockQ16]; 4]) -> [f32; 4] {
-        dot4_avx2(w, x)
-    }
-}
+super::block_format!(BlockQ4K, Q4K, 256);
 
 #[cfg(test)]
 mod tests {

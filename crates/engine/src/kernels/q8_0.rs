@@ -86,26 +86,7 @@ unsafe fn dot4_avx2(w: &[BlockQ8_0], x: [&[BlockQ16]; 4]) -> [f32; 4] {
     std::array::from_fn(|r| super::hsum_avx(acc[r]))
 }
 
-impl super::BlockFormat for BlockQ8_0 {
-    const WEIGHTS: usize = 32;
-    fn rows(w: &[Self]) -> super::Rows<'_> {
-        super::Rows::Q8_0(w)
-    }
-    fn dot_scalar(w: &[Self], x: &[BlockQ16]) -> f32 {
-        dot_scalar(w, x)
-    }
-    fn dot4_scalar(w: &[Self], x: [&[BlockQ16]; 4]) -> [f32; 4] {
-        dot4_scalar(w, x)
-    }
-    #[cfg(target_arch = "x86_64")]
-    unsafe fn dot_avx2(w: &[Self], x: &[BlockQ16]) -> f32 {
-        dot_avx2(w, x)
-    }
-    #[cfg(target_arch = "x86_64")]
-    unsafe fn dot4_avx2(w: &[Self], x: [&[BlockQ16]; 4]) -> [f32; 4] {
-        dot4_avx2(w, x)
-    }
-}
+super::block_format!(BlockQ8_0, Q8_0, 32);
 
 #[cfg(test)]
 mod tests {
