@@ -101,7 +101,7 @@ fn check(arch: &str, path: &PathBuf) {
     std::fs::remove_file(path).ok();
 }
 
-fn tiny_gemma3_gguf(tag: &str) -> PathBuf {
+fn tiny_gemma3_gguf(tag: &str, extra: Vec<(&'static str, Value)>) -> PathBuf {
     let w = hf("gemma3_text");
     let plus_one = |t: &Tensor| (t + 1.0).unwrap();
     let mut tensors = vec![
@@ -154,12 +154,29 @@ fn tiny_gemma3_gguf(tag: &str) -> PathBuf {
         ("gemma3.rope.scaling.type", Value::String("linear".into())),
         ("gemma3.rope.scaling.factor", Value::F32(8.0)),
     ];
+    let mut meta = meta;
+    meta.extend(extra);
     write_gguf(&format!("gemma3-{tag}"), meta, tensors)
 }
 
 #[test]
 fn tiny_gemma3_from_gguf_matches_transformers() {
-    let path = tiny_gemma3_gguf("golden");
+    let path = tiny_gemma3_gguf("golden", vec![]);
+    check("gemma3_text", &path);
+}
+
+/// Newer converters write the layer pattern as one flag per layer.
+#[test]
+fn per_layer_sliding_flags_give_the_same_model() {
+    let flags = Value::Array(
+        [true, true, true, true, true, false]
+            .map(Value::Bool)
+            .to_vec(),
+    );
+    let path = tiny_gemma3_gguf(
+        "flags",
+        vec![("gemma3.attention.sliding_window_pattern", flags)],
+    );
     check("gemma3_text", &path);
 }
 
@@ -168,7 +185,7 @@ fn tiny_gemma3_from_gguf_matches_transformers() {
 /// still equal one forward pass over the whole sequence, where nothing is dropped.
 #[test]
 fn sliding_window_cache_drops_old_keys_without_changing_results() {
-    let path = tiny_gemma3_gguf("window");
+    let path = tiny_gemma3_gguf("window", vec![]);
     let g = GgufFile::open(&path).unwrap();
     let model = Model::from_gguf(&g, &Device::Cpu).unwrap();
     let gold = golden("tiny/gemma3_text/golden.safetensors");

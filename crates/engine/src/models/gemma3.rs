@@ -5,10 +5,11 @@
 //! up), and the output tied to the embedding.
 
 use crate::attention::{attend, rms_norm, KvCache, Rope};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::gguf::GgufFile;
 use crate::models::llama::heads;
 use crate::weight::Weight;
+use candle_core::quantized::gguf_file::Value;
 use candle_core::{Device, Tensor};
 
 /// Hyper-parameters, validated.
@@ -65,12 +66,31 @@ impl Config {
             Some("linear") | None => g.f64_opt(&k("rope.scaling.factor"))?.unwrap_or(1.0),
             Some(_) => 1.0,
         };
-        let pattern = g
-            .u64_opt(&k("attention.sliding_window_pattern"))?
-            .unwrap_or(6) as usize;
-        let sliding_layers = (0..n_layers)
-            .map(|i| pattern == 0 || (i + 1) % pattern != 0)
-            .collect();
+        // Either a period (every n-th layer global) or, as newer converters write it,
+        // one flag per layer (true = sliding).
+        let key = k("attention.sliding_window_pattern");
+        let sliding_layers: Vec<bool> = match g.get(&key) {
+            Some(Value::Array(flags)) => {
+                let flags: Vec<bool> = flags
+                    .iter()
+                    .map(|v| matches!(v, Value::Bool(true)))
+                    .collect();
+                if flags.len() != n_layers {
+                    return Err(Error::Metadata {
+                        path: g.path().to_path_buf(),
+                        key,
+                        message: format!("{} flags for {n_layers} layers", flags.len()),
+                    });
+                }
+                flags
+            }
+            _ => {
+                let period = g.u64_opt(&key)?.unwrap_or(6) as usize;
+                (0..n_layers)
+                    .map(|i| period == 0 || (i + 1) % period != 0)
+                    .collect()
+            }
+        };
         let query_pre_attn_scalar = if n_layers == 62 {
             (hidden_size / heads.max(1)) as f64
         } else {
