@@ -336,6 +336,48 @@ pub(crate) mod testing {
 
     /// A kernel's matmul against f32 math on the dequantized weights (bounded by the
     /// 16-bit activation rounding), and its SIMD path against its scalar reference.
+    /// Our reading of a block layout against candle's independent dequantizer, on
+    /// three blocks of random bytes; `tame` makes the f16 scales finite.
+    pub fn check_dequant_against_candle<B: super::BlockFormat>(
+        dtype: candle_core::quantized::GgmlDType,
+        tame: impl Fn(&mut B),
+        dequant: impl Fn(&B) -> Vec<f32>,
+    ) {
+        use candle_core::quantized::{QStorage, QTensor};
+        let size = std::mem::size_of::<B>();
+        let mut seed = 17;
+        let bytes: Vec<u8> = (0..size * 3)
+            .map(|_| ((lcg(&mut seed) + 1.0) * 127.9) as u8)
+            .collect();
+        // SAFETY: blocks are plain old data; every bit pattern is a valid value.
+        let mut blocks: Vec<B> = bytes
+            .chunks_exact(size)
+            .map(|c| unsafe { std::ptr::read_unaligned(c.as_ptr() as *const B) })
+            .collect();
+        blocks.iter_mut().for_each(&tame);
+        // SAFETY: as above, the blocks' bytes are their GGUF encoding.
+        let raw = unsafe {
+            std::slice::from_raw_parts(blocks.as_ptr() as *const u8, size * blocks.len())
+        };
+        let dev = candle_core::Device::Cpu;
+        let storage = QStorage::from_data(std::borrow::Cow::Borrowed(raw), &dev, dtype).unwrap();
+        let q = QTensor::new(storage, (3, B::WEIGHTS)).unwrap();
+        let theirs = q
+            .dequantize(&dev)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let ours: Vec<f32> = blocks.iter().flat_map(dequant).collect();
+        for (i, (a, b)) in ours.iter().zip(&theirs).enumerate() {
+            assert!(
+                (a - b).abs() <= 1e-6 * b.abs().max(1.0),
+                "weight {i}: {a} vs candle {b}"
+            );
+        }
+    }
+
     pub fn check_against_dequantized<B: super::BlockFormat>(
         seed: &mut u64,
         make: impl Fn(usize, &mut u64) -> Vec<B>,

@@ -200,46 +200,12 @@ mod tests {
     /// Our reading of the layout against candle's independent dequantizer.
     #[test]
     fn dequantization_agrees_with_candle() {
-        use candle_core::quantized::{GgmlDType, QStorage, QTensor};
-        let mut seed = 17;
-        let bytes: Vec<u8> = (0..210 * 3)
-            .map(|_| ((lcg(&mut seed) + 1.0) * 127.9) as u8)
-            .collect();
-        // SAFETY: the block is plain old data; every bit pattern is a valid value.
-        let mut blocks: Vec<BlockQ6K> = bytes
-            .chunks_exact(210)
-            .map(|c| unsafe { std::ptr::read_unaligned(c.as_ptr() as *const BlockQ6K) })
-            .collect();
-        for b in &mut blocks {
-            b.d = f16::from_f32(0.01); // keep scales finite whatever the random bits
-        }
-        let raw: Vec<u8> = blocks
-            .iter()
-            .flat_map(|b| {
-                unsafe { std::slice::from_raw_parts(b as *const BlockQ6K as *const u8, 210) }
-                    .to_vec()
-            })
-            .collect();
-        let storage = QStorage::from_data(
-            std::borrow::Cow::Borrowed(&raw[..]),
-            &candle_core::Device::Cpu,
-            GgmlDType::Q6K,
-        )
-        .unwrap();
-        let q = QTensor::new(storage, (3, 256)).unwrap();
-        let theirs = q
-            .dequantize(&candle_core::Device::Cpu)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
-        let ours: Vec<f32> = blocks.iter().flat_map(dequant).collect();
-        for (i, (a, b)) in ours.iter().zip(&theirs).enumerate() {
-            assert!(
-                (a - b).abs() <= 1e-6 * b.abs().max(1.0),
-                "weight {i}: {a} vs candle {b}"
-            );
-        }
+        crate::kernels::testing::check_dequant_against_candle(
+            candle_core::quantized::GgmlDType::Q6K,
+            |b: &mut BlockQ6K| {
+                b.d = f16::from_f32(0.01);
+            },
+            dequant,
+        );
     }
 }
