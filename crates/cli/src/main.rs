@@ -7,6 +7,8 @@ use serde_json::json;
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
+mod convert;
+
 use unicorn_engine::{
     bench, info, perplexity, GenerationParams, LoadOptions, LoadedModel, Message, Reply,
     SamplingParams, TokenEvent,
@@ -39,6 +41,8 @@ enum Command {
     Info(InfoArgs),
     /// Prefill and decode speed, memory, and the bandwidth roofline.
     Bench(BenchArgs),
+    /// Convert a GGUF file to an HF folder (safetensors) that transformers loads.
+    Convert(convert::ConvertArgs),
 }
 
 #[derive(Args)]
@@ -185,6 +189,7 @@ fn main() {
         Command::Perplexity(a) => run_perplexity(a),
         Command::Info(a) => run_info(a),
         Command::Bench(a) => run_bench(a),
+        Command::Convert(a) => convert::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");
@@ -212,6 +217,30 @@ fn install_ctrl_c() -> Result<()> {
         }
     })
     .context("installing the Ctrl-C handler")
+}
+
+/// Marks long work (convert, pull) as cancellable for its lifetime: Ctrl-C then sets
+/// the cancel flag, which the work's progress callback reads, instead of exiting.
+pub(crate) struct Cancellable;
+
+impl Cancellable {
+    pub(crate) fn start() -> Result<Self> {
+        install_ctrl_c()?;
+        CANCEL.store(false, Ordering::SeqCst);
+        GENERATING.store(true, Ordering::SeqCst);
+        Ok(Self)
+    }
+}
+
+impl Drop for Cancellable {
+    fn drop(&mut self) {
+        GENERATING.store(false, Ordering::SeqCst);
+    }
+}
+
+/// Whether Ctrl-C was pressed during cancellable work.
+pub(crate) fn cancel_requested() -> bool {
+    CANCEL.load(Ordering::SeqCst)
 }
 
 /// Runs one generation, streaming tokens to stdout (text or JSON lines).
@@ -357,7 +386,7 @@ fn generate(a: GenerateArgs) -> Result<()> {
                     .with_context(|| format!("--prompt-ids: `{t}` is not a token id"))
             })
             .collect::<Result<_>>()?,
-        (Some(p), None) => model.tokenizer().encode_with_bos(p)?,
+        (Some(p), None) => model.tokenizer()?.encode_with_bos(p)?,
         (None, None) => bail!("give --prompt or --prompt-ids"),
     };
     let vocab = model.config().vocab_size() as u32;

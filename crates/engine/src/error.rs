@@ -61,6 +61,9 @@ pub enum Error {
     /// A request the caller made cannot be served (bad parameter, context full, ...).
     #[error("{0}")]
     Invalid(String),
+    /// The user cancelled a long operation; nothing was left behind.
+    #[error("cancelled")]
+    Cancelled,
     /// A tensor computation failed.
     #[error("compute: {0}")]
     Compute(#[from] candle_core::Error),

@@ -16,8 +16,10 @@
 pub mod attention;
 pub mod error;
 pub mod gguf;
+pub mod hf;
 pub mod kernels;
 pub mod models;
+pub mod source;
 pub mod tokenizer;
 pub mod weight;
 
@@ -49,5 +51,6 @@ pub use session::{
 };
 pub use template::Message;
 pub mod bench;
+pub mod convert;
 pub mod info;
 pub mod perplexity;

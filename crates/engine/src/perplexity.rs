@@ -33,7 +33,7 @@ pub fn perplexity_of_text(
     max_tokens: Option<usize>,
     progress: &mut dyn FnMut(usize, usize) -> bool,
 ) -> Result<Perplexity> {
-    let mut ids = model.tokenizer().encode_with_bos(text)?;
+    let mut ids = model.tokenizer()?.encode_with_bos(text)?;
     if let Some(n) = max_tokens {
         ids.truncate(n);
     }
@@ -59,7 +59,7 @@ pub fn perplexity_of_ids(
             ids.len()
         )));
     }
-    let tok = model.tokenizer();
+    let tok = model.tokenizer()?;
     let first = ctx / 2;
     let mut nll_sum = 0f64;
     let mut count = 0usize;

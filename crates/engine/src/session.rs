@@ -4,9 +4,10 @@
 
 use crate::attention::KvCache;
 use crate::error::{Error, Result};
-use crate::gguf::GgufFile;
+use crate::hf::tokenizer_files;
 use crate::models::{Config, Model};
 use crate::sampler::{Sampler, SamplingParams};
+use crate::source::Source;
 use crate::stats::{rss_bytes, Stats};
 use crate::template::{ChatTemplate, Message};
 use crate::tokenizer::{TokenStream, Tokenizer};
@@ -27,9 +28,10 @@ pub struct LoadedModel {
     path: PathBuf,
     model: Model,
     config: Config,
-    tokenizer: Tokenizer,
+    tokenizer: Option<Tokenizer>,
     template: Option<ChatTemplate>,
     stop_ids: Vec<u32>,
+    default_sampling: Option<SamplingParams>,
     load_time: Duration,
     device: Device,
 }
@@ -99,37 +101,73 @@ pub struct Reply {
 }
 
 impl LoadedModel {
-    /// Loads a `.gguf` model file.
+    /// Loads a `.gguf` model file or an HF model folder.
     pub fn load(path: &Path, opts: &LoadOptions) -> Result<Self> {
         let t0 = Instant::now();
         let device = Device::Cpu;
-        let g = GgufFile::open(path)?;
-        let config = Config::from_gguf(&g)?;
-        let tokenizer = match &opts.tokenizer_json {
-            Some(tj) => {
-                let gt = Tokenizer::from_gguf(&g)?;
-                Tokenizer::from_file(tj, Some(&gt.bos_token), Some(&gt.eos_token), gt.add_bos)?
-            }
-            None => Tokenizer::from_gguf(&g)?,
-        };
+        let src = Source::open(path)?;
+        let config = Config::from_source(&src)?;
         let fold_system = config.architecture().starts_with("gemma");
-        let template = g
-            .string_opt("tokenizer.chat_template")?
-            .map(|src| ChatTemplate::new(&src, fold_system))
-            .transpose()?;
-        let model = Model::from_gguf(&g, &device)?;
-        let mut stop_ids: Vec<u32> = tokenizer.eos_id.into_iter().collect();
+        let (tokenizer, template_src, mut stop_ids, default_sampling) = match &src {
+            Source::Gguf(g) => {
+                let gt = Tokenizer::from_gguf(g)?;
+                let tokenizer = match &opts.tokenizer_json {
+                    Some(tj) => Tokenizer::from_file(
+                        tj,
+                        Some(&gt.bos_token),
+                        Some(&gt.eos_token),
+                        Some(gt.add_bos),
+                    )?,
+                    None => gt,
+                };
+                let template = g.string_opt("tokenizer.chat_template")?;
+                let eos: Vec<u32> = tokenizer.eos_id.into_iter().collect();
+                (Some(tokenizer), template, eos, None)
+            }
+            Source::Hf(h) => {
+                let mut files = tokenizer_files::read(h.dir(), h.config().json())?;
+                if let Some(tj) = &opts.tokenizer_json {
+                    let (bos, eos, add) = match &files.tokenizer {
+                        Some(t) => (
+                            Some(t.bos_token.clone()),
+                            Some(t.eos_token.clone()),
+                            Some(t.add_bos),
+                        ),
+                        None => (None, None, None),
+                    };
+                    files.tokenizer = Some(Tokenizer::from_file(
+                        tj,
+                        bos.as_deref(),
+                        eos.as_deref(),
+                        add,
+                    )?);
+                }
+                (
+                    files.tokenizer,
+                    files.chat_template,
+                    files.eos_ids,
+                    files.sampling,
+                )
+            }
+        };
+        let template = match (&tokenizer, template_src) {
+            (Some(_), Some(src)) => Some(ChatTemplate::new(&src, fold_system)?),
+            _ => None,
+        };
+        let model = Model::load(&src, &device)?;
         // Chat models end a turn with these, whatever their config calls EOS.
-        for t in [
-            "<end_of_turn>",
-            "<|im_end|>",
-            "<|eot_id|>",
-            "<|endoftext|>",
-            "<eos>",
-        ] {
-            if let Some(id) = tokenizer.token_id(t) {
-                if !stop_ids.contains(&id) {
-                    stop_ids.push(id);
+        if let Some(tok) = &tokenizer {
+            for t in [
+                "<end_of_turn>",
+                "<|im_end|>",
+                "<|eot_id|>",
+                "<|endoftext|>",
+                "<eos>",
+            ] {
+                if let Some(id) = tok.token_id(t) {
+                    if !stop_ids.contains(&id) {
+                        stop_ids.push(id);
+                    }
                 }
             }
         }
@@ -140,6 +178,7 @@ impl LoadedModel {
             tokenizer,
             template,
             stop_ids,
+            default_sampling,
             load_time: t0.elapsed(),
             device,
         })
@@ -160,9 +199,25 @@ impl LoadedModel {
         &self.config
     }
 
-    /// The tokenizer.
-    pub fn tokenizer(&self) -> &Tokenizer {
-        &self.tokenizer
+    /// The tokenizer, or an error saying the model has none (an HF folder without
+    /// `tokenizer.json` runs from token ids only).
+    pub fn tokenizer(&self) -> Result<&Tokenizer> {
+        self.tokenizer.as_ref().ok_or_else(|| {
+            Error::Invalid(format!(
+                "{} has no tokenizer (no tokenizer.json): text input and output are unavailable; pass token ids",
+                self.path.display()
+            ))
+        })
+    }
+
+    /// Whether text can be encoded and decoded.
+    pub fn has_tokenizer(&self) -> bool {
+        self.tokenizer.is_some()
+    }
+
+    /// Sampling recommended by the model's `generation_config.json`, if any.
+    pub fn default_sampling(&self) -> Option<&SamplingParams> {
+        self.default_sampling.as_ref()
     }
 
     /// Whether the model ships a chat template (base models do not).
@@ -198,20 +253,16 @@ impl LoadedModel {
     /// The prompt ids for a conversation: the chat template when there is one,
     /// otherwise the messages' text as a plain continuation.
     pub fn render_chat(&self, messages: &[Message]) -> Result<Vec<u32>> {
+        let tok = self.tokenizer()?;
         match &self.template {
             Some(t) => {
-                let text = t.render(
-                    messages,
-                    true,
-                    &self.tokenizer.bos_token,
-                    &self.tokenizer.eos_token,
-                )?;
+                let text = t.render(messages, true, &tok.bos_token, &tok.eos_token)?;
                 // The template writes BOS itself where the model wants one.
-                self.tokenizer.encode(&text)
+                tok.encode(&text)
             }
             None => {
                 let text: Vec<&str> = messages.iter().map(|m| m.content.as_str()).collect();
-                self.tokenizer.encode_with_bos(&text.join("\n"))
+                tok.encode_with_bos(&text.join("\n"))
             }
         }
     }
@@ -304,7 +355,8 @@ impl<'m> ChatSession<'m> {
         let mut logits = logits.squeeze(0)?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
 
         let mut sampler = Sampler::new(params.sampling.clone());
-        let mut stream = TokenStream::new(&m.tokenizer);
+        // Without a tokenizer the reply is ids only.
+        let mut stream = m.tokenizer.as_ref().map(TokenStream::new);
         let mut history: Vec<u32> = prompt_ids.to_vec();
         let mut generated: Vec<u32> = Vec::new();
         let mut text = String::new(); // everything decoded so far
@@ -333,7 +385,7 @@ impl<'m> ChatSession<'m> {
             if !params.ignore_eos && m.stop_ids.contains(&next) {
                 break StopReason::Eos;
             }
-            if let Some(piece) = stream.push(next)? {
+            if let Some(piece) = stream.as_mut().map(|s| s.push(next)).transpose()?.flatten() {
                 text.push_str(&piece);
             }
             // Stop strings: cut the text before the first one; hold back a tail that
@@ -384,7 +436,7 @@ impl<'m> ChatSession<'m> {
             logits = l.squeeze(0)?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
         };
         if stop_reason != StopReason::StopString {
-            if let Some(rest) = stream.finish()? {
+            if let Some(rest) = stream.as_mut().map(|s| s.finish()).transpose()?.flatten() {
                 text.push_str(&rest);
             }
             if emitted < text.len() && stop_reason != StopReason::Eos {

@@ -93,20 +93,29 @@ impl Tokenizer {
         })
     }
 
-    /// Loads an HF `tokenizer.json`; special tokens and BOS policy come from the caller
-    /// (they live in `tokenizer_config.json` or GGUF metadata).
+    /// Loads an HF `tokenizer.json`; special tokens come from the caller (they live in
+    /// `tokenizer_config.json` or GGUF metadata). Whether prompts start with BOS is
+    /// `add_bos` when given, otherwise what the file's post-processor does.
     pub fn from_file(
         path: &Path,
         bos_token: Option<&str>,
         eos_token: Option<&str>,
-        add_bos: bool,
+        add_bos: Option<bool>,
     ) -> Result<Self> {
         let mut inner = tokenizers::Tokenizer::from_file(path)
             .map_err(|e| Error::Tokenizer(format!("{}: {e}", path.display())))?;
-        // We add BOS ourselves so every entry point treats it the same way.
-        inner.with_post_processor(None::<tokenizers::PostProcessorWrapper>);
         let bos_id = bos_token.and_then(|t| inner.token_to_id(t));
         let eos_id = eos_token.and_then(|t| inner.token_to_id(t));
+        let add_bos = match add_bos {
+            Some(b) => b,
+            None => inner
+                .encode_fast("a", true)
+                .ok()
+                .and_then(|e| e.get_ids().first().copied())
+                .is_some_and(|first| Some(first) == bos_id),
+        };
+        // We add BOS ourselves so every entry point treats it the same way.
+        inner.with_post_processor(None::<tokenizers::PostProcessorWrapper>);
         Ok(Self {
             bos_token: bos_token.unwrap_or_default().to_string(),
             eos_token: eos_token.unwrap_or_default().to_string(),

@@ -8,7 +8,8 @@ use std::sync::Arc;
 /// A 2-D weight matrix `[out, in]` used as `y = x · Wᵀ`, or as an embedding table.
 #[derive(Clone, Debug)]
 pub enum Weight {
-    /// A dense tensor (F32 or BF16).
+    /// A dense tensor: F32, or F16 / BF16 as HF checkpoints store them (multiplied
+    /// in f32 without widening the matrix).
     Dense(Tensor),
     /// A GGUF block-quantized tensor, kept packed; the matmul quantizes activations
     /// on the fly like llama.cpp does.
@@ -30,6 +31,7 @@ impl Weight {
     /// `x · Wᵀ` for `x` of shape `[..., in]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         match self {
+            Self::Dense(w) if w.dtype() != DType::F32 && w.device().is_cpu() => half_forward(w, x),
             Self::Dense(w) => {
                 let w = w.to_dtype(x.dtype())?;
                 x.broadcast_matmul(&w.t()?)
@@ -111,6 +113,35 @@ fn has_own_kernel(t: GgmlDType) -> bool {
         t,
         GgmlDType::Q4_1 | GgmlDType::Q5_0 | GgmlDType::Q8_0 | GgmlDType::Q4K | GgmlDType::Q6K
     )
+}
+
+/// `x · Wᵀ` for an F16 / BF16 matrix through [`crate::kernels::half`].
+fn half_forward(w: &Tensor, x: &Tensor) -> Result<Tensor> {
+    use crate::kernels::half::{matmul, HalfRows};
+    let (n, k) = w.dims2()?;
+    let m = x.elem_count() / k.max(1);
+    if x.dim(D::Minus1)? != k {
+        candle_core::bail!("matmul: input {:?}, weight {:?}", x.dims(), w.dims());
+    }
+    let x32 = x.to_dtype(DType::F32)?.contiguous()?;
+    let xs = x32.flatten_all()?.to_vec1::<f32>()?;
+    let w = w.contiguous()?;
+    let (storage, layout) = w.storage_and_layout();
+    let candle_core::Storage::Cpu(cpu) = &*storage else {
+        candle_core::bail!("half matmul runs on the CPU only");
+    };
+    let o = layout.start_offset();
+    let y = match w.dtype() {
+        DType::BF16 => matmul(&xs, m, k, HalfRows::Bf16(&cpu.as_slice()?[o..o + n * k]), n),
+        DType::F16 => matmul(&xs, m, k, HalfRows::F16(&cpu.as_slice()?[o..o + n * k]), n),
+        t => candle_core::bail!("half matmul on {t:?}"),
+    };
+    drop(storage);
+    let mut dims = x.dims().to_vec();
+    if let Some(last) = dims.last_mut() {
+        *last = n;
+    }
+    Tensor::from_vec(y, dims, x.device())
 }
 
 /// Several matmuls over the same input through our kernels in one parallel region.

@@ -17,8 +17,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use unicorn_engine::gguf::GgufFile;
 use unicorn_engine::models::Model;
-
-const LOGIT_TOL: f32 = 2e-4;
+use unicorn_engine::source::Source;
 
 fn hf(arch: &str) -> HashMap<String, Tensor> {
     golden(&format!("tiny/{arch}/model.safetensors"))
@@ -57,47 +56,8 @@ fn write_gguf(name: &str, meta: Vec<(&str, Value)>, tensors: Vec<(String, Tensor
 
 fn check(arch: &str, path: &PathBuf) {
     let g = GgufFile::open(path).unwrap();
-    let model = Model::from_gguf(&g, &Device::Cpu).unwrap();
-    let gold = golden(&format!("tiny/{arch}/golden.safetensors"));
-    let input = ids(&gold["input_ids"]);
-    let want = floats(&gold["logits"]);
-    let mut cache = model.new_cache();
-    let got = model
-        .forward(&input, &mut cache, 0)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<f32>()
-        .unwrap();
-    let max = got
-        .iter()
-        .zip(&want)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0f32, f32::max);
-    assert!(max < LOGIT_TOL, "{arch}: max |Δlogit| {max}");
-    // Greedy through the cached decode path (one token at a time), 16 steps.
-    let want_ids = ids(&gold["greedy_ids"]);
-    let want_step_logits = floats(&gold["greedy_logits"]);
-    let mut cache = model.new_cache();
-    let mut logits = model.forward(&input, &mut cache, input.len() - 1).unwrap();
-    let mut got_ids = Vec::new();
-    for step in 0..want_ids.len() {
-        let l = logits.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        let w = &want_step_logits[step * 512..(step + 1) * 512];
-        let d = l
-            .iter()
-            .zip(w)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0f32, f32::max);
-        assert!(
-            d < LOGIT_TOL,
-            "{arch}: decode step {step}: max |Δlogit| {d}"
-        );
-        let next = unicorn_engine::sampler::argmax(&l);
-        got_ids.push(next);
-        logits = model.forward(&[next], &mut cache, 0).unwrap();
-    }
-    assert_eq!(got_ids, want_ids, "{arch}: greedy ids");
+    let model = Model::load(&Source::Gguf(g), &Device::Cpu).unwrap();
+    check_tiny_golden(arch, &model);
     std::fs::remove_file(path).ok();
 }
 
@@ -187,7 +147,7 @@ fn per_layer_sliding_flags_give_the_same_model() {
 fn sliding_window_cache_drops_old_keys_without_changing_results() {
     let path = tiny_gemma3_gguf("window", vec![]);
     let g = GgufFile::open(&path).unwrap();
-    let model = Model::from_gguf(&g, &Device::Cpu).unwrap();
+    let model = Model::load(&Source::Gguf(g), &Device::Cpu).unwrap();
     let gold = golden("tiny/gemma3_text/golden.safetensors");
     let mut seq = ids(&gold["input_ids"]);
     let mut cache = model.new_cache();
@@ -231,6 +191,60 @@ fn sliding_window_cache_drops_old_keys_without_changing_results() {
 
 #[test]
 fn tiny_llama_from_gguf_matches_transformers() {
+    check("llama", &tiny_llama_gguf("llama"));
+}
+
+/// GGUF → HF folder undoes llama.cpp's conventions (q/k permutation, Gemma's 1 + w
+/// norms): the converted folders must match transformers' goldens again.
+#[test]
+fn converted_tiny_ggufs_match_transformers_again() {
+    use unicorn_engine::convert::{gguf_to_hf, OutDType};
+    for (arch, gguf) in [
+        ("llama", tiny_llama_gguf("conv-llama")),
+        ("gemma3_text", tiny_gemma3_gguf("conv-gemma", vec![])),
+    ] {
+        let out = std::env::temp_dir().join(format!("unicorn-conv-{arch}-{}", std::process::id()));
+        std::fs::remove_dir_all(&out).ok();
+        let mut calls = 0;
+        let r = gguf_to_hf(&gguf, &out, OutDType::F32, false, &mut |_| {
+            calls += 1;
+            true
+        })
+        .unwrap();
+        assert_eq!(calls, r.tensors);
+        let model = Model::load(&Source::open(&out).unwrap(), &Device::Cpu).unwrap();
+        check_tiny_golden(arch, &model);
+        // The output exists now: no silent overwrite, and --force replaces it.
+        let e = gguf_to_hf(&gguf, &out, OutDType::F32, false, &mut |_| true).unwrap_err();
+        assert!(e.to_string().contains("--force"), "{e}");
+        // Cancelling half-way leaves the old folder as it was and no temp folder.
+        let before = std::fs::read(out.join("model.safetensors")).unwrap();
+        let mut n = 0;
+        let e = gguf_to_hf(&gguf, &out, OutDType::Bf16, true, &mut |_| {
+            n += 1;
+            n < 3
+        })
+        .unwrap_err();
+        assert!(matches!(e, unicorn_engine::Error::Cancelled));
+        assert_eq!(
+            std::fs::read(out.join("model.safetensors")).unwrap(),
+            before
+        );
+        let leftovers: Vec<_> = std::fs::read_dir(std::env::temp_dir())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| {
+                let n = e.file_name().to_string_lossy().into_owned();
+                n.starts_with(&format!(".unicorn-conv-{arch}")) && n.contains("partial")
+            })
+            .collect();
+        assert!(leftovers.is_empty(), "temp folder left behind");
+        std::fs::remove_dir_all(&out).ok();
+        std::fs::remove_file(&gguf).ok();
+    }
+}
+
+fn tiny_llama_gguf(tag: &str) -> PathBuf {
     let w = hf("llama");
     let mut tensors = vec![
         (
@@ -281,8 +295,7 @@ fn tiny_llama_from_gguf_matches_transformers() {
         ("llama.rope.freq_base", Value::F32(1e5)),
         ("llama.rope.dimension_count", Value::U32(16)),
     ];
-    let path = write_gguf("llama", meta, tensors);
-    check("llama", &path);
+    write_gguf(tag, meta, tensors)
 }
 
 #[test]
@@ -290,7 +303,7 @@ fn unsupported_architectures_and_bad_shapes_are_named_errors() {
     let meta = vec![("general.architecture", Value::String("mamba".into()))];
     let path = write_gguf("mamba", meta, vec![]);
     let g = GgufFile::open(&path).unwrap();
-    let e = Model::from_gguf(&g, &Device::Cpu)
+    let e = Model::load(&Source::Gguf(g), &Device::Cpu)
         .err()
         .expect("mamba is not supported")
         .to_string();
@@ -327,7 +340,7 @@ fn unsupported_architectures_and_bad_shapes_are_named_errors() {
     ];
     let path = write_gguf("badshape", meta, tensors);
     let g = GgufFile::open(&path).unwrap();
-    let e = Model::from_gguf(&g, &Device::Cpu)
+    let e = Model::load(&Source::Gguf(g), &Device::Cpu)
         .err()
         .expect("wrong shape")
         .to_string();

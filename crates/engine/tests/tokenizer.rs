@@ -28,7 +28,7 @@ fn gemma3_gguf_tokenizer_equals_hf_tokenizer_json() {
         &model_path("gemma3-tokenizer.json"),
         Some("<bos>"),
         Some("<eos>"),
-        true,
+        Some(true),
     )
     .unwrap();
     for s in SAMPLES {

@@ -8,6 +8,7 @@
 //! registers. x86-64 picks AVX2 at run time (the build baseline is x86-64-v3); other
 //! targets use the portable loop.
 
+pub mod half;
 pub mod q4_1;
 pub mod q4_k;
 pub mod q5_0;

@@ -7,7 +7,9 @@
 use crate::attention::{attend, rms_norm, KvCache, Rope};
 use crate::error::{Error, Result};
 use crate::gguf::GgufFile;
+use crate::hf::config::HfConfig;
 use crate::models::llama::heads;
+use crate::source::Source;
 use crate::weight::Weight;
 use candle_core::quantized::gguf_file::Value;
 use candle_core::{Device, Tensor};
@@ -118,6 +120,129 @@ impl Config {
             max_position_embeddings: g.u64_opt(&k("context_length"))?.unwrap_or(32768) as usize,
         })
     }
+
+    /// Reads the hyper-parameters from `config.json` (the top level, or `text_config`
+    /// of a multimodal checkpoint). Keys that are absent take Gemma3TextConfig's
+    /// defaults, as published multimodal configs list only what differs.
+    pub fn from_hf(c: &HfConfig) -> Result<Self> {
+        let n_layers = c.usize_opt("num_hidden_layers")?.unwrap_or(26);
+        let heads = c.usize_opt("num_attention_heads")?.unwrap_or(8);
+        let kv = c.usize_opt("num_key_value_heads")?.unwrap_or(4);
+        let head_dim = c.usize_opt("head_dim")?.unwrap_or(256);
+        let sliding_layers: Vec<bool> = match c.text("layer_types") {
+            Some(serde_json::Value::Array(types)) => {
+                let flags: Option<Vec<bool>> = types
+                    .iter()
+                    .map(|t| match t.as_str() {
+                        Some("sliding_attention") => Some(true),
+                        Some("full_attention") => Some(false),
+                        _ => None,
+                    })
+                    .collect();
+                match flags {
+                    Some(f) if f.len() == n_layers => f,
+                    _ => {
+                        return Err(c.err(
+                            "layer_types",
+                            format!("expected {n_layers} of sliding_attention / full_attention"),
+                        ))
+                    }
+                }
+            }
+            _ => {
+                let period = c.usize_opt("sliding_window_pattern")?.unwrap_or(6);
+                (0..n_layers)
+                    .map(|i| period == 0 || (i + 1) % period != 0)
+                    .collect()
+            }
+        };
+        let (rope_theta, rope_scaling_factor) = c.rope(Some("full_attention"), 1_000_000.0)?;
+        let per_type = c
+            .text("rope_parameters")
+            .is_some_and(|p| p.get("sliding_attention").is_some());
+        let rope_local_base_freq = if per_type {
+            let (theta, factor) = c.rope(Some("sliding_attention"), 10_000.0)?;
+            if factor != 1.0 {
+                return Err(c.err(
+                    "rope_parameters.sliding_attention",
+                    "scaled rope on sliding layers is not supported",
+                ));
+            }
+            theta
+        } else {
+            c.f64_opt("rope_local_base_freq")?.unwrap_or(10_000.0)
+        };
+        super::check_heads(c.path(), heads, kv, head_dim)?;
+        Ok(Self {
+            hidden_size: c.usize_opt("hidden_size")?.unwrap_or(2304),
+            intermediate_size: c.usize_opt("intermediate_size")?.unwrap_or(9216),
+            num_hidden_layers: n_layers,
+            num_attention_heads: heads,
+            num_key_value_heads: kv,
+            head_dim,
+            vocab_size: c.usize_opt("vocab_size")?.unwrap_or(262_208),
+            rms_norm_eps: c.f64_opt("rms_norm_eps")?.unwrap_or(1e-6),
+            rope_theta,
+            rope_local_base_freq,
+            rope_scaling_factor,
+            query_pre_attn_scalar: c.f64_opt("query_pre_attn_scalar")?.unwrap_or(256.0),
+            sliding_window: c.usize_opt("sliding_window")?.unwrap_or(4096),
+            sliding_layers,
+            max_position_embeddings: c.usize_opt("max_position_embeddings")?.unwrap_or(131_072),
+        })
+    }
+
+    /// The `config.json` transformers needs to load these hyper-parameters
+    /// (`Gemma3ForCausalLM`, explicit `layer_types`).
+    pub fn to_hf_json(&self, tied: bool, dtype: &str) -> serde_json::Value {
+        let layer_types: Vec<&str> = self
+            .sliding_layers
+            .iter()
+            .map(|&s| {
+                if s {
+                    "sliding_attention"
+                } else {
+                    "full_attention"
+                }
+            })
+            .collect();
+        serde_json::json!({
+            "architectures": ["Gemma3ForCausalLM"],
+            "model_type": "gemma3_text",
+            "hidden_size": self.hidden_size,
+            "intermediate_size": self.intermediate_size,
+            "num_hidden_layers": self.num_hidden_layers,
+            "num_attention_heads": self.num_attention_heads,
+            "num_key_value_heads": self.num_key_value_heads,
+            "head_dim": self.head_dim,
+            "vocab_size": self.vocab_size,
+            "rms_norm_eps": self.rms_norm_eps,
+            "rope_theta": self.rope_theta,
+            "rope_local_base_freq": self.rope_local_base_freq,
+            "rope_scaling": if self.rope_scaling_factor != 1.0 {
+                serde_json::json!({"rope_type": "linear", "factor": self.rope_scaling_factor})
+            } else {
+                serde_json::Value::Null
+            },
+            "query_pre_attn_scalar": self.query_pre_attn_scalar,
+            "sliding_window": self.sliding_window,
+            "layer_types": layer_types,
+            "max_position_embeddings": self.max_position_embeddings,
+            "hidden_activation": "gelu_pytorch_tanh",
+            "final_logit_softcapping": null,
+            "attn_logit_softcapping": null,
+            "tie_word_embeddings": tied,
+            "torch_dtype": dtype,
+        })
+    }
+
+    /// Reads the hyper-parameters from either kind of source.
+    pub fn from_source(src: &Source) -> Result<Self> {
+        match src {
+            Source::Gguf(g) => Self::from_gguf(g),
+            Source::Hf(h) => Self::from_hf(h.config()),
+        }
+    }
 }
 
 struct Block {
@@ -149,37 +274,41 @@ pub struct Gemma3 {
 }
 
 impl Gemma3 {
-    /// Loads the weights from a GGUF file (llama.cpp tensor names). GGUF norm weights
-    /// already hold HF's `1 + w`, so they are used as plain multipliers.
-    pub fn from_gguf(g: &GgufFile, device: &Device) -> Result<Self> {
-        let cfg = Config::from_gguf(g)?;
+    /// Loads the weights. GGUF norm weights already hold HF's `1 + w`; HF ones hold
+    /// `w`, so 1 is added once here and the forward pass uses plain multipliers.
+    pub fn load(src: &Source, device: &Device) -> Result<Self> {
+        let cfg = Config::from_source(src)?;
+        let offset = if src.is_hf() { 1.0 } else { 0.0 };
+        let norm = |name: &str, len: usize| -> Result<Tensor> {
+            Ok((src.vector(name, len, device)? + offset)?)
+        };
         let h = cfg.hidden_size;
         let hd = cfg.head_dim;
         let q_out = cfg.num_attention_heads * hd;
         let kv_out = cfg.num_key_value_heads * hd;
         let ff = cfg.intermediate_size;
-        let token_embd = g.weight("token_embd.weight", (cfg.vocab_size, h), device)?;
+        let token_embd = src.weight("token_embd.weight", (cfg.vocab_size, h), device)?;
         let mut blocks = Vec::with_capacity(cfg.num_hidden_layers);
         for i in 0..cfg.num_hidden_layers {
             let n = |s: &str| format!("blk.{i}.{s}.weight");
             blocks.push(Block {
-                attn_norm: g.vector(&n("attn_norm"), h, device)?,
-                attn_q: g.weight(&n("attn_q"), (q_out, h), device)?,
-                attn_k: g.weight(&n("attn_k"), (kv_out, h), device)?,
-                attn_v: g.weight(&n("attn_v"), (kv_out, h), device)?,
-                attn_q_norm: g.vector(&n("attn_q_norm"), hd, device)?,
-                attn_k_norm: g.vector(&n("attn_k_norm"), hd, device)?,
-                attn_output: g.weight(&n("attn_output"), (h, q_out), device)?,
-                post_attention_norm: g.vector(&n("post_attention_norm"), h, device)?,
-                ffn_norm: g.vector(&n("ffn_norm"), h, device)?,
-                ffn_gate: g.weight(&n("ffn_gate"), (ff, h), device)?,
-                ffn_up: g.weight(&n("ffn_up"), (ff, h), device)?,
-                ffn_down: g.weight(&n("ffn_down"), (h, ff), device)?,
-                post_ffw_norm: g.vector(&n("post_ffw_norm"), h, device)?,
+                attn_norm: norm(&n("attn_norm"), h)?,
+                attn_q: src.weight(&n("attn_q"), (q_out, h), device)?,
+                attn_k: src.weight(&n("attn_k"), (kv_out, h), device)?,
+                attn_v: src.weight(&n("attn_v"), (kv_out, h), device)?,
+                attn_q_norm: norm(&n("attn_q_norm"), hd)?,
+                attn_k_norm: norm(&n("attn_k_norm"), hd)?,
+                attn_output: src.weight(&n("attn_output"), (h, q_out), device)?,
+                post_attention_norm: norm(&n("post_attention_norm"), h)?,
+                ffn_norm: norm(&n("ffn_norm"), h)?,
+                ffn_gate: src.weight(&n("ffn_gate"), (ff, h), device)?,
+                ffn_up: src.weight(&n("ffn_up"), (ff, h), device)?,
+                ffn_down: src.weight(&n("ffn_down"), (h, ff), device)?,
+                post_ffw_norm: norm(&n("post_ffw_norm"), h)?,
             });
         }
-        let output = if g.has_tensor("output.weight") {
-            g.weight("output.weight", (cfg.vocab_size, h), device)?
+        let output = if src.has_tensor("output.weight") {
+            src.weight("output.weight", (cfg.vocab_size, h), device)?
         } else {
             token_embd.clone()
         };
@@ -200,7 +329,7 @@ impl Gemma3 {
             },
             token_embd,
             blocks,
-            output_norm: g.vector("output_norm.weight", h, device)?,
+            output_norm: norm("output_norm.weight", h)?,
             output,
             cfg,
         })

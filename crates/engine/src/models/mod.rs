@@ -6,29 +6,32 @@ pub mod llama;
 use crate::attention::KvCache;
 use crate::error::{Error, Result};
 use crate::gguf::GgufFile;
+use crate::source::Source;
 use crate::weight::Weight;
 use candle_core::{Device, Tensor};
 use std::path::Path;
 
 /// Architectures we implement, as GGUF's `general.architecture` spells them.
-pub const SUPPORTED: &str = "llama, gemma3";
+pub const SUPPORTED: &str = "llama, qwen2, qwen3, gemma3";
 
 /// A loaded model of any supported architecture.
 pub enum Model {
-    /// `llama`.
+    /// The llama family (`llama`, `mistral`, `qwen2`, `qwen3`).
     Llama(llama::Llama),
     /// `gemma3`.
     Gemma3(gemma3::Gemma3),
 }
 
 impl Model {
-    /// Loads the model stored in an open GGUF file.
-    pub fn from_gguf(g: &GgufFile, device: &Device) -> Result<Self> {
-        match g.architecture()?.as_str() {
-            "llama" => Ok(Self::Llama(llama::Llama::from_gguf(g, device)?)),
-            "gemma3" => Ok(Self::Gemma3(gemma3::Gemma3::from_gguf(g, device)?)),
+    /// Loads the model stored in an open GGUF file or HF folder.
+    pub fn load(src: &Source, device: &Device) -> Result<Self> {
+        match src.architecture()?.as_str() {
+            "llama" | "mistral" | "qwen2" | "qwen3" => {
+                Ok(Self::Llama(llama::Llama::load(src, device)?))
+            }
+            "gemma3" => Ok(Self::Gemma3(gemma3::Gemma3::load(src, device)?)),
             other => Err(Error::UnsupportedArchitecture {
-                path: g.path().to_path_buf(),
+                path: src.path().to_path_buf(),
                 arch: other.to_string(),
                 supported: SUPPORTED,
             }),
@@ -75,7 +78,7 @@ impl Model {
 /// The hyper-parameters of any supported architecture, readable without loading weights.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Config {
-    /// `llama`.
+    /// The llama family.
     Llama(llama::Config),
     /// `gemma3`.
     Gemma3(gemma3::Config),
@@ -85,7 +88,7 @@ impl Config {
     /// Reads the configuration from GGUF metadata.
     pub fn from_gguf(g: &GgufFile) -> Result<Self> {
         match g.architecture()?.as_str() {
-            "llama" => Ok(Self::Llama(llama::Config::from_gguf(g)?)),
+            "llama" | "qwen2" | "qwen3" => Ok(Self::Llama(llama::Config::from_gguf(g)?)),
             "gemma3" => Ok(Self::Gemma3(gemma3::Config::from_gguf(g)?)),
             other => Err(Error::UnsupportedArchitecture {
                 path: g.path().to_path_buf(),
@@ -95,10 +98,21 @@ impl Config {
         }
     }
 
-    /// The `general.architecture` name.
+    /// Reads the configuration from a GGUF file or an HF folder's `config.json`.
+    pub fn from_source(src: &Source) -> Result<Self> {
+        match src {
+            Source::Gguf(g) => Self::from_gguf(g),
+            Source::Hf(h) if h.arch() == "gemma3" => {
+                Ok(Self::Gemma3(gemma3::Config::from_hf(h.config())?))
+            }
+            Source::Hf(_) => Ok(Self::Llama(llama::Config::from_source(src)?)),
+        }
+    }
+
+    /// The engine's architecture name (`llama`, `mistral`, `qwen2`, `qwen3`, `gemma3`).
     pub fn architecture(&self) -> &'static str {
         match self {
-            Self::Llama(_) => "llama",
+            Self::Llama(c) => c.family.name(),
             Self::Gemma3(_) => "gemma3",
         }
     }
@@ -150,7 +164,7 @@ impl Config {
     /// Per layer: the attention window of a sliding-window layer, `None` for a global one.
     pub fn layer_windows(&self) -> Vec<Option<usize>> {
         match self {
-            Self::Llama(c) => vec![None; c.num_hidden_layers],
+            Self::Llama(c) => vec![c.sliding_window; c.num_hidden_layers],
             Self::Gemma3(c) => c
                 .sliding_layers
                 .iter()

@@ -1,0 +1,318 @@
+//! GGUF → HF folder: dequantized weights under transformers' names, with llama.cpp's
+//! storage conventions undone (q/k rows of `llama` un-permuted back to rotate-half
+//! order, Gemma's stored `1 + w` norms back to `w`), plus `config.json`,
+//! `tokenizer.json` built from the GGUF vocabulary, `tokenizer_config.json` with the
+//! chat template and `generation_config.json`. Tensors stream one at a time into a
+//! temporary folder that is renamed into place only when complete.
+
+use crate::error::{Error, Result};
+use crate::gguf::GgufFile;
+use crate::hf::names;
+use crate::hf::writer::{PlannedTensor, SafetensorsWriter};
+use crate::models::Config;
+use crate::tokenizer::Tokenizer;
+use candle_core::{DType, Device, Tensor};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+
+/// Precision of the written weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutDType {
+    /// float32: exact dequantization.
+    F32,
+    /// bfloat16: half the size, rounded.
+    Bf16,
+}
+
+impl OutDType {
+    fn safetensors_name(self) -> &'static str {
+        match self {
+            Self::F32 => "F32",
+            Self::Bf16 => "BF16",
+        }
+    }
+
+    fn torch_name(self) -> &'static str {
+        match self {
+            Self::F32 => "float32",
+            Self::Bf16 => "bfloat16",
+        }
+    }
+}
+
+/// Progress of a conversion, reported after each tensor.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConvertProgress {
+    /// Tensors written so far.
+    pub tensors_done: usize,
+    /// Tensors in all.
+    pub tensors: usize,
+    /// Output bytes written so far.
+    pub bytes_done: u64,
+    /// Output bytes in all.
+    pub bytes_total: u64,
+    /// The tensor just written.
+    pub tensor: String,
+}
+
+/// What a finished conversion wrote.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConvertReport {
+    /// The output folder.
+    pub out: PathBuf,
+    /// Tensors written.
+    pub tensors: usize,
+    /// Bytes of model.safetensors.
+    pub weight_bytes: u64,
+    /// Files in the folder.
+    pub files: Vec<String>,
+}
+
+/// Writes the HF folder for `gguf` at `out`. An existing `out` is replaced only with
+/// `force`. `progress` returning false cancels and removes everything written.
+pub fn gguf_to_hf(
+    gguf: &Path,
+    out: &Path,
+    dtype: OutDType,
+    force: bool,
+    progress: &mut dyn FnMut(&ConvertProgress) -> bool,
+) -> Result<ConvertReport> {
+    if out.exists() && !force {
+        return Err(Error::Invalid(format!(
+            "{} already exists; pass --force to replace it",
+            out.display()
+        )));
+    }
+    let g = GgufFile::open(gguf)?;
+    let config = Config::from_gguf(&g)?;
+    // A GGUF without tokenizer metadata still converts; the folder then runs from ids.
+    let tokenizer = match g.get("tokenizer.ggml.model") {
+        Some(_) => Some(Tokenizer::from_gguf(&g)?),
+        None => None,
+    };
+    let tmp = temp_sibling(out)?;
+    let result = write_folder(&g, &config, tokenizer.as_ref(), &tmp, dtype, progress);
+    match result {
+        Ok(mut report) => {
+            if out.exists() {
+                std::fs::remove_dir_all(out).map_err(|source| Error::Io {
+                    path: out.to_path_buf(),
+                    source,
+                })?;
+            }
+            std::fs::rename(&tmp, out).map_err(|source| Error::Io {
+                path: out.to_path_buf(),
+                source,
+            })?;
+            report.out = out.to_path_buf();
+            Ok(report)
+        }
+        Err(e) => {
+            std::fs::remove_dir_all(&tmp).ok();
+            Err(e)
+        }
+    }
+}
+
+/// A fresh folder next to `out`, so the final rename stays on one file system.
+fn temp_sibling(out: &Path) -> Result<PathBuf> {
+    let parent = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "model".into());
+    let tmp = parent.join(format!(".{name}.partial-{}", std::process::id()));
+    std::fs::remove_dir_all(&tmp).ok();
+    std::fs::create_dir_all(&tmp).map_err(|source| Error::Io {
+        path: tmp.clone(),
+        source,
+    })?;
+    Ok(tmp)
+}
+
+/// llama.cpp's converter permutes q/k rows of each head from rotate-half order to
+/// interleaved pairs; this is the inverse.
+fn unpermute(w: &Tensor, heads: usize) -> candle_core::Result<Tensor> {
+    let (rows, cols) = w.dims2()?;
+    w.reshape((heads, rows / heads / 2, 2, cols))?
+        .transpose(1, 2)?
+        .contiguous()?
+        .reshape((rows, cols))
+}
+
+fn write_folder(
+    g: &GgufFile,
+    config: &Config,
+    tokenizer: Option<&Tokenizer>,
+    dir: &Path,
+    dtype: OutDType,
+    progress: &mut dyn FnMut(&ConvertProgress) -> bool,
+) -> Result<ConvertReport> {
+    let gguf_arch = g.architecture()?;
+    let name_arch = config.architecture();
+    let mut plan = Vec::new();
+    let mut sources = std::collections::HashMap::new();
+    for (name, _, shape) in g.tensor_infos() {
+        let Some(hf) = names::gguf_to_hf(name_arch, &name) else {
+            return Err(Error::Tensor {
+                path: g.path().to_path_buf(),
+                tensor: name,
+                message: "no transformers counterpart for this tensor".into(),
+            });
+        };
+        plan.push(PlannedTensor {
+            name: hf.clone(),
+            // Norms and biases stay F32: they are tiny and their precision matters.
+            dtype: if shape.len() == 1 {
+                "F32"
+            } else {
+                dtype.safetensors_name()
+            },
+            shape: shape.clone(),
+        });
+        sources.insert(hf, name);
+    }
+    let tied = !g.has_tensor("output.weight");
+    let st_path = dir.join("model.safetensors");
+    let mut w = SafetensorsWriter::create(&st_path, plan)?;
+    let plan = w.plan().to_vec();
+    let bytes_total: u64 = plan.iter().map(|t| t.bytes() as u64).sum();
+    let (_, heads, kv_heads, _, _) = config.shape();
+    let mut bytes_done = 0u64;
+    for (i, t) in plan.iter().enumerate() {
+        let gname = &sources[&t.name];
+        let terr = |e: candle_core::Error| Error::Tensor {
+            path: g.path().to_path_buf(),
+            tensor: gname.clone(),
+            message: e.to_string(),
+        };
+        let q = g.qtensor(gname, &Device::Cpu)?;
+        let mut x = q.dequantize(&Device::Cpu).map_err(terr)?;
+        if gguf_arch == "llama" && gname.ends_with("attn_q.weight") {
+            x = unpermute(&x, heads).map_err(terr)?;
+        } else if gguf_arch == "llama" && gname.ends_with("attn_k.weight") {
+            x = unpermute(&x, kv_heads).map_err(terr)?;
+        } else if gguf_arch == "gemma3" && gname.contains("norm") {
+            x = (x - 1.0).map_err(terr)?;
+        }
+        let data = match t.dtype {
+            "F32" => bytes_of(
+                &x.flatten_all()
+                    .and_then(|x| x.to_vec1::<f32>())
+                    .map_err(terr)?,
+            ),
+            _ => {
+                let v = x
+                    .to_dtype(DType::BF16)
+                    .and_then(|x| x.flatten_all())
+                    .and_then(|x| x.to_vec1::<half::bf16>())
+                    .map_err(terr)?;
+                v.iter().flat_map(|h| h.to_bits().to_le_bytes()).collect()
+            }
+        };
+        w.write_next(&data)?;
+        bytes_done += data.len() as u64;
+        let go_on = progress(&ConvertProgress {
+            tensors_done: i + 1,
+            tensors: plan.len(),
+            bytes_done,
+            bytes_total,
+            tensor: t.name.clone(),
+        });
+        if !go_on {
+            return Err(Error::Cancelled);
+        }
+    }
+    w.finish()?;
+
+    let mut cfg = match config {
+        Config::Llama(c) => c.to_hf_json(tied, dtype.torch_name()),
+        Config::Gemma3(c) => c.to_hf_json(tied, dtype.torch_name()),
+    };
+    if let Some(tokenizer) = tokenizer {
+        cfg["bos_token_id"] = serde_json::json!(tokenizer.bos_id);
+        cfg["eos_token_id"] = serde_json::json!(tokenizer.eos_id);
+    }
+    write_json(&dir.join("config.json"), &cfg)?;
+    if let Some(tokenizer) = tokenizer {
+        write_tokenizer_files(g, config, tokenizer, dir)?;
+    }
+
+    let mut files: Vec<String> = std::fs::read_dir(dir)
+        .map_err(|source| Error::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect();
+    files.sort();
+    Ok(ConvertReport {
+        out: dir.to_path_buf(),
+        tensors: plan.len(),
+        weight_bytes: bytes_total,
+        files,
+    })
+}
+
+fn write_tokenizer_files(
+    g: &GgufFile,
+    config: &Config,
+    tokenizer: &Tokenizer,
+    dir: &Path,
+) -> Result<()> {
+    // transformers adds BOS through the tokenizer's post-processor.
+    let mut hf_tok = tokenizer.hf().clone();
+    if let (true, Some(id)) = (tokenizer.add_bos, tokenizer.bos_id) {
+        let bos = tokenizer.bos_token.clone();
+        let tp = tokenizers::processors::template::TemplateProcessing::builder()
+            .try_single(format!("{bos}:0 $A:0"))
+            .and_then(|b| b.try_pair(format!("{bos}:0 $A:0 {bos}:1 $B:1")))
+            .map_err(|e| Error::Tokenizer(e.to_string()))?
+            .special_tokens(vec![(bos, id)])
+            .build()
+            .map_err(|e| Error::Tokenizer(e.to_string()))?;
+        hf_tok.with_post_processor(Some(tp));
+    }
+    let tok_path = dir.join("tokenizer.json");
+    hf_tok
+        .save(&tok_path, false)
+        .map_err(|e| Error::Tokenizer(format!("{}: {e}", tok_path.display())))?;
+    let mut tc = serde_json::json!({
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "bos_token": tokenizer.bos_id.map(|_| tokenizer.bos_token.clone()),
+        "eos_token": tokenizer.eos_id.map(|_| tokenizer.eos_token.clone()),
+        "add_bos_token": tokenizer.add_bos,
+        "add_eos_token": false,
+        "clean_up_tokenization_spaces": false,
+        "model_max_length": config.context_length(),
+    });
+    if let Some(t) = g.string_opt("tokenizer.chat_template")? {
+        tc["chat_template"] = t.into();
+    }
+    if let Some(id) = g.u64_opt("tokenizer.ggml.padding_token_id")? {
+        if let Some(p) = tokenizer.hf().id_to_token(id as u32) {
+            tc["pad_token"] = p.into();
+        }
+    }
+    write_json(&dir.join("tokenizer_config.json"), &tc)?;
+    let gen = serde_json::json!({
+        "bos_token_id": tokenizer.bos_id,
+        "eos_token_id": tokenizer.eos_id,
+    });
+    write_json(&dir.join("generation_config.json"), &gen)
+}
+
+fn bytes_of(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+fn write_json(path: &Path, v: &serde_json::Value) -> Result<()> {
+    let text = serde_json::to_string_pretty(v).map_err(|e| Error::Invalid(e.to_string()))?;
+    std::fs::write(path, text + "\n").map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}

@@ -1,0 +1,150 @@
+//! The tokenizer side of an HF folder: `tokenizer.json`, `tokenizer_config.json`
+//! (special tokens, BOS policy, chat template), `chat_template.jinja` as newer
+//! transformers save it, and `generation_config.json` (EOS ids, default sampling).
+//! Every file is optional: a folder without them runs from token ids only.
+
+use super::config::ids_of;
+use crate::error::{Error, Result};
+use crate::sampler::SamplingParams;
+use crate::tokenizer::Tokenizer;
+use serde_json::Value;
+use std::path::Path;
+
+/// What the tokenizer files of a folder say.
+#[derive(Default)]
+pub struct TokenizerFiles {
+    /// The tokenizer, if `tokenizer.json` exists.
+    pub tokenizer: Option<Tokenizer>,
+    /// The chat template source, if any.
+    pub chat_template: Option<String>,
+    /// Ids that end generation (from generation_config.json and config.json).
+    pub eos_ids: Vec<u32>,
+    /// Sampling the model's authors recommend, if generation_config.json says.
+    pub sampling: Option<SamplingParams>,
+}
+
+fn read_json(path: &Path) -> Result<Option<Value>> {
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|e| Error::BadFile {
+            path: path.to_path_buf(),
+            message: format!("not valid JSON: {e}"),
+        })
+}
+
+/// A special token as tokenizer_config.json writes it: a string or `{"content": ..}`.
+fn token_text(v: Option<&Value>) -> Option<String> {
+    match v? {
+        Value::String(s) => Some(s.clone()),
+        Value::Object(o) => o.get("content")?.as_str().map(str::to_string),
+        _ => None,
+    }
+}
+
+/// Reads the tokenizer files of `dir`; `config` is its parsed `config.json`.
+pub fn read(dir: &Path, config: &Value) -> Result<TokenizerFiles> {
+    let tc_path = dir.join("tokenizer_config.json");
+    let tc = read_json(&tc_path)?.unwrap_or(Value::Null);
+    let gen_path = dir.join("generation_config.json");
+    let gen = read_json(&gen_path)?.unwrap_or(Value::Null);
+
+    let tok_path = dir.join("tokenizer.json");
+    let tokenizer = if tok_path.is_file() {
+        let bos = token_text(tc.get("bos_token"));
+        let eos = token_text(tc.get("eos_token"));
+        let add_bos = tc.get("add_bos_token").and_then(Value::as_bool);
+        Some(Tokenizer::from_file(
+            &tok_path,
+            bos.as_deref(),
+            eos.as_deref(),
+            add_bos,
+        )?)
+    } else {
+        None
+    };
+
+    let chat_template = match tc.get("chat_template") {
+        Some(Value::String(s)) => Some(s.clone()),
+        // A list of named templates: the default one is for chat.
+        Some(Value::Array(list)) => list
+            .iter()
+            .find(|t| t["name"] == "default")
+            .or_else(|| list.first())
+            .and_then(|t| t["template"].as_str())
+            .map(str::to_string),
+        _ => None,
+    };
+    let chat_template = match chat_template {
+        Some(t) => Some(t),
+        None => {
+            let jinja = dir.join("chat_template.jinja");
+            if jinja.is_file() {
+                Some(std::fs::read_to_string(&jinja).map_err(|source| Error::Io {
+                    path: jinja.clone(),
+                    source,
+                })?)
+            } else {
+                read_json(&dir.join("chat_template.json"))?
+                    .and_then(|v| v["chat_template"].as_str().map(str::to_string))
+            }
+        }
+    };
+
+    let mut eos_ids = Vec::new();
+    for (path, v) in [
+        (&gen_path, gen.get("eos_token_id")),
+        (&dir.join("config.json"), config.get("eos_token_id")),
+        (
+            &dir.join("config.json"),
+            config
+                .get("text_config")
+                .and_then(|t| t.get("eos_token_id")),
+        ),
+    ] {
+        let ids = ids_of(v).ok_or_else(|| Error::Metadata {
+            path: path.to_path_buf(),
+            key: "eos_token_id".into(),
+            message: "expected an id or a list of ids".into(),
+        })?;
+        for id in ids {
+            if !eos_ids.contains(&id) {
+                eos_ids.push(id);
+            }
+        }
+    }
+    if let Some(t) = &tokenizer {
+        if let Some(id) = t.eos_id {
+            if !eos_ids.contains(&id) {
+                eos_ids.push(id);
+            }
+        }
+    }
+
+    let sampling = if gen.get("do_sample").and_then(Value::as_bool) == Some(true) {
+        let d = SamplingParams::default();
+        let f = |k: &str| gen.get(k).and_then(Value::as_f64);
+        Some(SamplingParams {
+            temperature: f("temperature").map_or(1.0, |x| x as f32),
+            top_k: f("top_k").map_or(50, |x| x as usize),
+            top_p: f("top_p").map_or(1.0, |x| x as f32),
+            min_p: f("min_p").map_or(0.0, |x| x as f32),
+            repeat_penalty: f("repetition_penalty").map_or(1.0, |x| x as f32),
+            ..d
+        })
+    } else {
+        None
+    };
+    Ok(TokenizerFiles {
+        tokenizer,
+        chat_template,
+        eos_ids,
+        sampling,
+    })
+}
