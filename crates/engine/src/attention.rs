@@ -3,11 +3,16 @@
 
 use candle_core::{DType, Device, Result, Tensor};
 
-/// Keys and values of one layer, preallocated and grown by doubling so that a decode
-/// step appends in place instead of copying the whole cache. Buffer slot `j` holds
-/// position `base + j`. A sliding-window layer drops positions no future query can
-/// see (keeping one extra window so a chat can roll back a turn), so its memory
-/// stays bounded by a few windows however long the context grows.
+/// Keys and values of one layer, preallocated in power-of-two sizes (at least 64
+/// positions) so that a decode step appends in place, and so the size after `n`
+/// positions is predictable: `n.next_power_of_two()` (see [`KvCache::capacity_for`]).
+/// Buffer slot `j` holds position `base + j`. A sliding-window layer drops positions
+/// no future query can see (keeping [`ROLLBACK_SLACK`] more so a chat can roll back
+/// the tail of a turn), so its memory stays bounded by about two windows.
+/// Positions a sliding layer keeps beyond its window, so that re-rendering the last
+/// few tokens of a conversation can still reuse the cache.
+pub const ROLLBACK_SLACK: usize = 64;
+
 #[derive(Debug, Default, Clone)]
 struct LayerKv {
     k: Option<Tensor>,
@@ -75,6 +80,18 @@ impl KvCache {
         }
     }
 
+    /// Positions a layer's buffers hold after a prompt of `prompt` tokens and decoding
+    /// up to `n` positions in all: the growth and dropping rules of `append`, without
+    /// running them.
+    pub fn capacity_for(window: Option<usize>, prompt: usize, n: usize) -> usize {
+        let live = match window {
+            // After the prompt, single tokens arrive; dropping keeps `w + slack` of them.
+            Some(w) => n.min((w + ROLLBACK_SLACK + 1).max(prompt)),
+            None => n,
+        };
+        live.max(64).next_power_of_two()
+    }
+
     /// Bytes allocated for keys and values.
     pub fn bytes(&self) -> usize {
         self.layers
@@ -107,11 +124,13 @@ impl KvCache {
         let cap = entry.k.as_ref().map(|x| x.dim(2)).transpose()?.unwrap_or(0);
         if held + t > cap {
             if let Some(w) = entry.window {
-                let keep_from = start.saturating_sub(2 * w).max(entry.base);
+                let keep_from = start.saturating_sub(w + ROLLBACK_SLACK).max(entry.base);
                 let drop = keep_from - entry.base;
                 if drop > 0 {
                     for buf in [&entry.k, &entry.v].into_iter().flatten() {
-                        let kept = buf.narrow(2, drop, held - drop)?.contiguous()?;
+                        // A real copy: with one kv head the narrowed view is already contiguous and
+                        // would share storage with the buffer it is written into.
+                        let kept = buf.narrow(2, drop, held - drop)?.copy()?;
                         buf.slice_set(&kept, 2, 0)?;
                     }
                     entry.base = keep_from;
@@ -120,7 +139,7 @@ impl KvCache {
             }
         }
         if held + t > cap {
-            let new_cap = (held + t).max(cap * 2).max(64);
+            let new_cap = (held + t).max(64).next_power_of_two();
             let grow = |old: &Option<Tensor>, like: &Tensor| -> Result<Tensor> {
                 let (b, h, _, d) = like.dims4()?;
                 let fresh = Tensor::zeros((b, h, new_cap, d), like.dtype(), like.device())?;
@@ -356,6 +375,24 @@ pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn capacity_for_predicts_the_allocated_size() {
+        for window in [None, Some(8), Some(100), Some(512)] {
+            for prompt in [1, 5, 300, 700] {
+                let mut c = KvCache::new(&[window]);
+                let kv = |t: usize| Tensor::zeros((1, 1, t, 2), DType::F32, &Device::Cpu).unwrap();
+                c.append(0, &kv(prompt), &kv(prompt)).unwrap();
+                c.advance(prompt);
+                for n in prompt + 1..=1500 {
+                    c.append(0, &kv(1), &kv(1)).unwrap();
+                    c.advance(1);
+                    let want = KvCache::capacity_for(window, prompt, n) * 2 * 2 * 4;
+                    assert_eq!(c.bytes(), want, "window {window:?} prompt {prompt} n {n}");
+                }
+            }
+        }
+    }
 
     fn random(shape: (usize, usize, usize, usize), seed: u64) -> Tensor {
         let n = shape.0 * shape.1 * shape.2 * shape.3;

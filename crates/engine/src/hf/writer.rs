@@ -59,7 +59,7 @@ impl SafetensorsWriter {
         }
         let mut text = serde_json::Value::Object(header).to_string().into_bytes();
         // Data starts 8-byte aligned, as the reference implementation pads it.
-        while (text.len() + 8) % 8 != 0 {
+        while !text.len().is_multiple_of(8) {
             text.push(b' ');
         }
         let mut out = BufWriter::with_capacity(1 << 22, File::create(path).map_err(io)?);
