@@ -25,7 +25,7 @@ pub fn model_info(path: String) -> Result<ModelInfo, CommandError> {
             path.display()
         )));
     }
-    inspect(&path).map_err(|e| CommandError::Engine(e.to_string()))
+    inspect(&path, None).map_err(|e| CommandError::Engine(e.to_string()))
 }
 
 /// Where the built-in demo model is (fetched by `scripts/run`), if it is there.

@@ -47,7 +47,7 @@ enum Command {
 
 #[derive(Args)]
 struct ModelArgs {
-    /// Path to a .gguf model file.
+    /// A .gguf file or an HF model folder.
     model: PathBuf,
     /// Worker threads (default: all cores).
     #[arg(long)]
@@ -159,8 +159,11 @@ struct PerplexityArgs {
 
 #[derive(Args)]
 struct InfoArgs {
-    /// Path to a .gguf model file.
+    /// A .gguf file or an HF model folder.
     model: PathBuf,
+    /// Context length for the memory estimate (default: the model's, at most 4096).
+    #[arg(long)]
+    ctx: Option<usize>,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -288,6 +291,7 @@ fn print_done(json: bool, reply: &Reply) {
                 "weights_bytes": s.weights_bytes,
                 "kv_cache_bytes": s.kv_cache_bytes,
                 "rss_bytes": s.rss_bytes,
+                "peak_rss_bytes": s.peak_rss_bytes,
             })
         );
     } else {
@@ -425,7 +429,7 @@ fn run_perplexity(a: PerplexityArgs) -> Result<()> {
 }
 
 fn run_info(a: InfoArgs) -> Result<()> {
-    let i = info::inspect(&a.model)?;
+    let i = info::inspect(&a.model, a.ctx)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&i)?);
         return Ok(());
@@ -468,6 +472,19 @@ fn run_info(a: InfoArgs) -> Result<()> {
         } else {
             ", no chat template"
         }
+    );
+    let m = &i.memory;
+    println!(
+        "  memory         ~{} with {} tokens of context (estimate: weights {}, KV cache {}, activations {}, tokenizer {}, runtime {}); {} available: {}",
+        human_bytes(m.memory_estimate_bytes as f64),
+        m.ctx,
+        human_bytes(m.weights_bytes as f64),
+        human_bytes(m.kv_cache_bytes as f64),
+        human_bytes(m.activation_bytes as f64),
+        human_bytes(m.tokenizer_bytes as f64),
+        human_bytes(m.baseline_bytes as f64),
+        human_bytes(m.free_ram_bytes as f64),
+        if m.fits_in_ram { "fits" } else { "does NOT fit" }
     );
     println!("  tensor types");
     for t in &i.tensor_types {

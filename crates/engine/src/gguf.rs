@@ -174,6 +174,11 @@ impl GgufFile {
         v
     }
 
+    /// Bytes before the tensor data: the header with all metadata (vocabulary included).
+    pub fn header_bytes(&self) -> u64 {
+        self.content.tensor_data_offset
+    }
+
     /// Whether the file holds a tensor called `name`.
     pub fn has_tensor(&self, name: &str) -> bool {
         self.content.tensor_infos.contains_key(name)

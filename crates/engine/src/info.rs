@@ -1,8 +1,10 @@
-//! What a model file holds, read from its header alone (no weights are loaded).
+//! What a model file or folder holds, read from its headers alone (no weights are
+//! loaded), and whether it will fit in memory.
 
 use crate::error::{Error, Result};
-use crate::gguf::GgufFile;
+use crate::memory::MemoryEstimate;
 use crate::models::Config;
+use crate::source::Source;
 use crate::weight::ggml_type_name;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -24,9 +26,11 @@ pub struct TypeStat {
 /// A summary of a model file.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ModelInfo {
-    /// The file.
+    /// The file or folder.
     pub path: String,
-    /// File size.
+    /// `gguf` or `safetensors` (an HF folder).
+    pub format: String,
+    /// Size on disk (a folder: its model files).
     pub file_bytes: u64,
     /// `general.architecture`.
     pub architecture: String,
@@ -60,22 +64,25 @@ pub struct ModelInfo {
     pub layer_pattern: String,
     /// KV-cache bytes per token of context (F32 cache).
     pub kv_bytes_per_token: usize,
-    /// `tokenizer.ggml.model`.
+    /// `tokenizer.ggml.model`, or `tokenizer.json` for a folder that has one.
     pub tokenizer: Option<String>,
     /// Whether a chat template is embedded.
     pub chat_template: bool,
+    /// Estimated resident memory with `memory.ctx` tokens of context.
+    pub memory_estimate_bytes: u64,
+    /// The estimate's parts and whether it fits.
+    pub memory: MemoryEstimate,
 }
 
-/// Reads the summary of a `.gguf` file.
-pub fn inspect(path: &Path) -> Result<ModelInfo> {
-    let g = GgufFile::open(path)?;
-    let cfg = Config::from_gguf(&g)?;
+/// Reads the summary of a `.gguf` file or HF folder, with a memory estimate for `ctx`
+/// tokens of context (default: the trained context, at most 4096).
+pub fn inspect(path: &Path, ctx: Option<usize>) -> Result<ModelInfo> {
+    let baseline = crate::stats::rss_bytes();
+    let src = Source::open(path)?;
+    let cfg = Config::from_source(&src)?;
     let mut by_type: BTreeMap<String, TypeStat> = BTreeMap::new();
     let (mut params, mut bytes) = (0u64, 0u64);
-    for (_, dtype, shape) in g.tensor_infos() {
-        let n: u64 = shape.iter().map(|&d| d as u64).product();
-        let b = n / dtype.block_size() as u64 * dtype.type_size() as u64;
-        let name = ggml_type_name(dtype).to_string();
+    let mut add = |name: String, n: u64, b: u64| {
         let e = by_type.entry(name.clone()).or_insert(TypeStat {
             r#type: name,
             tensors: 0,
@@ -87,21 +94,60 @@ pub fn inspect(path: &Path) -> Result<ModelInfo> {
         e.bytes += b;
         params += n;
         bytes += b;
-    }
-    let file_bytes = std::fs::metadata(path)
-        .map_err(|source| Error::Io {
-            path: path.to_path_buf(),
-            source,
-        })?
-        .len();
+    };
+    let (format, file_bytes, name, tokenizer, chat_template) = match &src {
+        Source::Gguf(g) => {
+            for (_, dtype, shape) in g.tensor_infos() {
+                let n: u64 = shape.iter().map(|&d| d as u64).product();
+                let b = n / dtype.block_size() as u64 * dtype.type_size() as u64;
+                add(ggml_type_name(dtype).to_string(), n, b);
+            }
+            let file_bytes = std::fs::metadata(path)
+                .map_err(|source| Error::Io {
+                    path: path.to_path_buf(),
+                    source,
+                })?
+                .len();
+            (
+                "gguf",
+                file_bytes,
+                g.string_opt("general.name")?,
+                g.string_opt("tokenizer.ggml.model")?,
+                g.get("tokenizer.chat_template").is_some(),
+            )
+        }
+        Source::Hf(h) => {
+            for (_, dtype, shape) in h.tensor_infos() {
+                let n: u64 = shape.iter().map(|&d| d as u64).product();
+                let size = if dtype == "F32" { 4 } else { 2 };
+                add(dtype.to_uppercase(), n, n * size);
+            }
+            let files = crate::hf::tokenizer_files::read(h.dir(), h.config().json())?;
+            (
+                "safetensors",
+                h.tensor_bytes(),
+                h.config().json()["_name_or_path"]
+                    .as_str()
+                    .map(str::to_string),
+                files
+                    .tokenizer
+                    .is_some()
+                    .then(|| "tokenizer.json".to_string()),
+                files.chat_template.is_some(),
+            )
+        }
+    };
+    let ctx = ctx.unwrap_or_else(|| cfg.context_length().min(4096));
+    let memory = crate::memory::estimate(&src, ctx, baseline)?;
     let (hidden_size, heads, kv_heads, head_dim, feed_forward) = cfg.shape();
     let mut tensor_types: Vec<TypeStat> = by_type.into_values().collect();
     tensor_types.sort_by_key(|t| std::cmp::Reverse(t.bytes));
     Ok(ModelInfo {
         path: path.display().to_string(),
+        format: format.to_string(),
         file_bytes,
         architecture: cfg.architecture().to_string(),
-        name: g.string_opt("general.name")?,
+        name,
         parameters: params,
         tensor_bytes: bytes,
         bits_per_weight: if params > 0 {
@@ -120,7 +166,9 @@ pub fn inspect(path: &Path) -> Result<ModelInfo> {
         vocab_size: cfg.vocab_size(),
         layer_pattern: cfg.layer_pattern(),
         kv_bytes_per_token: cfg.kv_bytes_per_position(),
-        tokenizer: g.string_opt("tokenizer.ggml.model")?,
-        chat_template: g.get("tokenizer.chat_template").is_some(),
+        tokenizer,
+        chat_template,
+        memory_estimate_bytes: memory.memory_estimate_bytes,
+        memory,
     })
 }

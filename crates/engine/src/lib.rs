@@ -18,6 +18,7 @@ pub mod error;
 pub mod gguf;
 pub mod hf;
 pub mod kernels;
+pub mod memory;
 pub mod models;
 pub mod source;
 pub mod tokenizer;

@@ -8,7 +8,7 @@ use crate::hf::tokenizer_files;
 use crate::models::{Config, Model};
 use crate::sampler::{Sampler, SamplingParams};
 use crate::source::Source;
-use crate::stats::{rss_bytes, Stats};
+use crate::stats::{peak_rss_bytes, rss_bytes, Stats};
 use crate::template::{ChatTemplate, Message};
 use crate::tokenizer::{TokenStream, Tokenizer};
 use candle_core::{DType, Device};
@@ -462,6 +462,7 @@ impl<'m> ChatSession<'m> {
             weights_bytes: m.model.weight_bytes().total,
             kv_cache_bytes: self.cache.bytes(),
             rss_bytes: rss_bytes(),
+            peak_rss_bytes: peak_rss_bytes(),
         };
         Ok(Reply {
             text,

@@ -24,6 +24,9 @@ pub struct Stats {
     pub kv_cache_bytes: usize,
     /// Resident set size of this process after the reply.
     pub rss_bytes: u64,
+    /// Highest resident set size of this process so far (loading included), where
+    /// the OS records it.
+    pub peak_rss_bytes: Option<u64>,
 }
 
 /// Resident set size of this process in bytes (0 if the OS does not say).

@@ -1,0 +1,162 @@
+//! "Will it fit": the resident memory a model will take with N tokens of context,
+//! computed from its header before anything is loaded, and compared with what the
+//! machine has free. The terms follow how the engine actually allocates:
+//!
+//! - weights: GGUF block-quantized tensors stay packed; GGUF float tensors are held
+//!   in F32; HF matrices stay in their stored F16/BF16/F32 and HF vectors become F32;
+//! - KV cache: F32 keys and values in power-of-two buffers, sliding-window layers
+//!   only about their window ([`KvCache::capacity_for`]);
+//! - activations: the live tensors of one forward pass over a prompt of
+//!   `min(N, 512)` tokens (a longer prompt costs more: mostly its attention scores);
+//! - tokenizer and metadata: per-entry costs measured on this engine (see the
+//!   constants), since a 262k-entry vocabulary is not small, and building it from
+//!   GGUF scores briefly takes twice its final size;
+//! - baseline: what the process holds before loading (the caller measures it).
+//!
+//! The estimate is the higher of the two peaks: loading (weights + tokenizer being
+//! built) and serving (weights + tokenizer + KV cache + activations). It is an
+//! estimate and says so; `tests/` checks it against measured peak RSS.
+
+use crate::attention::KvCache;
+use crate::error::Result;
+use crate::models::Config;
+use crate::source::Source;
+use candle_core::quantized::GgmlDType;
+use serde::Serialize;
+
+/// Prompt length the activation term assumes.
+pub const PROMPT_TOKENS: usize = 512;
+/// Resident bytes per vocabulary entry of a tokenizer built from GGUF metadata, the
+/// parsed header included: (after loading, while building). Measured with
+/// `unicorn generate` on SmolLM2's 49k GPT-2 BPE and Gemma 3's 262k SentencePiece.
+const GGUF_BPE_PER_ENTRY: (u64, u64) = (490, 500);
+const GGUF_SPM_PER_ENTRY: (u64, u64) = (515, 1040);
+/// Resident bytes per byte of `tokenizer.json` once parsed (measured 7.5 on Gemma 3's).
+const TOKENIZER_JSON_FACTOR: u64 = 8;
+
+/// The estimate and its parts, in bytes.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MemoryEstimate {
+    /// Context length the estimate is for.
+    pub ctx: usize,
+    /// Weights as held in memory.
+    pub weights_bytes: u64,
+    /// KV cache with `ctx` positions.
+    pub kv_cache_bytes: u64,
+    /// Live tensors of one forward pass over a prompt of `min(ctx, 512)` tokens.
+    pub activation_bytes: u64,
+    /// Tokenizer and parsed metadata.
+    pub tokenizer_bytes: u64,
+    /// Peak while loading: weights plus the tokenizer being built.
+    pub load_peak_bytes: u64,
+    /// The process before loading (measured by the caller).
+    pub baseline_bytes: u64,
+    /// Expected peak resident set size: baseline + the higher of the loading peak and
+    /// weights + tokenizer + KV cache + activations.
+    pub memory_estimate_bytes: u64,
+    /// Memory the OS reports available now.
+    pub free_ram_bytes: u64,
+    /// Whether the estimate fits in the available memory.
+    pub fits_in_ram: bool,
+    /// Free GPU memory, when a GPU is in use (none yet: CPU inference only).
+    pub free_vram_bytes: Option<u64>,
+    /// Whether it fits in free GPU memory, when a GPU is in use.
+    pub fits_in_vram: Option<bool>,
+}
+
+/// Weight bytes as the loader will hold them.
+pub fn resident_weight_bytes(src: &Source) -> u64 {
+    match src {
+        Source::Gguf(g) => g
+            .tensor_infos()
+            .iter()
+            .map(|(_, t, shape)| {
+                let n: u64 = shape.iter().map(|&d| d as u64).product();
+                match t {
+                    GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16 => n * 4,
+                    t => n / t.block_size() as u64 * t.type_size() as u64,
+                }
+            })
+            .sum(),
+        Source::Hf(h) => h
+            .tensor_infos()
+            .iter()
+            .map(|(_, dtype, shape)| {
+                let n: u64 = shape.iter().map(|&d| d as u64).product();
+                let size = if dtype == "F32" { 4 } else { 2 };
+                if shape.len() == 1 {
+                    n * 4
+                } else {
+                    n * size
+                }
+            })
+            .sum(),
+    }
+}
+
+/// (after loading, peak while building).
+fn tokenizer_bytes(src: &Source, cfg: &Config) -> (u64, u64) {
+    match src {
+        Source::Gguf(g) => {
+            let (steady, peak) = match g.string_opt("tokenizer.ggml.model").ok().flatten() {
+                Some(m) if m == "llama" => GGUF_SPM_PER_ENTRY,
+                Some(_) => GGUF_BPE_PER_ENTRY,
+                None => (0, 0),
+            };
+            let n = cfg.vocab_size() as u64;
+            (n * steady, n * peak)
+        }
+        Source::Hf(h) => {
+            let b = std::fs::metadata(h.dir().join("tokenizer.json"))
+                .map(|m| m.len() * TOKENIZER_JSON_FACTOR)
+                .unwrap_or(0);
+            (b, b)
+        }
+    }
+}
+
+/// Estimates the resident memory of serving `src` with `ctx` tokens of context.
+/// `baseline_bytes` is the process's resident memory before loading.
+pub fn estimate(src: &Source, ctx: usize, baseline_bytes: u64) -> Result<MemoryEstimate> {
+    let cfg = Config::from_source(src)?;
+    let (h, heads, kv, hd, ff) = cfg.shape();
+    let prompt = ctx.min(PROMPT_TOKENS);
+    let per_position = 2 * kv * hd * 4;
+    let kv_cache_bytes: u64 = cfg
+        .layer_windows()
+        .iter()
+        .map(|&w| (KvCache::capacity_for(w, prompt, ctx) * per_position) as u64)
+        .sum();
+    let q_out = heads * hd;
+    let kv_out = kv * hd;
+    let cap = KvCache::capacity_for(None, prompt, prompt);
+    let per_token = 4 * h + 2 * q_out + 4 * kv_out + 4 * ff;
+    let activation_bytes = (4 * prompt * per_token
+        + 4 * 2 * heads * prompt * cap
+        // Logits and the sampler's working copies.
+        + 4 * 4 * cfg.vocab_size()) as u64;
+    let weights_bytes = resident_weight_bytes(src);
+    let (tokenizer_bytes, tokenizer_peak) = tokenizer_bytes(src, &cfg);
+    let load_peak_bytes = weights_bytes + tokenizer_peak;
+    let serving = weights_bytes + tokenizer_bytes + kv_cache_bytes + activation_bytes;
+    let total = baseline_bytes + load_peak_bytes.max(serving);
+    let free_ram_bytes = {
+        let mut sys = sysinfo::System::new();
+        sys.refresh_memory();
+        sys.available_memory()
+    };
+    Ok(MemoryEstimate {
+        ctx,
+        weights_bytes,
+        kv_cache_bytes,
+        activation_bytes,
+        tokenizer_bytes,
+        load_peak_bytes,
+        baseline_bytes,
+        memory_estimate_bytes: total,
+        free_ram_bytes,
+        fits_in_ram: total <= free_ram_bytes,
+        free_vram_bytes: None,
+        fits_in_vram: None,
+    })
+}

@@ -1,0 +1,174 @@
+//! Model formats end to end: HF folders, GGUF → safetensors conversion, and the
+//! memory estimate of `unicorn info` against the RSS a real run measures.
+
+use unicorn_e2e::*;
+
+const SMOLLM: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+const GEMMA: &str = "gemma-3-270m-q4_k_m.gguf";
+
+fn scratch(tag: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("unicorn-e2e-{tag}-{}", std::process::id()));
+    std::fs::remove_dir_all(&d).ok();
+    d
+}
+
+#[test]
+fn tiny_hf_folder_runs_from_prompt_ids_without_a_tokenizer() {
+    let dir = golden("tiny/qwen3");
+    let g: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("golden.json")).unwrap()).unwrap();
+    let input: Vec<String> = g["input_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.to_string())
+        .collect();
+    let want: Vec<u64> = g["greedy_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    let d = dir.display().to_string();
+    let out = run(
+        &[
+            "generate",
+            &d,
+            "--prompt-ids",
+            &input.join(" "),
+            "--max-tokens",
+            "16",
+            "--temperature",
+            "0",
+            "--ignore-eos",
+            "--json",
+        ],
+        None,
+    );
+    assert_ok(&out);
+    let done = json_lines(&out).pop().unwrap();
+    let got: Vec<u64> = done["token_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    assert_eq!(got, want);
+    // Text needs a tokenizer: a clear error, not a panic.
+    let out = run(&["generate", &d, "--prompt", "hello"], None);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no tokenizer") && err.contains("tiny/qwen3"),
+        "{err}"
+    );
+    // info reads folders too.
+    let out = run(&["info", &d, "--json"], None);
+    assert_ok(&out);
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(info["architecture"], "qwen3");
+    assert_eq!(info["format"], "safetensors");
+    assert_eq!(info["parameters"], 262_976);
+}
+
+#[test]
+fn convert_writes_a_folder_that_chats_like_the_gguf() {
+    let out_dir = scratch("convert");
+    let o = out_dir.display().to_string();
+    let src = model(SMOLLM).display().to_string();
+    let out = run(
+        &[
+            "convert",
+            &src,
+            "--to",
+            "safetensors",
+            "--out",
+            &o,
+            "--dtype",
+            "bf16",
+            "--json",
+        ],
+        None,
+    );
+    assert_ok(&out);
+    let lines = json_lines(&out);
+    assert!(lines.iter().filter(|l| l["event"] == "progress").count() >= 30);
+    let done = lines.last().unwrap();
+    assert_eq!(done["event"], "done");
+    for f in [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "generation_config.json",
+    ] {
+        assert!(out_dir.join(f).is_file(), "{f} missing");
+    }
+    let cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("config.json")).unwrap())
+            .unwrap();
+    assert_eq!(cfg["architectures"][0], "LlamaForCausalLM");
+    assert_eq!(cfg["torch_dtype"], "bfloat16");
+    // A second run refuses to overwrite.
+    let again = run(&["convert", &src, "--to", "safetensors", "--out", &o], None);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
+    // The BF16 folder (weights rounded, compute in f32) answers like the GGUF.
+    let out = run(
+        &[
+            "chat",
+            &o,
+            "--prompt",
+            "What is the capital of France?",
+            "--temperature",
+            "0",
+            "--json",
+        ],
+        None,
+    );
+    assert_ok(&out);
+    let done = json_lines(&out).pop().unwrap();
+    assert_eq!(done["text"], "The capital of France is Paris.");
+    std::fs::remove_dir_all(&out_dir).ok();
+}
+
+/// `info --ctx N` estimates peak resident memory before loading; a real run with a
+/// 512-token prompt decoded to N = 1024 positions measures it (VmHWM). Measured when
+/// this test was written: SmolLM2 +12 %, Gemma 3 270M -0.1 %. The test allows 25 %.
+#[test]
+fn memory_estimate_is_within_a_quarter_of_measured_peak_rss() {
+    let ctx = 1024;
+    let prompt: Vec<String> = (0..512).map(|i| (100 + i % 500).to_string()).collect();
+    for name in [SMOLLM, GEMMA] {
+        let p = model(name).display().to_string();
+        let out = run(&["info", &p, "--ctx", &ctx.to_string(), "--json"], None);
+        assert_ok(&out);
+        let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let est = info["memory_estimate_bytes"].as_f64().unwrap();
+        assert_eq!(info["memory"]["fits_in_ram"], true);
+        let out = run(
+            &[
+                "generate",
+                &p,
+                "--prompt-ids",
+                &prompt.join(" "),
+                "--max-tokens",
+                &(ctx - 512).to_string(),
+                "--ignore-eos",
+                "--json",
+            ],
+            None,
+        );
+        assert_ok(&out);
+        let done = json_lines(&out).pop().unwrap();
+        let peak = done["peak_rss_bytes"].as_f64().unwrap();
+        let err = (est - peak) / peak;
+        eprintln!(
+            "{name}: estimate {:.1} MB, measured peak {:.1} MB ({:+.1} %)",
+            est / 1e6,
+            peak / 1e6,
+            err * 100.0
+        );
+        assert!(err.abs() < 0.25, "{name}: estimate {est} vs peak {peak}");
+    }
+}
