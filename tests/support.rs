@@ -53,9 +53,15 @@ pub fn golden(rel: &str) -> PathBuf {
 
 /// Runs `unicorn` with `args` and optional standard input.
 pub fn run(args: &[&str], stdin: Option<&str>) -> Output {
+    run_env(args, stdin, &[])
+}
+
+/// [`run`] with extra environment variables.
+pub fn run_env(args: &[&str], stdin: Option<&str>, env: &[(&str, &str)]) -> Output {
     use std::io::Write;
     let mut child = Command::new(unicorn_bin())
         .args(args)
+        .envs(env.iter().copied())
         .env("RAYON_NUM_THREADS", "2")
         .stdin(if stdin.is_some() {
             Stdio::piped()

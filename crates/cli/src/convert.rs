@@ -22,8 +22,8 @@ pub enum DTypeArg {
 
 #[derive(Args)]
 pub struct ConvertArgs {
-    /// The .gguf file to convert.
-    model: PathBuf,
+    /// The .gguf file to convert (or a repository id whose cached snapshot has one).
+    model: String,
     /// Output format.
     #[arg(long, value_enum)]
     to: Target,
@@ -43,10 +43,11 @@ pub struct ConvertArgs {
 
 pub fn run(a: ConvertArgs) -> Result<()> {
     let Target::Safetensors = a.to;
-    if a.model.is_dir() {
+    let model = crate::model_path(&a.model)?;
+    if model.is_dir() {
         bail!(
             "{} is a folder; convert takes a .gguf file",
-            a.model.display()
+            model.display()
         );
     }
     let dtype = match a.dtype {
@@ -65,7 +66,7 @@ pub fn run(a: ConvertArgs) -> Result<()> {
         )
     };
     let json = a.json;
-    let report = gguf_to_hf(&a.model, &a.out, dtype, a.force, &mut |p| {
+    let report = gguf_to_hf(&model, &a.out, dtype, a.force, &mut |p| {
         bar.set_length(p.bytes_total);
         bar.set_position(p.bytes_done);
         bar.set_message(format!("{}/{} {}", p.tensors_done, p.tensors, p.tensor));
@@ -77,7 +78,7 @@ pub fn run(a: ConvertArgs) -> Result<()> {
         }
         !cancel_requested()
     })
-    .with_context(|| format!("converting {}", a.model.display()))?;
+    .with_context(|| format!("converting {}", model.display()))?;
     bar.finish_and_clear();
     if json {
         println!("{}", serde_json::json!({"event": "done", "report": report}));

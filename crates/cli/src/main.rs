@@ -8,6 +8,7 @@ use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 mod convert;
+mod pull;
 
 use unicorn_engine::{
     bench, info, perplexity, GenerationParams, LoadOptions, LoadedModel, Message, Reply,
@@ -43,12 +44,14 @@ enum Command {
     Bench(BenchArgs),
     /// Convert a GGUF file to an HF folder (safetensors) that transformers loads.
     Convert(convert::ConvertArgs),
+    /// Download a model from the Hugging Face Hub into the HF cache (resumable).
+    Pull(pull::PullArgs),
 }
 
 #[derive(Args)]
 struct ModelArgs {
-    /// A .gguf file or an HF model folder.
-    model: PathBuf,
+    /// A .gguf file, an HF model folder, or a repository id in the HF cache.
+    model: String,
     /// Worker threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
@@ -159,8 +162,8 @@ struct PerplexityArgs {
 
 #[derive(Args)]
 struct InfoArgs {
-    /// A .gguf file or an HF model folder.
-    model: PathBuf,
+    /// A .gguf file, an HF model folder, or a repository id in the HF cache.
+    model: String,
     /// Context length for the memory estimate (default: the model's, at most 4096).
     #[arg(long)]
     ctx: Option<usize>,
@@ -193,11 +196,17 @@ fn main() {
         Command::Info(a) => run_info(a),
         Command::Bench(a) => run_bench(a),
         Command::Convert(a) => convert::run(a),
+        Command::Pull(a) => pull::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }
+}
+
+/// A MODEL argument: a path, or a repository id resolved through the HF cache.
+pub(crate) fn model_path(s: &str) -> Result<PathBuf> {
+    Ok(unicorn_engine::hub::resolve_model(s)?)
 }
 
 fn load(m: &ModelArgs) -> Result<LoadedModel> {
@@ -208,7 +217,8 @@ fn load(m: &ModelArgs) -> Result<LoadedModel> {
     let opts = LoadOptions {
         tokenizer_json: m.tokenizer.clone(),
     };
-    LoadedModel::load(&m.model, &opts).with_context(|| format!("loading {}", m.model.display()))
+    let path = model_path(&m.model)?;
+    LoadedModel::load(&path, &opts).with_context(|| format!("loading {}", m.model))
 }
 
 fn install_ctrl_c() -> Result<()> {
@@ -320,7 +330,7 @@ fn chat(a: ChatArgs) -> Result<()> {
     if !model.has_chat_template() {
         eprintln!(
             "note: {} has no chat template; this is plain text completion of your messages",
-            a.model.model.display()
+            a.model.model
         );
     }
     let mut session = model.chat_session();
@@ -342,7 +352,7 @@ fn chat(a: ChatArgs) -> Result<()> {
     install_ctrl_c()?;
     eprintln!(
         "Chatting with {} ({}). /reset starts over, /exit or Ctrl-D quits, Ctrl-C stops a reply.",
-        a.model.model.display(),
+        a.model.model,
         model.config().architecture()
     );
     let stdin = std::io::stdin();
@@ -429,7 +439,7 @@ fn run_perplexity(a: PerplexityArgs) -> Result<()> {
 }
 
 fn run_info(a: InfoArgs) -> Result<()> {
-    let i = info::inspect(&a.model, a.ctx)?;
+    let i = info::inspect(&model_path(&a.model)?, a.ctx)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&i)?);
         return Ok(());
@@ -551,7 +561,7 @@ fn run_bench(a: BenchArgs) -> Result<()> {
     Ok(())
 }
 
-fn human_bytes(b: f64) -> String {
+pub(crate) fn human_bytes(b: f64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = b;
     let mut u = 0;

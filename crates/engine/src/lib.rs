@@ -17,6 +17,7 @@ pub mod attention;
 pub mod error;
 pub mod gguf;
 pub mod hf;
+pub mod hub;
 pub mod kernels;
 pub mod memory;
 pub mod models;

@@ -1,0 +1,252 @@
+//! `unicorn pull` against a fake hub on 127.0.0.1 (nothing reaches the network):
+//! listing with sizes, downloads into the standard HF cache layout, resume after a
+//! dropped connection and across runs, the checksum catching a corrupted byte, gated
+//! repositories with and without a token, and MODEL arguments naming a cached repo.
+
+mod fake_hub;
+use fake_hub::*;
+use std::path::{Path, PathBuf};
+use unicorn_e2e::*;
+
+const REPO: &str = "unicorn-test/tiny-llama";
+
+fn tiny_files() -> Vec<(String, Vec<u8>)> {
+    let dir = golden("tiny/llama");
+    vec![
+        (
+            "config.json".into(),
+            std::fs::read(dir.join("config.json")).unwrap(),
+        ),
+        (
+            "model.safetensors".into(),
+            std::fs::read(dir.join("model.safetensors")).unwrap(),
+        ),
+        ("README.md".into(), b"# tiny llama\n".to_vec()),
+    ]
+}
+
+fn home(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("unicorn-hub-{tag}-{}", std::process::id()));
+    std::fs::remove_dir_all(&d).ok();
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn pull(
+    hub: &FakeHub,
+    hf_home: &Path,
+    extra: &[&str],
+    token: Option<&str>,
+) -> std::process::Output {
+    let h = hf_home.display().to_string();
+    let mut args = vec!["pull", REPO, "--json"];
+    args.extend_from_slice(extra);
+    let mut env = vec![("HF_ENDPOINT", hub.url.as_str()), ("HF_HOME", h.as_str())];
+    if let Some(t) = token {
+        env.push(("HF_TOKEN", t));
+    }
+    run_env(&args, None, &env)
+}
+
+fn repo_dir(hf_home: &Path) -> PathBuf {
+    hf_home.join("hub/models--unicorn-test--tiny-llama")
+}
+
+#[test]
+fn pull_lists_files_resumes_a_dropped_connection_and_fills_the_hf_cache() {
+    let files = tiny_files();
+    let st = files[1].1.clone();
+    let hub = FakeHub::start(
+        REPO,
+        files.clone(),
+        Faults {
+            drop_after: Some(("model.safetensors".into(), 300_000)),
+            ..Default::default()
+        },
+    );
+    let hf_home = home("resume");
+    let out = pull(&hub, &hf_home, &[], None);
+    assert_ok(&out);
+    let lines = json_lines(&out);
+    // The listing comes first, with sizes.
+    assert_eq!(lines[0]["event"], "listing");
+    let listed: Vec<(String, u64)> = lines[0]["listing"]["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["path"].as_str().unwrap().to_string(),
+                f["size"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert!(listed.contains(&("model.safetensors".to_string(), st.len() as u64)));
+    assert_eq!(lines.last().unwrap()["event"], "done");
+    let progress: Vec<_> = lines.iter().filter(|l| l["event"] == "progress").collect();
+    assert!(
+        !progress.is_empty()
+            && progress
+                .iter()
+                .all(|p| p["progress"]["bytes_total"].as_u64().is_some())
+    );
+    // The dropped transfer was resumed with a Range request from where it stopped.
+    let reqs = hub.requests();
+    assert!(
+        reqs.iter().any(|r| r.contains("resolve")
+            && r.contains("model.safetensors")
+            && r.ends_with("range=bytes=300000-")),
+        "{reqs:#?}"
+    );
+    // Standard HF cache layout: refs/main, snapshot links into blobs named by etag.
+    let dir = repo_dir(&hf_home);
+    assert_eq!(
+        std::fs::read_to_string(dir.join("refs/main")).unwrap(),
+        COMMIT
+    );
+    let snap = dir.join("snapshots").join(COMMIT);
+    for (name, bytes) in &files {
+        let link = snap.join(name);
+        assert!(
+            std::fs::symlink_metadata(&link)
+                .unwrap()
+                .file_type()
+                .is_symlink(),
+            "{name}"
+        );
+        assert_eq!(&std::fs::read(&link).unwrap(), bytes, "{name}");
+    }
+    assert!(dir.join("blobs").join(sha256_hex(&st)).is_file());
+    // A second pull downloads nothing.
+    let before = hub.requests().len();
+    assert_ok(&pull(&hub, &hf_home, &[], None));
+    assert_eq!(
+        hub.requests()
+            .iter()
+            .skip(before)
+            .filter(|r| r.contains("resolve"))
+            .count(),
+        0
+    );
+    // The repo id is now a MODEL argument.
+    let g: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(golden("tiny/llama/golden.json")).unwrap())
+            .unwrap();
+    let ids: Vec<String> = g["input_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.to_string())
+        .collect();
+    let h = hf_home.display().to_string();
+    let out = run_env(
+        &[
+            "generate",
+            REPO,
+            "--prompt-ids",
+            &ids.join(" "),
+            "--max-tokens",
+            "16",
+            "--temperature",
+            "0",
+            "--ignore-eos",
+            "--json",
+        ],
+        None,
+        &[("HF_HOME", h.as_str())],
+    );
+    assert_ok(&out);
+    let done = json_lines(&out).pop().unwrap();
+    assert_eq!(done["token_ids"], g["greedy_ids"]);
+    std::fs::remove_dir_all(&hf_home).ok();
+}
+
+#[test]
+fn an_interrupted_file_resumes_on_the_next_pull_and_include_filters() {
+    let files = tiny_files();
+    let st = files[1].1.clone();
+    let hub = FakeHub::start(REPO, files, Faults::default());
+    let hf_home = home("partial");
+    // Only the JSON files.
+    let out = pull(&hub, &hf_home, &["--include", "*.json"], None);
+    assert_ok(&out);
+    let snap = repo_dir(&hf_home).join("snapshots").join(COMMIT);
+    assert!(snap.join("config.json").exists() && !snap.join("model.safetensors").exists());
+    // Half a file left by an interrupted pull.
+    let blobs = repo_dir(&hf_home).join("blobs");
+    let half = st.len() / 2;
+    std::fs::write(
+        blobs.join(format!("{}.incomplete", sha256_hex(&st))),
+        &st[..half],
+    )
+    .unwrap();
+    assert_ok(&pull(&hub, &hf_home, &[], None));
+    let want = format!("range=bytes={half}-");
+    assert!(hub
+        .requests()
+        .iter()
+        .any(|r| r.contains("model.safetensors") && r.ends_with(&want)));
+    assert_eq!(std::fs::read(snap.join("model.safetensors")).unwrap(), st);
+    std::fs::remove_dir_all(&hf_home).ok();
+}
+
+#[test]
+fn a_corrupted_byte_fails_the_checksum_and_leaves_nothing() {
+    let hub = FakeHub::start(
+        REPO,
+        tiny_files(),
+        Faults {
+            corrupt: Some("model.safetensors".into()),
+            ..Default::default()
+        },
+    );
+    let hf_home = home("corrupt");
+    let out = pull(&hub, &hf_home, &[], None);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("model.safetensors") && err.contains("checksum"),
+        "{err}"
+    );
+    let blobs: Vec<_> = std::fs::read_dir(repo_dir(&hf_home).join("blobs"))
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect();
+    let st_sha = sha256_hex(&tiny_files()[1].1);
+    assert!(!blobs.iter().any(|b| b.starts_with(&st_sha)), "{blobs:?}");
+    assert!(!repo_dir(&hf_home)
+        .join("snapshots")
+        .join(COMMIT)
+        .join("model.safetensors")
+        .exists());
+    std::fs::remove_dir_all(&hf_home).ok();
+}
+
+#[test]
+fn gated_repos_explain_the_licence_and_accept_a_token() {
+    let hub = FakeHub::start(
+        REPO,
+        tiny_files(),
+        Faults {
+            token: Some("hf_secret".into()),
+            ..Default::default()
+        },
+    );
+    let hf_home = home("gated");
+    let out = pull(&hub, &hf_home, &[], None);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("licence") && err.contains("HF_TOKEN") && err.contains(REPO),
+        "{err}"
+    );
+    let out = pull(&hub, &hf_home, &[], Some("wrong"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("refused"));
+    assert_ok(&pull(&hub, &hf_home, &[], Some("hf_secret")));
+    // The token file under HF_HOME works too.
+    let other = home("gated-file");
+    std::fs::write(other.join("token"), "hf_secret\n").unwrap();
+    assert_ok(&pull(&hub, &other, &[], None));
+    std::fs::remove_dir_all(&hf_home).ok();
+    std::fs::remove_dir_all(&other).ok();
+}
