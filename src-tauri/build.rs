@@ -1,7 +1,11 @@
 fn main() {
     // Listing the app's commands makes Tauri generate one permission per command
     // (allow-model-info, ...), so capabilities/ grants each window only what it uses.
-    let manifest = tauri_build::AppManifest::new().commands(&["model_info", "demo_model_path"]);
+    let manifest = tauri_build::AppManifest::new().commands(&[
+        "model_info",
+        "demo_model_path",
+        "library_list",
+    ]);
     if let Err(e) = tauri_build::try_build(tauri_build::Attributes::new().app_manifest(manifest)) {
         eprintln!("tauri build step failed: {e:#}");
         std::process::exit(1);

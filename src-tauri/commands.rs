@@ -4,6 +4,7 @@
 use serde::Serialize;
 use std::path::PathBuf;
 use unicorn_engine::info::{inspect, ModelInfo};
+use unicorn_engine::library::{Entry, Library};
 
 /// An error the front end can show: what failed, in words, and on which file.
 #[derive(Debug, Serialize)]
@@ -26,6 +27,21 @@ pub fn model_info(path: String) -> Result<ModelInfo, CommandError> {
         )));
     }
     inspect(&path, None).map_err(|e| CommandError::Engine(e.to_string()))
+}
+
+/// The model library the CLI also writes (`unicorn list`), after recording what the
+/// HF cache holds.
+#[tauri::command]
+pub fn library_list() -> Result<Vec<Entry>, CommandError> {
+    library_list_at(&unicorn_engine::library::data_dir().join("library.sqlite3"))
+}
+
+fn library_list_at(db: &std::path::Path) -> Result<Vec<Entry>, CommandError> {
+    let engine = |e: unicorn_engine::Error| CommandError::Engine(e.to_string());
+    let lib = Library::open(db).map_err(engine)?;
+    lib.scan_hf_cache(&unicorn_engine::hub::cache_dir())
+        .map_err(engine)?;
+    lib.list().map_err(engine)
 }
 
 /// Where the built-in demo model is (fetched by `scripts/run`), if it is there.
@@ -65,6 +81,32 @@ mod tests {
         );
         let json = serde_json::to_value(&e).unwrap();
         assert_eq!(json["kind"], "engine");
+    }
+
+    #[test]
+    fn the_library_lists_what_the_cli_recorded() {
+        let dir = std::env::temp_dir().join(format!("unicorn-app-lib-{}", std::process::id()));
+        std::fs::remove_dir_all(&dir).ok();
+        let db = dir.join("library.sqlite3");
+        let demo = demo_model_path().expect("demo model: run scripts/fetch-test-models");
+        Library::open(&db)
+            .unwrap()
+            .add(
+                demo.as_ref(),
+                unicorn_engine::library::source::IMPORTED,
+                None,
+            )
+            .unwrap();
+        let list = library_list_at(&db).unwrap();
+        let e = list
+            .iter()
+            .find(|e| e.path == demo)
+            .expect("the imported model");
+        assert_eq!(
+            (e.architecture.as_str(), e.quantization.as_str()),
+            ("llama", "Q4_1")
+        );
+        std::fs::remove_dir_all(&dir).ok();
     }
 
     #[test]

@@ -8,7 +8,8 @@ fn main() {
     let result = tauri::Builder::default()
         .invoke_handler(tauri::generate_handler![
             commands::model_info,
-            commands::demo_model_path
+            commands::demo_model_path,
+            commands::library_list
         ])
         .run(tauri::generate_context!());
     if let Err(e) = result {

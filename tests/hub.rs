@@ -41,7 +41,11 @@ fn pull(
     let h = hf_home.display().to_string();
     let mut args = vec!["pull", REPO, "--json"];
     args.extend_from_slice(extra);
-    let mut env = vec![("HF_ENDPOINT", hub.url.as_str()), ("HF_HOME", h.as_str())];
+    let mut env = vec![
+        ("HF_ENDPOINT", hub.url.as_str()),
+        ("HF_HOME", h.as_str()),
+        ("UNICORN_DATA_DIR", h.as_str()),
+    ];
     if let Some(t) = token {
         env.push(("HF_TOKEN", t));
     }
@@ -117,6 +121,27 @@ fn pull_lists_files_resumes_a_dropped_connection_and_fills_the_hf_cache() {
         assert_eq!(&std::fs::read(&link).unwrap(), bytes, "{name}");
     }
     assert!(dir.join("blobs").join(sha256_hex(&st)).is_file());
+    // The library lists it (the pull recorded it; `list` also scans the cache).
+    let h = hf_home.display().to_string();
+    let out = run_env(
+        &["list", "--json"],
+        None,
+        &[("HF_HOME", h.as_str()), ("UNICORN_DATA_DIR", h.as_str())],
+    );
+    assert_ok(&out);
+    let list: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let e = list
+        .iter()
+        .find(|e| e["repo"] == REPO)
+        .unwrap_or_else(|| panic!("{list:#?}"));
+    assert_eq!(
+        (
+            e["source"].as_str(),
+            e["architecture"].as_str(),
+            e["format"].as_str()
+        ),
+        (Some("hub"), Some("llama"), Some("safetensors"))
+    );
     // A second pull downloads nothing.
     let before = hub.requests().len();
     assert_ok(&pull(&hub, &hf_home, &[], None));

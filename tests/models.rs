@@ -109,6 +109,45 @@ fn convert_writes_a_folder_that_chats_like_the_gguf() {
             .unwrap();
     assert_eq!(cfg["architectures"][0], "LlamaForCausalLM");
     assert_eq!(cfg["torch_dtype"], "bfloat16");
+    // It is in the model library, as converted.
+    let data = scratch("convert-lib");
+    let d = data.display().to_string();
+    std::fs::create_dir_all(&data).unwrap();
+    let env = [("UNICORN_DATA_DIR", d.as_str()), ("HF_HOME", d.as_str())];
+    let out = run_env(&["import", &src, "--json"], None, &env);
+    assert_ok(&out);
+    let imported: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(imported["quantization"], "Q4_1");
+    assert_eq!(imported["architecture"], "llama");
+    let out = run_env(
+        &[
+            "convert",
+            &src,
+            "--to",
+            "safetensors",
+            "--out",
+            &format!("{o}-2"),
+        ],
+        None,
+        &env,
+    );
+    assert_ok(&out);
+    let out = run_env(&["list", "--json"], None, &env);
+    assert_ok(&out);
+    let list: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let by_source = |s: &str| {
+        list.iter()
+            .find(|e| e["source"] == s)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {s} entry: {list:#?}"))
+    };
+    assert_eq!(by_source("imported")["path"], src);
+    let conv = by_source("converted");
+    assert_eq!(conv["format"], "safetensors");
+    assert_eq!(conv["quantization"], "F32");
+    assert_eq!(conv["parameters"], imported["parameters"]);
+    std::fs::remove_dir_all(format!("{o}-2")).ok();
+    std::fs::remove_dir_all(&data).ok();
     // A second run refuses to overwrite.
     let again = run(&["convert", &src, "--to", "safetensors", "--out", &o], None);
     assert!(!again.status.success());

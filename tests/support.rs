@@ -59,8 +59,11 @@ pub fn run(args: &[&str], stdin: Option<&str>) -> Output {
 /// [`run`] with extra environment variables.
 pub fn run_env(args: &[&str], stdin: Option<&str>, env: &[(&str, &str)]) -> Output {
     use std::io::Write;
+    // The model library goes to a per-run folder unless a test names one.
+    let data = std::env::temp_dir().join(format!("unicorn-e2e-data-{}", std::process::id()));
     let mut child = Command::new(unicorn_bin())
         .args(args)
+        .env("UNICORN_DATA_DIR", data)
         .envs(env.iter().copied())
         .env("RAYON_NUM_THREADS", "2")
         .stdin(if stdin.is_some() {

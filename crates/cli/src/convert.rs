@@ -80,6 +80,11 @@ pub fn run(a: ConvertArgs) -> Result<()> {
     })
     .with_context(|| format!("converting {}", model.display()))?;
     bar.finish_and_clear();
+    crate::library::record(
+        &report.out,
+        unicorn_engine::library::source::CONVERTED,
+        None,
+    );
     if json {
         println!("{}", serde_json::json!({"event": "done", "report": report}));
     } else {

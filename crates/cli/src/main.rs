@@ -8,6 +8,7 @@ use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 mod convert;
+mod library;
 mod pull;
 
 use unicorn_engine::{
@@ -46,6 +47,10 @@ enum Command {
     Convert(convert::ConvertArgs),
     /// Download a model from the Hugging Face Hub into the HF cache (resumable).
     Pull(pull::PullArgs),
+    /// The model library: pulled, imported, converted and cached models.
+    List(library::ListArgs),
+    /// Add a model file or folder to the library.
+    Import(library::ImportArgs),
 }
 
 #[derive(Args)]
@@ -197,6 +202,8 @@ fn main() {
         Command::Bench(a) => run_bench(a),
         Command::Convert(a) => convert::run(a),
         Command::Pull(a) => pull::run(a),
+        Command::List(a) => library::list(a),
+        Command::Import(a) => library::import(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -72,6 +72,20 @@ pub fn run(a: PullArgs) -> Result<()> {
         !cancel_requested()
     })?;
     bar.finish_and_clear();
+    if snap.join("config.json").is_file() {
+        crate::library::record(
+            &snap,
+            unicorn_engine::library::source::HUB,
+            Some(&listing.repo),
+        );
+    }
+    for f in listing.files.iter().filter(|f| f.path.ends_with(".gguf")) {
+        crate::library::record(
+            &snap.join(&f.path),
+            unicorn_engine::library::source::HUB,
+            Some(&listing.repo),
+        );
+    }
     if json {
         println!(
             "{}",

@@ -19,6 +19,7 @@ pub mod gguf;
 pub mod hf;
 pub mod hub;
 pub mod kernels;
+pub mod library;
 pub mod memory;
 pub mod models;
 pub mod source;
