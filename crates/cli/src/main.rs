@@ -73,21 +73,21 @@ struct SamplingArgs {
     /// Maximum tokens to generate.
     #[arg(long, default_value_t = 512)]
     max_tokens: usize,
-    /// Temperature (0 = greedy).
-    #[arg(long, default_value_t = 0.8)]
-    temperature: f32,
-    /// Top-k (0 = off).
-    #[arg(long, default_value_t = 40)]
-    top_k: usize,
-    /// Top-p (1 = off).
-    #[arg(long, default_value_t = 0.95)]
-    top_p: f32,
-    /// Min-p (0 = off).
-    #[arg(long, default_value_t = 0.05)]
-    min_p: f32,
-    /// Repetition penalty (1 = off).
-    #[arg(long, default_value_t = 1.0)]
-    repeat_penalty: f32,
+    /// Temperature, 0 = greedy (default: the model's generation_config.json, else 0.8).
+    #[arg(long)]
+    temperature: Option<f32>,
+    /// Top-k, 0 = off (default: the model's, else 40).
+    #[arg(long)]
+    top_k: Option<usize>,
+    /// Top-p, 1 = off (default: the model's, else 0.95).
+    #[arg(long)]
+    top_p: Option<f32>,
+    /// Min-p, 0 = off (default: the model's, else 0.05).
+    #[arg(long)]
+    min_p: Option<f32>,
+    /// Repetition penalty, 1 = off (default: the model's, else 1).
+    #[arg(long)]
+    repeat_penalty: Option<f32>,
     /// Random seed.
     #[arg(long, default_value_t = 42)]
     seed: u64,
@@ -97,15 +97,17 @@ struct SamplingArgs {
 }
 
 impl SamplingArgs {
-    fn params(&self, ignore_eos: bool) -> GenerationParams {
+    /// Flags win; unset ones come from the model's recommended sampling, else ours.
+    fn params(&self, ignore_eos: bool, model: &LoadedModel) -> GenerationParams {
+        let base = model.default_sampling().cloned().unwrap_or_default();
         GenerationParams {
             max_tokens: self.max_tokens,
             sampling: SamplingParams {
-                temperature: self.temperature,
-                top_k: self.top_k,
-                top_p: self.top_p,
-                min_p: self.min_p,
-                repeat_penalty: self.repeat_penalty,
+                temperature: self.temperature.unwrap_or(base.temperature),
+                top_k: self.top_k.unwrap_or(base.top_k),
+                top_p: self.top_p.unwrap_or(base.top_p),
+                min_p: self.min_p.unwrap_or(base.min_p),
+                repeat_penalty: self.repeat_penalty.unwrap_or(base.repeat_penalty),
                 repeat_last_n: 64,
                 seed: self.seed,
             },
@@ -332,7 +334,7 @@ fn print_done(json: bool, reply: &Reply) {
 fn chat(a: ChatArgs) -> Result<()> {
     let model = load(&a.model)?;
     let json = a.model.json;
-    let params = a.sampling.params(false);
+    let params = a.sampling.params(false, &model);
     params.sampling.validate().map_err(anyhow::Error::msg)?;
     if !model.has_chat_template() {
         eprintln!(
@@ -415,7 +417,7 @@ fn generate(a: GenerateArgs) -> Result<()> {
         bail!("--prompt-ids: token id {bad} is outside the vocabulary (size {vocab})");
     }
     install_ctrl_c()?;
-    let params = a.sampling.params(a.ignore_eos);
+    let params = a.sampling.params(a.ignore_eos, &model);
     let reply = stream_reply(a.model.json, |sink| model.generate(&ids, &params, sink))?;
     print_done(a.model.json, &reply);
     Ok(())

@@ -58,6 +58,32 @@ fn every_tiny_model_matches_transformers_logits_and_greedy_ids() {
     }
 }
 
+/// Mistral is llama with an optional window on every layer: with `sliding_window`
+/// null the tiny llama's weights must give the llama golden; with a window of 8 the
+/// 40-token logits must change (the window is applied) while the first 8 positions,
+/// which the window cannot reach past, stay the same.
+#[test]
+fn mistral_is_llama_with_an_optional_window() {
+    let w = golden("tiny/llama/model.safetensors");
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(tiny("llama").join("config.json")).unwrap())
+            .unwrap();
+    cfg["architectures"] = serde_json::json!(["MistralForCausalLM"]);
+    cfg["model_type"] = "mistral".into();
+    let dir = scratch("mistral");
+    candle_core::safetensors::save(&w, dir.join("model.safetensors")).unwrap();
+    cfg["sliding_window"] = serde_json::Value::Null;
+    std::fs::write(dir.join("config.json"), cfg.to_string()).unwrap();
+    check_tiny_golden("llama", &load(&dir));
+    cfg["sliding_window"] = 8.into();
+    std::fs::write(dir.join("config.json"), cfg.to_string()).unwrap();
+    let windowed = tiny_logits("llama", &load(&dir));
+    let full = floats(&golden("tiny/llama/golden.safetensors")["logits"]);
+    assert!(max_abs_diff(&windowed[..8 * 512], &full[..8 * 512]) < LOGIT_TOL);
+    assert!(max_abs_diff(&windowed, &full) > 0.1);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 #[test]
 fn multimodal_layout_gives_the_text_models_logits_exactly() {
     let text = tiny_logits("gemma3_text", &load(&tiny("gemma3_text")));

@@ -148,3 +148,69 @@ pub fn read(dir: &Path, config: &Value) -> Result<TokenizerFiles> {
         sampling,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_eos_ids_sampling_and_every_template_location() {
+        let dir = std::env::temp_dir().join(format!("unicorn-tokfiles-{}", std::process::id()));
+        std::fs::remove_dir_all(&dir).ok();
+        std::fs::create_dir_all(&dir).unwrap();
+        let w = |name: &str, text: &str| std::fs::write(dir.join(name), text).unwrap();
+        // Nothing at all: a model that runs from ids.
+        let f = read(&dir, &serde_json::json!({})).unwrap();
+        assert!(f.tokenizer.is_none() && f.chat_template.is_none() && f.sampling.is_none());
+        w(
+            "generation_config.json",
+            r#"{"do_sample": true, "temperature": 0.6, "top_p": 0.9, "top_k": 20, "eos_token_id": [1, 106]}"#,
+        );
+        w("chat_template.jinja", "{{ messages[0]['content'] }}");
+        let f = read(&dir, &serde_json::json!({"eos_token_id": 2})).unwrap();
+        assert_eq!(f.eos_ids, vec![1, 106, 2]);
+        let s = f.sampling.unwrap();
+        assert_eq!(
+            (s.temperature, s.top_p, s.top_k, s.min_p),
+            (0.6, 0.9, 20, 0.0)
+        );
+        assert_eq!(
+            f.chat_template.as_deref(),
+            Some("{{ messages[0]['content'] }}")
+        );
+        // tokenizer_config.json's template wins, and may be a list of named ones.
+        w(
+            "tokenizer_config.json",
+            r#"{"chat_template": [{"name": "tool_use", "template": "T"}, {"name": "default", "template": "D"}]}"#,
+        );
+        assert_eq!(
+            read(&dir, &serde_json::json!({}))
+                .unwrap()
+                .chat_template
+                .as_deref(),
+            Some("D")
+        );
+        // Greedy by default when do_sample is not set.
+        w("generation_config.json", r#"{"eos_token_id": 7}"#);
+        let f = read(&dir, &serde_json::json!({})).unwrap();
+        assert!(f.sampling.is_none());
+        assert_eq!(f.eos_ids, vec![7]);
+        // Malformed files name themselves.
+        w("generation_config.json", r#"{"eos_token_id": "x"}"#);
+        let e = read(&dir, &serde_json::json!({}))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("generation_config.json") && e.contains("eos_token_id"),
+            "{e}"
+        );
+        w("tokenizer_config.json", "{not json");
+        let e = read(&dir, &serde_json::json!({}))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("tokenizer_config.json"), "{e}");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}
