@@ -1,5 +1,8 @@
-//! Reading GGUF files: metadata with errors that name the file and key, and tensors
-//! as [`Weight`]s. Parsing itself is candle-core's `gguf_file`.
+//! GGUF files. Reading: metadata with errors that name the file and key, and tensors
+//! as [`Weight`]s; parsing itself is candle-core's `gguf_file`. Writing, streamed one
+//! tensor at a time: [`writer`].
+
+pub mod writer;
 
 use crate::error::{Error, Result};
 use crate::weight::Weight;
