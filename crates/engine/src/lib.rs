@@ -57,3 +57,4 @@ pub mod bench;
 pub mod convert;
 pub mod info;
 pub mod perplexity;
+pub mod quantize;

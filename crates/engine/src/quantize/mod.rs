@@ -1,0 +1,3 @@
+//! Quantization to GGUF.
+
+pub mod types;
