@@ -7,9 +7,11 @@ use serde_json::json;
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
+mod compare;
 mod convert;
 mod library;
 mod pull;
+mod quantize;
 
 use unicorn_engine::{
     bench, info, perplexity, GenerationParams, LoadOptions, LoadedModel, Message, Reply,
@@ -51,6 +53,10 @@ enum Command {
     List(library::ListArgs),
     /// Add a model file or folder to the library.
     Import(library::ImportArgs),
+    /// Quantize an HF folder or GGUF to a GGUF type, with a quality report.
+    Quantize(quantize::QuantizeArgs),
+    /// Perplexity, KL divergence and top-1 agreement of a quantized model against its base.
+    Compare(compare::CompareArgs),
 }
 
 #[derive(Args)]
@@ -206,6 +212,8 @@ fn main() {
         Command::Pull(a) => pull::run(a),
         Command::List(a) => library::list(a),
         Command::Import(a) => library::import(a),
+        Command::Quantize(a) => quantize::run(a),
+        Command::Compare(a) => compare::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -54,6 +54,7 @@ pub use session::{
 };
 pub use template::Message;
 pub mod bench;
+pub mod compare;
 pub mod convert;
 pub mod info;
 pub mod perplexity;

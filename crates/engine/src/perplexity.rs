@@ -59,23 +59,12 @@ pub fn perplexity_of_ids(
             ids.len()
         )));
     }
-    let tok = model.tokenizer()?;
     let first = ctx / 2;
     let mut nll_sum = 0f64;
     let mut count = 0usize;
     for c in 0..chunks {
-        let mut window = ids[c * ctx..(c + 1) * ctx].to_vec();
-        if tok.add_bos {
-            if let Some(bos) = tok.bos_id {
-                window[0] = bos;
-            }
-        }
-        let mut cache = model.model().new_cache();
-        // Logits of positions first .. ctx-2 predict tokens first+1 .. ctx-1.
-        let logits = model.model().forward(&window, &mut cache, first)?;
-        let logits = logits.narrow(0, 0, ctx - 1 - first)?.to_dtype(DType::F32)?;
-        let lse = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
-        let rows = lse.to_vec2::<f32>()?;
+        let window = window(model, ids, ctx, c)?;
+        let rows = scored_log_probs(model, &window)?;
         for (j, row) in rows.iter().enumerate() {
             let target = window[first + j + 1] as usize;
             let lp = *row.get(target).ok_or_else(|| {
@@ -88,7 +77,7 @@ pub fn perplexity_of_ids(
             count += 1;
         }
         if !progress(c + 1, chunks) {
-            return Err(Error::Invalid("cancelled".into()));
+            return Err(Error::Cancelled);
         }
     }
     let nll_mean = nll_sum / count as f64;
@@ -99,4 +88,27 @@ pub fn perplexity_of_ids(
         chunks,
         ctx,
     })
+}
+
+/// Window `c` of `ctx` tokens, its first token replaced by BOS for models that use one.
+pub(crate) fn window(model: &LoadedModel, ids: &[u32], ctx: usize, c: usize) -> Result<Vec<u32>> {
+    let tok = model.tokenizer()?;
+    let mut window = ids[c * ctx..(c + 1) * ctx].to_vec();
+    if tok.add_bos {
+        if let Some(bos) = tok.bos_id {
+            window[0] = bos;
+        }
+    }
+    Ok(window)
+}
+
+/// Log-probabilities at the scored positions of a window, from an empty cache:
+/// positions `ctx/2 .. ctx-2`, each predicting the token after it.
+pub(crate) fn scored_log_probs(model: &LoadedModel, window: &[u32]) -> Result<Vec<Vec<f32>>> {
+    let ctx = window.len();
+    let first = ctx / 2;
+    let mut cache = model.model().new_cache();
+    let logits = model.model().forward(window, &mut cache, first)?;
+    let logits = logits.narrow(0, 0, ctx - 1 - first)?.to_dtype(DType::F32)?;
+    Ok(candle_nn::ops::log_softmax(&logits, D::Minus1)?.to_vec2::<f32>()?)
 }

@@ -443,3 +443,137 @@ impl<'t> TokenStream<'t> {
         Ok((prev, self.tokenizer.decode(window, false)?))
     }
 }
+
+/// GGUF token type of a byte-fallback piece (`<0x0A>`).
+const TOKEN_BYTE: i64 = 6;
+const TOKEN_UNKNOWN: i64 = 2;
+
+impl Tokenizer {
+    /// The `tokenizer.ggml.*` metadata llama.cpp needs to rebuild this tokenizer: the
+    /// inverse of [`Tokenizer::from_gguf`]. Byte-level BPE becomes `gpt2` with its
+    /// merges and the pre-tokenizer's llama.cpp name; byte-fallback BPE (Gemma, Llama
+    /// 2) becomes `llama` with scores that rank pieces in merge order, so the merges
+    /// derived from them (ours, and llama.cpp's score-driven merging) follow the same
+    /// order.
+    pub fn gguf_metadata(&self) -> Result<Vec<(String, candle_core::quantized::gguf_file::Value)>> {
+        use candle_core::quantized::gguf_file::Value;
+        let json: serde_json::Value = serde_json::from_str(
+            &self
+                .inner
+                .to_string(false)
+                .map_err(|e| Error::Tokenizer(e.to_string()))?,
+        )
+        .map_err(|e| Error::Tokenizer(e.to_string()))?;
+        let model = &json["model"];
+        if model["type"] != "BPE" {
+            return Err(Error::Tokenizer(format!(
+                "only BPE tokenizers can be written to GGUF, this one is {}",
+                model["type"]
+            )));
+        }
+        let n = self.inner.get_vocab_size(true);
+        let mut tokens: Vec<String> = (0..n).map(|i| format!("[PAD{i}]")).collect();
+        let mut types = vec![TOKEN_NORMAL; n];
+        for (tok, id) in self.inner.get_vocab(true) {
+            if let Some(slot) = tokens.get_mut(id as usize) {
+                *slot = tok;
+            }
+        }
+        for a in json["added_tokens"].as_array().into_iter().flatten() {
+            if let Some(id) = a["id"].as_u64().map(|x| x as usize).filter(|&i| i < n) {
+                types[id] = if a["special"] == true {
+                    TOKEN_CONTROL
+                } else {
+                    TOKEN_USER_DEFINED
+                };
+            }
+        }
+        let merges: Vec<String> = model["merges"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|m| match m {
+                serde_json::Value::String(s) => Some(s.clone()),
+                serde_json::Value::Array(p) => {
+                    Some(format!("{} {}", p.first()?.as_str()?, p.get(1)?.as_str()?))
+                }
+                _ => None,
+            })
+            .collect();
+        let strings = |v: Vec<String>| Value::Array(v.into_iter().map(Value::String).collect());
+        let mut meta = Vec::new();
+        let byte_fallback = model["byte_fallback"] == true;
+        if byte_fallback {
+            let unk = model["unk_token"]
+                .as_str()
+                .and_then(|u| self.inner.token_to_id(u));
+            for (i, t) in tokens.iter().enumerate() {
+                if t.len() == 6 && t.starts_with("<0x") && t.ends_with('>') {
+                    types[i] = TOKEN_BYTE;
+                }
+            }
+            if let Some(u) = unk {
+                types[u as usize] = TOKEN_UNKNOWN;
+            }
+            // llama.cpp matches user-defined pieces on raw text: spaces, not ▁.
+            for (t, ty) in tokens.iter_mut().zip(&types) {
+                if *ty == TOKEN_USER_DEFINED {
+                    *t = t.replace(SPIECE_SPACE, " ");
+                }
+            }
+            // Rank of the first merge producing each piece; others rank last.
+            let mut rank = vec![None; n];
+            for (r, m) in merges.iter().enumerate() {
+                if let Some(id) = self.inner.token_to_id(&m.replacen(' ', "", 1)) {
+                    rank[id as usize].get_or_insert(r);
+                }
+            }
+            let last = merges.len() as f32 + 1.0;
+            let scores: Vec<Value> = rank
+                .iter()
+                .map(|r| Value::F32(r.map_or(-last, |r| -(r as f32))))
+                .collect();
+            let prepends = json["normalizer"].to_string().contains("\"Prepend\"");
+            meta.push(("tokenizer.ggml.model".into(), Value::String("llama".into())));
+            meta.push(("tokenizer.ggml.pre".into(), Value::String("default".into())));
+            meta.push(("tokenizer.ggml.scores".into(), Value::Array(scores)));
+            meta.push((
+                "tokenizer.ggml.add_space_prefix".into(),
+                Value::Bool(prepends),
+            ));
+            if let Some(u) = unk {
+                meta.push(("tokenizer.ggml.unknown_token_id".into(), Value::U32(u)));
+            }
+        } else {
+            let pre = json["pre_tokenizer"].to_string();
+            let name = if pre.contains("\"Digits\"") {
+                "smollm"
+            } else if pre.contains(r"\\p{N}{1,3}") {
+                "llama-bpe"
+            } else if pre.contains(r"\\p{N}|") {
+                "qwen2"
+            } else {
+                "gpt2"
+            };
+            meta.push(("tokenizer.ggml.model".into(), Value::String("gpt2".into())));
+            meta.push(("tokenizer.ggml.pre".into(), Value::String(name.into())));
+            meta.push(("tokenizer.ggml.merges".into(), strings(merges)));
+        }
+        meta.push(("tokenizer.ggml.tokens".into(), strings(tokens)));
+        meta.push((
+            "tokenizer.ggml.token_type".into(),
+            Value::Array(types.into_iter().map(|t| Value::I32(t as i32)).collect()),
+        ));
+        if let Some(b) = self.bos_id {
+            meta.push(("tokenizer.ggml.bos_token_id".into(), Value::U32(b)));
+        }
+        if let Some(e) = self.eos_id {
+            meta.push(("tokenizer.ggml.eos_token_id".into(), Value::U32(e)));
+        }
+        meta.push((
+            "tokenizer.ggml.add_bos_token".into(),
+            Value::Bool(self.add_bos),
+        ));
+        Ok(meta)
+    }
+}

@@ -177,6 +177,26 @@ impl GgufFile {
         v
     }
 
+    /// Where a tensor's data is: (absolute byte offset in the file, type, row-major
+    /// shape), for readers that stream it in pieces.
+    pub fn tensor_location(&self, name: &str) -> Result<(u64, GgmlDType, Vec<usize>)> {
+        let info = self
+            .content
+            .tensor_infos
+            .get(name)
+            .ok_or_else(|| self.tensor_err(name, "missing"))?;
+        Ok((
+            self.content.tensor_data_offset + info.offset,
+            info.ggml_dtype,
+            info.shape.dims().to_vec(),
+        ))
+    }
+
+    /// Every metadata key.
+    pub fn metadata_keys(&self) -> Vec<String> {
+        self.content.metadata.keys().cloned().collect()
+    }
+
     /// Bytes before the tensor data: the header with all metadata (vocabulary included).
     pub fn header_bytes(&self) -> u64 {
         self.content.tensor_data_offset

@@ -285,6 +285,17 @@ impl HfFolder {
 
     /// The raw bytes, dtype and shape of a tensor, checked to be a finite float.
     pub fn raw(&self, hf_name: &str) -> Result<(&[u8], DType, &[usize])> {
+        let (bytes, dtype, shape) = self.raw_unchecked(hf_name)?;
+        if let Some(i) = first_non_finite(bytes, dtype) {
+            let e = self.entry(hf_name)?;
+            return Err(self.tensor_err(e, format!("element {i} is NaN or infinite")));
+        }
+        Ok((bytes, dtype, shape))
+    }
+
+    /// [`HfFolder::raw`] without the scan for NaN, for callers that check the values
+    /// they convert anyway.
+    pub fn raw_unchecked(&self, hf_name: &str) -> Result<(&[u8], DType, &[usize])> {
         let e = self.entry(hf_name)?;
         let dtype = match e.dtype {
             Dtype::F32 => DType::F32,
@@ -299,9 +310,6 @@ impl HfFolder {
         };
         let s = &self.shards[e.shard];
         let bytes = &s.mmap[s.data_start + e.range.0..s.data_start + e.range.1];
-        if let Some(i) = first_non_finite(bytes, dtype) {
-            return Err(self.tensor_err(e, format!("element {i} is NaN or infinite")));
-        }
         Ok((bytes, dtype, &e.shape))
     }
 
@@ -315,6 +323,16 @@ impl HfFolder {
             ));
         }
         Ok((bytes, dtype))
+    }
+
+    /// Where a tensor's data is: (shard file, absolute byte offset, dtype, shape), for
+    /// readers that stream it with positioned reads instead of touching the map
+    /// (mapped pages count as the process's resident memory).
+    pub fn tensor_location(&self, hf_name: &str) -> Result<(&Path, u64, DType, &[usize])> {
+        let (_, dtype, _) = self.raw_unchecked(hf_name)?;
+        let e = self.entry(hf_name)?;
+        let s = &self.shards[e.shard];
+        Ok((&s.path, (s.data_start + e.range.0) as u64, dtype, &e.shape))
     }
 
     /// A matrix `[out, in]`, kept in its stored precision (F32, F16 or BF16); matmuls

@@ -192,6 +192,74 @@ impl Config {
         })
     }
 
+    /// The `gemma3.*` GGUF metadata llama.cpp reads for these hyper-parameters. The
+    /// sliding pattern is written per layer only when it is not the default period 6.
+    pub fn gguf_metadata(&self) -> Vec<(String, Value)> {
+        let k = |s: &str| format!("gemma3.{s}");
+        let mut m = vec![
+            (
+                "general.architecture".to_string(),
+                Value::String("gemma3".into()),
+            ),
+            (
+                k("context_length"),
+                Value::U32(self.max_position_embeddings as u32),
+            ),
+            (k("embedding_length"), Value::U32(self.hidden_size as u32)),
+            (k("block_count"), Value::U32(self.num_hidden_layers as u32)),
+            (
+                k("feed_forward_length"),
+                Value::U32(self.intermediate_size as u32),
+            ),
+            (
+                k("attention.head_count"),
+                Value::U32(self.num_attention_heads as u32),
+            ),
+            (
+                k("attention.head_count_kv"),
+                Value::U32(self.num_key_value_heads as u32),
+            ),
+            (k("attention.key_length"), Value::U32(self.head_dim as u32)),
+            (
+                k("attention.value_length"),
+                Value::U32(self.head_dim as u32),
+            ),
+            (
+                k("attention.layer_norm_rms_epsilon"),
+                Value::F32(self.rms_norm_eps as f32),
+            ),
+            (k("rope.freq_base"), Value::F32(self.rope_theta as f32)),
+            (
+                k("attention.sliding_window"),
+                Value::U32(self.sliding_window as u32),
+            ),
+        ];
+        if self.rope_scaling_factor != 1.0 {
+            m.push((k("rope.scaling.type"), Value::String("linear".into())));
+            m.push((
+                k("rope.scaling.factor"),
+                Value::F32(self.rope_scaling_factor as f32),
+            ));
+        }
+        let period6 = self
+            .sliding_layers
+            .iter()
+            .enumerate()
+            .all(|(i, &s)| s == ((i + 1) % 6 != 0));
+        if !period6 {
+            m.push((
+                k("attention.sliding_window_pattern"),
+                Value::Array(
+                    self.sliding_layers
+                        .iter()
+                        .map(|&s| Value::Bool(s))
+                        .collect(),
+                ),
+            ));
+        }
+        m
+    }
+
     /// The `config.json` transformers needs to load these hyper-parameters
     /// (`Gemma3ForCausalLM`, explicit `layer_types`).
     pub fn to_hf_json(&self, tied: bool, dtype: &str) -> serde_json::Value {

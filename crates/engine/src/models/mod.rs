@@ -117,6 +117,14 @@ impl Config {
         }
     }
 
+    /// The architecture's GGUF metadata (`general.architecture` and `{arch}.*`).
+    pub fn gguf_metadata(&self) -> Vec<(String, candle_core::quantized::gguf_file::Value)> {
+        match self {
+            Self::Llama(c) => c.gguf_metadata(),
+            Self::Gemma3(c) => c.gguf_metadata(),
+        }
+    }
+
     /// Number of transformer blocks.
     pub fn num_layers(&self) -> usize {
         match self {

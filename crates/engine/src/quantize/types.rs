@@ -110,7 +110,7 @@ impl QuantType {
 
 /// llama.cpp's choice of layers that get more bits in the `_M` mixes.
 pub fn use_more_bits(i: usize, n: usize) -> bool {
-    i < n / 8 || i >= 7 * n / 8 || (i >= n / 8 && (i - n / 8) % 3 == 2)
+    i < n / 8 || i >= 7 * n / 8 || (i - n / 8) % 3 == 2
 }
 
 /// What the rules need to know about one tensor.
@@ -143,9 +143,7 @@ pub fn tensor_type(qt: QuantType, t: TensorRole<'_>) -> GgmlDType {
     let cols = *t.shape.last().unwrap_or(&0);
     let is_output = t.name == "output.weight" || (!t.has_output && t.name == "token_embd.weight");
     if is_output {
-        return if cols % 256 != 0 {
-            GgmlDType::Q8_0
-        } else if qt == QuantType::Q8_0 {
+        return if !cols.is_multiple_of(256) || qt == QuantType::Q8_0 {
             GgmlDType::Q8_0
         } else {
             GgmlDType::Q6K
@@ -187,7 +185,7 @@ pub fn tensor_type(qt: QuantType, t: TensorRole<'_>) -> GgmlDType {
 
 /// The type a row of `cols` weights can actually be stored in.
 fn fallback(ty: GgmlDType, cols: usize) -> GgmlDType {
-    let ty = if cols % 256 != 0 {
+    let ty = if !cols.is_multiple_of(256) {
         match ty {
             GgmlDType::Q2K | GgmlDType::Q3K => GgmlDType::Q4_0,
             GgmlDType::Q4K => GgmlDType::Q5_0,
@@ -198,7 +196,7 @@ fn fallback(ty: GgmlDType, cols: usize) -> GgmlDType {
     } else {
         ty
     };
-    if cols % ty.block_size() != 0 {
+    if !cols.is_multiple_of(ty.block_size()) {
         GgmlDType::F16
     } else {
         ty

@@ -1,0 +1,115 @@
+//! `unicorn quantize`: an HF folder or GGUF to a quantized GGUF, with a progress bar
+//! and the quality report (printed, and written next to the output as JSON).
+
+use crate::{cancel_requested, human_bytes, Cancellable};
+use anyhow::{Context, Result};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use std::path::PathBuf;
+use unicorn_engine::quantize::{quantize, types::QuantType};
+
+#[derive(Args)]
+pub struct QuantizeArgs {
+    /// An HF folder (F32/F16/BF16), a GGUF, or a cached repository id.
+    model: String,
+    /// F16, BF16, Q8_0, Q6_K, Q5_K_M, Q5_K_S, Q4_K_M, Q4_K_S, Q4_0, Q3_K_M or Q2_K.
+    #[arg(long)]
+    to: String,
+    /// Output .gguf file (not replaced unless --force).
+    #[arg(long)]
+    out: PathBuf,
+    /// Replace an existing output.
+    #[arg(long)]
+    force: bool,
+    /// Print JSON lines (progress and the report).
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(a: QuantizeArgs) -> Result<()> {
+    let to = QuantType::parse(&a.to).with_context(|| {
+        let names: Vec<&str> = unicorn_engine::quantize::types::ALL
+            .iter()
+            .map(|(n, _)| *n)
+            .collect();
+        format!("--to {}: not a type we write ({})", a.to, names.join(", "))
+    })?;
+    let src = crate::model_path(&a.model)?;
+    let report_path = PathBuf::from(format!("{}.report.json", a.out.display()));
+    if report_path.exists() && !a.force {
+        anyhow::bail!(
+            "{} already exists; pass --force to replace it",
+            report_path.display()
+        );
+    }
+    let _guard = Cancellable::start()?;
+    let bar = if a.json {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(0).with_style(
+            ProgressStyle::with_template(
+                "{bar:30} {bytes}/{total_bytes} {bytes_per_sec} eta {eta} {msg}",
+            )
+            .expect("static template"),
+        )
+    };
+    let json = a.json;
+    let mut last = std::time::Instant::now();
+    let r = quantize(&src, &a.out, to, a.force, &mut |p| {
+        bar.set_length(p.bytes_total);
+        bar.set_position(p.bytes_read);
+        bar.set_message(format!("{}/{} {}", p.tensor_index, p.tensors, p.tensor));
+        if json && last.elapsed().as_millis() >= 200 {
+            last = std::time::Instant::now();
+            println!(
+                "{}",
+                serde_json::json!({"event": "progress", "progress": p})
+            );
+        }
+        !cancel_requested()
+    })
+    .with_context(|| format!("quantizing {}", src.display()))?;
+    bar.finish_and_clear();
+    let tmp = report_path.with_extension("json.partial");
+    std::fs::write(&tmp, serde_json::to_string_pretty(&r)? + "\n")
+        .and_then(|_| std::fs::rename(&tmp, &report_path))
+        .with_context(|| format!("writing {}", report_path.display()))?;
+    crate::library::record(&a.out, unicorn_engine::library::source::QUANTIZED, None);
+    for w in &r.warnings {
+        eprintln!("warning: {w}");
+    }
+    if json {
+        println!("{}", serde_json::json!({"event": "done", "report": r}));
+        return Ok(());
+    }
+    println!(
+        "{:<40} {:<6} {:>10} {:>6} {:>10} {:>9} {:>8}",
+        "tensor", "type", "bytes", "bpw", "rmse", "rel err", "SNR dB"
+    );
+    for t in &r.tensors {
+        println!(
+            "{:<40} {:<6} {:>10} {:>6.2} {:>10.3e} {:>9.4} {:>8.1}",
+            t.name,
+            t.r#type,
+            human_bytes(t.bytes as f64),
+            t.bits_per_weight,
+            t.rmse,
+            t.relative_error,
+            t.snr_db
+        );
+    }
+    println!(
+        "{} → {}: {} → {} ({:.2}x), {:.2} bits per weight, {:.1} s ({:.2} GB/s of source), peak RSS {}; report {}",
+        r.source,
+        r.output,
+        human_bytes(r.source_bytes as f64),
+        human_bytes(r.output_bytes as f64),
+        r.ratio,
+        r.bits_per_weight,
+        r.seconds,
+        r.source_bytes_per_sec / 1e9,
+        r.peak_rss_bytes.map(|b| human_bytes(b as f64)).unwrap_or_else(|| "n/a".into()),
+        report_path.display()
+    );
+    Ok(())
+}
