@@ -128,9 +128,14 @@ impl KvCache {
                 let drop = keep_from - entry.base;
                 if drop > 0 {
                     for buf in [&entry.k, &entry.v].into_iter().flatten() {
-                        // A real copy: with one kv head the narrowed view is already contiguous and
-                        // would share storage with the buffer it is written into.
-                        let kept = buf.narrow(2, drop, held - drop)?.copy()?;
+                        // With one kv head the narrowed view is already contiguous, and
+                        // `contiguous()` would hand back the buffer it is written into.
+                        let view = buf.narrow(2, drop, held - drop)?;
+                        let kept = if view.is_contiguous() {
+                            view.copy()?
+                        } else {
+                            view.contiguous()?
+                        };
                         buf.slice_set(&kept, 2, 0)?;
                     }
                     entry.base = keep_from;

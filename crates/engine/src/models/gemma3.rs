@@ -98,7 +98,11 @@ impl Config {
         } else {
             head_dim as f64
         };
-        let vocab_size = g.strings("tokenizer.ggml.tokens")?.len();
+        // The vocabulary, or (a file without one) the embedding's rows.
+        let vocab_size = match g.get("tokenizer.ggml.tokens") {
+            Some(_) => g.strings("tokenizer.ggml.tokens")?.len(),
+            None => g.tensor_location("token_embd.weight")?.2[0],
+        };
         super::check_heads(g.path(), heads, kv, head_dim)?;
         Ok(Self {
             hidden_size,
