@@ -12,7 +12,7 @@ use unicorn_engine::quantize::{quantize, types::QuantType};
 pub struct QuantizeArgs {
     /// An HF folder (F32/F16/BF16), a GGUF, or a cached repository id.
     model: String,
-    /// F16, BF16, Q8_0, Q6_K, Q5_K_M, Q5_K_S, Q4_K_M, Q4_K_S, Q4_0, Q3_K_M or Q2_K.
+    /// F32, F16, BF16, Q8_0, Q6_K, Q5_K_M, Q5_K_S, Q4_K_M, Q4_K_S, Q4_0, Q3_K_M or Q2_K.
     #[arg(long)]
     to: String,
     /// Output .gguf file (not replaced unless --force).

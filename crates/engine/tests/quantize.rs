@@ -225,3 +225,111 @@ fn requantizing_a_gguf_warns_and_cancelling_leaves_nothing() {
     assert_eq!(temps, 0);
     std::fs::remove_file(&out).ok();
 }
+
+/// Where scripts/setup installs PyPI `gguf` (llama.cpp's Python reader).
+fn gguf_py_path() -> PathBuf {
+    std::env::var_os("UNICORN_PYTHONPATH")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let cache = std::env::var_os("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| {
+                    PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache")
+                });
+            cache.join("unicorn/python")
+        })
+}
+
+/// llama.cpp's own reader (PyPI `gguf`) sees every key and tensor we wrote, with
+/// the same values, types and shapes, and the keys llama.cpp needs to load it.
+#[test]
+fn gguf_py_reads_every_key_and_tensor() {
+    let src = f32_folder(SMOLLM, &SMOLLM_F32);
+    let (out, _) = q(src, QuantType::Q4KM, "gguf-py.gguf");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/gguf_dump.py");
+    let o = std::process::Command::new("python3")
+        .arg(&script)
+        .arg(&out)
+        .env("PYTHONPATH", gguf_py_path())
+        .output()
+        .expect("python3");
+    assert!(
+        o.status.success(),
+        "gguf_dump.py failed (scripts/setup installs PyPI gguf under {}): {}",
+        gguf_py_path().display(),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let d: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let fields = d["fields"].as_object().unwrap();
+    let g = GgufFile::open(&out).unwrap();
+    use candle_core::quantized::gguf_file::Value;
+    for key in g.metadata_keys() {
+        let theirs = fields
+            .get(&key)
+            .unwrap_or_else(|| panic!("gguf-py does not see {key}"));
+        match g.get(&key).unwrap() {
+            Value::String(s) => assert_eq!(theirs, s, "{key}"),
+            Value::Array(a) => {
+                assert_eq!(theirs["array"], a.len(), "{key}");
+                if let Some(Value::String(s)) = a.first() {
+                    assert_eq!(theirs["first"], *s, "{key}");
+                }
+                if let Some(Value::String(s)) = a.last() {
+                    assert_eq!(theirs["last"], *s, "{key}");
+                }
+            }
+            Value::Bool(b) => assert_eq!(theirs, b, "{key}"),
+            Value::F32(x) => assert!(
+                (theirs.as_f64().unwrap() - *x as f64).abs() <= 1e-6 * x.abs() as f64,
+                "{key}"
+            ),
+            v => assert_eq!(theirs.as_f64(), g.f64(&key).ok(), "{key}: {v:?}"),
+        }
+    }
+    for k in [
+        "general.architecture",
+        "general.file_type",
+        "llama.context_length",
+        "llama.embedding_length",
+        "llama.block_count",
+        "llama.feed_forward_length",
+        "llama.attention.head_count",
+        "llama.attention.head_count_kv",
+        "llama.rope.freq_base",
+        "llama.attention.layer_norm_rms_epsilon",
+        "tokenizer.ggml.model",
+        "tokenizer.ggml.pre",
+        "tokenizer.ggml.tokens",
+        "tokenizer.ggml.token_type",
+        "tokenizer.ggml.merges",
+        "tokenizer.ggml.eos_token_id",
+        "tokenizer.chat_template",
+    ] {
+        assert!(fields.contains_key(k), "missing {k}");
+    }
+    let ours = g.tensor_infos();
+    let theirs = d["tensors"].as_array().unwrap();
+    assert_eq!(theirs.len(), ours.len());
+    for t in theirs {
+        let name = t["name"].as_str().unwrap();
+        let (_, ty, shape) = ours
+            .iter()
+            .find(|(n, _, _)| n == name)
+            .unwrap_or_else(|| panic!("{name}"));
+        assert_eq!(
+            t["type"],
+            unicorn_engine::weight::ggml_type_name(*ty),
+            "{name}"
+        );
+        let mut rev: Vec<usize> = shape.clone();
+        rev.reverse();
+        let got: Vec<usize> = t["shape"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as usize)
+            .collect();
+        assert_eq!(got, rev, "{name}");
+    }
+    std::fs::remove_file(&out).ok();
+}

@@ -21,6 +21,8 @@ use candle_core::quantized::GgmlDType;
 /// A file type the user can ask for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum QuantType {
+    /// float32: an exact GGUF of the source (a reference for other tools).
+    F32,
     /// Half precision.
     F16,
     /// bfloat16.
@@ -46,7 +48,8 @@ pub enum QuantType {
 }
 
 /// Every type, as the CLI spells them.
-pub const ALL: [(&str, QuantType); 11] = [
+pub const ALL: [(&str, QuantType); 12] = [
+    ("F32", QuantType::F32),
     ("F16", QuantType::F16),
     ("BF16", QuantType::Bf16),
     ("Q8_0", QuantType::Q8_0),
@@ -79,6 +82,7 @@ impl QuantType {
     /// llama.cpp's `general.file_type` value.
     pub fn file_type(self) -> u32 {
         match self {
+            Self::F32 => 0,
             Self::F16 => 1,
             Self::Q4_0 => 2,
             Self::Q8_0 => 7,
@@ -95,6 +99,7 @@ impl QuantType {
 
     fn base(self) -> GgmlDType {
         match self {
+            Self::F32 => GgmlDType::F32,
             Self::F16 => GgmlDType::F16,
             Self::Bf16 => GgmlDType::BF16,
             Self::Q8_0 => GgmlDType::Q8_0,
@@ -137,7 +142,7 @@ pub fn tensor_type(qt: QuantType, t: TensorRole<'_>) -> GgmlDType {
     if t.shape.len() < 2 || !t.name.ends_with(".weight") {
         return GgmlDType::F32;
     }
-    if matches!(qt, QuantType::F16 | QuantType::Bf16) {
+    if matches!(qt, QuantType::F32 | QuantType::F16 | QuantType::Bf16) {
         return qt.base();
     }
     let cols = *t.shape.last().unwrap_or(&0);
