@@ -21,6 +21,9 @@ pub struct QuantizeArgs {
     /// Replace an existing output.
     #[arg(long)]
     force: bool,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
     /// Print JSON lines (progress and the report).
     #[arg(long)]
     json: bool,
@@ -34,6 +37,7 @@ pub fn run(a: QuantizeArgs) -> Result<()> {
             .collect();
         format!("--to {}: not a type we write ({})", a.to, names.join(", "))
     })?;
+    unicorn_engine::set_threads(a.threads);
     let src = crate::model_path(&a.model)?;
     let report_path = PathBuf::from(format!("{}.report.json", a.out.display()));
     if report_path.exists() && !a.force {
