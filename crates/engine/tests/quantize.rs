@@ -80,6 +80,27 @@ fn f32_folder(gguf: &str, cell: &'static OnceLock<PathBuf>) -> &'static Path {
     })
 }
 
+fn llama_cpp_hashes() -> serde_json::Value {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/llama-cpp-quantize-sha256.json");
+    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+}
+
+fn tensor_sha256(g: &GgufFile, name: &str) -> String {
+    use sha2::Digest;
+    use std::os::unix::fs::FileExt;
+    let (offset, t, shape) = g.tensor_location(name).unwrap();
+    let n: usize = shape.iter().product();
+    let mut buf = vec![0u8; n / t.block_size() * t.type_size()];
+    std::fs::File::open(g.path())
+        .unwrap()
+        .read_exact_at(&mut buf, offset)
+        .unwrap();
+    sha2::Sha256::digest(&buf)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 fn check_real(gguf: &str, cell: &'static OnceLock<PathBuf>, case: &str) {
     let src = f32_folder(gguf, cell);
     let base = LoadedModel::load(src, &LoadOptions::default()).unwrap();
@@ -110,6 +131,24 @@ fn check_real(gguf: &str, cell: &'static OnceLock<PathBuf>, case: &str) {
             "{file} vs {tensor_bytes}"
         );
         assert_eq!(g.u64("general.file_type").unwrap(), to.file_type() as u64);
+        // Byte for byte what llama.cpp's llama-quantize writes from the same source
+        // (hashes made by bench/llama-cpp-tensor-hashes).
+        let theirs = &llama_cpp_hashes()[gguf][to.name()];
+        for (name, t, _) in &infos {
+            let want = &theirs[name.as_str()];
+            assert_eq!(
+                want[0],
+                unicorn_engine::weight::ggml_type_name(*t),
+                "{gguf} {}: {name}",
+                to.name()
+            );
+            assert_eq!(
+                want[1],
+                tensor_sha256(&g, name),
+                "{gguf} {}: {name} differs from llama.cpp's",
+                to.name()
+            );
+        }
         // The tokenizer written from tokenizer.json gives HF's ids again.
         let tok = Tokenizer::from_gguf(&g).unwrap();
         assert_eq!(

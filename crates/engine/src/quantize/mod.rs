@@ -4,6 +4,7 @@
 //! file renamed into place when complete. Per-tensor error statistics are measured on
 //! the way (each chunk is dequantized again and compared) and returned as a report.
 
+mod kquants;
 pub mod types;
 
 use crate::error::{Error, Result};
@@ -543,8 +544,28 @@ fn quantize_rows(
         .map(|p| {
             let (a, b) = (p * per, ((p + 1) * per).min(rows));
             let x = &values[a * cols..b * cols];
-            let src = Tensor::from_slice(x, (b - a, cols), &Device::Cpu)?;
-            let q = QTensor::quantize(&src, t)?;
+            let (bytes, q) = match t {
+                // ggml's current reference quantizers (candle's follow an older ggml).
+                GgmlDType::Q4K | GgmlDType::Q5K | GgmlDType::Q6K => {
+                    let bytes = match t {
+                        GgmlDType::Q4K => kquants::quantize_q4_k(x),
+                        GgmlDType::Q5K => kquants::quantize_q5_k(x),
+                        _ => kquants::quantize_q6_k(x),
+                    };
+                    let q = candle_core::quantized::ggml_file::qtensor_from_ggml(
+                        t,
+                        &bytes,
+                        vec![b - a, cols],
+                        &Device::Cpu,
+                    )?;
+                    (bytes, q)
+                }
+                _ => {
+                    let src = Tensor::from_slice(x, (b - a, cols), &Device::Cpu)?;
+                    let q = QTensor::quantize(&src, t)?;
+                    (q.data()?.into_owned(), q)
+                }
+            };
             let back = q
                 .dequantize(&Device::Cpu)?
                 .flatten_all()?
@@ -555,7 +576,7 @@ fn quantize_rows(
                 e2 += d * d;
                 s2 += (*o as f64) * (*o as f64);
             }
-            Ok((q.data()?.into_owned(), e2, s2))
+            Ok((bytes, e2, s2))
         })
         .collect();
     let mut bytes = Vec::new();
