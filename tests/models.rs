@@ -211,3 +211,77 @@ fn memory_estimate_is_within_a_quarter_of_measured_peak_rss() {
         assert!(err.abs() < 0.25, "{name}: estimate {est} vs peak {peak}");
     }
 }
+
+#[test]
+fn quantize_and_compare_from_the_command_line() {
+    let dir = scratch("quantize");
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("tiny.gguf");
+    let o = out.display().to_string();
+    let src = golden("tiny/qwen2").display().to_string();
+    let r = run(
+        &["quantize", &src, "--to", "q8_0", "--out", &o, "--json"],
+        None,
+    );
+    assert_ok(&r);
+    let done = json_lines(&r).pop().unwrap();
+    assert_eq!(done["event"], "done");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(format!("{o}.report.json")).unwrap())
+            .unwrap();
+    assert_eq!(report["to"], "Q8_0");
+    let t = &report["tensors"][0];
+    for k in [
+        "name",
+        "type",
+        "bytes",
+        "bits_per_weight",
+        "rmse",
+        "relative_error",
+        "snr_db",
+    ] {
+        assert!(!t[k].is_null(), "{k}");
+    }
+    assert!(report["ratio"].as_f64().unwrap() > 3.0);
+    // No overwrite without --force, and an unknown type is named.
+    let again = run(&["quantize", &src, "--to", "Q8_0", "--out", &o], None);
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
+    let bad = run(
+        &["quantize", &src, "--to", "Q7_K", "--out", &o, "--force"],
+        None,
+    );
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("Q7_K"));
+    // compare: a model against itself loses nothing.
+    let m = model(SMOLLM).display().to_string();
+    let text = model("jargon.txt").display().to_string();
+    let r = run(
+        &[
+            "compare",
+            &m,
+            &m,
+            "--text",
+            &text,
+            "--max-tokens",
+            "1024",
+            "--json",
+        ],
+        None,
+    );
+    assert_ok(&r);
+    let c: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+    for k in [
+        "ppl_base",
+        "ppl_quant",
+        "delta_ppl",
+        "kld_mean",
+        "kld_p99",
+        "top1_agreement",
+        "tokens_scored",
+    ] {
+        assert!(!c[k].is_null(), "{k}");
+    }
+    assert_eq!(c["delta_ppl"], 0.0);
+    assert_eq!(c["top1_agreement"], 1.0);
+    assert_eq!(c["tokens_scored"], 510);
+    std::fs::remove_dir_all(&dir).ok();
+}
