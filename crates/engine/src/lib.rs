@@ -22,6 +22,7 @@ pub mod kernels;
 pub mod library;
 pub mod memory;
 pub mod models;
+pub mod nf4;
 pub mod source;
 pub mod tokenizer;
 pub mod weight;

@@ -1,0 +1,160 @@
+//! NF4 against bitsandbytes 0.50's own output (../shared/golden/nf4): every packed
+//! 4-bit code, nested scale and offset, the absmax codes, and the dequantized floats.
+//!
+//! Known deviation: bitsandbytes' CPU 8-bit quantizer finds codes with an
+//! approximate bucket search and only ever corrects to the right, so near a bucket
+//! boundary it can keep the farther neighbour; we pick the nearest. Of the 753
+//! double-quantized block scales here, one (big_dq, block 579) differs that way; the
+//! test pins exactly that.
+
+mod common;
+use common::*;
+use unicorn_engine::nf4::{dynamic_map, Absmax, Nf4, NF4};
+
+#[test]
+fn tables_equal_bitsandbytes() {
+    let g = golden("nf4/nf4_vectors.safetensors");
+    assert_eq!(floats(&g["w64_dq.quant_map"]), NF4.to_vec());
+    assert_eq!(
+        floats(&g["w64_dq.nested_quant_map"]),
+        dynamic_map().to_vec()
+    );
+}
+
+#[test]
+fn quantize_and_dequantize_reproduce_every_reference_byte() {
+    let g = golden("nf4/nf4_vectors.safetensors");
+    let meta: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(golden_dir().join("nf4/nf4_vectors.json")).unwrap(),
+    )
+    .unwrap();
+    for (name, m) in meta["cases"].as_object().unwrap() {
+        let bs = m["blocksize"].as_u64().unwrap() as usize;
+        let dq = m["double_quant"].as_bool().unwrap();
+        let x = floats(&g[&format!("{name}.input")]);
+        let q = Nf4::quantize(&x, bs, dq);
+        let packed: Vec<u8> = g[&format!("{name}.packed")]
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<u8>()
+            .unwrap();
+        assert_eq!(q.packed, packed, "{name}: packed codes");
+        match &q.absmax {
+            Absmax::Plain(a) => {
+                assert_eq!(a, &floats(&g[&format!("{name}.absmax")]), "{name}: absmax")
+            }
+            Absmax::Double {
+                codes,
+                nested,
+                offset,
+            } => {
+                let want: Vec<u8> = g[&format!("{name}.absmax_q")].to_vec1::<u8>().unwrap();
+                assert_eq!(
+                    *offset,
+                    m["offset"].as_f64().unwrap() as f32,
+                    "{name}: offset"
+                );
+                assert_eq!(
+                    nested,
+                    &floats(&g[&format!("{name}.nested_absmax")]),
+                    "{name}: nested absmax"
+                );
+                let differ: Vec<(usize, u8, u8)> = codes
+                    .iter()
+                    .zip(&want)
+                    .enumerate()
+                    .filter(|(_, (a, b))| a != b)
+                    .map(|(i, (a, b))| (i, *a, *b))
+                    .collect();
+                let expected: Vec<(usize, u8, u8)> = if name == "big_dq" {
+                    vec![(579, 62, 63)]
+                } else {
+                    vec![]
+                };
+                assert_eq!(
+                    differ, expected,
+                    "{name}: absmax codes (ours, bitsandbytes')"
+                );
+            }
+        }
+        // Dequantizing bitsandbytes' own codes gives its floats exactly.
+        let mut theirs = q.clone();
+        if let Absmax::Double { codes, .. } = &mut theirs.absmax {
+            *codes = g[&format!("{name}.absmax_q")].to_vec1::<u8>().unwrap();
+        }
+        assert_eq!(
+            theirs.dequantize(),
+            floats(&g[&format!("{name}.dequantized")]),
+            "{name}: dequantized"
+        );
+    }
+}
+
+/// The tiny Llama that transformers + bitsandbytes serialized: quantizing the same
+/// f32 weights reproduces every packed 4-bit weight byte, and block scales that
+/// dequantize to bitsandbytes' within 4e-3 of the largest. Not every absmax code is
+/// identical: bitsandbytes' CPU 8-bit search is approximate (it can land a few steps
+/// off in the dense part of the dynamic map near zero, where steps are tiny), and its
+/// float32 mean for the offset sums in an order we match on the vector cases but not
+/// on all of these tensors (we stay within 4 ulps). Measured: 3 of 2 304 absmax
+/// codes differ; the worst block scale is 1.2e-3 of the largest away.
+#[test]
+fn quantizing_tiny_llama_reproduces_the_bitsandbytes_checkpoint() {
+    let src = golden("tiny/llama/model.safetensors");
+    let bnb = golden("nf4/tiny_llama_bnb_nf4/model.safetensors");
+    let (mut checked, mut codes_total, mut codes_off) = (0, 0, 0);
+    let mut worst = 0f32;
+    for (name, w) in &src {
+        let Some(packed) = bnb
+            .get(name)
+            .filter(|t| t.dtype() == candle_core::DType::U8)
+        else {
+            continue;
+        };
+        let q = Nf4::quantize(&floats(w), 64, true);
+        assert_eq!(
+            q.packed,
+            packed.flatten_all().unwrap().to_vec1::<u8>().unwrap(),
+            "{name}"
+        );
+        let Absmax::Double { codes, offset, .. } = &q.absmax else {
+            unreachable!()
+        };
+        let want: Vec<u8> = bnb[&format!("{name}.absmax")].to_vec1::<u8>().unwrap();
+        codes_off += codes.iter().zip(&want).filter(|(a, b)| a != b).count();
+        codes_total += want.len();
+        let mut theirs_q = q.clone();
+        if let Absmax::Double { codes, nested, .. } = &mut theirs_q.absmax {
+            *codes = want.clone();
+            *nested = floats(&bnb[&format!("{name}.nested_absmax")]);
+        }
+        let (ours_s, theirs_s) = (q.block_scales(), theirs_q.block_scales());
+        let top = theirs_s.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let d = ours_s
+            .iter()
+            .zip(&theirs_s)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        worst = worst.max(d / top);
+        assert!(
+            d <= 4e-3 * top,
+            "{name}: block scales differ by {d} (largest {top})"
+        );
+        let state: Vec<u8> = bnb[&format!("{name}.quant_state.bitsandbytes__nf4")]
+            .to_vec1::<u8>()
+            .unwrap();
+        let state: serde_json::Value = serde_json::from_slice(&state).unwrap();
+        let theirs = state["nested_offset"].as_f64().unwrap() as f32;
+        assert!(
+            offset.to_bits().abs_diff(theirs.to_bits()) <= 4,
+            "{name}: offset {offset} vs {theirs}"
+        );
+        checked += 1;
+    }
+    assert_eq!(checked, 28, "4 layers × 7 linear weights");
+    eprintln!("absmax codes that differ: {codes_off} of {codes_total}; worst scale difference {worst:.2e} of the largest");
+    assert!(
+        codes_off * 10 <= codes_total,
+        "{codes_off} of {codes_total} absmax codes differ"
+    );
+}
