@@ -119,8 +119,7 @@ pub fn inspect(path: &Path, ctx: Option<usize>) -> Result<ModelInfo> {
         Source::Hf(h) => {
             for (_, dtype, shape) in h.tensor_infos() {
                 let n: u64 = shape.iter().map(|&d| d as u64).product();
-                let size = if dtype == "F32" { 4 } else { 2 };
-                add(dtype.to_uppercase(), n, n * size);
+                add(dtype.to_uppercase(), n, n * crate::hf::dtype_bytes(&dtype));
             }
             let files = crate::hf::tokenizer_files::read(h.dir(), h.config().json())?;
             (

@@ -83,8 +83,8 @@ pub fn resident_weight_bytes(src: &Source) -> u64 {
             .iter()
             .map(|(_, dtype, shape)| {
                 let n: u64 = shape.iter().map(|&d| d as u64).product();
-                let size = if dtype == "F32" { 4 } else { 2 };
-                if shape.len() == 1 {
+                let size = crate::hf::dtype_bytes(dtype);
+                if shape.len() == 1 && size >= 2 {
                     n * 4
                 } else {
                     n * size

@@ -239,3 +239,101 @@ impl Nf4 {
             .collect()
     }
 }
+
+/// An NF4 weight matrix `[rows, cols]` kept packed for matmuls: the codes as stored,
+/// and the block scales (double quantization resolved once at load).
+#[derive(Debug, Clone)]
+pub struct Nf4Matrix {
+    /// Output features.
+    pub rows: usize,
+    /// Input features.
+    pub cols: usize,
+    /// Weights per block (blocks run over the flattened matrix).
+    pub blocksize: usize,
+    /// Two codes per byte, element 2i in the high nibble.
+    pub packed: Vec<u8>,
+    /// One f32 scale per block.
+    pub scales: Vec<f32>,
+}
+
+/// Rows of the weight per parallel task.
+const ROWS_PER_TASK: usize = 8;
+
+impl Nf4Matrix {
+    /// From a quantized tensor of `rows × cols` weights.
+    pub fn new(q: &Nf4, rows: usize, cols: usize) -> Option<Self> {
+        (q.len == rows * cols && q.packed.len() == q.len.div_ceil(2)).then(|| Self {
+            rows,
+            cols,
+            blocksize: q.blocksize,
+            packed: q.packed.clone(),
+            scales: q.block_scales(),
+        })
+    }
+
+    /// Bytes held (codes and scales).
+    pub fn bytes(&self) -> usize {
+        self.packed.len() + self.scales.len() * 4
+    }
+
+    /// Code of flat element `i`.
+    fn code(&self, i: usize) -> usize {
+        let b = self.packed[i / 2];
+        (if i.is_multiple_of(2) { b >> 4 } else { b & 0xF }) as usize
+    }
+
+    /// `y = x · Wᵀ` for `x` `[m, cols]`; returns `[m, rows]`. Codes are decoded in the
+    /// loop, never into a dense copy: per block, Σ x·NF4[code], times the scale.
+    pub fn matmul(&self, x: &[f32], m: usize) -> Vec<f32> {
+        use rayon::prelude::*;
+        let (n, k) = (self.rows, self.cols);
+        let mut yt = vec![0f32; n * m];
+        yt.par_chunks_mut(ROWS_PER_TASK * m)
+            .enumerate()
+            .for_each(|(c, out)| {
+                let mut w = vec![0f32; k];
+                for (r, o) in out.chunks_mut(m).enumerate() {
+                    let row = c * ROWS_PER_TASK + r;
+                    self.dequantize_row(row, &mut w);
+                    for (i, y) in o.iter_mut().enumerate() {
+                        *y = dot(&w, &x[i * k..(i + 1) * k]);
+                    }
+                }
+            });
+        if m == 1 {
+            return yt;
+        }
+        let mut y = vec![0f32; m * n];
+        for j in 0..n {
+            for i in 0..m {
+                y[i * n + j] = yt[j * m + i];
+            }
+        }
+        y
+    }
+
+    /// Row `row` in f32 (into a reused buffer the size of one row).
+    pub fn dequantize_row(&self, row: usize, out: &mut [f32]) {
+        let start = row * self.cols;
+        for (j, o) in out.iter_mut().enumerate() {
+            let i = start + j;
+            *o = NF4[self.code(i)] * self.scales[i / self.blocksize];
+        }
+    }
+}
+
+/// f32 dot product in eight lanes (the compiler vectorises it).
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let chunks = a.len() / 8 * 8;
+    for (ca, cb) in a[..chunks].chunks_exact(8).zip(b[..chunks].chunks_exact(8)) {
+        for l in 0..8 {
+            acc[l] += ca[l] * cb[l];
+        }
+    }
+    let mut s: f32 = acc.iter().sum();
+    for i in chunks..a.len() {
+        s += a[i] * b[i];
+    }
+    s
+}

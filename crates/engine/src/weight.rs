@@ -14,6 +14,8 @@ pub enum Weight {
     /// A GGUF block-quantized tensor, kept packed; the matmul quantizes activations
     /// on the fly like llama.cpp does.
     Gguf(Arc<QTensor>),
+    /// bitsandbytes NF4, kept packed; decoded row by row inside the matmul.
+    Nf4(Arc<crate::nf4::Nf4Matrix>),
 }
 
 impl Weight {
@@ -40,6 +42,19 @@ impl Weight {
                 Ok(own_kernel_forward(&[q], x)?.remove(0))
             }
             Self::Gguf(q) => QMatMul::QTensor(q.clone()).forward(x),
+            Self::Nf4(w) => {
+                let k = x.dim(D::Minus1)?;
+                if k != w.cols {
+                    candle_core::bail!("matmul: input has {k} columns, NF4 weight {}", w.cols);
+                }
+                let m = x.elem_count() / k.max(1);
+                let xs = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+                let mut dims = x.dims().to_vec();
+                if let Some(last) = dims.last_mut() {
+                    *last = w.rows;
+                }
+                Tensor::from_vec(w.matmul(&xs, m), dims, x.device())
+            }
         }
     }
 
@@ -75,6 +90,17 @@ impl Weight {
                 out.to_dtype(DType::F32)?.reshape((n, w.dim(D::Minus1)?))
             }
             Self::Gguf(q) => q.embedding(&ids.flatten_all()?),
+            Self::Nf4(w) => {
+                let ids = ids.flatten_all()?.to_vec1::<u32>()?;
+                let mut out = vec![0f32; ids.len() * w.cols];
+                for (i, &id) in ids.iter().enumerate() {
+                    if id as usize >= w.rows {
+                        candle_core::bail!("token id {id} outside the embedding ({} rows)", w.rows);
+                    }
+                    w.dequantize_row(id as usize, &mut out[i * w.cols..(i + 1) * w.cols]);
+                }
+                Tensor::from_vec(out, (ids.len(), w.cols), &candle_core::Device::Cpu)
+            }
         }
     }
 
@@ -83,6 +109,7 @@ impl Weight {
         let d = match self {
             Self::Dense(w) => w.dims(),
             Self::Gguf(q) => q.shape().dims(),
+            Self::Nf4(w) => return (w.rows, w.cols),
         };
         (d[0], d.get(1).copied().unwrap_or(1))
     }
@@ -92,6 +119,7 @@ impl Weight {
         match self {
             Self::Dense(w) => w.elem_count() * w.dtype().size_in_bytes(),
             Self::Gguf(q) => q.storage_size_in_bytes(),
+            Self::Nf4(w) => w.bytes(),
         }
     }
 
@@ -100,6 +128,7 @@ impl Weight {
         match self {
             Self::Dense(w) => format!("{:?}", w.dtype()).to_uppercase(),
             Self::Gguf(q) => ggml_type_name(q.dtype()).to_string(),
+            Self::Nf4(_) => "NF4".to_string(),
         }
     }
 }

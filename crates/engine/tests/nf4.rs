@@ -158,3 +158,67 @@ fn quantizing_tiny_llama_reproduces_the_bitsandbytes_checkpoint() {
         "{codes_off} of {codes_total} absmax codes differ"
     );
 }
+
+/// The engine runs the bitsandbytes checkpoint directly, NF4 kept packed, and gets
+/// the logits of the same model with its weights dequantized into a dense F32
+/// folder. (Against transformers' own logits for this checkpoint it is 0.85 off, with
+/// the dequantized weights equal to our quantizer's to 1e-7: still open, see issue 5.)
+#[test]
+fn the_bnb_checkpoint_runs_packed_like_its_dense_dequantization() {
+    use std::collections::HashMap;
+    use unicorn_engine::models::Model;
+    use unicorn_engine::source::Source;
+    let dir = golden_dir().join("nf4/tiny_llama_bnb_nf4");
+    let hf = unicorn_engine::hf::HfFolder::open(&dir).unwrap();
+    let src = golden("tiny/llama/model.safetensors");
+    let mut dense: HashMap<String, candle_core::Tensor> = HashMap::new();
+    let mut packed = 0;
+    for (name, t) in &src {
+        let w = match t.dims() {
+            [r, c] if !name.contains("embed") => hf
+                .weight(name, (*r, *c), &candle_core::Device::Cpu)
+                .unwrap(),
+            _ => {
+                dense.insert(name.clone(), t.clone());
+                continue;
+            }
+        };
+        let unicorn_engine::weight::Weight::Nf4(m) = &w else {
+            panic!("{name} is not NF4")
+        };
+        packed += 1;
+        let mut all = vec![0f32; m.rows * m.cols];
+        for i in 0..m.rows {
+            m.dequantize_row(i, &mut all[i * m.cols..(i + 1) * m.cols]);
+        }
+        dense.insert(
+            name.clone(),
+            candle_core::Tensor::from_vec(all, (m.rows, m.cols), &candle_core::Device::Cpu)
+                .unwrap(),
+        );
+    }
+    assert_eq!(packed, 28);
+    let out = std::env::temp_dir().join(format!("unicorn-nf4-dense-{}", std::process::id()));
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::copy(
+        golden_dir().join("tiny/llama/config.json"),
+        out.join("config.json"),
+    )
+    .unwrap();
+    candle_core::safetensors::save(&dense, out.join("model.safetensors")).unwrap();
+    let g = golden("nf4/tiny_llama_bnb_nf4/golden_nf4_logits.safetensors");
+    let input = ids(&g["input_ids"]);
+    let run = |d: &std::path::Path| {
+        let m = Model::load(&Source::open(d).unwrap(), &candle_core::Device::Cpu).unwrap();
+        let mut c = m.new_cache();
+        floats(&m.forward(&input, &mut c, 0).unwrap())
+    };
+    let (nf4, dense_logits) = (run(&dir), run(&out));
+    let d = max_abs_diff(&nf4, &dense_logits);
+    eprintln!(
+        "packed vs dense {d}; vs transformers {}",
+        max_abs_diff(&nf4, &floats(&g["logits"]))
+    );
+    assert!(d < 1e-4, "packed NF4 vs dense: {d}");
+    std::fs::remove_dir_all(&out).ok();
+}

@@ -33,6 +33,16 @@ pub const ARCHITECTURES: &[(&str, &str)] = &[
 
 const SUPPORTED: &str = "Gemma3ForCausalLM, Gemma3ForConditionalGeneration, LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM";
 
+/// Bytes per element of a safetensors dtype name (`F32`, `BF16`, `U8`, ...).
+pub fn dtype_bytes(dtype: &str) -> u64 {
+    match dtype {
+        "F64" | "I64" | "U64" => 8,
+        "F32" | "I32" | "U32" => 4,
+        "F16" | "BF16" | "I16" | "U16" => 2,
+        _ => 1,
+    }
+}
+
 struct Shard {
     path: PathBuf,
     mmap: Mmap,
@@ -335,12 +345,124 @@ impl HfFolder {
         Ok((&s.path, (s.data_start + e.range.0) as u64, dtype, &e.shape))
     }
 
-    /// A matrix `[out, in]`, kept in its stored precision (F32, F16 or BF16); matmuls
-    /// on it accumulate in F32.
+    /// A matrix `[out, in]`, kept in its stored precision (F32, F16 or BF16, or
+    /// bitsandbytes NF4 kept packed); matmuls on it accumulate in F32.
     pub fn weight(&self, hf_name: &str, shape: (usize, usize), device: &Device) -> Result<Weight> {
+        if self
+            .tensors
+            .get(hf_name)
+            .is_some_and(|e| e.dtype == Dtype::U8)
+            && self.has(&format!("{hf_name}.absmax"))
+        {
+            return self.nf4_weight(hf_name, shape);
+        }
         let (bytes, dtype) = self.checked(hf_name, &[shape.0, shape.1])?;
         let t = Tensor::from_raw_buffer(bytes, dtype, &[shape.0, shape.1], device)?;
         Ok(Weight::Dense(t))
+    }
+
+    /// Bytes of a tensor of any dtype, with its dtype and shape.
+    fn any_bytes(&self, hf_name: &str) -> Result<(&[u8], Dtype, &[usize])> {
+        let e = self.entry(hf_name)?;
+        let s = &self.shards[e.shard];
+        Ok((
+            &s.mmap[s.data_start + e.range.0..s.data_start + e.range.1],
+            e.dtype,
+            &e.shape,
+        ))
+    }
+
+    fn f32s(&self, hf_name: &str) -> Result<Vec<f32>> {
+        let (b, d, _) = self.any_bytes(hf_name)?;
+        if d != Dtype::F32 {
+            let e = self.entry(hf_name)?;
+            return Err(self.tensor_err(e, format!("dtype {d:?}, expected F32")));
+        }
+        Ok(b.chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect())
+    }
+
+    /// A bitsandbytes NF4 matrix: packed codes, the block scales (double quantization
+    /// resolved with the stored maps), checked against the quant state's shape.
+    fn nf4_weight(&self, hf_name: &str, shape: (usize, usize)) -> Result<Weight> {
+        let e = self.entry(hf_name)?;
+        let bad = |m: String| self.tensor_err(e, m);
+        let state_name = format!("{hf_name}.quant_state.bitsandbytes__nf4");
+        if !self.has(&state_name) {
+            let fp4 = format!("{hf_name}.quant_state.bitsandbytes__fp4");
+            return Err(bad(if self.has(&fp4) {
+                "FP4 (bitsandbytes) is not supported, only NF4".into()
+            } else {
+                "4-bit weight without a bitsandbytes quant state".into()
+            }));
+        }
+        let (state, _, _) = self.any_bytes(&state_name)?;
+        let state: serde_json::Value = serde_json::from_slice(state)
+            .map_err(|err| bad(format!("quant state is not JSON: {err}")))?;
+        let blocksize = state["blocksize"].as_u64().unwrap_or(64) as usize;
+        let want = [shape.0, shape.1];
+        let stored: Vec<usize> = state["shape"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_u64().map(|x| x as usize))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if stored != want {
+            return Err(bad(format!(
+                "shape {stored:?}, expected {want:?} from config.json"
+            )));
+        }
+        if self.f32s(&format!("{hf_name}.quant_map"))? != crate::nf4::NF4 {
+            return Err(bad("quant_map is not the NF4 table".into()));
+        }
+        let n = shape.0 * shape.1;
+        let blocks = n.div_ceil(blocksize.max(1));
+        let (packed, _, _) = self.any_bytes(hf_name)?;
+        if packed.len() != n.div_ceil(2) {
+            return Err(bad(format!(
+                "{} packed bytes for {n} weights",
+                packed.len()
+            )));
+        }
+        let absmax_name = format!("{hf_name}.absmax");
+        let (absmax, adtype, _) = self.any_bytes(&absmax_name)?;
+        let scales: Vec<f32> = match adtype {
+            Dtype::U8 => {
+                let map = self.f32s(&format!("{hf_name}.nested_quant_map"))?;
+                let nested = self.f32s(&format!("{hf_name}.nested_absmax"))?;
+                let nb = state["nested_blocksize"].as_u64().unwrap_or(256) as usize;
+                let offset = state["nested_offset"].as_f64().unwrap_or(0.0) as f32;
+                if map.len() != 256 || nested.len() != blocks.div_ceil(nb.max(1)) {
+                    return Err(bad("nested quantization tables have the wrong size".into()));
+                }
+                absmax
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &c)| map[c as usize] * nested[i / nb] + offset)
+                    .collect()
+            }
+            Dtype::F32 => self.f32s(&absmax_name)?,
+            d => return Err(bad(format!("absmax dtype {d:?}"))),
+        };
+        if scales.len() != blocks {
+            return Err(bad(format!(
+                "{} block scales for {blocks} blocks",
+                scales.len()
+            )));
+        }
+        if let Some(i) = scales.iter().position(|s| !s.is_finite()) {
+            return Err(bad(format!("block scale {i} is NaN or infinite")));
+        }
+        Ok(Weight::Nf4(std::sync::Arc::new(crate::nf4::Nf4Matrix {
+            rows: shape.0,
+            cols: shape.1,
+            blocksize,
+            packed: packed.to_vec(),
+            scales,
+        })))
     }
 
     /// A vector (norm weight, bias) in F32.
