@@ -251,6 +251,38 @@ fn quantize_and_compare_from_the_command_line() {
         None,
     );
     assert!(String::from_utf8_lossy(&bad.stderr).contains("Q7_K"));
+    // NF4: an HF folder in bitsandbytes' layout that the engine runs.
+    let nf4 = dir.join("tiny-nf4");
+    let n = nf4.display().to_string();
+    let llama = golden("tiny/llama").display().to_string();
+    let r = run(
+        &["quantize", &llama, "--to", "nf4", "--out", &n, "--json"],
+        None,
+    );
+    assert_ok(&r);
+    let done = json_lines(&r).pop().unwrap();
+    // 4 layers × (q, o 64×64; k, v 32×64; gate, up 128×64; down 64×128).
+    assert_eq!(
+        done["report"]["quantized_weights"],
+        4 * (2 * 4096 + 2 * 2048 + 3 * 8192)
+    );
+    let cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(nf4.join("config.json")).unwrap()).unwrap();
+    assert_eq!(cfg["quantization_config"]["bnb_4bit_quant_type"], "nf4");
+    let r = run(
+        &[
+            "generate",
+            &n,
+            "--prompt-ids",
+            "1 2 3",
+            "--max-tokens",
+            "4",
+            "--ignore-eos",
+            "--json",
+        ],
+        None,
+    );
+    assert_ok(&r);
     // compare: a model against itself loses nothing.
     let m = model(SMOLLM).display().to_string();
     let text = model("jargon.txt").display().to_string();

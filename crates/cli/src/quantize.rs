@@ -12,12 +12,19 @@ use unicorn_engine::quantize::{quantize, types::QuantType};
 pub struct QuantizeArgs {
     /// An HF folder (F32/F16/BF16), a GGUF, or a cached repository id.
     model: String,
-    /// F32, F16, BF16, Q8_0, Q6_K, Q5_K_M, Q5_K_S, Q4_K_M, Q4_K_S, Q4_0, Q3_K_M or Q2_K.
+    /// F32, F16, BF16, Q8_0, Q6_K, Q5_K_M, Q5_K_S, Q4_K_M, Q4_K_S, Q4_0, Q3_K_M, Q2_K
+    /// (a GGUF file), or NF4 (an HF folder in bitsandbytes' layout).
     #[arg(long)]
     to: String,
-    /// Output .gguf file (not replaced unless --force).
+    /// Output .gguf file, or folder for NF4 (not replaced unless --force).
     #[arg(long)]
     out: PathBuf,
+    /// NF4: weights per block (a power of two, 32..4096).
+    #[arg(long, default_value_t = 64)]
+    blocksize: usize,
+    /// NF4: keep block scales in f32 instead of double-quantizing them.
+    #[arg(long)]
+    no_double_quant: bool,
     /// Replace an existing output.
     #[arg(long)]
     force: bool,
@@ -30,6 +37,9 @@ pub struct QuantizeArgs {
 }
 
 pub fn run(a: QuantizeArgs) -> Result<()> {
+    if a.to.eq_ignore_ascii_case("nf4") {
+        return run_nf4(a);
+    }
     let to = QuantType::parse(&a.to).with_context(|| {
         let names: Vec<&str> = unicorn_engine::quantize::types::ALL
             .iter()
@@ -115,5 +125,49 @@ pub fn run(a: QuantizeArgs) -> Result<()> {
         r.peak_rss_bytes.map(|b| human_bytes(b as f64)).unwrap_or_else(|| "n/a".into()),
         report_path.display()
     );
+    Ok(())
+}
+
+fn run_nf4(a: QuantizeArgs) -> Result<()> {
+    unicorn_engine::set_threads(a.threads);
+    let src = crate::model_path(&a.model)?;
+    let _guard = Cancellable::start()?;
+    let json = a.json;
+    let r = unicorn_engine::quantize::nf4_export::export(
+        &src,
+        &a.out,
+        a.blocksize,
+        !a.no_double_quant,
+        a.force,
+        &mut |done, total| {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"event": "progress", "tensors_done": done, "tensors": total})
+                );
+            } else {
+                eprint!("\rtensor {done}/{total}");
+            }
+            !cancel_requested()
+        },
+    )
+    .with_context(|| format!("quantizing {} to NF4", src.display()))?;
+    crate::library::record(&a.out, unicorn_engine::library::source::QUANTIZED, None);
+    if json {
+        println!("{}", serde_json::json!({"event": "done", "report": r}));
+    } else {
+        eprintln!();
+        println!(
+            "{} → {}: {} → {} ({:.2}x); {} weights in NF4 at {:.3} bits per weight; {:.1} s",
+            src.display(),
+            r.output,
+            human_bytes(r.source_bytes as f64),
+            human_bytes(r.output_bytes as f64),
+            r.ratio,
+            r.quantized_weights,
+            r.bits_per_weight,
+            r.seconds
+        );
+    }
     Ok(())
 }

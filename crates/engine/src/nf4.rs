@@ -315,6 +315,20 @@ impl Nf4Matrix {
     /// Row `row` in f32 (into a reused buffer the size of one row).
     pub fn dequantize_row(&self, row: usize, out: &mut [f32]) {
         let start = row * self.cols;
+        let bs = self.blocksize;
+        if bs.is_multiple_of(2) && start.is_multiple_of(bs) && self.cols.is_multiple_of(bs) {
+            // Whole blocks of whole bytes: one scaled 16-entry table per block.
+            for (b, chunk) in out.chunks_exact_mut(bs).enumerate() {
+                let scale = self.scales[start / bs + b];
+                let t: [f32; 16] = std::array::from_fn(|i| NF4[i] * scale);
+                let bytes = &self.packed[(start + b * bs) / 2..(start + (b + 1) * bs) / 2];
+                for (pair, &byte) in chunk.chunks_exact_mut(2).zip(bytes) {
+                    pair[0] = t[(byte >> 4) as usize];
+                    pair[1] = t[(byte & 0xF) as usize];
+                }
+            }
+            return;
+        }
         for (j, o) in out.iter_mut().enumerate() {
             let i = start + j;
             *o = NF4[self.code(i)] * self.scales[i / self.blocksize];

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 pub struct PlannedTensor {
     /// Name in the file.
     pub name: String,
-    /// `F32`, `BF16` or `F16`.
+    /// `F32`, `BF16`, `F16` or `U8`.
     pub dtype: &'static str,
     /// Shape.
     pub shape: Vec<usize>,
@@ -22,8 +22,7 @@ pub struct PlannedTensor {
 impl PlannedTensor {
     /// Bytes of its data.
     pub fn bytes(&self) -> usize {
-        let elem = if self.dtype == "F32" { 4 } else { 2 };
-        self.shape.iter().product::<usize>() * elem
+        self.shape.iter().product::<usize>() * super::dtype_bytes(self.dtype) as usize
     }
 }
 

@@ -5,6 +5,7 @@
 //! the way (each chunk is dequantized again and compared) and returned as a report.
 
 mod kquants;
+pub mod nf4_export;
 pub mod types;
 
 use crate::error::{Error, Result};

@@ -1,0 +1,354 @@
+//! HF folder → HF folder with bitsandbytes NF4 weights, in the layout transformers +
+//! bitsandbytes save and load (`.weight` packed U8 `[n/2, 1]`, `.absmax`,
+//! `.quant_map`, `.nested_absmax`, `.nested_quant_map`,
+//! `.quant_state.bitsandbytes__nf4`, and `quantization_config` in config.json).
+//! Linear weights of the text model are quantized; embeddings, norms, biases, the
+//! output head and anything outside the text model are copied unchanged, as
+//! transformers' skip list does. One tensor at a time, into a temporary folder that
+//! is renamed when complete.
+
+use crate::error::{Error, Result};
+use crate::hf::writer::{PlannedTensor, SafetensorsWriter};
+use crate::hf::HfFolder;
+use crate::nf4::{dynamic_map, Absmax, Nf4, NESTED_BLOCKSIZE, NF4};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// What an NF4 export wrote.
+#[derive(Debug, Clone, Serialize)]
+pub struct Nf4Report {
+    /// The output folder.
+    pub output: String,
+    /// Weights quantized to NF4.
+    pub quantized_weights: u64,
+    /// Bytes those weights took in the source.
+    pub quantized_source_bytes: u64,
+    /// Bytes they take now (codes, scales, maps, quant states).
+    pub quantized_bytes: u64,
+    /// Bits per weight of the quantized tensors, all their statistics included.
+    pub bits_per_weight: f64,
+    /// Bytes of the source's tensors.
+    pub source_bytes: u64,
+    /// Bytes of the output's model.safetensors.
+    pub output_bytes: u64,
+    /// source / output.
+    pub ratio: f64,
+    /// Wall time.
+    pub seconds: f64,
+}
+
+/// Whether a tensor is quantized: 2-D linear weights of the text model, not the
+/// embedding or output head.
+fn quantized(name: &str, shape: &[usize]) -> bool {
+    shape.len() == 2 && name.starts_with("model.layers.") && name.ends_with("_proj.weight")
+}
+
+fn torch_dtype(d: candle_core::DType) -> &'static str {
+    match d {
+        candle_core::DType::BF16 => "bfloat16",
+        candle_core::DType::F16 => "float16",
+        _ => "float32",
+    }
+}
+
+fn st_dtype(d: candle_core::DType) -> &'static str {
+    match d {
+        candle_core::DType::BF16 => "BF16",
+        candle_core::DType::F16 => "F16",
+        _ => "F32",
+    }
+}
+
+/// Exports `src` to `out` with NF4 weights (`blocksize`, double quantization on or
+/// off). `progress(done, total)` returning false cancels and removes everything.
+pub fn export(
+    src: &Path,
+    out: &Path,
+    blocksize: usize,
+    double_quant: bool,
+    force: bool,
+    progress: &mut dyn FnMut(usize, usize) -> bool,
+) -> Result<Nf4Report> {
+    let t0 = Instant::now();
+    if !(32..=4096).contains(&blocksize) || !blocksize.is_power_of_two() {
+        return Err(Error::Invalid(format!(
+            "--blocksize {blocksize}: bitsandbytes allows powers of two from 32 to 4096"
+        )));
+    }
+    if out.exists() && !force {
+        return Err(Error::Invalid(format!(
+            "{} already exists; pass --force to replace it",
+            out.display()
+        )));
+    }
+    let h = HfFolder::open(src)?;
+    let tmp = out.with_file_name(format!(
+        ".{}.partial-{}",
+        out.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        std::process::id()
+    ));
+    std::fs::remove_dir_all(&tmp).ok();
+    std::fs::create_dir_all(&tmp).map_err(|source| Error::Io {
+        path: tmp.clone(),
+        source,
+    })?;
+    match write(&h, &tmp, blocksize, double_quant, progress) {
+        Ok(mut r) => {
+            if out.exists() {
+                std::fs::remove_dir_all(out).map_err(|source| Error::Io {
+                    path: out.to_path_buf(),
+                    source,
+                })?;
+            }
+            std::fs::rename(&tmp, out).map_err(|source| Error::Io {
+                path: out.to_path_buf(),
+                source,
+            })?;
+            r.output = out.display().to_string();
+            r.seconds = t0.elapsed().as_secs_f64();
+            Ok(r)
+        }
+        Err(e) => {
+            std::fs::remove_dir_all(&tmp).ok();
+            Err(e)
+        }
+    }
+}
+
+fn write(
+    h: &HfFolder,
+    dir: &Path,
+    blocksize: usize,
+    double_quant: bool,
+    progress: &mut dyn FnMut(usize, usize) -> bool,
+) -> Result<Nf4Report> {
+    let infos = h.tensor_infos();
+    let mut plan = Vec::new();
+    let mut compute = candle_core::DType::F32;
+    for (name, dtype, shape) in &infos {
+        let d = match dtype.as_str() {
+            "F32" => candle_core::DType::F32,
+            "F16" => candle_core::DType::F16,
+            "BF16" => candle_core::DType::BF16,
+            other => {
+                return Err(Error::Tensor {
+                    path: h.dir().to_path_buf(),
+                    tensor: name.clone(),
+                    message: format!("dtype {other}: NF4 export needs F32, F16 or BF16 weights"),
+                })
+            }
+        };
+        if !quantized(name, shape) {
+            plan.push(PlannedTensor {
+                name: name.clone(),
+                dtype: st_dtype(d),
+                shape: shape.clone(),
+            });
+            continue;
+        }
+        compute = d;
+        let n: usize = shape.iter().product();
+        let blocks = n.div_ceil(blocksize);
+        plan.push(PlannedTensor {
+            name: name.clone(),
+            dtype: "U8",
+            shape: vec![n.div_ceil(2), 1],
+        });
+        plan.push(PlannedTensor {
+            name: format!("{name}.quant_map"),
+            dtype: "F32",
+            shape: vec![16],
+        });
+        let state = quant_state(shape, blocksize, d, double_quant.then_some(0.0));
+        plan.push(PlannedTensor {
+            name: format!("{name}.quant_state.bitsandbytes__nf4"),
+            dtype: "U8",
+            // The offset's digits vary: the length is fixed when the value is known.
+            shape: vec![state.len()],
+        });
+        if double_quant {
+            plan.push(PlannedTensor {
+                name: format!("{name}.absmax"),
+                dtype: "U8",
+                shape: vec![blocks],
+            });
+            plan.push(PlannedTensor {
+                name: format!("{name}.nested_absmax"),
+                dtype: "F32",
+                shape: vec![blocks.div_ceil(NESTED_BLOCKSIZE)],
+            });
+            plan.push(PlannedTensor {
+                name: format!("{name}.nested_quant_map"),
+                dtype: "F32",
+                shape: vec![256],
+            });
+        } else {
+            plan.push(PlannedTensor {
+                name: format!("{name}.absmax"),
+                dtype: "F32",
+                shape: vec![blocks],
+            });
+        }
+    }
+    // Quantize first (one tensor at a time) so quant-state lengths are known, keeping
+    // only the small results; then stream everything in the writer's order.
+    let mut results = std::collections::HashMap::new();
+    let total = infos.iter().filter(|(n, _, s)| quantized(n, s)).count();
+    let mut done = 0;
+    let (mut qw, mut qsrc, mut qbytes) = (0u64, 0u64, 0u64);
+    for (name, _, shape) in infos.iter().filter(|(n, _, s)| quantized(n, s)) {
+        let (bytes, dtype, _) = h.raw(name)?;
+        let x: Vec<f32> = candle_core::Tensor::from_raw_buffer(
+            bytes,
+            dtype,
+            &[bytes.len() / dtype.size_in_bytes()],
+            &candle_core::Device::Cpu,
+        )
+        .and_then(|t| t.to_dtype(candle_core::DType::F32))
+        .and_then(|t| t.to_vec1::<f32>())?;
+        let q = Nf4::quantize(&x, blocksize, double_quant);
+        let offset = match &q.absmax {
+            Absmax::Double { offset, .. } => Some(*offset),
+            Absmax::Plain(_) => None,
+        };
+        let state = quant_state(shape, blocksize, dtype, offset);
+        qw += x.len() as u64;
+        qsrc += bytes.len() as u64;
+        qbytes += (q.packed.len() + state.len() + 64) as u64
+            + match &q.absmax {
+                Absmax::Plain(a) => a.len() as u64 * 4,
+                Absmax::Double { codes, nested, .. } => {
+                    codes.len() as u64 + nested.len() as u64 * 4 + 1024
+                }
+            };
+        results.insert(name.clone(), (q, state));
+        done += 1;
+        if !progress(done, total) {
+            return Err(Error::Cancelled);
+        }
+    }
+    for t in &mut plan {
+        if let Some(base) = t.name.strip_suffix(".quant_state.bitsandbytes__nf4") {
+            t.shape = vec![results[base].1.len()];
+        }
+    }
+    let st_path = dir.join("model.safetensors");
+    let mut w = SafetensorsWriter::create(&st_path, plan)?;
+    let f32_bytes = |v: &[f32]| -> Vec<u8> { v.iter().flat_map(|x| x.to_le_bytes()).collect() };
+    for t in w.plan().to_vec() {
+        let data: Vec<u8> = if let Some((q, _)) = results.get(&t.name) {
+            q.packed.clone()
+        } else if let Some(base) = t.name.strip_suffix(".quant_map") {
+            let _ = &results[base];
+            f32_bytes(&NF4)
+        } else if let Some(base) = t.name.strip_suffix(".quant_state.bitsandbytes__nf4") {
+            results[base].1.clone()
+        } else if let Some(base) = t.name.strip_suffix(".nested_absmax") {
+            match &results[base].0.absmax {
+                Absmax::Double { nested, .. } => f32_bytes(nested),
+                Absmax::Plain(_) => unreachable!("planned only with double quantization"),
+            }
+        } else if let Some(base) = t.name.strip_suffix(".nested_quant_map") {
+            let _ = &results[base];
+            f32_bytes(&dynamic_map())
+        } else if let Some((q, _)) = t.name.strip_suffix(".absmax").and_then(|b| results.get(b)) {
+            match &q.absmax {
+                Absmax::Double { codes, .. } => codes.clone(),
+                Absmax::Plain(a) => f32_bytes(a),
+            }
+        } else {
+            h.raw(&t.name)?.0.to_vec()
+        };
+        w.write_next(&data)?;
+    }
+    w.finish()?;
+
+    let mut cfg = h.config().json().clone();
+    cfg["quantization_config"] = serde_json::json!({
+        "_load_in_4bit": true,
+        "_load_in_8bit": false,
+        "bnb_4bit_compute_dtype": torch_dtype(compute),
+        "bnb_4bit_quant_storage": "uint8",
+        "bnb_4bit_quant_type": "nf4",
+        "bnb_4bit_use_double_quant": double_quant,
+        "llm_int8_enable_fp32_cpu_offload": false,
+        "llm_int8_has_fp16_weight": false,
+        "llm_int8_skip_modules": null,
+        "llm_int8_threshold": 6.0,
+        "load_in_4bit": true,
+        "load_in_8bit": false,
+        "quant_method": "bitsandbytes",
+    });
+    let cfg_path = dir.join("config.json");
+    std::fs::write(
+        &cfg_path,
+        serde_json::to_string_pretty(&cfg).unwrap_or_default() + "\n",
+    )
+    .map_err(|source| Error::Io {
+        path: cfg_path,
+        source,
+    })?;
+    for f in [
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "generation_config.json",
+        "chat_template.jinja",
+        "special_tokens_map.json",
+    ] {
+        let p = h.dir().join(f);
+        if p.is_file() {
+            std::fs::copy(&p, dir.join(f)).map_err(|source| Error::Io { path: p, source })?;
+        }
+    }
+    let source_bytes = h.tensor_bytes();
+    let output_bytes = std::fs::metadata(&st_path).map(|m| m.len()).unwrap_or(0);
+    Ok(Nf4Report {
+        output: PathBuf::from(dir).display().to_string(),
+        quantized_weights: qw,
+        quantized_source_bytes: qsrc,
+        quantized_bytes: qbytes,
+        bits_per_weight: qbytes as f64 * 8.0 / qw.max(1) as f64,
+        source_bytes,
+        output_bytes,
+        ratio: source_bytes as f64 / output_bytes.max(1) as f64,
+        seconds: 0.0,
+    })
+}
+
+/// The quant-state JSON exactly as bitsandbytes writes it (Python's `json.dumps`
+/// spacing and float formatting).
+fn quant_state(
+    shape: &[usize],
+    blocksize: usize,
+    dtype: candle_core::DType,
+    offset: Option<f32>,
+) -> Vec<u8> {
+    let shape: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    let mut s = format!(
+        "{{\"quant_type\": \"nf4\", \"blocksize\": {blocksize}, \"dtype\": \"{}\", \"shape\": [{}]",
+        torch_dtype(dtype),
+        shape.join(", ")
+    );
+    if let Some(o) = offset {
+        s.push_str(&format!(
+            ", \"nested_blocksize\": {NESTED_BLOCKSIZE}, \"nested_dtype\": \"float32\", \"nested_offset\": {}",
+            python_float(o as f64)
+        ));
+    }
+    s.push('}');
+    s.into_bytes()
+}
+
+/// Python's `repr` of a float: the shortest digits that round-trip, with `.0` on
+/// integral values.
+fn python_float(x: f64) -> String {
+    let s = format!("{x}");
+    if s.contains('.') || s.contains('e') || s.contains("inf") || s.contains("NaN") {
+        s
+    } else {
+        format!("{s}.0")
+    }
+}
