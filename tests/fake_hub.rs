@@ -27,6 +27,15 @@ pub struct FakeHub {
     pub log: Arc<Mutex<Vec<String>>>,
 }
 
+/// Git's blob id: sha1 of "blob <size>\0" and the content, as the hub lists it.
+pub fn git_blob_sha1(b: &[u8]) -> String {
+    use sha1::Digest as _;
+    let mut h = sha1::Sha1::new();
+    h.update(format!("blob {}\0", b.len()).as_bytes());
+    h.update(b);
+    h.finalize().iter().map(|x| format!("{x:02x}")).collect()
+}
+
 pub fn sha256_hex(b: &[u8]) -> String {
     Sha256::digest(b)
         .iter()
@@ -121,7 +130,7 @@ fn serve(
             .iter()
             .map(|n| {
                 let b = &files[*n];
-                let mut v = serde_json::json!({"rfilename": n, "size": b.len(), "blobId": format!("{:040x}", b.len() * 7919 + n.len())});
+                let mut v = serde_json::json!({"rfilename": n, "size": b.len(), "blobId": git_blob_sha1(b)});
                 if n.ends_with(".safetensors") {
                     v["lfs"] = serde_json::json!({"sha256": sha256_hex(b), "size": b.len(), "pointerSize": 134});
                 }

@@ -215,6 +215,28 @@ fn an_interrupted_file_resumes_on_the_next_pull_and_include_filters() {
     std::fs::remove_dir_all(&hf_home).ok();
 }
 
+/// A small (non-LFS) file is checked against its git blob id.
+#[test]
+fn a_corrupted_small_file_fails_its_git_blob_id() {
+    let hub = FakeHub::start(
+        REPO,
+        tiny_files(),
+        Faults {
+            corrupt: Some("config.json".into()),
+            ..Default::default()
+        },
+    );
+    let hf_home = home("corrupt-small");
+    let out = pull(&hub, &hf_home, &["--include", "*.json"], None);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("config.json") && err.contains("git blob sha1"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&hf_home).ok();
+}
+
 #[test]
 fn a_corrupted_byte_fails_the_checksum_and_leaves_nothing() {
     let hub = FakeHub::start(

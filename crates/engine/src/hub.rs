@@ -5,6 +5,8 @@
 //! partial file is `blobs/<etag>.incomplete`, as huggingface_hub names it), verify
 //! size and sha256 before a blob becomes visible, report progress and be
 //! cancellable, and explain 401/403 (gated models) in words a user can act on.
+//! LFS files are checked against their sha256, other files against their git blob
+//! id.
 
 use crate::error::{Error, Result};
 use hf_hub::{Repo, RepoType};
@@ -467,15 +469,18 @@ impl Hub {
                 listing.repo, f.path, f.size
             )));
         }
-        if let Some(want) = &f.sha256 {
-            let have = sha256_file(&part)?;
-            if &have != want {
-                std::fs::remove_file(&part).ok();
-                return Err(Error::Invalid(format!(
-                    "{}: {} failed its checksum (sha256 {have}, expected {want}); the download was removed, pull again",
-                    listing.repo, f.path
-                )));
-            }
+        // LFS files carry their sha256; other files are named by their git blob id,
+        // the sha1 of "blob <size>\0" and the content.
+        let (kind, want, have) = match &f.sha256 {
+            Some(want) => ("sha256", want.clone(), sha256_file(&part)?),
+            None => ("git blob sha1", f.etag.clone(), git_blob_sha1(&part)?),
+        };
+        if have != want {
+            std::fs::remove_file(&part).ok();
+            return Err(Error::Invalid(format!(
+                "{}: {} failed its checksum ({kind} {have}, expected {want}); the download was removed, pull again",
+                listing.repo, f.path
+            )));
         }
         std::fs::rename(&part, blob).map_err(io)
     }
@@ -499,6 +504,19 @@ pub fn sha256_file(path: &Path) -> Result<String> {
         }
         h.update(&buf[..n]);
     }
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// The git blob id of a file: sha1 of `blob <size>\0` followed by the content.
+pub fn git_blob_sha1(path: &Path) -> Result<String> {
+    use sha1::Digest as _;
+    let data = std::fs::read(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut h = sha1::Sha1::new();
+    h.update(format!("blob {}\0", data.len()).as_bytes());
+    h.update(&data);
     Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
