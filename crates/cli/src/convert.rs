@@ -4,7 +4,6 @@
 use crate::{cancel_requested, Cancellable};
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
-use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
 use unicorn_engine::convert::{gguf_to_hf, OutDType};
 
@@ -55,16 +54,7 @@ pub fn run(a: ConvertArgs) -> Result<()> {
         DTypeArg::Bf16 => OutDType::Bf16,
     };
     let _guard = Cancellable::start()?;
-    let bar = if a.json {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::new(0).with_style(
-            ProgressStyle::with_template(
-                "{bar:30} {bytes}/{total_bytes} {bytes_per_sec} eta {eta} {msg}",
-            )
-            .expect("static template"),
-        )
-    };
+    let bar = crate::bytes_bar(a.json, 0);
     let json = a.json;
     let report = gguf_to_hf(&model, &a.out, dtype, a.force, &mut |p| {
         bar.set_length(p.bytes_total);

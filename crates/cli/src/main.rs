@@ -268,6 +268,19 @@ impl Drop for Cancellable {
     }
 }
 
+/// A byte-progress bar (bytes, rate, ETA, a message), hidden when printing JSON.
+pub(crate) fn bytes_bar(json: bool, total: u64) -> indicatif::ProgressBar {
+    if json {
+        return indicatif::ProgressBar::hidden();
+    }
+    indicatif::ProgressBar::new(total).with_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:30} {bytes}/{total_bytes} {bytes_per_sec} eta {eta} {msg}",
+        )
+        .expect("static template"),
+    )
+}
+
 /// Whether Ctrl-C was pressed during cancellable work.
 pub(crate) fn cancel_requested() -> bool {
     CANCEL.load(Ordering::SeqCst)

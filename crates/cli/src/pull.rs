@@ -5,7 +5,6 @@
 use crate::{cancel_requested, human_bytes, Cancellable};
 use anyhow::Result;
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
 use unicorn_engine::hub::Hub;
 
 #[derive(Args)]
@@ -45,16 +44,7 @@ pub fn run(a: PullArgs) -> Result<()> {
         }
     }
     let _guard = Cancellable::start()?;
-    let bar = if a.json {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::new(total).with_style(
-            ProgressStyle::with_template(
-                "{bar:30} {bytes}/{total_bytes} {bytes_per_sec} eta {eta} {msg}",
-            )
-            .expect("static template"),
-        )
-    };
+    let bar = crate::bytes_bar(a.json, total);
     let mut last_json = std::time::Instant::now();
     let json = a.json;
     let snap = hub.pull(&listing, &a.revision, &mut |p| {

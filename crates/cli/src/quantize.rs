@@ -4,7 +4,6 @@
 use crate::{cancel_requested, human_bytes, Cancellable};
 use anyhow::{Context, Result};
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
 use unicorn_engine::quantize::{quantize, types::QuantType};
 
@@ -57,16 +56,7 @@ pub fn run(a: QuantizeArgs) -> Result<()> {
         );
     }
     let _guard = Cancellable::start()?;
-    let bar = if a.json {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::new(0).with_style(
-            ProgressStyle::with_template(
-                "{bar:30} {bytes}/{total_bytes} {bytes_per_sec} eta {eta} {msg}",
-            )
-            .expect("static template"),
-        )
-    };
+    let bar = crate::bytes_bar(a.json, 0);
     let json = a.json;
     let mut last = std::time::Instant::now();
     let r = quantize(&src, &a.out, to, a.force, &mut |p| {

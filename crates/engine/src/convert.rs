@@ -3,7 +3,7 @@
 //! order, Gemma's stored `1 + w` norms back to `w`), plus `config.json`,
 //! `tokenizer.json` built from the GGUF vocabulary, `tokenizer_config.json` with the
 //! chat template and `generation_config.json`. Tensors stream one at a time into a
-//! temporary folder that is renamed into place only when complete.
+//! temporary folder that is renamed into place only when complete ([`crate::atomic`]).
 
 use crate::error::{Error, Result};
 use crate::gguf::GgufFile;
@@ -90,47 +90,11 @@ pub fn gguf_to_hf(
         Some(_) => Some(Tokenizer::from_gguf(&g)?),
         None => None,
     };
-    let tmp = temp_sibling(out)?;
-    let result = write_folder(&g, &config, tokenizer.as_ref(), &tmp, dtype, progress);
-    match result {
-        Ok(mut report) => {
-            if out.exists() {
-                std::fs::remove_dir_all(out).map_err(|source| Error::Io {
-                    path: out.to_path_buf(),
-                    source,
-                })?;
-            }
-            std::fs::rename(&tmp, out).map_err(|source| Error::Io {
-                path: out.to_path_buf(),
-                source,
-            })?;
-            report.out = out.to_path_buf();
-            Ok(report)
-        }
-        Err(e) => {
-            std::fs::remove_dir_all(&tmp).ok();
-            Err(e)
-        }
-    }
-}
-
-/// A fresh folder next to `out`, so the final rename stays on one file system.
-fn temp_sibling(out: &Path) -> Result<PathBuf> {
-    let parent = match out.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let name = out
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "model".into());
-    let tmp = parent.join(format!(".{name}.partial-{}", std::process::id()));
-    std::fs::remove_dir_all(&tmp).ok();
-    std::fs::create_dir_all(&tmp).map_err(|source| Error::Io {
-        path: tmp.clone(),
-        source,
+    let mut report = crate::atomic::folder(out, |tmp| {
+        write_folder(&g, &config, tokenizer.as_ref(), tmp, dtype, progress)
     })?;
-    Ok(tmp)
+    report.out = out.to_path_buf();
+    Ok(report)
 }
 
 /// llama.cpp's converter permutes q/k rows of each head from rotate-half order to

@@ -13,6 +13,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod atomic;
 pub mod attention;
 pub mod error;
 pub mod gguf;

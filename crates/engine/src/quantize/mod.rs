@@ -139,24 +139,8 @@ pub fn quantize(
         jobs,
         warnings,
     } = plan(&source, &config, to)?;
-    let tmp = out.with_file_name(format!(
-        ".{}.partial-{}",
-        out.file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-        std::process::id()
-    ));
-    let result = write(&source, &tmp, &metadata, &jobs, progress, t0);
-    let tensors = match result {
-        Ok(t) => t,
-        Err(e) => {
-            std::fs::remove_file(&tmp).ok();
-            return Err(e);
-        }
-    };
-    std::fs::rename(&tmp, out).map_err(|source| Error::Io {
-        path: out.to_path_buf(),
-        source,
+    let tensors = crate::atomic::file(out, |tmp| {
+        write(&source, tmp, &metadata, &jobs, progress, t0)
     })?;
     let output_bytes = std::fs::metadata(out).map(|m| m.len()).unwrap_or(0);
     let source_bytes: u64 = jobs.iter().map(|j| j.source_bytes).sum();

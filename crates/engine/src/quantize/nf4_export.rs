@@ -83,39 +83,11 @@ pub fn export(
         )));
     }
     let h = HfFolder::open(src)?;
-    let tmp = out.with_file_name(format!(
-        ".{}.partial-{}",
-        out.file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-        std::process::id()
-    ));
-    std::fs::remove_dir_all(&tmp).ok();
-    std::fs::create_dir_all(&tmp).map_err(|source| Error::Io {
-        path: tmp.clone(),
-        source,
-    })?;
-    match write(&h, &tmp, blocksize, double_quant, progress) {
-        Ok(mut r) => {
-            if out.exists() {
-                std::fs::remove_dir_all(out).map_err(|source| Error::Io {
-                    path: out.to_path_buf(),
-                    source,
-                })?;
-            }
-            std::fs::rename(&tmp, out).map_err(|source| Error::Io {
-                path: out.to_path_buf(),
-                source,
-            })?;
-            r.output = out.display().to_string();
-            r.seconds = t0.elapsed().as_secs_f64();
-            Ok(r)
-        }
-        Err(e) => {
-            std::fs::remove_dir_all(&tmp).ok();
-            Err(e)
-        }
-    }
+    let mut r =
+        crate::atomic::folder(out, |tmp| write(&h, tmp, blocksize, double_quant, progress))?;
+    r.output = out.display().to_string();
+    r.seconds = t0.elapsed().as_secs_f64();
+    Ok(r)
 }
 
 fn write(
