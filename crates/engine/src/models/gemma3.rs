@@ -199,52 +199,25 @@ impl Config {
     /// The `gemma3.*` GGUF metadata llama.cpp reads for these hyper-parameters. The
     /// sliding pattern is written per layer only when it is not the default period 6.
     pub fn gguf_metadata(&self) -> Vec<(String, Value)> {
-        let k = |s: &str| format!("gemma3.{s}");
-        let mut m = vec![
-            (
-                "general.architecture".to_string(),
-                Value::String("gemma3".into()),
-            ),
-            (
-                k("context_length"),
-                Value::U32(self.max_position_embeddings as u32),
-            ),
-            (k("embedding_length"), Value::U32(self.hidden_size as u32)),
-            (k("block_count"), Value::U32(self.num_hidden_layers as u32)),
-            (
-                k("feed_forward_length"),
-                Value::U32(self.intermediate_size as u32),
-            ),
-            (
-                k("attention.head_count"),
-                Value::U32(self.num_attention_heads as u32),
-            ),
-            (
-                k("attention.head_count_kv"),
-                Value::U32(self.num_key_value_heads as u32),
-            ),
-            (k("attention.key_length"), Value::U32(self.head_dim as u32)),
-            (
-                k("attention.value_length"),
-                Value::U32(self.head_dim as u32),
-            ),
-            (
-                k("attention.layer_norm_rms_epsilon"),
-                Value::F32(self.rms_norm_eps as f32),
-            ),
-            (k("rope.freq_base"), Value::F32(self.rope_theta as f32)),
-            (
-                k("attention.sliding_window"),
-                Value::U32(self.sliding_window as u32),
-            ),
-        ];
-        if self.rope_scaling_factor != 1.0 {
-            m.push((k("rope.scaling.type"), Value::String("linear".into())));
-            m.push((
-                k("rope.scaling.factor"),
-                Value::F32(self.rope_scaling_factor as f32),
-            ));
+        let mut m = super::GgufCommon {
+            arch: "gemma3",
+            context: self.max_position_embeddings,
+            hidden: self.hidden_size,
+            layers: self.num_hidden_layers,
+            ffn: self.intermediate_size,
+            heads: self.num_attention_heads,
+            kv_heads: self.num_key_value_heads,
+            head_dim: self.head_dim,
+            rms_norm_eps: self.rms_norm_eps,
+            rope_theta: self.rope_theta,
+            rope_scale: self.rope_scaling_factor,
         }
+        .metadata();
+        let k = |s: &str| format!("gemma3.{s}");
+        m.push((
+            k("attention.sliding_window"),
+            Value::U32(self.sliding_window as u32),
+        ));
         let period6 = self
             .sliding_layers
             .iter()

@@ -192,44 +192,23 @@ impl Config {
     /// The `{arch}.*` GGUF metadata llama.cpp reads for these hyper-parameters.
     pub fn gguf_metadata(&self) -> Vec<(String, Value)> {
         let a = self.family.gguf_name();
-        let k = |s: &str| format!("{a}.{s}");
-        let mut m = vec![
-            ("general.architecture".to_string(), Value::String(a.into())),
-            (
-                k("context_length"),
-                Value::U32(self.max_position_embeddings as u32),
-            ),
-            (k("embedding_length"), Value::U32(self.hidden_size as u32)),
-            (k("block_count"), Value::U32(self.num_hidden_layers as u32)),
-            (
-                k("feed_forward_length"),
-                Value::U32(self.intermediate_size as u32),
-            ),
-            (
-                k("attention.head_count"),
-                Value::U32(self.num_attention_heads as u32),
-            ),
-            (
-                k("attention.head_count_kv"),
-                Value::U32(self.num_key_value_heads as u32),
-            ),
-            (k("attention.key_length"), Value::U32(self.head_dim as u32)),
-            (
-                k("attention.value_length"),
-                Value::U32(self.head_dim as u32),
-            ),
-            (
-                k("attention.layer_norm_rms_epsilon"),
-                Value::F32(self.rms_norm_eps as f32),
-            ),
-            (k("rope.freq_base"), Value::F32(self.rope_theta as f32)),
-            (k("rope.dimension_count"), Value::U32(self.head_dim as u32)),
-            (k("vocab_size"), Value::U32(self.vocab_size as u32)),
-        ];
-        if self.rope_scale != 1.0 {
-            m.push((k("rope.scaling.type"), Value::String("linear".into())));
-            m.push((k("rope.scaling.factor"), Value::F32(self.rope_scale as f32)));
+        let mut m = super::GgufCommon {
+            arch: a,
+            context: self.max_position_embeddings,
+            hidden: self.hidden_size,
+            layers: self.num_hidden_layers,
+            ffn: self.intermediate_size,
+            heads: self.num_attention_heads,
+            kv_heads: self.num_key_value_heads,
+            head_dim: self.head_dim,
+            rms_norm_eps: self.rms_norm_eps,
+            rope_theta: self.rope_theta,
+            rope_scale: self.rope_scale,
         }
+        .metadata();
+        let k = |s: &str| format!("{a}.{s}");
+        m.push((k("rope.dimension_count"), Value::U32(self.head_dim as u32)));
+        m.push((k("vocab_size"), Value::U32(self.vocab_size as u32)));
         m
     }
 

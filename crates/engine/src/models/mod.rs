@@ -256,6 +256,55 @@ impl WeightBytes {
     }
 }
 
+/// The hyper-parameters every architecture writes to GGUF the same way.
+pub(crate) struct GgufCommon<'a> {
+    pub arch: &'a str,
+    pub context: usize,
+    pub hidden: usize,
+    pub layers: usize,
+    pub ffn: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    pub rms_norm_eps: f64,
+    pub rope_theta: f64,
+    /// Linear rope scaling (1 = none, and then nothing is written).
+    pub rope_scale: f64,
+}
+
+impl GgufCommon<'_> {
+    /// `general.architecture` and the `{arch}.*` keys shared by all architectures.
+    pub(crate) fn metadata(&self) -> Vec<(String, candle_core::quantized::gguf_file::Value)> {
+        use candle_core::quantized::gguf_file::Value;
+        let k = |s: &str| format!("{}.{s}", self.arch);
+        let u = |x: usize| Value::U32(x as u32);
+        let mut m = vec![
+            (
+                "general.architecture".to_string(),
+                Value::String(self.arch.into()),
+            ),
+            (k("context_length"), u(self.context)),
+            (k("embedding_length"), u(self.hidden)),
+            (k("block_count"), u(self.layers)),
+            (k("feed_forward_length"), u(self.ffn)),
+            (k("attention.head_count"), u(self.heads)),
+            (k("attention.head_count_kv"), u(self.kv_heads)),
+            (k("attention.key_length"), u(self.head_dim)),
+            (k("attention.value_length"), u(self.head_dim)),
+            (
+                k("attention.layer_norm_rms_epsilon"),
+                Value::F32(self.rms_norm_eps as f32),
+            ),
+            (k("rope.freq_base"), Value::F32(self.rope_theta as f32)),
+        ];
+        if self.rope_scale != 1.0 {
+            m.push((k("rope.scaling.type"), Value::String("linear".into())));
+            m.push((k("rope.scaling.factor"), Value::F32(self.rope_scale as f32)));
+        }
+        m
+    }
+}
+
 pub(crate) fn check_heads(path: &Path, heads: usize, kv: usize, head_dim: usize) -> Result<()> {
     if heads == 0
         || kv == 0
