@@ -32,11 +32,11 @@ fn linear_bnb_bf16(w: &Nf4Matrix, x: &[f64]) -> Vec<f64> {
             let mut acc = 0f32;
             for b in 0..k / bs {
                 let mut block = 0f32;
-                for j in b * bs..(b + 1) * bs {
+                for (j, &aj) in a.iter().enumerate().take((b + 1) * bs).skip(b * bs) {
                     let i = r * k + j;
                     let byte = w.packed[i / 2];
                     let code = if i % 2 == 0 { byte >> 4 } else { byte & 0xF };
-                    block += a[j] * bf16(NF4[code as usize]);
+                    block += aj * bf16(NF4[code as usize]);
                 }
                 acc += block * bf16(w.scales[r * k / bs + b]);
             }
