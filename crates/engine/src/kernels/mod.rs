@@ -9,6 +9,7 @@
 //! targets use the portable loop.
 
 pub mod half;
+pub mod nf4;
 pub mod q4_1;
 pub mod q4_k;
 pub mod q5_0;
@@ -263,38 +264,48 @@ pub fn matmul_many(x: &[f32], m: usize, k: usize, mats: &[(Rows<'_>, usize)]) ->
             }
         });
     }
-    const ROWS: usize = 8;
     let mut outs: Vec<Vec<f32>> = mats.iter().map(|(_, n)| vec![0f32; m * n]).collect();
-    // Work item c covers rows c*ROWS.. of the concatenation of all matrices' rows.
-    let mut starts = Vec::with_capacity(mats.len());
-    let mut total_chunks = 0;
-    for (_, n) in mats {
-        starts.push(total_chunks);
-        total_chunks += n.div_ceil(ROWS);
-    }
     let ptrs: Vec<SyncPtr<f32>> = outs.iter_mut().map(|o| SyncPtr(o.as_mut_ptr())).collect();
-    pool.execute_chunked(total_chunks, |chunks| {
-        for c in chunks {
-            let i = starts.partition_point(|&s| s <= c) - 1;
-            let (w, n) = mats[i];
-            let first = (c - starts[i]) * ROWS;
-            let out = ptrs[i];
-            w.dot_rows(first..(first + ROWS).min(n), kb, &xq, simd, |j, r, v| {
-                // SAFETY: output (j, r) of matrix i is written by the one item owning row r.
-                unsafe { *out.get().add(j * n + r) = v };
-            });
-        }
+    let ns: Vec<usize> = mats.iter().map(|(_, n)| *n).collect();
+    for_row_runs(&ns, |i, rows| {
+        let (w, n) = mats[i];
+        let out = ptrs[i];
+        w.dot_rows(rows, kb, &xq, simd, |j, r, v| {
+            // SAFETY: output (j, r) of matrix i is written by the one item owning row r.
+            unsafe { *out.get().add(j * n + r) = v };
+        });
     });
     outs
 }
 
+/// Runs `f(matrix, rows)` over runs of 8 rows of every matrix (`ns[i]` rows each) in
+/// one region of candle's barrier pool, the one its quantized matmuls use: the many
+/// small matmuls of a decode step pay microseconds, not thread wake-ups.
+pub(crate) fn for_row_runs(ns: &[usize], f: impl Fn(usize, std::ops::Range<usize>) + Sync) {
+    const ROWS: usize = 8;
+    // Work item c covers rows c*ROWS.. of the concatenation of all matrices' rows.
+    let mut starts = Vec::with_capacity(ns.len());
+    let mut total = 0;
+    for n in ns {
+        starts.push(total);
+        total += n.div_ceil(ROWS);
+    }
+    candle_core::utils::barrier_pool().execute_chunked(total, |chunks| {
+        for c in chunks {
+            let i = starts.partition_point(|&s| s <= c) - 1;
+            let first = (c - starts[i]) * ROWS;
+            f(i, first..(first + ROWS).min(ns[i]));
+        }
+    });
+}
+
 /// A raw pointer that work items share; each writes a disjoint part.
 #[derive(Clone, Copy)]
-struct SyncPtr<T>(*mut T);
+pub(crate) struct SyncPtr<T>(pub(crate) *mut T);
 unsafe impl<T> Send for SyncPtr<T> {}
 unsafe impl<T> Sync for SyncPtr<T> {}
 impl<T> SyncPtr<T> {
-    fn get(self) -> *mut T {
+    pub(crate) fn get(self) -> *mut T {
         self.0
     }
 }
