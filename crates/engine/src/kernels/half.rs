@@ -4,8 +4,8 @@
 //! would double their memory, and converting per call would cost a full copy each
 //! token. x86-64 uses AVX2 + FMA + F16C when present.
 
+use super::{for_row_runs, SyncPtr};
 use half::{bf16, f16};
-use rayon::prelude::*;
 
 /// A row-major `[n, k]` matrix of 16-bit floats.
 #[derive(Clone, Copy)]
@@ -16,64 +16,98 @@ pub enum HalfRows<'a> {
     F16(&'a [f16]),
 }
 
-/// Rows of the weight handed to one task: enough work to amortise scheduling.
-const ROWS_PER_TASK: usize = 16;
-
-/// `y = x · Wᵀ` for `x` `[m, k]` and `w` `[n, k]`; returns `[m, n]`.
-pub fn matmul(x: &[f32], m: usize, k: usize, w: HalfRows<'_>, n: usize) -> Vec<f32> {
-    debug_assert_eq!(x.len(), m * k);
-    let dot = pick_dot(w);
-    // Computed as [n, m] so each task owns a contiguous slice, then transposed.
-    let mut yt = vec![0f32; n * m];
-    yt.par_chunks_mut(ROWS_PER_TASK * m)
-        .enumerate()
-        .for_each(|(c, out)| {
-            for (r, o) in out.chunks_mut(m).enumerate() {
-                let row = c * ROWS_PER_TASK + r;
-                for (i, y) in o.iter_mut().enumerate() {
-                    *y = dot(w, row, k, &x[i * k..(i + 1) * k]);
-                }
-            }
-        });
-    if m == 1 {
-        return yt;
-    }
-    let mut y = vec![0f32; m * n];
-    for j in 0..n {
-        for i in 0..m {
-            y[i * n + j] = yt[j * m + i];
+impl HalfRows<'_> {
+    fn bits(&self, row: usize, k: usize) -> &[u16] {
+        fn as_u16<T>(s: &[T]) -> &[u16] {
+            const { assert!(std::mem::size_of::<T>() == 2) };
+            // SAFETY: bf16 and f16 are `repr(transparent)` over u16.
+            unsafe { std::slice::from_raw_parts(s.as_ptr() as *const u16, s.len()) }
+        }
+        match self {
+            Self::Bf16(w) => as_u16(&w[row * k..(row + 1) * k]),
+            Self::F16(w) => as_u16(&w[row * k..(row + 1) * k]),
         }
     }
+
+    fn widen(&self, h: u16) -> f32 {
+        match self {
+            Self::Bf16(_) => f32::from_bits((h as u32) << 16),
+            Self::F16(_) => f16::from_bits(h).to_f32(),
+        }
+    }
+}
+
+/// `y = x · Wᵀ` for `x` `[m, k]` and `w` `[n, k]`; returns `[m, n]`. Runs of rows
+/// go to candle's barrier pool (see [`for_row_runs`]); four activation rows share
+/// each widened weight vector, so prefill widens every weight once per four tokens.
+pub fn matmul(x: &[f32], m: usize, k: usize, w: HalfRows<'_>, n: usize) -> Vec<f32> {
+    debug_assert_eq!(x.len(), m * k);
+    let simd = simd();
+    let mut y = vec![0f32; m * n];
+    let out = SyncPtr(y.as_mut_ptr());
+    for_row_runs(&[n], |_, rows| {
+        // SAFETY: output (j, r) is written by the one item owning row r.
+        let put = |j: usize, r: usize, v: f32| unsafe { *out.get().add(j * n + r) = v };
+        let mut j = 0;
+        while j + 4 <= m {
+            let xs: [&[f32]; 4] = std::array::from_fn(|t| &x[(j + t) * k..(j + t + 1) * k]);
+            for r in rows.clone() {
+                for (t, v) in dot::<4>(w, r, k, xs, simd).into_iter().enumerate() {
+                    put(j + t, r, v);
+                }
+            }
+            j += 4;
+        }
+        for jj in j..m {
+            for r in rows.clone() {
+                put(
+                    jj,
+                    r,
+                    dot::<1>(w, r, k, [&x[jj * k..(jj + 1) * k]], simd)[0],
+                );
+            }
+        }
+    });
     y
 }
 
-type DotFn = fn(HalfRows<'_>, usize, usize, &[f32]) -> f32;
-
-fn pick_dot(_w: HalfRows<'_>) -> DotFn {
+fn simd() -> bool {
     #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("avx2")
-        && is_x86_feature_detected!("fma")
-        && is_x86_feature_detected!("f16c")
     {
-        return |w, row, k, x| unsafe { avx2::dot(w, row, k, x) };
+        is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+            && is_x86_feature_detected!("f16c")
     }
-    dot_scalar
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+#[inline(always)]
+fn dot<const R: usize>(
+    w: HalfRows<'_>,
+    row: usize,
+    k: usize,
+    x: [&[f32]; R],
+    simd: bool,
+) -> [f32; R] {
+    #[cfg(target_arch = "x86_64")]
+    if simd {
+        // SAFETY: `simd` is true only where AVX2, FMA and F16C were detected.
+        return unsafe { avx2::dot(w, row, k, x) };
+    }
+    let _ = simd;
+    x.map(|x| dot_scalar(w, row, k, x))
 }
 
 /// Portable dot product of row `row` with `x`.
 pub fn dot_scalar(w: HalfRows<'_>, row: usize, k: usize, x: &[f32]) -> f32 {
-    match w {
-        HalfRows::Bf16(w) => w[row * k..(row + 1) * k]
-            .iter()
-            .zip(x)
-            .map(|(a, b)| a.to_f32() * b)
-            .sum(),
-        HalfRows::F16(w) => w[row * k..(row + 1) * k]
-            .iter()
-            .zip(x)
-            .map(|(a, b)| a.to_f32() * b)
-            .sum(),
-    }
+    w.bits(row, k)
+        .iter()
+        .zip(x)
+        .map(|(&h, b)| w.widen(h) * b)
+        .sum()
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -81,58 +115,75 @@ mod avx2 {
     use super::HalfRows;
     use std::arch::x86_64::*;
 
+    /// 16 weights from `p`, widened to two vectors of f32.
+    #[inline(always)]
+    unsafe fn load16(p: *const u16, is_bf16: bool) -> (__m256, __m256) {
+        let raw = _mm256_loadu_si256(p as *const __m256i);
+        if is_bf16 {
+            let lo = _mm256_cvtepu16_epi32(_mm256_castsi256_si128(raw));
+            let hi = _mm256_cvtepu16_epi32(_mm256_extracti128_si256::<1>(raw));
+            (
+                _mm256_castsi256_ps(_mm256_slli_epi32::<16>(lo)),
+                _mm256_castsi256_ps(_mm256_slli_epi32::<16>(hi)),
+            )
+        } else {
+            (
+                _mm256_cvtph_ps(_mm256_castsi256_si128(raw)),
+                _mm256_cvtph_ps(_mm256_extracti128_si256::<1>(raw)),
+            )
+        }
+    }
+
+    /// Row `row` dotted with `R` activation rows. One row (decode) runs four
+    /// independent FMA chains over 32 weights a step, enough to cover FMA latency and
+    /// keep loads in flight; four rows reuse each widened vector four times.
+    ///
     /// # Safety
     /// Only where AVX2, FMA and F16C were detected.
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn dot(w: HalfRows<'_>, row: usize, k: usize, x: &[f32]) -> f32 {
-        let (bits, is_bf16): (&[u16], bool) = match w {
-            HalfRows::Bf16(w) => (bytemuck_u16(&w[row * k..(row + 1) * k]), true),
-            HalfRows::F16(w) => (bytemuck_u16(&w[row * k..(row + 1) * k]), false),
-        };
-        let mut acc = [_mm256_setzero_ps(); 2];
-        let whole = k / 16 * 16;
-        let (wp, xp) = (bits.as_ptr(), x.as_ptr());
+    pub unsafe fn dot<const R: usize>(
+        w: HalfRows<'_>,
+        row: usize,
+        k: usize,
+        x: [&[f32]; R],
+    ) -> [f32; R] {
+        let is_bf16 = matches!(w, HalfRows::Bf16(_));
+        let bits = w.bits(row, k);
+        let wp = bits.as_ptr();
+        let mut acc = [[_mm256_setzero_ps(); 4]; R];
         let mut i = 0;
-        while i < whole {
-            let raw = _mm256_loadu_si256(wp.add(i) as *const __m256i);
-            let (lo, hi) = if is_bf16 {
-                let lo = _mm256_cvtepu16_epi32(_mm256_castsi256_si128(raw));
-                let hi = _mm256_cvtepu16_epi32(_mm256_extracti128_si256::<1>(raw));
-                (
-                    _mm256_castsi256_ps(_mm256_slli_epi32::<16>(lo)),
-                    _mm256_castsi256_ps(_mm256_slli_epi32::<16>(hi)),
-                )
-            } else {
-                (
-                    _mm256_cvtph_ps(_mm256_castsi256_si128(raw)),
-                    _mm256_cvtph_ps(_mm256_extracti128_si256::<1>(raw)),
-                )
-            };
-            acc[0] = _mm256_fmadd_ps(lo, _mm256_loadu_ps(xp.add(i)), acc[0]);
-            acc[1] = _mm256_fmadd_ps(hi, _mm256_loadu_ps(xp.add(i + 8)), acc[1]);
+        if R == 1 {
+            let xp = x[0].as_ptr();
+            while i + 32 <= k {
+                let (a, b) = load16(wp.add(i), is_bf16);
+                let (c, d) = load16(wp.add(i + 16), is_bf16);
+                acc[0][0] = _mm256_fmadd_ps(a, _mm256_loadu_ps(xp.add(i)), acc[0][0]);
+                acc[0][1] = _mm256_fmadd_ps(b, _mm256_loadu_ps(xp.add(i + 8)), acc[0][1]);
+                acc[0][2] = _mm256_fmadd_ps(c, _mm256_loadu_ps(xp.add(i + 16)), acc[0][2]);
+                acc[0][3] = _mm256_fmadd_ps(d, _mm256_loadu_ps(xp.add(i + 24)), acc[0][3]);
+                i += 32;
+            }
+        }
+        while i + 16 <= k {
+            let (a, b) = load16(wp.add(i), is_bf16);
+            for r in 0..R {
+                let xp = x[r].as_ptr();
+                acc[r][0] = _mm256_fmadd_ps(a, _mm256_loadu_ps(xp.add(i)), acc[r][0]);
+                acc[r][1] = _mm256_fmadd_ps(b, _mm256_loadu_ps(xp.add(i + 8)), acc[r][1]);
+            }
             i += 16;
         }
-        let v = _mm256_add_ps(acc[0], acc[1]);
-        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
-        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-        let s = _mm_add_ss(s, _mm_shuffle_ps::<1>(s, s));
-        let mut sum = _mm_cvtss_f32(s);
-        for j in whole..k {
-            let h = bits[j];
-            let f = if is_bf16 {
-                f32::from_bits((h as u32) << 16)
-            } else {
-                half::f16::from_bits(h).to_f32()
-            };
-            sum += f * x[j];
-        }
-        sum
-    }
-
-    fn bytemuck_u16<T>(s: &[T]) -> &[u16] {
-        const { assert!(std::mem::size_of::<T>() == 2) };
-        // SAFETY: bf16 and f16 are `repr(transparent)` over u16.
-        unsafe { std::slice::from_raw_parts(s.as_ptr() as *const u16, s.len()) }
+        std::array::from_fn(|r| {
+            let v = _mm256_add_ps(
+                _mm256_add_ps(acc[r][0], acc[r][1]),
+                _mm256_add_ps(acc[r][2], acc[r][3]),
+            );
+            let mut sum = crate::kernels::hsum_avx(v);
+            for j in i..k {
+                sum += w.widen(bits[j]) * x[r][j];
+            }
+            sum
+        })
     }
 }
 
@@ -152,7 +203,7 @@ mod tests {
 
     #[test]
     fn matches_f64_reference_for_both_formats_and_ragged_k() {
-        for (m, k, n) in [(1, 64, 40), (3, 67, 33), (5, 256, 17)] {
+        for (m, k, n) in [(1, 64, 40), (1, 116, 9), (3, 67, 33), (5, 256, 17)] {
             let x = data(m * k, 1);
             let wf = data(n * k, 2);
             let b: Vec<bf16> = wf.iter().map(|&v| bf16::from_f32(v)).collect();

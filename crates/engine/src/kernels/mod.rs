@@ -313,7 +313,7 @@ impl<T> SyncPtr<T> {
 /// Sum of the 8 lanes.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn hsum_avx(v: std::arch::x86_64::__m256) -> f32 {
+pub(crate) unsafe fn hsum_avx(v: std::arch::x86_64::__m256) -> f32 {
     use std::arch::x86_64::*;
     let s4 = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     let s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
