@@ -27,6 +27,7 @@ pub mod source {
 
 /// One model in the library.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct Entry {
     /// File or folder.
     pub path: String,
@@ -37,14 +38,17 @@ pub struct Entry {
     /// `gguf` or `safetensors`.
     pub format: String,
     /// Bytes of weights on disk.
+    #[cfg_attr(feature = "ts", ts(type = "number"))]
     pub size_bytes: u64,
     /// Engine architecture name.
     pub architecture: String,
     /// `Q4_K_M`, `BF16`, ...: the file type, or the dominant tensor type.
     pub quantization: String,
     /// Number of weights.
+    #[cfg_attr(feature = "ts", ts(type = "number"))]
     pub parameters: u64,
     /// Unix time it was added or last refreshed.
+    #[cfg_attr(feature = "ts", ts(type = "number"))]
     pub added_at: i64,
     /// Whether the path still exists.
     pub present: bool,

@@ -4,6 +4,7 @@ use serde::Serialize;
 
 /// What one reply cost, all measured.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct Stats {
     /// Tokens in the rendered prompt (the whole conversation so far).
     pub prompt_tokens: usize,
@@ -23,9 +24,11 @@ pub struct Stats {
     /// Bytes allocated for the KV cache.
     pub kv_cache_bytes: usize,
     /// Resident set size of this process after the reply.
+    #[cfg_attr(feature = "ts", ts(type = "number"))]
     pub rss_bytes: u64,
     /// Highest resident set size of this process so far (loading included), where
     /// the OS records it.
+    #[cfg_attr(feature = "ts", ts(type = "number | null"))]
     pub peak_rss_bytes: Option<u64>,
 }
 

@@ -94,6 +94,11 @@ fn dot<const R: usize>(
 ) -> [f32; R] {
     #[cfg(target_arch = "x86_64")]
     if simd {
+        if R == 1 && matches!(w, HalfRows::Bf16(_)) && avx512() {
+            // SAFETY: AVX-512F was detected.
+            let v = unsafe { avx512::dot_bf16(w, row, k, x[0]) };
+            return std::array::from_fn(|_| v);
+        }
         // SAFETY: `simd` is true only where AVX2, FMA and F16C were detected.
         return unsafe { avx2::dot(w, row, k, x) };
     }
@@ -108,6 +113,50 @@ pub fn dot_scalar(w: HalfRows<'_>, row: usize, k: usize, x: &[f32]) -> f32 {
         .zip(x)
         .map(|(&h, b)| w.widen(h) * b)
         .sum()
+}
+
+#[cfg(target_arch = "x86_64")]
+fn avx512() -> bool {
+    is_x86_feature_detected!("avx512f")
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::HalfRows;
+    use std::arch::x86_64::*;
+
+    /// One BF16 row with one activation row, 32 weights per 512-bit step in two
+    /// chains (decode, where the head of a large vocabulary dominates).
+    ///
+    /// # Safety
+    /// Only where AVX-512F was detected.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn dot_bf16(w: HalfRows<'_>, row: usize, k: usize, x: &[f32]) -> f32 {
+        let bits = w.bits(row, k);
+        let (wp, xp) = (bits.as_ptr(), x.as_ptr());
+        let (mut a0, mut a1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+        let mut i = 0;
+        while i + 32 <= k {
+            let lo = _mm512_cvtepu16_epi32(_mm256_loadu_si256(wp.add(i) as *const __m256i));
+            let hi = _mm512_cvtepu16_epi32(_mm256_loadu_si256(wp.add(i + 16) as *const __m256i));
+            a0 = _mm512_fmadd_ps(
+                _mm512_castsi512_ps(_mm512_slli_epi32::<16>(lo)),
+                _mm512_loadu_ps(xp.add(i)),
+                a0,
+            );
+            a1 = _mm512_fmadd_ps(
+                _mm512_castsi512_ps(_mm512_slli_epi32::<16>(hi)),
+                _mm512_loadu_ps(xp.add(i + 16)),
+                a1,
+            );
+            i += 32;
+        }
+        let mut sum = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+        for j in i..k {
+            sum += w.widen(bits[j]) * x[j];
+        }
+        sum
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
