@@ -5,6 +5,14 @@ fn main() {
         "model_info",
         "demo_model_path",
         "library_list",
+        "library_import",
+        "chat_load",
+        "chat_send",
+        "chat_stop",
+        "chat_reset",
+        "quantize_start",
+        "job_cancel",
+        "system_stats",
     ]);
     if let Err(e) = tauri_build::try_build(tauri_build::Attributes::new().app_manifest(manifest)) {
         eprintln!("tauri build step failed: {e:#}");

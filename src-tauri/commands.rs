@@ -1,10 +1,27 @@
 //! Commands the web front end may call. Each validates its input and returns a
 //! serializable error, never a bare string.
 
+use crate::chat::ChatWorker;
+use crate::events::{ChatEvent, ChatSettings, LoadedSummary, QuantizeEvent, SystemStats};
+use crate::jobs::{Jobs, QuantizeJob};
 use serde::Serialize;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+use tauri::ipc::Channel;
+use tauri::State;
 use unicorn_engine::info::{inspect, ModelInfo};
 use unicorn_engine::library::{Entry, Library};
+
+/// What the commands share: the chat worker, running jobs, and the machine probe.
+#[derive(Default)]
+pub struct AppState {
+    /// Holds the loaded model and the conversation.
+    pub chat: ChatWorker,
+    /// Quantizations in flight.
+    pub jobs: Jobs,
+    system: Mutex<Option<sysinfo::System>>,
+    bandwidth: std::sync::Arc<OnceLock<f64>>,
+}
 
 /// An error the front end can show: what failed, in words, and on which file.
 #[derive(Debug, Serialize)]
@@ -14,6 +31,26 @@ pub enum CommandError {
     Invalid(String),
     /// The engine failed (the message names the file).
     Engine(String),
+}
+
+/// An absolute path that exists, or why not.
+fn existing(path: &str) -> Result<PathBuf, CommandError> {
+    let p = PathBuf::from(path);
+    if !p.is_absolute() {
+        return Err(CommandError::Invalid(format!(
+            "{path}: give an absolute path"
+        )));
+    }
+    if !p.exists() {
+        return Err(CommandError::Invalid(format!(
+            "{path}: no such file or folder"
+        )));
+    }
+    Ok(p)
+}
+
+fn library_db() -> PathBuf {
+    unicorn_engine::library::data_dir().join("library.sqlite3")
 }
 
 /// Summary of a `.gguf` file: architecture, parameters, tensor types, layer pattern.
@@ -34,6 +71,153 @@ pub fn model_info(path: String) -> Result<ModelInfo, CommandError> {
 #[tauri::command]
 pub fn library_list() -> Result<Vec<Entry>, CommandError> {
     library_list_at(&unicorn_engine::library::data_dir().join("library.sqlite3"))
+}
+
+/// Adds a dropped or picked model (a `.gguf` file or an HF folder) to the library.
+/// The drop handler and the import button both come here; a file that is not a
+/// model is refused with the engine's reason, naming it.
+#[tauri::command]
+pub fn library_import(path: String) -> Result<Entry, CommandError> {
+    library_import_at(&library_db(), &path)
+}
+
+pub(crate) fn library_import_at(db: &Path, path: &str) -> Result<Entry, CommandError> {
+    let p = existing(path)?;
+    let is_gguf = p.is_file()
+        && p.extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("gguf"));
+    let is_folder = p.is_dir() && p.join("config.json").is_file();
+    if !is_gguf && !is_folder {
+        return Err(CommandError::Invalid(format!(
+            "{path}: not a model: drop a .gguf file or a folder with config.json"
+        )));
+    }
+    let engine = |e: unicorn_engine::Error| CommandError::Engine(e.to_string());
+    Library::open(db)
+        .map_err(engine)?
+        .add(&p, unicorn_engine::library::source::IMPORTED, None)
+        .map_err(engine)
+}
+
+/// Loads a model for chat (replacing the one loaded), off the async runtime.
+#[tauri::command]
+pub async fn chat_load(
+    path: String,
+    state: State<'_, AppState>,
+) -> Result<LoadedSummary, CommandError> {
+    let p = existing(&path)?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    // The worker does the loading; this task only waits for its answer.
+    state.chat.load_async(p, tx).map_err(CommandError::Engine)?;
+    tauri::async_runtime::spawn_blocking(move || rx.recv())
+        .await
+        .map_err(|e| CommandError::Engine(e.to_string()))?
+        .map_err(|_| CommandError::Engine("the chat worker stopped".into()))?
+        .map_err(CommandError::Engine)
+}
+
+/// Sends the next user turn; the reply streams through `on_event`.
+#[tauri::command]
+pub fn chat_send(
+    text: String,
+    system: Option<String>,
+    settings: ChatSettings,
+    on_event: Channel<ChatEvent>,
+    state: State<'_, AppState>,
+) -> Result<(), CommandError> {
+    if text.trim().is_empty() {
+        return Err(CommandError::Invalid("the message is empty".into()));
+    }
+    if settings
+        .temperature
+        .is_some_and(|t| !(0.0..=5.0).contains(&t))
+        || settings.top_p.is_some_and(|p| !(0.0..=1.0).contains(&p))
+        || settings.max_tokens.is_some_and(|m| m == 0 || m > 1 << 20)
+    {
+        return Err(CommandError::Invalid(
+            "sampling: temperature 0-5, top-p 0-1, max tokens 1-1048576".into(),
+        ));
+    }
+    state
+        .chat
+        .say(
+            text,
+            system,
+            settings,
+            Box::new(move |e| {
+                let _ = on_event.send(e);
+            }),
+        )
+        .map_err(CommandError::Engine)
+}
+
+/// Stops the reply being generated.
+#[tauri::command]
+pub fn chat_stop(state: State<'_, AppState>) {
+    state.chat.stop();
+}
+
+/// Starts a new conversation with the loaded model.
+#[tauri::command]
+pub fn chat_reset(state: State<'_, AppState>) -> Result<(), CommandError> {
+    state.chat.reset().map_err(CommandError::Engine)
+}
+
+/// Quantizes a library model to `to` (NF4 or a GGUF type) into the app's models
+/// folder; progress and the report stream through `on_event`. Returns the job id.
+#[tauri::command]
+pub fn quantize_start(
+    source: String,
+    to: String,
+    on_event: Channel<QuantizeEvent>,
+    state: State<'_, AppState>,
+) -> Result<u64, CommandError> {
+    let models = unicorn_engine::library::data_dir().join("models");
+    let job =
+        QuantizeJob::new(&source, &to, &models, library_db()).map_err(CommandError::Invalid)?;
+    Ok(state.jobs.quantize(
+        job,
+        Box::new(move |e| {
+            let _ = on_event.send(e);
+        }),
+    ))
+}
+
+/// Cancels a running job.
+#[tauri::command]
+pub fn job_cancel(id: u64, state: State<'_, AppState>) -> bool {
+    state.jobs.cancel(id)
+}
+
+/// RAM, CPU and this process's memory, measured now; the memory bandwidth once
+/// measured (0 until then: it is measured in the background on the first call).
+#[tauri::command]
+pub fn system_stats(state: State<'_, AppState>) -> SystemStats {
+    use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
+    let mut guard = state.system.lock().unwrap_or_else(|e| e.into_inner());
+    let sys = guard.get_or_insert_with(|| {
+        let bw = state.bandwidth.clone();
+        std::thread::spawn(move || {
+            let _ = bw.set(unicorn_engine::bench::memory_bandwidth());
+        });
+        System::new()
+    });
+    sys.refresh_memory();
+    sys.refresh_cpu_usage();
+    let pid = Pid::from_u32(std::process::id());
+    sys.refresh_processes_specifics(
+        ProcessesToUpdate::Some(&[pid]),
+        false,
+        ProcessRefreshKind::nothing().with_memory(),
+    );
+    SystemStats {
+        total_memory: sys.total_memory(),
+        used_memory: sys.used_memory(),
+        process_rss: sys.process(pid).map(|p| p.memory()).unwrap_or(0),
+        cpu_percent: sys.global_cpu_usage(),
+        cores: sys.cpus().len(),
+        memory_bandwidth: state.bandwidth.get().copied().unwrap_or(0.0),
+    }
 }
 
 fn library_list_at(db: &std::path::Path) -> Result<Vec<Entry>, CommandError> {
@@ -105,6 +289,41 @@ mod tests {
         assert_eq!(
             (e.architecture.as_str(), e.quantization.as_str()),
             ("llama", "Q4_1")
+        );
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn imports_models_and_refuses_what_is_not_one() {
+        let dir = std::env::temp_dir().join(format!("unicorn-app-import-{}", std::process::id()));
+        std::fs::remove_dir_all(&dir).ok();
+        std::fs::create_dir_all(&dir).unwrap();
+        let db = dir.join("library.sqlite3");
+        let demo = demo_model_path().expect("demo model: run scripts/fetch-test-models");
+        let e = library_import_at(&db, &demo).unwrap();
+        assert_eq!(
+            (e.source.as_str(), e.quantization.as_str()),
+            ("imported", "Q4_1")
+        );
+        let refuse = |p: &str| match library_import_at(&db, p) {
+            Err(CommandError::Invalid(m)) | Err(CommandError::Engine(m)) => m,
+            Ok(e) => panic!("imported {e:?}"),
+        };
+        assert!(refuse("relative.gguf").contains("absolute"));
+        assert!(refuse("/no/such/model.gguf").contains("no such"));
+        let notes = dir.join("notes.txt");
+        std::fs::write(&notes, "hi").unwrap();
+        assert!(refuse(&notes.display().to_string()).contains("not a model"));
+        let fake = dir.join("fake.gguf");
+        std::fs::write(&fake, "not gguf at all").unwrap();
+        assert!(refuse(&fake.display().to_string()).contains("fake.gguf"));
+        assert_eq!(
+            library_list_at(&db)
+                .unwrap()
+                .iter()
+                .filter(|e| e.source == "imported")
+                .count(),
+            1
         );
         std::fs::remove_dir_all(&dir).ok();
     }

@@ -2,14 +2,26 @@
 //! `unicorn_engine`, and return its results; no model logic lives here.
 #![cfg_attr(not(debug_assertions), windows_subsystem = "windows")]
 
+mod chat;
 mod commands;
+mod events;
+mod jobs;
 
 fn main() {
     let result = tauri::Builder::default()
+        .manage(commands::AppState::default())
         .invoke_handler(tauri::generate_handler![
             commands::model_info,
             commands::demo_model_path,
-            commands::library_list
+            commands::library_list,
+            commands::library_import,
+            commands::chat_load,
+            commands::chat_send,
+            commands::chat_stop,
+            commands::chat_reset,
+            commands::quantize_start,
+            commands::job_cancel,
+            commands::system_stats
         ])
         .run(tauri::generate_context!());
     if let Err(e) = result {

@@ -1,0 +1,218 @@
+//! What the shell sends the front end: one event enum per kind of long job, each
+//! streamed through the job's own `tauri::ipc::Channel`, and the plain results of
+//! the short commands. The TypeScript twins in `ui/src/bindings/` are generated from
+//! these types by ts-rs; `bindings_are_current` fails when they drift.
+
+use serde::{Deserialize, Serialize};
+use ts_rs::TS;
+use unicorn_engine::stats::Stats;
+
+/// A chat reply as it happens.
+#[derive(Debug, Clone, Serialize, TS)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum ChatEvent {
+    /// Text completed by the next token (may be empty while a character or a
+    /// possible stop string is held back).
+    Token {
+        /// The text.
+        text: String,
+    },
+    /// The reply is complete (or was stopped); its measured figures.
+    Done {
+        /// `eos`, `stop_string`, `max_tokens`, `cancelled` or `context_full`.
+        stop_reason: String,
+        /// Measured prompt, TTFT, speed and memory figures.
+        stats: Stats,
+    },
+    /// The reply failed.
+    Error {
+        /// What went wrong, naming the file where there is one.
+        message: String,
+    },
+}
+
+/// A quantization as it happens.
+#[derive(Debug, Clone, Serialize, TS)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum QuantizeEvent {
+    /// After each chunk of source read.
+    Progress {
+        /// Tensor being written (from 1).
+        tensor_index: usize,
+        /// Tensors in all.
+        tensors: usize,
+        /// Source bytes read so far.
+        #[ts(type = "number")]
+        bytes_read: u64,
+        /// Source bytes in all.
+        #[ts(type = "number")]
+        bytes_total: u64,
+        /// Seconds left at the rate so far.
+        eta_s: Option<f64>,
+    },
+    /// Written; the compression report.
+    Done {
+        /// Sizes, ratio, bits per weight and per-tensor error.
+        report: QuantizeSummary,
+    },
+    /// Stopped by the user; nothing was left behind.
+    Cancelled,
+    /// Failed; nothing was left behind.
+    Error {
+        /// What went wrong, naming the file.
+        message: String,
+    },
+}
+
+/// The compression report of one quantization, GGUF or NF4 alike.
+#[derive(Debug, Clone, Serialize, TS)]
+pub struct QuantizeSummary {
+    /// Source model.
+    pub source: String,
+    /// Written file or folder.
+    pub output: String,
+    /// Target type (`Q4_K_M`, `nf4`, ...).
+    pub to: String,
+    /// Bytes of the source's tensors.
+    #[ts(type = "number")]
+    pub source_bytes: u64,
+    /// Bytes written.
+    #[ts(type = "number")]
+    pub output_bytes: u64,
+    /// source / output.
+    pub ratio: f64,
+    /// Bits per weight of the output.
+    pub bits_per_weight: f64,
+    /// Wall time.
+    pub seconds: f64,
+    /// Per tensor, where the format reports it.
+    pub tensors: Vec<TensorError>,
+    /// Things the user should know.
+    pub warnings: Vec<String>,
+}
+
+/// One tensor's quantization error.
+#[derive(Debug, Clone, Serialize, TS)]
+pub struct TensorError {
+    /// Tensor name.
+    pub name: String,
+    /// Stored type.
+    pub r#type: String,
+    /// ‖error‖ / ‖weights‖.
+    pub relative_error: f64,
+}
+
+/// Sampling settings the chat view sends; unset ones take the model's defaults.
+#[derive(Debug, Clone, Default, Deserialize, TS)]
+pub struct ChatSettings {
+    /// 0 = greedy.
+    pub temperature: Option<f32>,
+    /// 0 = off.
+    pub top_k: Option<usize>,
+    /// 1 = off.
+    pub top_p: Option<f32>,
+    /// Upper bound on the reply's tokens.
+    pub max_tokens: Option<usize>,
+    /// Seed for reproducible sampling.
+    #[ts(type = "number | null")]
+    pub seed: Option<u64>,
+}
+
+/// The model the chat worker holds.
+#[derive(Debug, Clone, Serialize, TS)]
+pub struct LoadedSummary {
+    /// Its file or folder.
+    pub path: String,
+    /// Architecture as the engine names it.
+    pub architecture: String,
+    /// Bytes of weights in memory.
+    #[ts(type = "number")]
+    pub weights_bytes: u64,
+    /// Context length in tokens.
+    pub context_length: usize,
+    /// Whether it has a chat template (otherwise plain completion).
+    pub has_chat_template: bool,
+    /// Load time, measured.
+    pub load_ms: f64,
+}
+
+/// Machine figures for the dashboard, measured when asked.
+#[derive(Debug, Clone, Serialize, TS)]
+pub struct SystemStats {
+    /// Physical memory.
+    #[ts(type = "number")]
+    pub total_memory: u64,
+    /// Memory in use by everything.
+    #[ts(type = "number")]
+    pub used_memory: u64,
+    /// This process's resident memory.
+    #[ts(type = "number")]
+    pub process_rss: u64,
+    /// CPU use across all cores since the last call, 0-100.
+    pub cpu_percent: f32,
+    /// Logical cores.
+    pub cores: usize,
+    /// Memory read bandwidth measured once at start-up (bytes/s), for the roofline.
+    pub memory_bandwidth: f64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+    use std::path::Path;
+
+    /// Every binding the front end imports, as ts-rs writes it now.
+    fn generate(dir: &Path) {
+        ChatEvent::export_all_to(dir).unwrap();
+        QuantizeEvent::export_all_to(dir).unwrap();
+        ChatSettings::export_all_to(dir).unwrap();
+        LoadedSummary::export_all_to(dir).unwrap();
+        SystemStats::export_all_to(dir).unwrap();
+        unicorn_engine::library::Entry::export_all_to(dir).unwrap();
+    }
+
+    fn read_dir(dir: &Path) -> BTreeMap<String, String> {
+        std::fs::read_dir(dir)
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| {
+                        (
+                            e.file_name().to_string_lossy().into_owned(),
+                            std::fs::read_to_string(e.path()).unwrap_or_default(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The committed TypeScript types equal what the Rust types generate, so the
+    /// front end cannot drift from the shell. `UNICORN_UPDATE_BINDINGS=1 cargo test
+    /// -p unicorn-app bindings` rewrites them.
+    #[test]
+    fn bindings_are_current() {
+        let committed = Path::new(env!("CARGO_MANIFEST_DIR")).join("ui/src/bindings");
+        let fresh = std::env::temp_dir().join(format!("unicorn-bindings-{}", std::process::id()));
+        std::fs::remove_dir_all(&fresh).ok();
+        generate(&fresh);
+        let (want, have) = (read_dir(&fresh), read_dir(&committed));
+        if std::env::var_os("UNICORN_UPDATE_BINDINGS").is_some() {
+            std::fs::remove_dir_all(&committed).ok();
+            std::fs::create_dir_all(&committed).unwrap();
+            for (name, text) in &want {
+                std::fs::write(committed.join(name), text).unwrap();
+            }
+        } else {
+            assert_eq!(
+                have.keys().collect::<Vec<_>>(),
+                want.keys().collect::<Vec<_>>(),
+                "ui/src/bindings is stale: run UNICORN_UPDATE_BINDINGS=1 cargo test -p unicorn-app bindings"
+            );
+            for (name, text) in &want {
+                assert_eq!(&have[name], text, "ui/src/bindings/{name} is stale");
+            }
+        }
+        std::fs::remove_dir_all(&fresh).ok();
+    }
+}

@@ -1,0 +1,36 @@
+// The app's commands, typed by the bindings generated from the Rust types
+// (src/bindings, checked by the shell's `bindings_are_current` test).
+import { Channel, invoke } from "@tauri-apps/api/core";
+import type { ChatEvent } from "./bindings/ChatEvent";
+import type { ChatSettings } from "./bindings/ChatSettings";
+import type { Entry } from "./bindings/Entry";
+import type { LoadedSummary } from "./bindings/LoadedSummary";
+import type { QuantizeEvent } from "./bindings/QuantizeEvent";
+import type { SystemStats } from "./bindings/SystemStats";
+
+/** The shell's error shape: `{kind, message}`. */
+export function errorText(e: unknown): string {
+  if (e && typeof e === "object" && "message" in e) return String((e as { message: unknown }).message);
+  return String(e);
+}
+
+export const api = {
+  libraryList: () => invoke<Entry[]>("library_list"),
+  libraryImport: (path: string) => invoke<Entry>("library_import", { path }),
+  demoModelPath: () => invoke<string | null>("demo_model_path"),
+  chatLoad: (path: string) => invoke<LoadedSummary>("chat_load", { path }),
+  chatSend(text: string, system: string | null, settings: ChatSettings, onEvent: (e: ChatEvent) => void) {
+    const ch = new Channel<ChatEvent>();
+    ch.onmessage = onEvent;
+    return invoke<void>("chat_send", { text, system, settings, onEvent: ch });
+  },
+  chatStop: () => invoke<void>("chat_stop"),
+  chatReset: () => invoke<void>("chat_reset"),
+  quantizeStart(source: string, to: string, onEvent: (e: QuantizeEvent) => void) {
+    const ch = new Channel<QuantizeEvent>();
+    ch.onmessage = onEvent;
+    return invoke<number>("quantize_start", { source, to, onEvent: ch });
+  },
+  jobCancel: (id: number) => invoke<boolean>("job_cancel", { id }),
+  systemStats: () => invoke<SystemStats>("system_stats"),
+};

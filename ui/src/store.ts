@@ -1,0 +1,13 @@
+// State shared across views: the library, the loaded model, and measured speeds.
+import { signal } from "@preact/signals";
+import type { Entry } from "./bindings/Entry";
+import type { LoadedSummary } from "./bindings/LoadedSummary";
+import type { Stats } from "./bindings/Stats";
+
+export const library = signal<Entry[]>([]);
+export const loaded = signal<LoadedSummary | null>(null);
+/** Every finished reply's measured figures, oldest first (the dashboard charts them). */
+export const replies = signal<{ at: number; stats: Stats }[]>([]);
+export const view = signal<"library" | "chat" | "quantize" | "dashboard">("library");
+/** The model the chat and quantize views start from. */
+export const selected = signal<string | null>(null);

@@ -1,0 +1,96 @@
+// Quantize a library model to NF4 or a GGUF type: live progress and ETA, cancel,
+// then the compression report with a per-tensor error chart.
+import { useState } from "preact/hooks";
+import { api, errorText } from "../api";
+import type { QuantizeSummary } from "../bindings/QuantizeSummary";
+import { Bars } from "../charts";
+import { baseName, bytes, duration } from "../format";
+import { library, selected } from "../store";
+import { refreshLibrary } from "./Library";
+
+const TARGETS = ["Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q4_0", "NF4"];
+
+export function Quantize() {
+  const [to, setTo] = useState("Q8_0");
+  const [job, setJob] = useState<number | null>(null);
+  const [progress, setProgress] = useState<{ frac: number; eta: number | null; tensor: string } | null>(null);
+  const [report, setReport] = useState<QuantizeSummary | null>(null);
+  const [error, setError] = useState("");
+  const source = selected.value;
+  const entry = library.value.find((m) => m.path === source);
+
+  async function start() {
+    if (!source) return;
+    setError("");
+    setReport(null);
+    setProgress({ frac: 0, eta: null, tensor: "" });
+    try {
+      const id = await api.quantizeStart(source, to, (e) => {
+        if (e.event === "progress") {
+          setProgress({
+            frac: e.bytes_total > 0 ? e.bytes_read / e.bytes_total : e.tensor_index / Math.max(1, e.tensors),
+            eta: e.eta_s,
+            tensor: `${e.tensor_index}/${e.tensors}`,
+          });
+        } else {
+          setJob(null);
+          setProgress(null);
+          if (e.event === "done") {
+            setReport(e.report);
+            void refreshLibrary();
+          } else if (e.event === "cancelled") setError("Cancelled; nothing was written.");
+          else setError(e.message);
+        }
+      });
+      setJob(id);
+    } catch (e) {
+      setProgress(null);
+      setError(errorText(e));
+    }
+  }
+
+  return (
+    <section id="quantize">
+      <h2>Quantize</h2>
+      <div class="row">
+        <select id="quantize-source" value={source ?? ""} onChange={(e) => (selected.value = (e.target as HTMLSelectElement).value)}>
+          <option value="" disabled>Pick a model…</option>
+          {library.value.filter((m) => m.present).map((m) => (
+            <option value={m.path}>{m.repo ?? baseName(m.path)} ({m.quantization})</option>
+          ))}
+        </select>
+        <select id="quantize-to" value={to} onChange={(e) => setTo((e.target as HTMLSelectElement).value)}>
+          {TARGETS.map((t) => <option value={t}>{t}</option>)}
+        </select>
+        {job === null
+          ? <button id="quantize-start" disabled={!source || progress !== null} onClick={start}>Quantize</button>
+          : <button id="quantize-cancel" onClick={() => api.jobCancel(job)}>Cancel</button>}
+      </div>
+      {entry && <p class="hint">Source: {bytes(entry.size_bytes)}, {entry.quantization}, {entry.format}.{entry.format === "gguf" ? " Re-quantizing quantized weights compounds their error." : ""}</p>}
+      {progress && (
+        <div id="quantize-progress">
+          <progress value={progress.frac} max={1} /> {(100 * progress.frac).toFixed(0)} % · tensor {progress.tensor} · ETA {duration(progress.eta)}
+        </div>
+      )}
+      {error && <p class="error">{error}</p>}
+      {report && (
+        <div id="quantize-report">
+          <table>
+            <tbody>
+              <tr><th>output</th><td>{report.output}</td></tr>
+              <tr><th>size</th><td>{bytes(report.source_bytes)} → {bytes(report.output_bytes)}</td></tr>
+              <tr><th>ratio</th><td id="report-ratio">{report.ratio.toFixed(2)}x</td></tr>
+              <tr><th>bits per weight</th><td>{report.bits_per_weight.toFixed(2)}</td></tr>
+              <tr><th>time</th><td>{report.seconds.toFixed(1)} s</td></tr>
+            </tbody>
+          </table>
+          {report.warnings.map((w) => <p class="warning">{w}</p>)}
+          {report.tensors.length > 0 && (
+            <Bars id="tensor-errors" label="Relative error per tensor (‖error‖ / ‖weights‖)"
+              items={report.tensors.map((t) => ({ label: t.name, value: t.relative_error, title: `${t.name} ${t.type}: ${(100 * t.relative_error).toFixed(2)} %` }))} />
+          )}
+        </div>
+      )}
+    </section>
+  );
+}
