@@ -10,7 +10,8 @@ export function Line(props: { values: number[]; max?: number; label: string; id?
     <figure class="chart" id={props.id}>
       <svg viewBox={`0 0 ${w} ${h}`} width={w} height={h} role="img" aria-label={props.label}>
         <rect x={0} y={0} width={w} height={h} class="bg" />
-        {v.length > 0 && <polyline points={pts.join(" ")} class="line" />}
+        {v.length > 1 && <polyline points={pts.join(" ")} class="line" />}
+        {v.length === 1 && <circle cx={w / 2} cy={pts[0].split(",")[1]} r={3} class="dot" />}
       </svg>
       <figcaption>{props.label}</figcaption>
     </figure>

@@ -50,12 +50,28 @@ export function Chat() {
     setTurns((t) => [...t, { role: "user", text }, { role: "assistant", text: "" }]);
     const update = (f: (a: Turn) => Turn) =>
       setTurns((t) => [...t.slice(0, -1), f(t[t.length - 1])]);
+    // Tokens are shown in batches at most every 50 ms: re-rendering the Markdown on
+    // every token costs the CPU the model needs (measured 4x slower decode on 2 cores).
+    let pending = "";
+    let timer: ReturnType<typeof setTimeout> | null = null;
+    const flush = () => {
+      timer = null;
+      const text = pending;
+      pending = "";
+      if (text) update((a) => ({ ...a, text: a.text + text }));
+    };
     try {
       await api.chatSend(text, system || null,
         { temperature: num(temperature), top_p: num(topP), top_k: null, max_tokens: num(maxTokens), seed: null },
         (e) => {
-          if (e.event === "token") update((a) => ({ ...a, text: a.text + e.text }));
-          else if (e.event === "done") {
+          if (e.event === "token") {
+            pending += e.text;
+            timer ??= setTimeout(flush, 50);
+            return;
+          }
+          if (timer) clearTimeout(timer);
+          flush();
+          if (e.event === "done") {
             update((a) => ({ ...a, stats: e.stats, stop: e.stop_reason }));
             replies.value = [...replies.value, { at: Date.now(), stats: e.stats }];
             setBusy(false);

@@ -1,0 +1,92 @@
+// The real app in a real window (WebKitGTK under Xvfb), driven through WebDriver:
+// tauri-driver on :4444 runs the release binary through WebKitWebDriver.
+// Run by scripts/e2e, which sets APP, MODELS, DATA, OUT and starts tauri-driver.
+import { after, before, test } from "node:test";
+import assert from "node:assert/strict";
+import { writeFileSync, mkdirSync } from "node:fs";
+import { Builder, By, until } from "selenium-webdriver";
+
+const { APP, MODELS, OUT, SMOL_FOLDER } = process.env;
+const demo = `${MODELS}/SmolLM2-135M-Instruct.Q4_1.gguf`;
+const gemma = `${MODELS}/gemma-3-270m-q4_k_m.gguf`;
+let driver;
+
+before(async () => {
+  mkdirSync(OUT, { recursive: true });
+  driver = await new Builder()
+    .usingServer("http://127.0.0.1:4444/")
+    .withCapabilities({ browserName: "wry", "tauri:options": { application: APP } })
+    .build();
+});
+after(async () => driver && (await driver.quit()));
+
+async function shot(name) {
+  writeFileSync(`${OUT}/${name}.png`, await driver.takeScreenshot(), "base64");
+}
+const row = (path) => By.css(`tr[data-path="${path}"]`);
+const wait = (cond, s = 60) => driver.wait(cond, s * 1000);
+// Views render after the click that opens them: wait for elements, do not assume.
+async function type(css, text) {
+  const el = await wait(until.elementLocated(By.css(css)), 10);
+  await el.clear();
+  await el.sendKeys(text);
+}
+
+test("first launch: the demo model is in the library", async () => {
+  const r = await wait(until.elementLocated(row(demo)));
+  assert.match(await r.getText(), /Q4_1.*llama/s);
+});
+
+test("import: a model through the drop path, and a refused file", async () => {
+  await type("#import-path", gemma);
+  await driver.findElement(By.id("import")).click();
+  const r = await wait(until.elementLocated(row(gemma)));
+  assert.match(await r.getText(), /gemma3/);
+  await type("#import-path", `${MODELS}/jargon.txt`);
+  await driver.findElement(By.id("import")).click();
+  const err = await wait(until.elementLocated(By.css("#library .error")));
+  assert.match(await err.getText(), /jargon\.txt: not a model/);
+  await shot("library");
+});
+
+test("chat: streamed reply with its measured speed", async () => {
+  await driver.findElement(By.css(`tr[data-path="${demo}"] button.chat`)).click();
+  const status = await wait(until.elementLocated(By.id("chat-status")), 10);
+  await wait(until.elementTextContains(status, "loaded in"));
+  await driver.findElement(By.css("#chat details summary")).click();
+  await type("#temperature", "0");
+  await type("#prompt", "What is the capital of France?");
+  await driver.findElement(By.id("send")).click();
+  const speed = await wait(until.elementLocated(By.css(".msg.assistant .tok-s")), 120);
+  assert.match(await speed.getText(), /^\d+\.\d tok\/s$/);
+  console.log(`chat reply: ${await speed.getText()}`);
+  const reply = await driver.findElement(By.css(".msg.assistant .text")).getText();
+  assert.match(reply, /Paris/);
+  await shot("chat");
+});
+
+test("quantize: the demo model folder to Q8_0, with the report", async () => {
+  await driver.findElement(By.id("tab-library")).click();
+  await type("#import-path", SMOL_FOLDER);
+  await driver.findElement(By.id("import")).click();
+  await wait(until.elementLocated(row(SMOL_FOLDER)));
+  await (await wait(until.elementLocated(By.css(`tr[data-path="${SMOL_FOLDER}"] button.quantize`)))).click();
+  const to = await wait(until.elementLocated(By.id("quantize-to")));
+  // Preact sets option values as properties, so match the text.
+  await to.findElement(By.xpath(".//option[text()='Q8_0']")).click();
+  await driver.findElement(By.id("quantize-start")).click();
+  const ratio = await wait(until.elementLocated(By.id("report-ratio")), 300);
+  assert.match(await ratio.getText(), /^\d+\.\d\dx$/);
+  assert.ok(Number.parseFloat(await ratio.getText()) > 1.5, "BF16 -> Q8_0 roughly halves");
+  await wait(until.elementLocated(By.id("tensor-errors")));
+  await shot("quantize");
+});
+
+test("dashboard: live machine figures and the reply's speed", async () => {
+  await driver.findElement(By.id("tab-dashboard")).click();
+  await wait(until.elementLocated(By.id("cpu-chart")));
+  const cards = await wait(until.elementLocated(By.css("#dashboard .cards")));
+  assert.match(await cards.getText(), /RAM .*iB \/ .*iB/);
+  await wait(until.elementLocated(By.id("roofline")), 30);
+  await shot("dashboard");
+});
