@@ -328,6 +328,7 @@ impl Nf4Matrix {
         transpose_out(yt, n, m)
     }
 
+    #[cfg(target_arch = "x86_64")]
     /// Rows made of whole blocks of a multiple of 16 weights: the SIMD path's layout.
     fn fast_layout(&self) -> bool {
         self.blocksize.is_multiple_of(16) && self.cols.is_multiple_of(self.blocksize)

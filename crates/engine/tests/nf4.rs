@@ -319,3 +319,91 @@ fn nf4_export_writes_the_bitsandbytes_layout() {
     assert!(d < 0.05, "{d}");
     std::fs::remove_dir_all(&out).ok();
 }
+
+/// Every architecture of the HF loader runs from an NF4 export with its weights kept
+/// packed: against the same model with those weights dequantized into a dense folder
+/// (the loader's reading of each layout, q/k norms and biases included), and the
+/// multimodal key layout against the text-only model.
+#[test]
+fn every_architecture_runs_packed_from_an_nf4_export() {
+    use unicorn_engine::models::Model;
+    use unicorn_engine::quantize::nf4_export::export;
+    use unicorn_engine::source::Source;
+    let run = |d: &std::path::Path, arch: &str| {
+        let m = Model::load(&Source::open(d).unwrap(), &candle_core::Device::Cpu).unwrap();
+        tiny_logits(arch, &m)
+    };
+    let scratch = |tag: &str| {
+        let d = std::env::temp_dir().join(format!("unicorn-nf4-{tag}-{}", std::process::id()));
+        std::fs::remove_dir_all(&d).ok();
+        d
+    };
+    let mut text_nf4 = None;
+    for arch in [
+        "llama",
+        "qwen2",
+        "qwen3",
+        "gemma3_text",
+        "gemma3_multimodal_layout",
+    ] {
+        let out = scratch(arch);
+        export(
+            &golden_dir().join("tiny").join(arch),
+            &out,
+            64,
+            true,
+            false,
+            &mut |_, _| true,
+        )
+        .unwrap();
+        let packed = run(&out, arch);
+        if arch == "gemma3_multimodal_layout" {
+            let text: &Vec<f32> = text_nf4.as_ref().unwrap();
+            assert_eq!(&packed, text, "multimodal layout vs text model, both NF4");
+            std::fs::remove_dir_all(&out).ok();
+            continue;
+        }
+        // The same weights, dequantized, as a dense F32 folder.
+        let hf = unicorn_engine::hf::HfFolder::open(&out).unwrap();
+        let mut dense = std::collections::HashMap::new();
+        let mut quantized = 0;
+        for (name, t) in golden(&format!("tiny/{arch}/model.safetensors")) {
+            let t = match (t.dims(), name.ends_with("_proj.weight")) {
+                ([r, c], true) => {
+                    let w = hf
+                        .weight(&name, (*r, *c), &candle_core::Device::Cpu)
+                        .unwrap();
+                    let unicorn_engine::weight::Weight::Nf4(m) = w else {
+                        panic!("{arch} {name} is not NF4")
+                    };
+                    quantized += 1;
+                    let mut all = vec![0f32; m.rows * m.cols];
+                    for (i, row) in all.chunks_mut(m.cols).enumerate() {
+                        m.dequantize_row(i, row);
+                    }
+                    candle_core::Tensor::from_vec(all, (*r, *c), &candle_core::Device::Cpu).unwrap()
+                }
+                _ => t,
+            };
+            dense.insert(name, t);
+        }
+        assert!(quantized >= 7, "{arch}: {quantized} NF4 matrices");
+        let d = scratch(&format!("{arch}-dense"));
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::copy(
+            golden_dir().join("tiny").join(arch).join("config.json"),
+            d.join("config.json"),
+        )
+        .unwrap();
+        candle_core::safetensors::save(&dense, d.join("model.safetensors")).unwrap();
+        let diff = max_abs_diff(&packed, &run(&d, arch));
+        eprintln!("{arch}: packed NF4 vs its dense dequantization {diff}");
+        // 16-bit levels and activations in the packed kernel (see the llama test).
+        assert!(diff < 0.03, "{arch}: {diff}");
+        if arch == "gemma3_text" {
+            text_nf4 = Some(packed);
+        }
+        std::fs::remove_dir_all(&out).ok();
+        std::fs::remove_dir_all(&d).ok();
+    }
+}

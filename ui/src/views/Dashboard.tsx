@@ -33,7 +33,7 @@ export function Dashboard() {
       <h2>Dashboard</h2>
       {now && (
         <div class="cards">
-          <div class="card"><b>RAM</b> {bytes(now.used_memory)} / {bytes(now.total_memory)}</div>
+          <div class="card" id="ram"><b>RAM</b> {bytes(now.used_memory)} / {bytes(now.total_memory)}</div>
           <div class="card"><b>CPU</b> {now.cpu_percent.toFixed(0)} % of {now.cores} cores</div>
           <div class="card"><b>Unicorn</b> {bytes(now.process_rss)} resident</div>
           <div class="card"><b>Bandwidth</b> {now.memory_bandwidth > 0 ? `${(now.memory_bandwidth / 1e9).toFixed(1)} GB/s measured` : "measuring…"}</div>

@@ -8,7 +8,8 @@
 //! converting to f32, so at most 4 × 32767 × 16384 < 2³¹.
 //!
 //! Rows of whole groups of 64 in blocks of a multiple of 64 take this path (every
-//! bitsandbytes default); others keep [`Nf4Matrix::matmul`].
+//! bitsandbytes default) with AVX2 on x86-64 and NEON on aarch64; others keep
+//! [`Nf4Matrix::matmul`].
 
 use super::{for_row_runs, SyncPtr};
 use crate::nf4::{Nf4Matrix, NF4};
@@ -83,9 +84,33 @@ fn simd() -> bool {
     {
         std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
     }
-    #[cfg(not(target_arch = "x86_64"))]
+    // NEON is part of every aarch64 target.
+    #[cfg(target_arch = "aarch64")]
+    {
+        true
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
     {
         false
+    }
+}
+
+/// The SIMD dot products of this target (only called where [`supports`] said yes).
+#[inline(always)]
+fn dot<const R: usize>(w: &Nf4Matrix, row: usize, q: [&[i16]; R], d: [&[f32]; R]) -> [f32; R] {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: `supports` checked the features and the layout.
+        unsafe { dot_avx2::<R>(w, row, q, d) }
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        // SAFETY: as above.
+        unsafe { dot_neon::<R>(w, row, q, d) }
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        std::array::from_fn(|t| dot_scalar(w, row, q[t], d[t]))
     }
 }
 
@@ -155,6 +180,66 @@ unsafe fn dot_avx2<const R: usize>(
     std::array::from_fn(|r| super::hsum_avx(acc[r]))
 }
 
+/// [`dot_avx2`] for aarch64: `vqtbl1q_u8` is the byte shuffle, 16 bytes at a time
+/// (half a group, in the same activation order), widening multiply-adds into four
+/// accumulators so that each lane again sums at most 4 products.
+///
+/// # Safety
+/// Only for a matrix [`supports`] accepts.
+#[cfg(target_arch = "aarch64")]
+#[target_feature(enable = "neon")]
+unsafe fn dot_neon<const R: usize>(
+    w: &Nf4Matrix,
+    row: usize,
+    q: [&[i16]; R],
+    d: [&[f32]; R],
+) -> [f32; R] {
+    use std::arch::aarch64::*;
+    let lv = levels();
+    let lo_bytes: [u8; 16] = std::array::from_fn(|i| lv[i] as u16 as u8);
+    let hi_bytes: [u8; 16] = std::array::from_fn(|i| (lv[i] as u16 >> 8) as u8);
+    let (tl, th) = (vld1q_u8(lo_bytes.as_ptr()), vld1q_u8(hi_bytes.as_ptr()));
+    let mask = vdupq_n_u8(0x0F);
+    let mut acc = [vdupq_n_f32(0.0); R];
+    let base = row * w.cols;
+    for g in 0..w.cols / GROUP {
+        let start = base + g * GROUP;
+        let wscale = *w.scales.get_unchecked(start / w.blocksize) / LEVEL_ONE;
+        let p = w.packed.as_ptr().add(start / 2);
+        // Per half c: even elements of its bytes 0..8 and 8..16, then odd ones.
+        let levels_of = |c: usize| -> [int16x8_t; 4] {
+            let b = vld1q_u8(p.add(16 * c));
+            let (hi, lo) = (vshrq_n_u8::<4>(b), vandq_u8(b, mask));
+            let (hl, hh) = (vqtbl1q_u8(tl, hi), vqtbl1q_u8(th, hi));
+            let (ll, lh) = (vqtbl1q_u8(tl, lo), vqtbl1q_u8(th, lo));
+            [
+                vreinterpretq_s16_u8(vzip1q_u8(hl, hh)),
+                vreinterpretq_s16_u8(vzip2q_u8(hl, hh)),
+                vreinterpretq_s16_u8(vzip1q_u8(ll, lh)),
+                vreinterpretq_s16_u8(vzip2q_u8(ll, lh)),
+            ]
+        };
+        let halves = [levels_of(0), levels_of(1)];
+        for r in 0..R {
+            let a = q[r].as_ptr().add(g * GROUP);
+            let mut s = [vdupq_n_s32(0); 4];
+            for (c, wv) in halves.iter().enumerate() {
+                for v in 0..4 {
+                    let av = vld1q_s16(a.add(v * 16 + 8 * c));
+                    s[v] = vmlal_s16(s[v], vget_low_s16(wv[v]), vget_low_s16(av));
+                    s[v] = vmlal_high_s16(s[v], wv[v], av);
+                }
+            }
+            let f = vaddq_f32(
+                vaddq_f32(vcvtq_f32_s32(s[0]), vcvtq_f32_s32(s[1])),
+                vaddq_f32(vcvtq_f32_s32(s[2]), vcvtq_f32_s32(s[3])),
+            );
+            acc[r] = vfmaq_n_f32(acc[r], f, wscale * *d[r].get_unchecked(g));
+        }
+    }
+    std::array::from_fn(|r| vaddvq_f32(acc[r]))
+}
+
 /// `y_i[m, rows_i] = x[m, k] · W_iᵀ` for NF4 matrices sharing their input, in one
 /// parallel region; `None` where [`supports`] refuses one of them.
 pub fn matmul_many(x: &[f32], m: usize, k: usize, mats: &[&Nf4Matrix]) -> Option<Vec<Vec<f32>>> {
@@ -174,11 +259,7 @@ pub fn matmul_many(x: &[f32], m: usize, k: usize, mats: &[&Nf4Matrix]) -> Option
         while j + 4 <= m {
             let rs: [(&[i16], &[f32]); 4] = std::array::from_fn(|t| acts.row(j + t));
             for r in rows.clone() {
-                // SAFETY: `supports` checked AVX2, FMA and the layout.
-                #[cfg(target_arch = "x86_64")]
-                let v = unsafe { dot_avx2::<4>(w, r, rs.map(|t| t.0), rs.map(|t| t.1)) };
-                #[cfg(not(target_arch = "x86_64"))]
-                let v: [f32; 4] = std::array::from_fn(|t| dot_scalar(w, r, rs[t].0, rs[t].1));
+                let v = dot::<4>(w, r, rs.map(|t| t.0), rs.map(|t| t.1));
                 for (t, v) in v.into_iter().enumerate() {
                     put(j + t, r, v);
                 }
@@ -188,12 +269,7 @@ pub fn matmul_many(x: &[f32], m: usize, k: usize, mats: &[&Nf4Matrix]) -> Option
         for jj in j..m {
             let (q, d) = acts.row(jj);
             for r in rows.clone() {
-                // SAFETY: as above.
-                #[cfg(target_arch = "x86_64")]
-                let v = unsafe { dot_avx2::<1>(w, r, [q], [d])[0] };
-                #[cfg(not(target_arch = "x86_64"))]
-                let v = dot_scalar(w, r, q, d);
-                put(jj, r, v);
+                put(jj, r, dot::<1>(w, r, [q], [d])[0]);
             }
         }
     });
