@@ -11,8 +11,14 @@ fn main() {
         "chat_stop",
         "chat_reset",
         "quantize_start",
+        "quantize_predict",
         "job_cancel",
         "system_stats",
+        "hub_list",
+        "hub_pull",
+        "hub_discard",
+        "hub_token_set",
+        "hub_token_present",
     ]);
     if let Err(e) = tauri_build::try_build(tauri_build::Attributes::new().app_manifest(manifest)) {
         eprintln!("tauri build step failed: {e:#}");

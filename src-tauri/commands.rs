@@ -2,13 +2,17 @@
 //! serializable error, never a bare string.
 
 use crate::chat::ChatWorker;
-use crate::events::{ChatEvent, ChatSettings, LoadedSummary, QuantizeEvent, SystemStats};
+use crate::events::{
+    ChatEvent, ChatSettings, HubFile, HubListing, LoadedSummary, PullEvent, QuantizeEvent,
+    QuantizePrediction, SystemStats,
+};
 use crate::jobs::{Jobs, QuantizeJob};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 use tauri::ipc::Channel;
 use tauri::State;
+use unicorn_engine::hub::Hub;
 use unicorn_engine::info::{inspect, ModelInfo};
 use unicorn_engine::library::{Entry, Library};
 
@@ -181,6 +185,142 @@ pub fn quantize_start(
             let _ = on_event.send(e);
         }),
     ))
+}
+
+/// Lists a hub repository's files with sizes, and what this machine has room for.
+#[tauri::command]
+pub async fn hub_list(repo: String, revision: Option<String>) -> Result<HubListing, CommandError> {
+    let revision = revision.unwrap_or_else(|| "main".into());
+    tauri::async_runtime::spawn_blocking(move || hub_list_with(&Hub::from_env(), &repo, &revision))
+        .await
+        .map_err(|e| CommandError::Engine(e.to_string()))?
+}
+
+pub(crate) fn hub_list_with(
+    hub: &Hub,
+    repo: &str,
+    revision: &str,
+) -> Result<HubListing, CommandError> {
+    if !unicorn_engine::hub::is_repo_id(repo.trim()) {
+        return Err(CommandError::Invalid(format!(
+            "`{repo}`: give a repository id like google/gemma-3-1b-it"
+        )));
+    }
+    let l = hub
+        .list(repo.trim(), revision, &[])
+        .map_err(|e| CommandError::Engine(e.to_string()))?;
+    let weights = |p: &str| {
+        [".safetensors", ".gguf", ".bin"]
+            .iter()
+            .any(|x| p.ends_with(x))
+    };
+    let mut sys = sysinfo::System::new();
+    sys.refresh_memory();
+    let disks = sysinfo::Disks::new_with_refreshed_list();
+    // The disk whose mount point is the longest prefix of the cache folder.
+    let free_disk = disks
+        .list()
+        .iter()
+        .filter(|d| {
+            hub.cache.starts_with(d.mount_point())
+                || hub
+                    .cache
+                    .parent()
+                    .is_some_and(|p| p.starts_with(d.mount_point()))
+        })
+        .max_by_key(|d| d.mount_point().as_os_str().len())
+        .map(|d| d.available_space());
+    Ok(HubListing {
+        repo: l.repo.clone(),
+        commit: l.commit.clone(),
+        total_bytes: l.files.iter().map(|f| f.size).sum(),
+        weights_bytes: l
+            .files
+            .iter()
+            .filter(|f| weights(&f.path))
+            .map(|f| f.size)
+            .sum(),
+        files: l
+            .files
+            .iter()
+            .map(|f| HubFile {
+                path: f.path.clone(),
+                size: f.size,
+            })
+            .collect(),
+        available_memory: sys.available_memory(),
+        free_disk,
+    })
+}
+
+/// Downloads a repository into the HF cache (resuming what an earlier pull left);
+/// progress streams through `on_event`, `job_cancel` pauses. Returns the job id.
+#[tauri::command]
+pub async fn hub_pull(
+    repo: String,
+    revision: Option<String>,
+    on_event: Channel<PullEvent>,
+    state: State<'_, AppState>,
+) -> Result<u64, CommandError> {
+    let revision = revision.unwrap_or_else(|| "main".into());
+    let hub = Hub::from_env();
+    let (h, r, rev) = (hub.clone(), repo.clone(), revision.clone());
+    let listing = tauri::async_runtime::spawn_blocking(move || h.list(r.trim(), &rev, &[]))
+        .await
+        .map_err(|e| CommandError::Engine(e.to_string()))?
+        .map_err(|e| CommandError::Engine(e.to_string()))?;
+    Ok(state.jobs.pull(
+        hub,
+        listing,
+        revision,
+        library_db(),
+        Box::new(move |e| {
+            let _ = on_event.send(e);
+        }),
+    ))
+}
+
+/// Deletes what a paused pull of `repo` left for resuming; returns the bytes freed.
+#[tauri::command]
+pub fn hub_discard(repo: String) -> Result<u64, CommandError> {
+    if !unicorn_engine::hub::is_repo_id(repo.trim()) {
+        return Err(CommandError::Invalid(format!(
+            "`{repo}`: not a repository id"
+        )));
+    }
+    unicorn_engine::hub::discard_partial(&unicorn_engine::hub::cache_dir(), repo.trim())
+        .map_err(|e| CommandError::Engine(e.to_string()))
+}
+
+/// Saves the Hugging Face token (for gated models) where huggingface_hub keeps it;
+/// an empty one removes it.
+#[tauri::command]
+pub fn hub_token_set(token: String) -> Result<(), CommandError> {
+    unicorn_engine::hub::save_token(&token)
+        .map(|_| ())
+        .map_err(|e| CommandError::Invalid(e.to_string()))
+}
+
+/// Whether a token is set (never the token itself).
+#[tauri::command]
+pub fn hub_token_present() -> bool {
+    unicorn_engine::hub::token().is_some()
+}
+
+/// What quantizing `source` to `to` will write (sizes, bits per weight, warnings),
+/// computed from the plan without reading weights.
+#[tauri::command]
+pub async fn quantize_predict(
+    source: String,
+    to: String,
+) -> Result<QuantizePrediction, CommandError> {
+    let models = unicorn_engine::library::data_dir().join("models");
+    let job =
+        QuantizeJob::new(&source, &to, &models, library_db()).map_err(CommandError::Invalid)?;
+    tauri::async_runtime::spawn_blocking(move || job.predict())
+        .await
+        .map_err(|e| CommandError::Engine(e.to_string()))?
+        .map_err(CommandError::Engine)
 }
 
 /// Cancels a running job.

@@ -91,6 +91,22 @@ pub struct QuantizeSummary {
     pub warnings: Vec<String>,
 }
 
+/// What a quantization will write, computed from its plan before it starts.
+#[derive(Debug, Clone, Serialize, TS)]
+pub struct QuantizePrediction {
+    /// Bytes of the source's tensors.
+    #[ts(type = "number")]
+    pub source_bytes: u64,
+    /// Bytes of the output's tensors (GGUF: exact; NF4: within the quant states'
+    /// offset digits).
+    #[ts(type = "number")]
+    pub output_bytes: u64,
+    /// Bits per weight (GGUF: of all tensors; NF4: of the quantized ones).
+    pub bits_per_weight: f64,
+    /// What the quantizer will warn about.
+    pub warnings: Vec<String>,
+}
+
 /// One tensor's quantization error.
 #[derive(Debug, Clone, Serialize, TS)]
 pub struct TensorError {
@@ -100,6 +116,78 @@ pub struct TensorError {
     pub r#type: String,
     /// ‖error‖ / ‖weights‖.
     pub relative_error: f64,
+}
+
+/// A download as it happens.
+#[derive(Debug, Clone, Serialize, TS)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum PullEvent {
+    /// As bytes arrive.
+    Progress {
+        /// File being downloaded.
+        file: String,
+        /// Its index (from 0).
+        file_index: usize,
+        /// Files in the pull.
+        files: usize,
+        /// Bytes of the whole pull present (resumed ones included).
+        #[ts(type = "number")]
+        bytes_done: u64,
+        /// Size of the whole pull.
+        #[ts(type = "number")]
+        bytes_total: u64,
+        /// Transfer rate, bytes per second.
+        bytes_per_sec: f64,
+        /// Seconds left at that rate.
+        eta_s: Option<f64>,
+    },
+    /// Everything is in the cache; the models it brought are in the library.
+    Done {
+        /// The snapshot folder.
+        snapshot: String,
+        /// Models added to the library.
+        models: Vec<String>,
+    },
+    /// Stopped by the user; the partial file stays for resuming.
+    Paused,
+    /// Failed (a gated model says how to get access).
+    Error {
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// A repository's files and whether it fits this machine.
+#[derive(Debug, Clone, Serialize, TS)]
+pub struct HubListing {
+    /// `org/name`.
+    pub repo: String,
+    /// The commit the revision resolved to.
+    pub commit: String,
+    /// Files with sizes.
+    pub files: Vec<HubFile>,
+    /// Bytes of all files.
+    #[ts(type = "number")]
+    pub total_bytes: u64,
+    /// Bytes of the weight files (`.safetensors`, `.gguf`, `.bin`).
+    #[ts(type = "number")]
+    pub weights_bytes: u64,
+    /// Memory available now (sysinfo).
+    #[ts(type = "number")]
+    pub available_memory: u64,
+    /// Free space where the cache is, where the OS says.
+    #[ts(type = "number | null")]
+    pub free_disk: Option<u64>,
+}
+
+/// One file of a repository.
+#[derive(Debug, Clone, Serialize, TS)]
+pub struct HubFile {
+    /// Path in the repository.
+    pub path: String,
+    /// Size in bytes.
+    #[ts(type = "number")]
+    pub size: u64,
 }
 
 /// Sampling settings the chat view sends; unset ones take the model's defaults.
@@ -165,10 +253,13 @@ mod tests {
     /// Every binding the front end imports, as ts-rs writes it now.
     fn generate(dir: &Path) {
         ChatEvent::export_all_to(dir).unwrap();
+        PullEvent::export_all_to(dir).unwrap();
+        HubListing::export_all_to(dir).unwrap();
         QuantizeEvent::export_all_to(dir).unwrap();
         ChatSettings::export_all_to(dir).unwrap();
         LoadedSummary::export_all_to(dir).unwrap();
         SystemStats::export_all_to(dir).unwrap();
+        QuantizePrediction::export_all_to(dir).unwrap();
         unicorn_engine::library::Entry::export_all_to(dir).unwrap();
     }
 

@@ -1,12 +1,13 @@
 //! Background jobs (quantization): each runs on its own thread, streams its events
 //! to a sink, and can be cancelled by id. The engine removes partial output itself.
 
-use crate::events::{QuantizeEvent, QuantizeSummary, TensorError};
+use crate::events::{PullEvent, QuantizeEvent, QuantizePrediction, QuantizeSummary, TensorError};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use unicorn_engine::hub::{Hub, Listing};
 use unicorn_engine::library::{source, Library};
 use unicorn_engine::quantize::{self, types::QuantType};
 
@@ -73,14 +74,34 @@ impl QuantizeJob {
     }
 }
 
+impl QuantizeJob {
+    /// What this job will write, before it starts.
+    pub fn predict(&self) -> Result<QuantizePrediction, String> {
+        if self.to == "nf4" {
+            let (source_bytes, output_bytes, bits_per_weight) =
+                quantize::nf4_export::predict(&self.source, 64, true).map_err(|e| e.to_string())?;
+            return Ok(QuantizePrediction {
+                source_bytes,
+                output_bytes,
+                bits_per_weight,
+                warnings: Vec::new(),
+            });
+        }
+        let to = QuantType::parse(&self.to).ok_or_else(|| format!("{}: unknown type", self.to))?;
+        let p = quantize::predict(&self.source, to).map_err(|e| e.to_string())?;
+        Ok(QuantizePrediction {
+            source_bytes: p.source_bytes,
+            output_bytes: p.tensor_bytes,
+            bits_per_weight: p.bits_per_weight,
+            warnings: p.warnings,
+        })
+    }
+}
+
 impl Jobs {
     /// Starts `job` on a thread; returns its id.
     pub fn quantize(&self, job: QuantizeJob, sink: Box<dyn Fn(QuantizeEvent) + Send>) -> u64 {
-        let id = self.next.fetch_add(1, Ordering::SeqCst) + 1;
-        let cancel = Arc::new(AtomicBool::new(false));
-        if let Ok(mut r) = self.running.lock() {
-            r.insert(id, cancel.clone());
-        }
+        let (id, cancel) = self.register();
         let running = self.running.clone();
         std::thread::spawn(move || {
             let event = match run_quantize(&job, &cancel, &*sink) {
@@ -94,6 +115,78 @@ impl Jobs {
             sink(event);
         });
         id
+    }
+
+    /// Starts downloading `listing` into `hub`'s cache; models it brings go into the
+    /// library at `library`. Returns the job id; cancelling pauses (the partial file
+    /// stays, and the next pull resumes it).
+    pub fn pull(
+        &self,
+        hub: Hub,
+        listing: Listing,
+        revision: String,
+        library: PathBuf,
+        sink: Box<dyn Fn(PullEvent) + Send>,
+    ) -> u64 {
+        let (id, cancel) = self.register();
+        let running = self.running.clone();
+        std::thread::spawn(move || {
+            let mut last = Instant::now() - Duration::from_secs(1);
+            let result = hub.pull(&listing, &revision, &mut |p| {
+                if last.elapsed() >= Duration::from_millis(200) || p.bytes_done == p.bytes_total {
+                    last = Instant::now();
+                    sink(PullEvent::Progress {
+                        file: p.file.clone(),
+                        file_index: p.file_index,
+                        files: p.files,
+                        bytes_done: p.bytes_done,
+                        bytes_total: p.bytes_total,
+                        bytes_per_sec: p.bytes_per_sec,
+                        eta_s: p.eta_s,
+                    });
+                }
+                !cancel.load(Ordering::SeqCst)
+            });
+            let event = match result {
+                Ok(snap) => {
+                    let mut models = Vec::new();
+                    let mut failed = None;
+                    for m in unicorn_engine::hub::pulled_models(&snap, &listing) {
+                        let added = Library::open(&library)
+                            .and_then(|l| l.add(&m, source::HUB, Some(&listing.repo)));
+                        match added {
+                            Ok(_) => models.push(m.display().to_string()),
+                            Err(e) => failed = Some(e.to_string()),
+                        }
+                    }
+                    match failed {
+                        Some(message) if models.is_empty() => PullEvent::Error { message },
+                        _ => PullEvent::Done {
+                            snapshot: snap.display().to_string(),
+                            models,
+                        },
+                    }
+                }
+                Err(_) if cancel.load(Ordering::SeqCst) => PullEvent::Paused,
+                Err(e) => PullEvent::Error {
+                    message: e.to_string(),
+                },
+            };
+            if let Ok(mut r) = running.lock() {
+                r.remove(&id);
+            }
+            sink(event);
+        });
+        id
+    }
+
+    fn register(&self) -> (u64, Arc<AtomicBool>) {
+        let id = self.next.fetch_add(1, Ordering::SeqCst) + 1;
+        let cancel = Arc::new(AtomicBool::new(false));
+        if let Ok(mut r) = self.running.lock() {
+            r.insert(id, cancel.clone());
+        }
+        (id, cancel)
     }
 
     /// Asks job `id` to stop; false if no such job runs.
@@ -188,6 +281,11 @@ fn run_quantize(
 }
 
 #[cfg(test)]
+#[path = "../tests/fake_hub.rs"]
+#[allow(dead_code)]
+mod fake_hub;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use std::sync::mpsc::channel;
@@ -233,6 +331,7 @@ mod tests {
         let d = temp("run");
         let lib = d.join("library.sqlite3");
         let job = QuantizeJob::new(&demo(), "Q8_0", &d, lib.clone()).unwrap();
+        let predicted = job.predict().unwrap();
         let out = job.out.clone();
         let (tx, rx) = channel();
         Jobs::default().quantize(
@@ -254,6 +353,13 @@ mod tests {
         };
         assert!(progressed);
         assert!(out.is_file());
+        assert_eq!(predicted.source_bytes, report.source_bytes);
+        assert!(predicted.output_bytes <= report.output_bytes);
+        assert!(
+            report.output_bytes - predicted.output_bytes < 8 << 20,
+            "metadata only"
+        );
+        assert_eq!(predicted.warnings, report.warnings);
         assert_eq!(report.output_bytes, std::fs::metadata(&out).unwrap().len());
         assert!(
             report.ratio > 0.5 && report.bits_per_weight > 8.0,
@@ -310,6 +416,161 @@ mod tests {
                 .all(|n| n.to_string_lossy().starts_with("library")),
             "{left:?}"
         );
+        std::fs::remove_dir_all(&d).ok();
+    }
+}
+
+#[cfg(test)]
+mod pull_tests {
+    use super::fake_hub::{FakeHub, Faults};
+    use super::*;
+    use std::sync::mpsc::{channel, Receiver};
+
+    const REPO: &str = "unicorn-test/tiny-llama";
+
+    fn files() -> Vec<(String, Vec<u8>)> {
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/golden/tiny/llama");
+        let mut f: Vec<(String, Vec<u8>)> = ["config.json", "model.safetensors"]
+            .iter()
+            .map(|n| {
+                (
+                    n.to_string(),
+                    std::fs::read(dir.join(n)).expect("../shared/golden"),
+                )
+            })
+            .collect();
+        // Big enough to be stopped part-way.
+        f.push((
+            "extra/weights.bin".into(),
+            (0..6_000_000u32).map(|i| (i * 7 % 251) as u8).collect(),
+        ));
+        f
+    }
+
+    fn until_end(rx: &Receiver<PullEvent>) -> (usize, PullEvent) {
+        let mut progress = 0;
+        loop {
+            match rx
+                .recv_timeout(std::time::Duration::from_secs(120))
+                .unwrap()
+            {
+                PullEvent::Progress { .. } => progress += 1,
+                e => return (progress, e),
+            }
+        }
+    }
+
+    #[test]
+    fn lists_pulls_pauses_resumes_and_records_the_model() {
+        let server = FakeHub::start(REPO, files(), Faults::default());
+        let d = std::env::temp_dir().join(format!("unicorn-app-pull-{}", std::process::id()));
+        std::fs::remove_dir_all(&d).ok();
+        let hub = Hub {
+            endpoint: server.url.clone(),
+            token: None,
+            cache: d.join("hub"),
+        };
+        let lib = d.join("library.sqlite3");
+
+        let l = crate::commands::hub_list_with(&hub, REPO, "main").unwrap();
+        assert_eq!(l.files.len(), 3);
+        assert_eq!(
+            l.total_bytes,
+            files().iter().map(|f| f.1.len() as u64).sum::<u64>()
+        );
+        assert_eq!(
+            l.weights_bytes,
+            l.total_bytes
+                - l.files
+                    .iter()
+                    .find(|f| f.path == "config.json")
+                    .unwrap()
+                    .size
+        );
+        assert!(l.available_memory > 0);
+        assert!(crate::commands::hub_list_with(&hub, "not a repo", "main").is_err());
+
+        let listing = hub.list(REPO, "main", &[]).unwrap();
+        let jobs = Jobs::default();
+        // Paused before it finishes: the partial file stays.
+        let (tx, rx) = channel();
+        let id = jobs.pull(
+            hub.clone(),
+            listing.clone(),
+            "main".into(),
+            lib.clone(),
+            Box::new(move |e| {
+                let _ = tx.send(e);
+            }),
+        );
+        assert!(jobs.cancel(id));
+        let (_, end) = until_end(&rx);
+        assert!(matches!(end, PullEvent::Paused), "{end:?}");
+        // Resumed to the end: the folder is a model in the library, from the hub.
+        let (tx, rx) = channel();
+        jobs.pull(
+            hub.clone(),
+            listing,
+            "main".into(),
+            lib.clone(),
+            Box::new(move |e| {
+                let _ = tx.send(e);
+            }),
+        );
+        let (progress, end) = until_end(&rx);
+        let PullEvent::Done { snapshot, models } = end else {
+            panic!("{end:?}")
+        };
+        assert!(progress > 0);
+        assert_eq!(models, vec![snapshot.clone()]);
+        let e = Library::open(&lib)
+            .unwrap()
+            .get(Path::new(&snapshot))
+            .unwrap()
+            .expect("recorded");
+        assert_eq!(
+            (
+                e.source.as_str(),
+                e.repo.as_deref(),
+                e.architecture.as_str()
+            ),
+            ("hub", Some(REPO), "llama")
+        );
+        assert_eq!(
+            unicorn_engine::hub::discard_partial(&hub.cache, REPO).unwrap(),
+            0
+        );
+        std::fs::remove_dir_all(&d).ok();
+    }
+
+    #[test]
+    fn a_gated_model_says_how_to_get_access() {
+        let server = FakeHub::start(
+            REPO,
+            files(),
+            Faults {
+                token: Some("hf_right".into()),
+                ..Default::default()
+            },
+        );
+        let d = std::env::temp_dir().join(format!("unicorn-app-gated-{}", std::process::id()));
+        let hub = Hub {
+            endpoint: server.url.clone(),
+            token: None,
+            cache: d.join("hub"),
+        };
+        let Err(crate::commands::CommandError::Engine(m)) =
+            crate::commands::hub_list_with(&hub, REPO, "main")
+        else {
+            panic!("listed a gated repo without a token")
+        };
+        assert!(m.contains("licence") && m.contains("HF_TOKEN"), "{m}");
+        let hub = Hub {
+            token: Some("hf_right".into()),
+            ..hub
+        };
+        assert!(crate::commands::hub_list_with(&hub, REPO, "main").is_ok());
         std::fs::remove_dir_all(&d).ok();
     }
 }

@@ -20,8 +20,14 @@ fn main() {
             commands::chat_stop,
             commands::chat_reset,
             commands::quantize_start,
+            commands::quantize_predict,
             commands::job_cancel,
-            commands::system_stats
+            commands::system_stats,
+            commands::hub_list,
+            commands::hub_pull,
+            commands::hub_discard,
+            commands::hub_token_set,
+            commands::hub_token_present
         ])
         .run(tauri::generate_context!());
     if let Err(e) = result {

@@ -74,6 +74,8 @@ test("quantize: the demo model folder to Q8_0, with the report", async () => {
   const to = await wait(until.elementLocated(By.id("quantize-to")));
   // Preact sets option values as properties, so match the text.
   await to.findElement(By.xpath(".//option[text()='Q8_0']")).click();
+  const predicted = await wait(until.elementLocated(By.id("quantize-prediction")), 30);
+  assert.match(await predicted.getText(), /Will write .*iB of weights \(8\.\d\d bits per weight/);
   await driver.findElement(By.id("quantize-start")).click();
   const ratio = await wait(until.elementLocated(By.id("report-ratio")), 300);
   assert.match(await ratio.getText(), /^\d+\.\d\dx$/);

@@ -4,8 +4,11 @@ import { Channel, invoke } from "@tauri-apps/api/core";
 import type { ChatEvent } from "./bindings/ChatEvent";
 import type { ChatSettings } from "./bindings/ChatSettings";
 import type { Entry } from "./bindings/Entry";
+import type { HubListing } from "./bindings/HubListing";
+import type { PullEvent } from "./bindings/PullEvent";
 import type { LoadedSummary } from "./bindings/LoadedSummary";
 import type { QuantizeEvent } from "./bindings/QuantizeEvent";
+import type { QuantizePrediction } from "./bindings/QuantizePrediction";
 import type { SystemStats } from "./bindings/SystemStats";
 
 /** The shell's error shape: `{kind, message}`. */
@@ -31,6 +34,16 @@ export const api = {
     ch.onmessage = onEvent;
     return invoke<number>("quantize_start", { source, to, onEvent: ch });
   },
+  quantizePredict: (source: string, to: string) => invoke<QuantizePrediction>("quantize_predict", { source, to }),
   jobCancel: (id: number) => invoke<boolean>("job_cancel", { id }),
   systemStats: () => invoke<SystemStats>("system_stats"),
+  hubList: (repo: string, revision: string | null) => invoke<HubListing>("hub_list", { repo, revision }),
+  hubPull(repo: string, revision: string | null, onEvent: (e: PullEvent) => void) {
+    const ch = new Channel<PullEvent>();
+    ch.onmessage = onEvent;
+    return invoke<number>("hub_pull", { repo, revision, onEvent: ch });
+  },
+  hubDiscard: (repo: string) => invoke<number>("hub_discard", { repo }),
+  hubTokenSet: (token: string) => invoke<void>("hub_token_set", { token }),
+  hubTokenPresent: () => invoke<boolean>("hub_token_present"),
 };

@@ -5,11 +5,12 @@ import { api } from "./api";
 import { selected, view } from "./store";
 import { Chat } from "./views/Chat";
 import { Dashboard } from "./views/Dashboard";
+import { Download } from "./views/Download";
 import { importPaths, Library, refreshLibrary } from "./views/Library";
 import { Quantize } from "./views/Quantize";
 import "./style.css";
 
-const TABS = [["library", "Library"], ["chat", "Chat"], ["quantize", "Quantize"], ["dashboard", "Dashboard"]] as const;
+const TABS = [["library", "Library"], ["download", "Download"], ["chat", "Chat"], ["quantize", "Quantize"], ["dashboard", "Dashboard"]] as const;
 
 function App() {
   const [dropErrors, setDropErrors] = useState<string[]>([]);
@@ -45,6 +46,7 @@ function App() {
       </nav>
       <main>
         {view.value === "library" && <Library dropErrors={dropErrors} />}
+        {view.value === "download" && <Download />}
         {view.value === "chat" && <Chat />}
         {view.value === "quantize" && <Quantize />}
         {view.value === "dashboard" && <Dashboard />}

@@ -62,16 +62,9 @@ pub fn run(a: PullArgs) -> Result<()> {
         !cancel_requested()
     })?;
     bar.finish_and_clear();
-    if snap.join("config.json").is_file() {
+    for model in unicorn_engine::hub::pulled_models(&snap, &listing) {
         crate::library::record(
-            &snap,
-            unicorn_engine::library::source::HUB,
-            Some(&listing.repo),
-        );
-    }
-    for f in listing.files.iter().filter(|f| f.path.ends_with(".gguf")) {
-        crate::library::record(
-            &snap.join(&f.path),
+            &model,
             unicorn_engine::library::source::HUB,
             Some(&listing.repo),
         );

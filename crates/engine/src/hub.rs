@@ -105,13 +105,89 @@ pub fn token() -> Option<String> {
     {
         return Some(t.trim().to_string());
     }
-    let path = std::env::var_os("HF_TOKEN_PATH")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| hf_home().join("token"));
-    std::fs::read_to_string(path)
+    std::fs::read_to_string(token_path())
         .ok()
         .map(|t| t.trim().to_string())
         .filter(|t| !t.is_empty())
+}
+
+/// Where [`token`] reads the token file: `HF_TOKEN_PATH`, else `$HF_HOME/token`.
+pub fn token_path() -> PathBuf {
+    std::env::var_os("HF_TOKEN_PATH")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| hf_home().join("token"))
+}
+
+/// Saves `token` where huggingface_hub keeps it (the file [`token`] reads), whole or
+/// not at all; an empty token removes the file.
+pub fn save_token(token: &str) -> Result<PathBuf> {
+    save_token_to(token_path(), token)
+}
+
+/// [`save_token`] into the file `path`.
+pub fn save_token_to(path: PathBuf, token: &str) -> Result<PathBuf> {
+    let token = token.trim();
+    if token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(Error::Invalid(
+            "the token contains spaces or control characters".into(),
+        ));
+    }
+    if token.is_empty() {
+        return match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(Error::Io { path, source: e })
+            }
+            _ => Ok(path),
+        };
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+    }
+    crate::atomic::file(&path, |tmp| {
+        std::fs::write(tmp, token).map_err(|source| Error::Io {
+            path: tmp.to_path_buf(),
+            source,
+        })
+    })?;
+    Ok(path)
+}
+
+/// Deletes the partial downloads (`blobs/*.incomplete`) a stopped pull of `repo` left
+/// for resuming; returns how many bytes that freed.
+pub fn discard_partial(cache: &Path, repo: &str) -> Result<u64> {
+    let blobs = repo_dir(cache, repo).join("blobs");
+    let mut freed = 0;
+    let Ok(rd) = std::fs::read_dir(&blobs) else {
+        return Ok(0);
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        if p.extension().is_some_and(|x| x == "incomplete") {
+            freed += e.metadata().map(|m| m.len()).unwrap_or(0);
+            std::fs::remove_file(&p).map_err(|source| Error::Io { path: p, source })?;
+        }
+    }
+    Ok(freed)
+}
+
+/// The models a finished pull brought: the snapshot folder when it has a
+/// `config.json`, and each `.gguf` file.
+pub fn pulled_models(snapshot: &Path, listing: &Listing) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if snapshot.join("config.json").is_file() {
+        out.push(snapshot.to_path_buf());
+    }
+    out.extend(
+        listing
+            .files
+            .iter()
+            .filter(|f| f.path.ends_with(".gguf"))
+            .map(|f| snapshot.join(&f.path)),
+    );
+    out
 }
 
 /// Whether `s` looks like `org/name`.
@@ -544,4 +620,24 @@ fn link_snapshot(snap: &Path, path: &str, etag: &str) -> Result<()> {
     #[cfg(not(unix))]
     let r = std::fs::copy(snap.join(&target), &link).map(|_| ());
     r.map_err(|source| Error::Io { path: link, source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_saved_whole_checked_and_removed() {
+        let d = std::env::temp_dir().join(format!("unicorn-token-{}", std::process::id()));
+        std::fs::remove_dir_all(&d).ok();
+        let p = d.join("hf").join("token");
+        save_token_to(p.clone(), "  hf_abc123\n").unwrap();
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "hf_abc123");
+        assert!(save_token_to(p.clone(), "hf_a b").is_err());
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "hf_abc123");
+        save_token_to(p.clone(), "").unwrap();
+        assert!(!p.exists());
+        save_token_to(p.clone(), "").unwrap();
+        std::fs::remove_dir_all(&d).ok();
+    }
 }

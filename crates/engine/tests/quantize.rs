@@ -372,3 +372,31 @@ fn gguf_py_reads_every_key_and_tensor() {
     }
     std::fs::remove_file(&out).ok();
 }
+
+/// The prediction shown before quantizing is what quantizing then writes: tensor
+/// bytes exactly for GGUF types, bits per weight within 0.002 for NF4 (a tiny model;
+/// only the offset digits in the quant states vary).
+#[test]
+fn predictions_match_what_is_written() {
+    use unicorn_engine::quantize::{nf4_export, predict};
+    let src = golden_dir().join("tiny/llama");
+    for to in [QuantType::Q8_0, QuantType::Q4KM, QuantType::F16] {
+        let p = predict(&src, to).unwrap();
+        let (_, r) = q(&src, to, &format!("predict-{}", to.name()));
+        let written: u64 = r.tensors.iter().map(|t| t.bytes).sum();
+        assert_eq!(p.tensor_bytes, written, "{}", to.name());
+        assert_eq!(p.source_bytes, r.source_bytes, "{}", to.name());
+        assert!(r.output_bytes >= p.tensor_bytes);
+    }
+    let out = out_dir().join("predict-nf4");
+    std::fs::remove_dir_all(&out).ok();
+    let (source, _, bpw) = nf4_export::predict(&src, 64, true).unwrap();
+    let r = nf4_export::export(&src, &out, 64, true, false, &mut |_, _| true).unwrap();
+    assert_eq!(source, r.source_bytes);
+    assert!(
+        (bpw - r.bits_per_weight).abs() < 0.002,
+        "{bpw} vs {}",
+        r.bits_per_weight
+    );
+    std::fs::remove_dir_all(&out).ok();
+}

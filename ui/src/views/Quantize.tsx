@@ -1,7 +1,8 @@
 // Quantize a library model to NF4 or a GGUF type: live progress and ETA, cancel,
 // then the compression report with a per-tensor error chart.
-import { useState } from "preact/hooks";
+import { useEffect, useState } from "preact/hooks";
 import { api, errorText } from "../api";
+import type { QuantizePrediction } from "../bindings/QuantizePrediction";
 import type { QuantizeSummary } from "../bindings/QuantizeSummary";
 import { Bars } from "../charts";
 import { baseName, bytes, duration } from "../format";
@@ -16,8 +17,13 @@ export function Quantize() {
   const [progress, setProgress] = useState<{ frac: number; eta: number | null; tensor: string } | null>(null);
   const [report, setReport] = useState<QuantizeSummary | null>(null);
   const [error, setError] = useState("");
+  const [prediction, setPrediction] = useState<QuantizePrediction | null>(null);
   const source = selected.value;
   const entry = library.value.find((m) => m.path === source);
+  useEffect(() => {
+    setPrediction(null);
+    if (source) api.quantizePredict(source, to).then(setPrediction, (e) => setError(errorText(e)));
+  }, [source, to]);
 
   async function start() {
     if (!source) return;
@@ -66,7 +72,15 @@ export function Quantize() {
           ? <button id="quantize-start" disabled={!source || progress !== null} onClick={start}>Quantize</button>
           : <button id="quantize-cancel" onClick={() => api.jobCancel(job)}>Cancel</button>}
       </div>
-      {entry && <p class="hint">Source: {bytes(entry.size_bytes)}, {entry.quantization}, {entry.format}.{entry.format === "gguf" ? " Re-quantizing quantized weights compounds their error." : ""}</p>}
+      {entry && <p class="hint">Source: {bytes(entry.size_bytes)}, {entry.quantization}, {entry.format}.</p>}
+      {prediction && !report && (
+        <p id="quantize-prediction">
+          Will write {bytes(prediction.output_bytes)} of weights ({prediction.bits_per_weight.toFixed(2)} bits per weight,{" "}
+          {(prediction.source_bytes / Math.max(1, prediction.output_bytes)).toFixed(2)}x smaller than {bytes(prediction.source_bytes)}),
+          computed from the quantization plan; about as much memory to hold them.
+        </p>
+      )}
+      {prediction && !report && prediction.warnings.map((w) => <p class="warning">{w}</p>)}
       {progress && (
         <div id="quantize-progress">
           <progress value={progress.frac} max={1} /> {(100 * progress.frac).toFixed(0)} % · tensor {progress.tensor} · ETA {duration(progress.eta)}

@@ -166,6 +166,40 @@ pub fn quantize(
     })
 }
 
+/// What quantizing will write, from the same plan as [`quantize`], before reading
+/// any weight.
+#[derive(Debug, Clone, Serialize)]
+pub struct Prediction {
+    /// Bytes of the source's tensors.
+    pub source_bytes: u64,
+    /// Bytes of the output's tensors, exactly (the GGUF adds its metadata, mostly the
+    /// vocabulary: a few MB).
+    pub tensor_bytes: u64,
+    /// Bits per weight of the output's tensors.
+    pub bits_per_weight: f64,
+    /// What [`quantize`] will warn about.
+    pub warnings: Vec<String>,
+}
+
+/// Predicts what [`quantize`] of `src` to `to` writes.
+pub fn predict(src: &Path, to: QuantType) -> Result<Prediction> {
+    let source = Source::open(src)?;
+    let config = Config::from_source(&source)?;
+    let Plan { jobs, warnings, .. } = plan(&source, &config, to)?;
+    let (mut tensor_bytes, mut weights) = (0u64, 0u64);
+    for j in &jobs {
+        let n = j.shape.iter().product::<usize>() as u64;
+        tensor_bytes += n / j.out.block_size() as u64 * j.out.type_size() as u64;
+        weights += n;
+    }
+    Ok(Prediction {
+        source_bytes: jobs.iter().map(|j| j.source_bytes).sum(),
+        tensor_bytes,
+        bits_per_weight: tensor_bytes as f64 * 8.0 / weights.max(1) as f64,
+        warnings,
+    })
+}
+
 /// What will be written.
 struct Plan {
     metadata: Vec<(String, Value)>,

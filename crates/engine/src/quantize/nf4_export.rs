@@ -90,17 +90,17 @@ pub fn export(
     Ok(r)
 }
 
-fn write(
+/// The output's tensors (quantized ones as packed codes, absmax, maps and quant
+/// state, the rest as they are) and the dtype the quantized weights had.
+fn plan_tensors(
     h: &HfFolder,
-    dir: &Path,
+    infos: &[(String, String, Vec<usize>)],
     blocksize: usize,
     double_quant: bool,
-    progress: &mut dyn FnMut(usize, usize) -> bool,
-) -> Result<Nf4Report> {
-    let infos = h.tensor_infos();
+) -> Result<(Vec<PlannedTensor>, candle_core::DType)> {
     let mut plan = Vec::new();
     let mut compute = candle_core::DType::F32;
-    for (name, dtype, shape) in &infos {
+    for (name, dtype, shape) in infos {
         let d = match dtype.as_str() {
             "F32" => candle_core::DType::F32,
             "F16" => candle_core::DType::F16,
@@ -165,6 +165,70 @@ fn write(
             });
         }
     }
+    Ok((plan, compute))
+}
+
+/// What [`export`] of `src` will write, from the same plan, before reading any
+/// weight: (source tensor bytes, output tensor bytes, bits per quantized weight).
+/// Exact up to the quant states' JSON, whose offset digits vary by a few bytes.
+pub fn predict(src: &Path, blocksize: usize, double_quant: bool) -> Result<(u64, u64, f64)> {
+    let h = HfFolder::open(src)?;
+    let infos = h.tensor_infos();
+    let (plan, _) = plan_tensors(&h, &infos, blocksize, double_quant)?;
+    let size = |t: &PlannedTensor| {
+        t.shape.iter().product::<usize>() as u64
+            * if t.dtype == "F32" {
+                4
+            } else if t.dtype == "U8" {
+                1
+            } else {
+                2
+            }
+    };
+    let source: u64 = infos
+        .iter()
+        .map(|(_, d, s)| s.iter().product::<usize>() as u64 * if d == "F32" { 4 } else { 2 })
+        .sum();
+    let kept: std::collections::HashSet<&str> = infos
+        .iter()
+        .filter(|(n, _, s)| !quantized(n, s))
+        .map(|(n, _, _)| n.as_str())
+        .collect();
+    // The plan writes the offset as 0.0; a real one has up to 17 significant digits.
+    let offset_digits = |t: &PlannedTensor| {
+        if double_quant && t.name.ends_with("bitsandbytes__nf4") {
+            15
+        } else {
+            0
+        }
+    };
+    let output: u64 = plan.iter().map(|t| size(t) + offset_digits(t)).sum();
+    let quantized_out: u64 = plan
+        .iter()
+        .filter(|t| !kept.contains(t.name.as_str()))
+        .map(|t| size(t) + offset_digits(t))
+        .sum();
+    let quantized_weights: u64 = infos
+        .iter()
+        .filter(|(n, _, s)| quantized(n, s))
+        .map(|(_, _, s)| s.iter().product::<usize>() as u64)
+        .sum();
+    Ok((
+        source,
+        output,
+        quantized_out as f64 * 8.0 / quantized_weights.max(1) as f64,
+    ))
+}
+
+fn write(
+    h: &HfFolder,
+    dir: &Path,
+    blocksize: usize,
+    double_quant: bool,
+    progress: &mut dyn FnMut(usize, usize) -> bool,
+) -> Result<Nf4Report> {
+    let infos = h.tensor_infos();
+    let (mut plan, compute) = plan_tensors(h, &infos, blocksize, double_quant)?;
     // Quantize first (one tensor at a time) so quant-state lengths are known, keeping
     // only the small results; then stream everything in the writer's order.
     let mut results = std::collections::HashMap::new();
