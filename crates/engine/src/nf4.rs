@@ -142,26 +142,38 @@ fn torch_mean_f32(a: &[f32]) -> f32 {
     (s2[0] + s2[1]) / a.len() as f32
 }
 
-/// bitsandbytes' CPU blockwise 8-bit quantizer: divide by the block's absmax, find
-/// the left neighbour by binary search, step right if strictly closer.
+/// Entries of bitsandbytes' quantization table over [-1, 1].
+const LUT_SIZE: usize = 65536;
+
+/// bitsandbytes 0.50's CPU blockwise 8-bit quantizer (`quantize_cpu_impl`): each
+/// value divided by its block's absmax indexes a table of 65 536 grid points over
+/// [-1, 1], each holding the code whose midpoints enclose it, so near a midpoint the
+/// farther neighbour can win. An all-zero block is all code 0.
 fn quantize_blockwise(x: &[f32], code: &[f32; 256], blocksize: usize) -> (Vec<u8>, Vec<f32>) {
+    let mids: [f32; 255] = std::array::from_fn(|i| 0.5 * (code[i] + code[i + 1]));
+    let mut lut = vec![0u8; LUT_SIZE];
+    let mut ci = 0;
+    for (i, slot) in lut.iter_mut().enumerate() {
+        let val = -1.0f32 + (2.0f32 * i as f32) / (LUT_SIZE - 1) as f32;
+        while ci < 255 && mids[ci] < val {
+            ci += 1;
+        }
+        *slot = ci as u8;
+    }
     let mut out = Vec::with_capacity(x.len());
     let mut absmax = Vec::with_capacity(x.len().div_ceil(blocksize));
     for block in x.chunks(blocksize) {
         let a = block.iter().fold(0f32, |m, v| m.max(v.abs()));
         absmax.push(a);
+        if a == 0.0 {
+            out.extend(std::iter::repeat_n(0u8, block.len()));
+            continue;
+        }
+        let inv = 1.0 / a;
         for &v in block {
-            let normed = v / a;
-            // Largest i with code[i] <= normed (0 if below all).
-            let mut idx = code.partition_point(|&c| c <= normed).saturating_sub(1);
-            if idx < 255 {
-                let dl = (normed - code[idx]).abs();
-                let dr = (normed - code[idx + 1]).abs();
-                if dr < dl {
-                    idx += 1;
-                }
-            }
-            out.push(idx as u8);
+            let n = (v * inv).clamp(-1.0, 1.0);
+            let idx = ((n + 1.0) * 0.5 * (LUT_SIZE - 1) as f32 + 0.5) as usize;
+            out.push(lut[idx.min(LUT_SIZE - 1)]);
         }
     }
     (out, absmax)
