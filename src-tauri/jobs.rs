@@ -238,7 +238,15 @@ fn run_quantize(
             ratio: r.ratio,
             bits_per_weight: r.bits_per_weight,
             seconds: t0.elapsed().as_secs_f64(),
-            tensors: Vec::new(),
+            tensors: r
+                .tensors
+                .iter()
+                .map(|t| TensorError {
+                    name: t.name.clone(),
+                    r#type: t.r#type.clone(),
+                    relative_error: t.relative_error,
+                })
+                .collect(),
             warnings: Vec::new(),
         }
     } else {

@@ -266,6 +266,19 @@ fn quantize_and_compare_from_the_command_line() {
         done["report"]["quantized_weights"],
         4 * (2 * 4096 + 2 * 2048 + 3 * 8192)
     );
+    // The same per-tensor report as the GGUF quantizer, saved beside the folder.
+    let tensors = done["report"]["tensors"].as_array().unwrap();
+    assert_eq!(tensors.len(), 28);
+    for t in tensors {
+        let rel = t["relative_error"].as_f64().unwrap();
+        // NF4 on Gaussian-like weights: about 10 % relative error.
+        assert!(t["type"] == "NF4" && rel > 0.02 && rel < 0.3, "{t}");
+    }
+    let saved: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("tiny-nf4.report.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(saved["tensors"], done["report"]["tensors"]);
     let cfg: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(nf4.join("config.json")).unwrap()).unwrap();
     assert_eq!(cfg["quantization_config"]["bnb_4bit_quant_type"], "nf4");

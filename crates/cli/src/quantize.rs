@@ -74,10 +74,7 @@ pub fn run(a: QuantizeArgs) -> Result<()> {
     })
     .with_context(|| format!("quantizing {}", src.display()))?;
     bar.finish_and_clear();
-    let tmp = report_path.with_extension("json.partial");
-    std::fs::write(&tmp, serde_json::to_string_pretty(&r)? + "\n")
-        .and_then(|_| std::fs::rename(&tmp, &report_path))
-        .with_context(|| format!("writing {}", report_path.display()))?;
+    save_report(&report_path, &r)?;
     crate::library::record(&a.out, unicorn_engine::library::source::QUANTIZED, None);
     for w in &r.warnings {
         eprintln!("warning: {w}");
@@ -86,22 +83,7 @@ pub fn run(a: QuantizeArgs) -> Result<()> {
         println!("{}", serde_json::json!({"event": "done", "report": r}));
         return Ok(());
     }
-    println!(
-        "{:<40} {:<6} {:>10} {:>6} {:>10} {:>9} {:>8}",
-        "tensor", "type", "bytes", "bpw", "rmse", "rel err", "SNR dB"
-    );
-    for t in &r.tensors {
-        println!(
-            "{:<40} {:<6} {:>10} {:>6.2} {:>10.3e} {:>9.4} {:>8.1}",
-            t.name,
-            t.r#type,
-            human_bytes(t.bytes as f64),
-            t.bits_per_weight,
-            t.rmse,
-            t.relative_error,
-            t.snr_db
-        );
-    }
+    print_tensors(&r.tensors);
     println!(
         "{} → {}: {} → {} ({:.2}x), {:.2} bits per weight, {:.1} s ({:.2} GB/s of source), peak RSS {}; report {}",
         r.source,
@@ -118,9 +100,44 @@ pub fn run(a: QuantizeArgs) -> Result<()> {
     Ok(())
 }
 
+/// The per-tensor error table both quantizers print.
+fn print_tensors(tensors: &[unicorn_engine::quantize::TensorReport]) {
+    println!(
+        "{:<40} {:<6} {:>10} {:>6} {:>10} {:>9} {:>8}",
+        "tensor", "type", "bytes", "bpw", "rmse", "rel err", "SNR dB"
+    );
+    for t in tensors {
+        println!(
+            "{:<40} {:<6} {:>10} {:>6.2} {:>10.3e} {:>9.4} {:>8.1}",
+            t.name,
+            t.r#type,
+            human_bytes(t.bytes as f64),
+            t.bits_per_weight,
+            t.rmse,
+            t.relative_error,
+            t.snr_db
+        );
+    }
+}
+
+/// Writes `report` as JSON beside the output (`OUT.report.json`), whole or not at all.
+fn save_report(report_path: &std::path::Path, report: &impl serde::Serialize) -> Result<()> {
+    let tmp = report_path.with_extension("json.partial");
+    std::fs::write(&tmp, serde_json::to_string_pretty(report)? + "\n")
+        .and_then(|_| std::fs::rename(&tmp, report_path))
+        .with_context(|| format!("writing {}", report_path.display()))
+}
+
 fn run_nf4(a: QuantizeArgs) -> Result<()> {
     unicorn_engine::set_threads(a.threads);
     let src = crate::model_path(&a.model)?;
+    let report_path = PathBuf::from(format!("{}.report.json", a.out.display()));
+    if report_path.exists() && !a.force {
+        anyhow::bail!(
+            "{} already exists; pass --force to replace it",
+            report_path.display()
+        );
+    }
     let _guard = Cancellable::start()?;
     let json = a.json;
     let r = unicorn_engine::quantize::nf4_export::export(
@@ -142,13 +159,15 @@ fn run_nf4(a: QuantizeArgs) -> Result<()> {
         },
     )
     .with_context(|| format!("quantizing {} to NF4", src.display()))?;
+    save_report(&report_path, &r)?;
     crate::library::record(&a.out, unicorn_engine::library::source::QUANTIZED, None);
     if json {
         println!("{}", serde_json::json!({"event": "done", "report": r}));
     } else {
         eprintln!();
+        print_tensors(&r.tensors);
         println!(
-            "{} → {}: {} → {} ({:.2}x); {} weights in NF4 at {:.3} bits per weight; {:.1} s",
+            "{} → {}: {} → {} ({:.2}x); {} weights in NF4 at {:.3} bits per weight; {:.1} s; report {}",
             src.display(),
             r.output,
             human_bytes(r.source_bytes as f64),
@@ -156,7 +175,8 @@ fn run_nf4(a: QuantizeArgs) -> Result<()> {
             r.ratio,
             r.quantized_weights,
             r.bits_per_weight,
-            r.seconds
+            r.seconds,
+            report_path.display()
         );
     }
     Ok(())

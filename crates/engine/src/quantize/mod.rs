@@ -67,6 +67,55 @@ pub struct TensorReport {
     pub snr_db: f64,
 }
 
+impl TensorReport {
+    /// From the sums of squared error and of squared weights.
+    pub fn from_sums(
+        name: &str,
+        ty: &str,
+        shape: &[usize],
+        bytes: u64,
+        err2: f64,
+        sig2: f64,
+    ) -> Self {
+        let n = shape.iter().product::<usize>().max(1) as f64;
+        Self {
+            name: name.to_string(),
+            r#type: ty.to_string(),
+            shape: shape.to_vec(),
+            bytes,
+            bits_per_weight: bytes as f64 * 8.0 / n,
+            rmse: (err2 / n).sqrt(),
+            relative_error: if sig2 > 0.0 {
+                (err2 / sig2).sqrt()
+            } else {
+                0.0
+            },
+            snr_db: if err2 > 0.0 {
+                10.0 * (sig2 / err2).log10()
+            } else {
+                f64::INFINITY
+            },
+        }
+    }
+
+    /// From the original and the dequantized weights.
+    pub fn measure(
+        name: &str,
+        ty: &str,
+        shape: &[usize],
+        bytes: u64,
+        x: &[f32],
+        back: &[f32],
+    ) -> Self {
+        let (mut err2, mut sig2) = (0f64, 0f64);
+        for (&a, &b) in x.iter().zip(back) {
+            err2 += ((a - b) as f64).powi(2);
+            sig2 += (a as f64).powi(2);
+        }
+        Self::from_sums(name, ty, shape, bytes, err2, sig2)
+    }
+}
+
 /// The quality report of one quantization.
 #[derive(Debug, Clone, Serialize)]
 pub struct QuantizeReport {
@@ -524,25 +573,14 @@ fn write(
             }
             r0 = r1;
         }
-        let n = (rows * cols) as f64;
-        reports.push(TensorReport {
-            name: job.gguf_name.clone(),
-            r#type: ggml_type_name(job.out).to_string(),
-            shape: job.shape.clone(),
-            bytes: written,
-            bits_per_weight: written as f64 * 8.0 / n,
-            rmse: (err2 / n).sqrt(),
-            relative_error: if sig2 > 0.0 {
-                (err2 / sig2).sqrt()
-            } else {
-                0.0
-            },
-            snr_db: if err2 > 0.0 {
-                10.0 * (sig2 / err2).log10()
-            } else {
-                f64::INFINITY
-            },
-        });
+        reports.push(TensorReport::from_sums(
+            &job.gguf_name,
+            ggml_type_name(job.out),
+            &job.shape,
+            written,
+            err2,
+            sig2,
+        ));
     }
     w.finish()?;
     Ok(reports)

@@ -36,6 +36,9 @@ pub struct Nf4Report {
     pub ratio: f64,
     /// Wall time.
     pub seconds: f64,
+    /// Per quantized tensor: bytes with its statistics, and the error of its
+    /// dequantized weights (the GGUF quantizer's report, type `NF4`).
+    pub tensors: Vec<super::TensorReport>,
 }
 
 /// Whether a tensor is quantized: 2-D linear weights of the text model, not the
@@ -235,6 +238,7 @@ fn write(
     let total = infos.iter().filter(|(n, _, s)| quantized(n, s)).count();
     let mut done = 0;
     let (mut qw, mut qsrc, mut qbytes) = (0u64, 0u64, 0u64);
+    let mut tensors = Vec::new();
     for (name, _, shape) in infos.iter().filter(|(n, _, s)| quantized(n, s)) {
         let (bytes, dtype, _) = h.raw(name)?;
         let x: Vec<f32> = candle_core::Tensor::from_raw_buffer(
@@ -253,13 +257,22 @@ fn write(
         let state = quant_state(shape, blocksize, dtype, offset);
         qw += x.len() as u64;
         qsrc += bytes.len() as u64;
-        qbytes += (q.packed.len() + state.len() + 64) as u64
+        let stored = (q.packed.len() + state.len() + 64) as u64
             + match &q.absmax {
                 Absmax::Plain(a) => a.len() as u64 * 4,
                 Absmax::Double { codes, nested, .. } => {
                     codes.len() as u64 + nested.len() as u64 * 4 + 1024
                 }
             };
+        qbytes += stored;
+        tensors.push(super::TensorReport::measure(
+            name,
+            "NF4",
+            shape,
+            stored,
+            &x,
+            &q.dequantize(),
+        ));
         results.insert(name.clone(), (q, state));
         done += 1;
         if !progress(done, total) {
@@ -351,6 +364,7 @@ fn write(
         output_bytes,
         ratio: source_bytes as f64 / output_bytes.max(1) as f64,
         seconds: 0.0,
+        tensors,
     })
 }
 
