@@ -274,10 +274,9 @@ fn quantize_and_compare_from_the_command_line() {
         // NF4 on Gaussian-like weights: about 10 % relative error.
         assert!(t["type"] == "NF4" && rel > 0.02 && rel < 0.3, "{t}");
     }
-    let saved: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(dir.join("tiny-nf4.report.json")).unwrap(),
-    )
-    .unwrap();
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("tiny-nf4.report.json")).unwrap())
+            .unwrap();
     assert_eq!(saved["tensors"], done["report"]["tensors"]);
     let cfg: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(nf4.join("config.json")).unwrap()).unwrap();
