@@ -199,6 +199,17 @@ impl Jobs {
     }
 }
 
+fn tensor_errors(tensors: &[quantize::TensorReport]) -> Vec<TensorError> {
+    tensors
+        .iter()
+        .map(|t| TensorError {
+            name: t.name.clone(),
+            r#type: t.r#type.clone(),
+            relative_error: t.relative_error,
+        })
+        .collect()
+}
+
 fn run_quantize(
     job: &QuantizeJob,
     cancel: &AtomicBool,
@@ -238,15 +249,7 @@ fn run_quantize(
             ratio: r.ratio,
             bits_per_weight: r.bits_per_weight,
             seconds: t0.elapsed().as_secs_f64(),
-            tensors: r
-                .tensors
-                .iter()
-                .map(|t| TensorError {
-                    name: t.name.clone(),
-                    r#type: t.r#type.clone(),
-                    relative_error: t.relative_error,
-                })
-                .collect(),
+            tensors: tensor_errors(&r.tensors),
             warnings: Vec::new(),
         }
     } else {
@@ -270,15 +273,7 @@ fn run_quantize(
             ratio: r.ratio,
             bits_per_weight: r.bits_per_weight,
             seconds: r.seconds,
-            tensors: r
-                .tensors
-                .iter()
-                .map(|t| TensorError {
-                    name: t.name.clone(),
-                    r#type: t.r#type.clone(),
-                    relative_error: t.relative_error,
-                })
-                .collect(),
+            tensors: tensor_errors(&r.tensors),
             warnings: r.warnings.clone(),
         }
     };

@@ -48,13 +48,7 @@ pub fn run(a: QuantizeArgs) -> Result<()> {
     })?;
     unicorn_engine::set_threads(a.threads);
     let src = crate::model_path(&a.model)?;
-    let report_path = PathBuf::from(format!("{}.report.json", a.out.display()));
-    if report_path.exists() && !a.force {
-        anyhow::bail!(
-            "{} already exists; pass --force to replace it",
-            report_path.display()
-        );
-    }
+    let report_path = report_path(&a)?;
     let _guard = Cancellable::start()?;
     let bar = crate::bytes_bar(a.json, 0);
     let json = a.json;
@@ -120,6 +114,15 @@ fn print_tensors(tensors: &[unicorn_engine::quantize::TensorReport]) {
     }
 }
 
+/// `OUT.report.json`, refused if it exists and `--force` was not given.
+fn report_path(a: &QuantizeArgs) -> Result<PathBuf> {
+    let p = PathBuf::from(format!("{}.report.json", a.out.display()));
+    if p.exists() && !a.force {
+        anyhow::bail!("{} already exists; pass --force to replace it", p.display());
+    }
+    Ok(p)
+}
+
 /// Writes `report` as JSON beside the output (`OUT.report.json`), whole or not at all.
 fn save_report(report_path: &std::path::Path, report: &impl serde::Serialize) -> Result<()> {
     let tmp = report_path.with_extension("json.partial");
@@ -131,13 +134,7 @@ fn save_report(report_path: &std::path::Path, report: &impl serde::Serialize) ->
 fn run_nf4(a: QuantizeArgs) -> Result<()> {
     unicorn_engine::set_threads(a.threads);
     let src = crate::model_path(&a.model)?;
-    let report_path = PathBuf::from(format!("{}.report.json", a.out.display()));
-    if report_path.exists() && !a.force {
-        anyhow::bail!(
-            "{} already exists; pass --force to replace it",
-            report_path.display()
-        );
-    }
+    let report_path = report_path(&a)?;
     let _guard = Cancellable::start()?;
     let json = a.json;
     let r = unicorn_engine::quantize::nf4_export::export(
