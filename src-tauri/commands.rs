@@ -1,10 +1,10 @@
 //! Commands the web front end may call. Each validates its input and returns a
 //! serializable error, never a bare string.
 
-use crate::chat::ChatWorker;
+use crate::chat::{ChatWorker, History};
 use crate::events::{
-    ChatEvent, ChatSettings, HubFile, HubListing, LoadedSummary, PullEvent, QuantizeEvent,
-    QuantizePrediction, SystemStats,
+    ChatEvent, ChatSettings, HubFile, HubListing, LoadedSummary, OpenedChat, PullEvent,
+    QuantizeEvent, QuantizePrediction, SystemStats,
 };
 use crate::jobs::{Jobs, QuantizeJob};
 use serde::Serialize;
@@ -12,19 +12,35 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 use tauri::ipc::Channel;
 use tauri::State;
+use unicorn_engine::chats::ChatRecord;
 use unicorn_engine::hub::Hub;
 use unicorn_engine::info::{inspect, ModelInfo};
 use unicorn_engine::library::{Entry, Library};
+use unicorn_engine::template::Message;
 
-/// What the commands share: the chat worker, running jobs, and the machine probe.
-#[derive(Default)]
+/// What the commands share: the chat worker and its history, running jobs, and the
+/// machine probe.
 pub struct AppState {
     /// Holds the loaded model and the conversation.
     pub chat: ChatWorker,
+    /// Stored conversations (in the library database).
+    pub history: History,
     /// Quantizations in flight.
     pub jobs: Jobs,
     system: Mutex<Option<sysinfo::System>>,
     bandwidth: std::sync::Arc<OnceLock<f64>>,
+}
+
+impl Default for AppState {
+    fn default() -> Self {
+        Self {
+            chat: ChatWorker::new(),
+            history: History::new(library_db()),
+            jobs: Jobs::default(),
+            system: Mutex::new(None),
+            bandwidth: Default::default(),
+        }
+    }
 }
 
 /// An error the front end can show: what failed, in words, and on which file.
@@ -113,11 +129,56 @@ pub async fn chat_load(
     let (tx, rx) = std::sync::mpsc::channel();
     // The worker does the loading; this task only waits for its answer.
     state.chat.load_async(p, tx).map_err(CommandError::Engine)?;
-    tauri::async_runtime::spawn_blocking(move || rx.recv())
+    let loaded = tauri::async_runtime::spawn_blocking(move || rx.recv())
         .await
         .map_err(|e| CommandError::Engine(e.to_string()))?
         .map_err(|_| CommandError::Engine("the chat worker stopped".into()))?
-        .map_err(CommandError::Engine)
+        .map_err(CommandError::Engine)?;
+    state.history.loaded(&loaded.path);
+    Ok(loaded)
+}
+
+/// Stored conversations, newest first.
+#[tauri::command]
+pub fn chat_list() -> Result<Vec<ChatRecord>, CommandError> {
+    Library::open(&library_db())
+        .and_then(|l| l.chats())
+        .map_err(|e| CommandError::Engine(e.to_string()))
+}
+
+/// Reopens stored conversation `id`: loads its model if another is held, and the
+/// next turn continues it. Returns the model and the messages.
+#[tauri::command]
+pub async fn chat_open(id: i64, state: State<'_, AppState>) -> Result<OpenedChat, CommandError> {
+    let engine = |e: unicorn_engine::Error| CommandError::Engine(e.to_string());
+    let (model, messages) = Library::open(&library_db())
+        .and_then(|l| l.chat(id))
+        .map_err(engine)?
+        .ok_or_else(|| CommandError::Invalid(format!("no stored chat {id}")))?;
+    let loaded = chat_load(model, state.clone()).await?;
+    state
+        .chat
+        .restore(
+            messages
+                .iter()
+                .map(|m| Message {
+                    role: m.role.clone(),
+                    content: m.content.clone(),
+                })
+                .collect(),
+        )
+        .map_err(CommandError::Engine)?;
+    state.history.continue_chat(id);
+    Ok(OpenedChat { loaded, messages })
+}
+
+/// Deletes stored conversation `id`.
+#[tauri::command]
+pub fn chat_delete(id: i64, state: State<'_, AppState>) -> Result<bool, CommandError> {
+    state.history.forget(id);
+    Library::open(&library_db())
+        .and_then(|l| l.chat_delete(id))
+        .map_err(|e| CommandError::Engine(e.to_string()))
 }
 
 /// Sends the next user turn; the reply streams through `on_event`.
@@ -142,16 +203,19 @@ pub fn chat_send(
             "sampling: temperature 0-5, top-p 0-1, max tokens 1-1048576".into(),
         ));
     }
+    let id = state
+        .history
+        .begin(system.as_deref(), &text)
+        .map_err(CommandError::Engine)?;
+    let sink = state.history.storing(
+        id,
+        Box::new(move |e| {
+            let _ = on_event.send(e);
+        }),
+    );
     state
         .chat
-        .say(
-            text,
-            system,
-            settings,
-            Box::new(move |e| {
-                let _ = on_event.send(e);
-            }),
-        )
+        .say(text, system, settings, sink)
         .map_err(CommandError::Engine)
 }
 
@@ -164,6 +228,7 @@ pub fn chat_stop(state: State<'_, AppState>) {
 /// Starts a new conversation with the loaded model.
 #[tauri::command]
 pub fn chat_reset(state: State<'_, AppState>) -> Result<(), CommandError> {
+    state.history.reset();
     state.chat.reset().map_err(CommandError::Engine)
 }
 

@@ -224,6 +224,15 @@ pub struct LoadedSummary {
     pub load_ms: f64,
 }
 
+/// A stored conversation reopened: the model now loaded, and its messages.
+#[derive(Debug, Clone, Serialize, TS)]
+pub struct OpenedChat {
+    /// The model, loaded again if another was held.
+    pub loaded: LoadedSummary,
+    /// The messages, oldest first.
+    pub messages: Vec<unicorn_engine::chats::StoredMessage>,
+}
+
 /// Machine figures for the dashboard, measured when asked.
 #[derive(Debug, Clone, Serialize, TS)]
 pub struct SystemStats {
@@ -258,6 +267,8 @@ mod tests {
         QuantizeEvent::export_all_to(dir).unwrap();
         ChatSettings::export_all_to(dir).unwrap();
         LoadedSummary::export_all_to(dir).unwrap();
+        OpenedChat::export_all_to(dir).unwrap();
+        unicorn_engine::chats::ChatRecord::export_all_to(dir).unwrap();
         SystemStats::export_all_to(dir).unwrap();
         QuantizePrediction::export_all_to(dir).unwrap();
         unicorn_engine::library::Entry::export_all_to(dir).unwrap();

@@ -63,6 +63,14 @@ test("chat: streamed reply with its measured speed", async () => {
   const reply = await driver.findElement(By.css(".msg.assistant .text")).getText();
   assert.match(reply, /Paris/);
   await shot("chat");
+  // The conversation is stored: a new chat empties the view, reopening brings it back.
+  await driver.findElement(By.id("new-chat")).click();
+  await wait(async () => (await driver.findElements(By.css(".msg"))).length === 0, 10);
+  const history = await wait(until.elementLocated(By.css("#history summary")), 10);
+  await history.click();
+  await (await wait(until.elementLocated(By.xpath("//details[@id='history']//button[contains(., 'capital of France')]")), 10)).click();
+  const back = await wait(until.elementLocated(By.css(".msg.assistant .text")), 30);
+  assert.match(await back.getText(), /Paris/);
 });
 
 test("quantize: the demo model folder to Q8_0, with the report", async () => {

@@ -2,6 +2,8 @@
 // (src/bindings, checked by the shell's `bindings_are_current` test).
 import { Channel, invoke } from "@tauri-apps/api/core";
 import type { ChatEvent } from "./bindings/ChatEvent";
+import type { ChatRecord } from "./bindings/ChatRecord";
+import type { OpenedChat } from "./bindings/OpenedChat";
 import type { ChatSettings } from "./bindings/ChatSettings";
 import type { Entry } from "./bindings/Entry";
 import type { HubListing } from "./bindings/HubListing";
@@ -29,6 +31,9 @@ export const api = {
   },
   chatStop: () => invoke<void>("chat_stop"),
   chatReset: () => invoke<void>("chat_reset"),
+  chatList: () => invoke<ChatRecord[]>("chat_list"),
+  chatOpen: (id: number) => invoke<OpenedChat>("chat_open", { id }),
+  chatDelete: (id: number) => invoke<boolean>("chat_delete", { id }),
   quantizeStart(source: string, to: string, onEvent: (e: QuantizeEvent) => void) {
     const ch = new Channel<QuantizeEvent>();
     ch.onmessage = onEvent;

@@ -15,6 +15,7 @@
 
 pub mod atomic;
 pub mod attention;
+pub mod chats;
 pub mod error;
 pub mod gguf;
 pub mod hf;

@@ -56,7 +56,7 @@ pub struct Entry {
 
 /// The library database.
 pub struct Library {
-    conn: Connection,
+    pub(crate) conn: Connection,
     path: PathBuf,
 }
 
@@ -83,7 +83,7 @@ pub fn data_dir() -> PathBuf {
     base.join(APP_ID)
 }
 
-fn sql(path: &Path) -> impl Fn(rusqlite::Error) -> Error + '_ {
+pub(crate) fn sql(path: &Path) -> impl Fn(rusqlite::Error) -> Error + '_ {
     move |e| Error::BadFile {
         path: path.to_path_buf(),
         message: format!("model library: {e}"),
@@ -141,6 +141,20 @@ impl Library {
                  quantization TEXT NOT NULL,
                  parameters INTEGER NOT NULL,
                  added_at INTEGER NOT NULL
+             );
+             CREATE TABLE IF NOT EXISTS chats (
+                 id INTEGER PRIMARY KEY,
+                 model TEXT NOT NULL,
+                 title TEXT NOT NULL,
+                 created_at INTEGER NOT NULL
+             );
+             CREATE TABLE IF NOT EXISTS chat_messages (
+                 chat_id INTEGER NOT NULL REFERENCES chats(id) ON DELETE CASCADE,
+                 seq INTEGER NOT NULL,
+                 role TEXT NOT NULL,
+                 content TEXT NOT NULL,
+                 stats TEXT,
+                 PRIMARY KEY (chat_id, seq)
              );",
         )
         .map_err(sql(path))?;

@@ -310,6 +310,13 @@ impl<'m> ChatSession<'m> {
         &self.messages
     }
 
+    /// Continues a stored conversation: its messages become the history (the cache
+    /// starts empty, so the next turn computes them once).
+    pub fn restore(&mut self, messages: Vec<Message>) {
+        self.reset();
+        self.messages = messages;
+    }
+
     /// Forgets the conversation and the cache.
     pub fn reset(&mut self) {
         self.messages.clear();

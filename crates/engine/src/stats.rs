@@ -1,9 +1,9 @@
 //! Measured numbers: generation statistics and the process's memory.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// What one reply cost, all measured.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct Stats {
     /// Tokens in the rendered prompt (the whole conversation so far).

@@ -2,6 +2,7 @@
 // system prompt, sampling, and each reply's measured TTFT and speed.
 import { useEffect, useRef, useState } from "preact/hooks";
 import { api, errorText } from "../api";
+import type { ChatRecord } from "../bindings/ChatRecord";
 import type { Stats } from "../bindings/Stats";
 import { baseName, tokS } from "../format";
 import { renderMarkdown } from "../markdown";
@@ -19,7 +20,30 @@ export function Chat() {
   const [temperature, setTemperature] = useState("");
   const [topP, setTopP] = useState("");
   const [maxTokens, setMaxTokens] = useState("512");
+  const [history, setHistory] = useState<ChatRecord[]>([]);
   const end = useRef<HTMLDivElement>(null);
+  const refreshHistory = () => api.chatList().then(setHistory, () => {});
+  useEffect(() => void refreshHistory(), []);
+
+  async function reopen(id: number) {
+    setLoading(true);
+    setError("");
+    try {
+      const opened = await api.chatOpen(id);
+      loaded.value = opened.loaded;
+      selected.value = opened.loaded.path;
+      setSystem(opened.messages.find((m) => m.role === "system")?.content ?? "");
+      setTurns(opened.messages.filter((m) => m.role !== "system").map((m) => ({
+        role: m.role === "user" ? "user" : "assistant",
+        text: m.content,
+        stats: m.stats ?? undefined,
+      })));
+    } catch (e) {
+      setError(errorText(e));
+    } finally {
+      setLoading(false);
+    }
+  }
   const model = selected.value;
 
   async function load(path: string) {
@@ -75,6 +99,7 @@ export function Chat() {
             update((a) => ({ ...a, stats: e.stats, stop: e.stop_reason }));
             replies.value = [...replies.value, { at: Date.now(), stats: e.stats }];
             setBusy(false);
+            void refreshHistory();
           } else {
             update((a) => ({ ...a, error: e.message }));
             setBusy(false);
@@ -111,6 +136,20 @@ export function Chat() {
           <label>max tokens <input id="max-tokens" size={5} value={maxTokens} onInput={(e) => setMaxTokens((e.target as HTMLInputElement).value)} /></label>
         </div>
       </details>
+      {history.length > 0 && (
+        <details id="history">
+          <summary>Previous chats ({history.length})</summary>
+          <ul>
+            {history.map((c) => (
+              <li>
+                <button class="link" onClick={() => reopen(c.id)} disabled={busy}>{c.title}</button>{" "}
+                <span class="hint">{baseName(c.model)} · {c.messages} messages · {new Date(c.created_at * 1000).toLocaleString()}</span>{" "}
+                <button class="link" onClick={async () => { await api.chatDelete(c.id); void refreshHistory(); }}>delete</button>
+              </li>
+            ))}
+          </ul>
+        </details>
+      )}
       {error && <p class="error">{error}</p>}
       <div class="messages">
         {turns.map((t) => (
