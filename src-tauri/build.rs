@@ -15,6 +15,7 @@ fn main() {
         "chat_delete",
         "quantize_start",
         "quantize_predict",
+        "compare_start",
         "job_cancel",
         "system_stats",
         "hub_list",

@@ -3,8 +3,8 @@
 
 use crate::chat::{ChatWorker, History};
 use crate::events::{
-    ChatEvent, ChatSettings, HubFile, HubListing, LoadedSummary, OpenedChat, PullEvent,
-    QuantizeEvent, QuantizePrediction, SystemStats,
+    ChatEvent, ChatSettings, CompareEvent, HubFile, HubListing, LoadedSummary, OpenedChat,
+    PullEvent, QuantizeEvent, QuantizePrediction, SystemStats,
 };
 use crate::jobs::{Jobs, QuantizeJob};
 use serde::Serialize;
@@ -386,6 +386,26 @@ pub async fn quantize_predict(
         .await
         .map_err(|e| CommandError::Engine(e.to_string()))?
         .map_err(CommandError::Engine)
+}
+
+/// Measures a quantized model against its source (perplexity, KL divergence, top-1)
+/// on the app's evaluation text; progress streams through `on_event`. Returns the job
+/// id (`job_cancel` stops it).
+#[tauri::command]
+pub fn compare_start(
+    base: String,
+    quant: String,
+    on_event: Channel<CompareEvent>,
+    state: State<'_, AppState>,
+) -> Result<u64, CommandError> {
+    let (b, q) = (existing(&base)?, existing(&quant)?);
+    Ok(state.jobs.compare(
+        b,
+        q,
+        Box::new(move |e| {
+            let _ = on_event.send(e);
+        }),
+    ))
 }
 
 /// Cancels a running job.

@@ -64,6 +64,32 @@ pub enum QuantizeEvent {
     },
 }
 
+/// A quality measurement (perplexity and KL divergence against the source) as it
+/// happens.
+#[derive(Debug, Clone, Serialize, TS)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum CompareEvent {
+    /// After each window of text.
+    Progress {
+        /// Windows scored.
+        done: usize,
+        /// Windows in all.
+        total: usize,
+    },
+    /// The measurement.
+    Done {
+        /// Both perplexities, ΔPPL, KLD mean and p99, top-1 agreement.
+        comparison: unicorn_engine::compare::Comparison,
+    },
+    /// Stopped by the user.
+    Cancelled,
+    /// Failed.
+    Error {
+        /// What went wrong.
+        message: String,
+    },
+}
+
 /// The compression report of one quantization, GGUF or NF4 alike.
 #[derive(Debug, Clone, Serialize, TS)]
 pub struct QuantizeSummary {
@@ -265,6 +291,7 @@ mod tests {
         PullEvent::export_all_to(dir).unwrap();
         HubListing::export_all_to(dir).unwrap();
         QuantizeEvent::export_all_to(dir).unwrap();
+        CompareEvent::export_all_to(dir).unwrap();
         ChatSettings::export_all_to(dir).unwrap();
         LoadedSummary::export_all_to(dir).unwrap();
         OpenedChat::export_all_to(dir).unwrap();

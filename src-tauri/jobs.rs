@@ -1,7 +1,9 @@
 //! Background jobs (quantization): each runs on its own thread, streams its events
 //! to a sink, and can be cancelled by id. The engine removes partial output itself.
 
-use crate::events::{PullEvent, QuantizeEvent, QuantizePrediction, QuantizeSummary, TensorError};
+use crate::events::{
+    CompareEvent, PullEvent, QuantizeEvent, QuantizePrediction, QuantizeSummary, TensorError,
+};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -10,6 +12,9 @@ use std::time::{Duration, Instant};
 use unicorn_engine::hub::{Hub, Listing};
 use unicorn_engine::library::{source, Library};
 use unicorn_engine::quantize::{self, types::QuantType};
+
+/// The text quality is measured on: 8.5 kB of the Jargon File (public domain).
+const EVAL_TEXT: &str = include_str!("eval.txt");
 
 /// Running jobs' cancel flags.
 #[derive(Default)]
@@ -169,6 +174,49 @@ impl Jobs {
                 }
                 Err(_) if cancel.load(Ordering::SeqCst) => PullEvent::Paused,
                 Err(e) => PullEvent::Error {
+                    message: e.to_string(),
+                },
+            };
+            if let Ok(mut r) = running.lock() {
+                r.remove(&id);
+            }
+            sink(event);
+        });
+        id
+    }
+
+    /// Measures what quantizing `base` into `quant` cost: perplexity and KL divergence
+    /// on the app's evaluation text (public-domain prose from the Jargon File, 1024
+    /// tokens in 512-token windows, as `unicorn compare` scores them).
+    pub fn compare(
+        &self,
+        base: PathBuf,
+        quant: PathBuf,
+        sink: Box<dyn Fn(CompareEvent) + Send>,
+    ) -> u64 {
+        let (id, cancel) = self.register();
+        let running = self.running.clone();
+        std::thread::spawn(move || {
+            let run = || -> unicorn_engine::Result<unicorn_engine::compare::Comparison> {
+                let opts = unicorn_engine::session::LoadOptions::default();
+                let b = unicorn_engine::session::LoadedModel::load(&base, &opts)?;
+                let q = unicorn_engine::session::LoadedModel::load(&quant, &opts)?;
+                unicorn_engine::compare::compare(
+                    &b,
+                    &q,
+                    EVAL_TEXT,
+                    512,
+                    Some(1024),
+                    &mut |done, total| {
+                        sink(CompareEvent::Progress { done, total });
+                        !cancel.load(Ordering::SeqCst)
+                    },
+                )
+            };
+            let event = match run() {
+                Ok(comparison) => CompareEvent::Done { comparison },
+                Err(_) if cancel.load(Ordering::SeqCst) => CompareEvent::Cancelled,
+                Err(e) => CompareEvent::Error {
                     message: e.to_string(),
                 },
             };
@@ -380,6 +428,35 @@ mod tests {
         assert_eq!(
             (entry.source.as_str(), entry.quantization.as_str()),
             ("quantized", "Q8_0")
+        );
+        // Its quality against the source, as the report's button measures it.
+        let (tx, rx) = channel();
+        Jobs::default().compare(
+            PathBuf::from(demo()),
+            out.clone(),
+            Box::new(move |e| {
+                let _ = tx.send(e);
+            }),
+        );
+        let mut windows = 0;
+        let c = loop {
+            match rx
+                .recv_timeout(std::time::Duration::from_secs(300))
+                .unwrap()
+            {
+                CompareEvent::Progress { done, .. } => windows = done,
+                CompareEvent::Done { comparison } => break comparison,
+                other => panic!("{other:?}"),
+            }
+        };
+        assert!(
+            windows == 2 && c.tokens_scored > 500,
+            "{windows} windows, {c:?}"
+        );
+        // Q8_0 of a Q4_1 source loses almost nothing.
+        assert!(
+            c.delta_ppl_percent.abs() < 2.0 && c.kld_mean < 0.02 && c.top1_agreement > 0.9,
+            "{c:?}"
         );
         std::fs::remove_dir_all(&d).ok();
     }

@@ -24,6 +24,7 @@ fn main() {
             commands::chat_delete,
             commands::quantize_start,
             commands::quantize_predict,
+            commands::compare_start,
             commands::job_cancel,
             commands::system_stats,
             commands::hub_list,

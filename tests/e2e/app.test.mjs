@@ -89,6 +89,9 @@ test("quantize: the demo model folder to Q8_0, with the report", async () => {
   assert.match(await ratio.getText(), /^\d+\.\d\dx$/);
   assert.ok(Number.parseFloat(await ratio.getText()) > 1.5, "BF16 -> Q8_0 roughly halves");
   await wait(until.elementLocated(By.id("tensor-errors")));
+  await driver.findElement(By.id("measure")).click();
+  const quality = await wait(until.elementLocated(By.id("quality")), 300);
+  assert.match(await quality.getText(), /ΔPPL [+-]?\d+\.\d\d %\), KL divergence \d\.\d{4} mean/);
   await shot("quantize");
 });
 

@@ -3,6 +3,7 @@
 import { Channel, invoke } from "@tauri-apps/api/core";
 import type { ChatEvent } from "./bindings/ChatEvent";
 import type { ChatRecord } from "./bindings/ChatRecord";
+import type { CompareEvent } from "./bindings/CompareEvent";
 import type { OpenedChat } from "./bindings/OpenedChat";
 import type { ChatSettings } from "./bindings/ChatSettings";
 import type { Entry } from "./bindings/Entry";
@@ -40,6 +41,11 @@ export const api = {
     return invoke<number>("quantize_start", { source, to, onEvent: ch });
   },
   quantizePredict: (source: string, to: string) => invoke<QuantizePrediction>("quantize_predict", { source, to }),
+  compareStart(base: string, quant: string, onEvent: (e: CompareEvent) => void) {
+    const ch = new Channel<CompareEvent>();
+    ch.onmessage = onEvent;
+    return invoke<number>("compare_start", { base, quant, onEvent: ch });
+  },
   jobCancel: (id: number) => invoke<boolean>("job_cancel", { id }),
   systemStats: () => invoke<SystemStats>("system_stats"),
   hubList: (repo: string, revision: string | null) => invoke<HubListing>("hub_list", { repo, revision }),

@@ -11,6 +11,7 @@ use serde::Serialize;
 
 /// The comparison, in llama.cpp's terms.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct Comparison {
     /// Perplexity of the base model.
     pub ppl_base: f64,

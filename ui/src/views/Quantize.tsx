@@ -2,6 +2,7 @@
 // then the compression report with a per-tensor error chart.
 import { useEffect, useState } from "preact/hooks";
 import { api, errorText } from "../api";
+import type { Comparison } from "../bindings/Comparison";
 import type { QuantizePrediction } from "../bindings/QuantizePrediction";
 import type { QuantizeSummary } from "../bindings/QuantizeSummary";
 import { Bars } from "../charts";
@@ -18,6 +19,26 @@ export function Quantize() {
   const [report, setReport] = useState<QuantizeSummary | null>(null);
   const [error, setError] = useState("");
   const [prediction, setPrediction] = useState<QuantizePrediction | null>(null);
+  const [quality, setQuality] = useState<Comparison | null>(null);
+  const [measuring, setMeasuring] = useState<string | null>(null);
+
+  async function measure(r: QuantizeSummary) {
+    setQuality(null);
+    setMeasuring("loading both models…");
+    try {
+      await api.compareStart(r.source, r.output, (e) => {
+        if (e.event === "progress") setMeasuring(`window ${e.done} of ${e.total}`);
+        else {
+          setMeasuring(null);
+          if (e.event === "done") setQuality(e.comparison);
+          else if (e.event === "error") setError(e.message);
+        }
+      });
+    } catch (e) {
+      setMeasuring(null);
+      setError(errorText(e));
+    }
+  }
   const source = selected.value;
   const entry = library.value.find((m) => m.path === source);
   useEffect(() => {
@@ -29,6 +50,7 @@ export function Quantize() {
     if (!source) return;
     setError("");
     setReport(null);
+    setQuality(null);
     setProgress({ frac: 0, eta: null, tensor: "" });
     try {
       const id = await api.quantizeStart(source, to, (e) => {
@@ -99,6 +121,17 @@ export function Quantize() {
             </tbody>
           </table>
           {report.warnings.map((w) => <p class="warning">{w}</p>)}
+          <div class="row">
+            <button id="measure" disabled={measuring !== null} onClick={() => measure(report)}>Measure quality against the source</button>
+            {measuring && <span class="hint">{measuring}</span>}
+          </div>
+          {quality && (
+            <p id="quality">
+              Perplexity {quality.ppl_base.toFixed(3)} → {quality.ppl_quant.toFixed(3)} (ΔPPL {quality.delta_ppl_percent >= 0 ? "+" : ""}
+              {quality.delta_ppl_percent.toFixed(2)} %), KL divergence {quality.kld_mean.toFixed(4)} mean / {quality.kld_p99.toFixed(4)} p99,
+              same top token {(100 * quality.top1_agreement).toFixed(1)} % — {quality.tokens_scored} tokens of public-domain prose.
+            </p>
+          )}
           {report.tensors.length > 0 && (
             <Bars id="tensor-errors" label="Relative error per tensor (‖error‖ / ‖weights‖)"
               items={report.tensors.map((t) => ({ label: t.name, value: t.relative_error, title: `${t.name} ${t.type}: ${(100 * t.relative_error).toFixed(2)} %` }))} />
