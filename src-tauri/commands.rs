@@ -53,6 +53,16 @@ pub enum CommandError {
     Engine(String),
 }
 
+/// A job's sink that forwards its events to the front end's channel (a closed
+/// window just drops them).
+fn to_channel<T: tauri::ipc::IpcResponse + Send + 'static>(
+    ch: Channel<T>,
+) -> Box<dyn Fn(T) + Send> {
+    Box::new(move |e| {
+        let _ = ch.send(e);
+    })
+}
+
 /// An absolute path that exists, or why not.
 fn existing(path: &str) -> Result<PathBuf, CommandError> {
     let p = PathBuf::from(path);
@@ -207,12 +217,7 @@ pub fn chat_send(
         .history
         .begin(system.as_deref(), &text)
         .map_err(CommandError::Engine)?;
-    let sink = state.history.storing(
-        id,
-        Box::new(move |e| {
-            let _ = on_event.send(e);
-        }),
-    );
+    let sink = state.history.storing(id, to_channel(on_event));
     state
         .chat
         .say(text, system, settings, sink)
@@ -244,12 +249,7 @@ pub fn quantize_start(
     let models = unicorn_engine::library::data_dir().join("models");
     let job =
         QuantizeJob::new(&source, &to, &models, library_db()).map_err(CommandError::Invalid)?;
-    Ok(state.jobs.quantize(
-        job,
-        Box::new(move |e| {
-            let _ = on_event.send(e);
-        }),
-    ))
+    Ok(state.jobs.quantize(job, to_channel(on_event)))
 }
 
 /// Lists a hub repository's files with sizes, and what this machine has room for.
@@ -334,15 +334,9 @@ pub async fn hub_pull(
         .await
         .map_err(|e| CommandError::Engine(e.to_string()))?
         .map_err(|e| CommandError::Engine(e.to_string()))?;
-    Ok(state.jobs.pull(
-        hub,
-        listing,
-        revision,
-        library_db(),
-        Box::new(move |e| {
-            let _ = on_event.send(e);
-        }),
-    ))
+    Ok(state
+        .jobs
+        .pull(hub, listing, revision, library_db(), to_channel(on_event)))
 }
 
 /// Deletes what a paused pull of `repo` left for resuming; returns the bytes freed.
@@ -399,13 +393,7 @@ pub fn compare_start(
     state: State<'_, AppState>,
 ) -> Result<u64, CommandError> {
     let (b, q) = (existing(&base)?, existing(&quant)?);
-    Ok(state.jobs.compare(
-        b,
-        q,
-        Box::new(move |e| {
-            let _ = on_event.send(e);
-        }),
-    ))
+    Ok(state.jobs.compare(b, q, to_channel(on_event)))
 }
 
 /// Cancels a running job.
