@@ -131,6 +131,22 @@ pub struct QuantizePrediction {
     pub bits_per_weight: f64,
     /// What the quantizer will warn about.
     pub warnings: Vec<String>,
+    /// Context length the memory figures are for.
+    pub ctx: usize,
+    /// Weight bytes the engine will hold once it loads the output (exact).
+    #[ts(type = "number")]
+    pub weights_bytes: u64,
+    /// KV cache at `ctx` tokens.
+    #[ts(type = "number")]
+    pub kv_cache_bytes: u64,
+    /// Estimated peak memory of chatting with the output at `ctx` tokens: weights,
+    /// KV cache, activations and tokenizer (an estimate; the app's own memory is not
+    /// included).
+    #[ts(type = "number")]
+    pub memory_bytes: u64,
+    /// Memory available now.
+    #[ts(type = "number")]
+    pub free_ram_bytes: u64,
 }
 
 /// One tensor's quantization error.

@@ -80,28 +80,42 @@ impl QuantizeJob {
 }
 
 impl QuantizeJob {
-    /// What this job will write, before it starts.
+    /// What this job will write, and what chatting with the output will take,
+    /// before it starts.
     pub fn predict(&self) -> Result<QuantizePrediction, String> {
-        if self.to == "nf4" {
-            let (source_bytes, output_bytes, bits_per_weight) =
-                quantize::nf4_export::predict(&self.source, 64, true).map_err(|e| e.to_string())?;
-            return Ok(QuantizePrediction {
-                source_bytes,
-                output_bytes,
-                bits_per_weight,
-                warnings: Vec::new(),
-            });
+        let p = if self.to == "nf4" {
+            quantize::nf4_export::predict(&self.source, 64, true)
+        } else {
+            let to =
+                QuantType::parse(&self.to).ok_or_else(|| format!("{}: unknown type", self.to))?;
+            quantize::predict(&self.source, to)
         }
-        let to = QuantType::parse(&self.to).ok_or_else(|| format!("{}: unknown type", self.to))?;
-        let p = quantize::predict(&self.source, to).map_err(|e| e.to_string())?;
+        .map_err(|e| e.to_string())?;
+        let estimate = || {
+            let src = unicorn_engine::source::Source::open(&self.source)?;
+            let ctx = unicorn_engine::models::Config::from_source(&src)?
+                .context_length()
+                .clamp(1, PREDICT_CTX);
+            unicorn_engine::memory::estimate_with_weights(&src, ctx, 0, p.resident_weight_bytes)
+        };
+        let m = estimate().map_err(|e| e.to_string())?;
         Ok(QuantizePrediction {
             source_bytes: p.source_bytes,
             output_bytes: p.tensor_bytes,
             bits_per_weight: p.bits_per_weight,
             warnings: p.warnings,
+            ctx: m.ctx,
+            weights_bytes: m.weights_bytes,
+            kv_cache_bytes: m.kv_cache_bytes,
+            memory_bytes: m.memory_estimate_bytes,
+            free_ram_bytes: m.free_ram_bytes,
         })
     }
 }
+
+/// Context length the quantize view's memory prediction assumes (the app's chat
+/// default; shorter when the model's own limit is).
+const PREDICT_CTX: usize = 4096;
 
 impl Jobs {
     /// Starts `job` on a thread; returns its id.
@@ -412,6 +426,22 @@ mod tests {
         );
         assert_eq!(predicted.warnings, report.warnings);
         assert_eq!(report.output_bytes, std::fs::metadata(&out).unwrap().len());
+        // The memory prediction's weights are what loading the output holds.
+        let held = unicorn_engine::session::LoadedModel::load(&out, &Default::default())
+            .unwrap()
+            .model()
+            .weight_bytes()
+            .total as u64;
+        assert_eq!(predicted.weights_bytes, held);
+        assert_eq!(
+            predicted.ctx, 4096,
+            "SmolLM2 allows 8192; the app plans for 4096"
+        );
+        assert!(
+            predicted.memory_bytes > predicted.weights_bytes + predicted.kv_cache_bytes
+                && predicted.kv_cache_bytes > 0,
+            "{predicted:?}"
+        );
         assert!(
             report.ratio > 0.5 && report.bits_per_weight > 8.0,
             "{report:?}"

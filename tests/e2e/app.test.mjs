@@ -84,6 +84,8 @@ test("quantize: the demo model folder to Q8_0, with the report", async () => {
   await to.findElement(By.xpath(".//option[text()='Q8_0']")).click();
   const predicted = await wait(until.elementLocated(By.id("quantize-prediction")), 30);
   assert.match(await predicted.getText(), /Will write .*iB of weights \(8\.\d\d bits per weight/);
+  const memory = await driver.findElement(By.id("quantize-memory")).getText();
+  assert.match(memory, /at 4096 tokens of context takes about [\d.]+ MiB \(estimate: [\d.]+ MiB of weights/);
   await driver.findElement(By.id("quantize-start")).click();
   const ratio = await wait(until.elementLocated(By.id("report-ratio")), 300);
   assert.match(await ratio.getText(), /^\d+\.\d\dx$/);

@@ -118,6 +118,17 @@ fn tokenizer_bytes(src: &Source, cfg: &Config) -> (u64, u64) {
 /// Estimates the resident memory of serving `src` with `ctx` tokens of context.
 /// `baseline_bytes` is the process's resident memory before loading.
 pub fn estimate(src: &Source, ctx: usize, baseline_bytes: u64) -> Result<MemoryEstimate> {
+    estimate_with_weights(src, ctx, baseline_bytes, resident_weight_bytes(src))
+}
+
+/// [`estimate`] for a model with `src`'s shape and tokenizer whose weights will take
+/// `weights_bytes`: a quantization of `src`, before it is written.
+pub fn estimate_with_weights(
+    src: &Source,
+    ctx: usize,
+    baseline_bytes: u64,
+    weights_bytes: u64,
+) -> Result<MemoryEstimate> {
     let cfg = Config::from_source(src)?;
     let (h, heads, kv, hd, ff) = cfg.shape();
     let prompt = ctx.min(PROMPT_TOKENS);
@@ -135,7 +146,6 @@ pub fn estimate(src: &Source, ctx: usize, baseline_bytes: u64) -> Result<MemoryE
         + 4 * 2 * heads * prompt * cap
         // Logits and the sampler's working copies.
         + 4 * 4 * cfg.vocab_size()) as u64;
-    let weights_bytes = resident_weight_bytes(src);
     let (tokenizer_bytes, tokenizer_peak) = tokenizer_bytes(src, &cfg);
     let load_peak_bytes = weights_bytes + tokenizer_peak;
     let serving = weights_bytes + tokenizer_bytes + kv_cache_bytes + activation_bytes;

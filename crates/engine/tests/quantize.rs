@@ -387,10 +387,12 @@ fn predictions_match_what_is_written() {
         assert_eq!(p.tensor_bytes, written, "{}", to.name());
         assert_eq!(p.source_bytes, r.source_bytes, "{}", to.name());
         assert!(r.output_bytes >= p.tensor_bytes);
+        assert_resident(&out_dir().join(format!("predict-{}", to.name())), &p);
     }
     let out = out_dir().join("predict-nf4");
     std::fs::remove_dir_all(&out).ok();
-    let (source, _, bpw) = nf4_export::predict(&src, 64, true).unwrap();
+    let p = nf4_export::predict(&src, 64, true).unwrap();
+    let (source, bpw) = (p.source_bytes, p.bits_per_weight);
     let r = nf4_export::export(&src, &out, 64, true, false, &mut |_, _| true).unwrap();
     assert_eq!(source, r.source_bytes);
     assert!(
@@ -398,5 +400,15 @@ fn predictions_match_what_is_written() {
         "{bpw} vs {}",
         r.bits_per_weight
     );
+    assert_resident(&out, &p);
     std::fs::remove_dir_all(&out).ok();
+}
+
+/// The predicted resident weight bytes (the memory prediction's main term) are what
+/// the engine holds once it loads the output.
+fn assert_resident(out: &Path, p: &unicorn_engine::quantize::Prediction) {
+    let src = unicorn_engine::source::Source::open(out).unwrap();
+    let m = unicorn_engine::models::Model::load(&src, &candle_core::Device::Cpu).unwrap();
+    let held = m.weight_bytes().total as u64;
+    assert_eq!(p.resident_weight_bytes, held, "{}", out.display());
 }

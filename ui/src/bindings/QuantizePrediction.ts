@@ -20,4 +20,26 @@ bits_per_weight: number,
 /**
  * What the quantizer will warn about.
  */
-warnings: Array<string>, };
+warnings: Array<string>, 
+/**
+ * Context length the memory figures are for.
+ */
+ctx: number, 
+/**
+ * Weight bytes the engine will hold once it loads the output (exact).
+ */
+weights_bytes: number, 
+/**
+ * KV cache at `ctx` tokens.
+ */
+kv_cache_bytes: number, 
+/**
+ * Estimated peak memory of chatting with the output at `ctx` tokens: weights,
+ * KV cache, activations and tokenizer (an estimate; the app's own memory is not
+ * included).
+ */
+memory_bytes: number, 
+/**
+ * Memory available now.
+ */
+free_ram_bytes: number, };

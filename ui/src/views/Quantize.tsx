@@ -99,7 +99,15 @@ export function Quantize() {
         <p id="quantize-prediction">
           Will write {bytes(prediction.output_bytes)} of weights ({prediction.bits_per_weight.toFixed(2)} bits per weight,{" "}
           {(prediction.source_bytes / Math.max(1, prediction.output_bytes)).toFixed(2)}x smaller than {bytes(prediction.source_bytes)}),
-          computed from the quantization plan; about as much memory to hold them.
+          computed from the quantization plan.
+        </p>
+      )}
+      {prediction && !report && (
+        <p id="quantize-memory">
+          Chatting with it at {prediction.ctx} tokens of context takes about {bytes(prediction.memory_bytes)}{" "}
+          (estimate: {bytes(prediction.weights_bytes)} of weights as loaded, {bytes(prediction.kv_cache_bytes)} of KV cache,
+          the rest activations and tokenizer); {bytes(prediction.free_ram_bytes)} is available now
+          {prediction.memory_bytes > prediction.free_ram_bytes ? " — it will not fit." : "."}
         </p>
       )}
       {prediction && !report && prediction.warnings.map((w) => <p class="warning">{w}</p>)}

@@ -224,10 +224,13 @@ pub struct Prediction {
     /// Bytes of the output's tensors, exactly (the GGUF adds its metadata, mostly the
     /// vocabulary: a few MB).
     pub tensor_bytes: u64,
-    /// Bits per weight of the output's tensors.
+    /// Bits per weight of the output's tensors (NF4: of the quantized ones).
     pub bits_per_weight: f64,
     /// What [`quantize`] will warn about.
     pub warnings: Vec<String>,
+    /// Weight bytes the engine will hold once it loads the output (GGUF float tensors
+    /// become F32), the term [`crate::memory::estimate_with_weights`] needs.
+    pub resident_weight_bytes: u64,
 }
 
 /// Predicts what [`quantize`] of `src` to `to` writes.
@@ -235,17 +238,23 @@ pub fn predict(src: &Path, to: QuantType) -> Result<Prediction> {
     let source = Source::open(src)?;
     let config = Config::from_source(&source)?;
     let Plan { jobs, warnings, .. } = plan(&source, &config, to)?;
-    let (mut tensor_bytes, mut weights) = (0u64, 0u64);
+    let (mut tensor_bytes, mut weights, mut resident) = (0u64, 0u64, 0u64);
     for j in &jobs {
         let n = j.shape.iter().product::<usize>() as u64;
-        tensor_bytes += n / j.out.block_size() as u64 * j.out.type_size() as u64;
+        let bytes = n / j.out.block_size() as u64 * j.out.type_size() as u64;
+        tensor_bytes += bytes;
         weights += n;
+        resident += match j.out {
+            GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16 => n * 4,
+            _ => bytes,
+        };
     }
     Ok(Prediction {
         source_bytes: jobs.iter().map(|j| j.source_bytes).sum(),
         tensor_bytes,
         bits_per_weight: tensor_bytes as f64 * 8.0 / weights.max(1) as f64,
         warnings,
+        resident_weight_bytes: resident,
     })
 }
 

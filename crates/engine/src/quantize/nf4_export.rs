@@ -172,9 +172,9 @@ fn plan_tensors(
 }
 
 /// What [`export`] of `src` will write, from the same plan, before reading any
-/// weight: (source tensor bytes, output tensor bytes, bits per quantized weight).
-/// Exact up to the quant states' JSON, whose offset digits vary by a few bytes.
-pub fn predict(src: &Path, blocksize: usize, double_quant: bool) -> Result<(u64, u64, f64)> {
+/// weight. Exact up to the quant states' JSON, whose offset digits vary by a few
+/// bytes; `bits_per_weight` is of the quantized weights.
+pub fn predict(src: &Path, blocksize: usize, double_quant: bool) -> Result<super::Prediction> {
     let h = HfFolder::open(src)?;
     let infos = h.tensor_infos();
     let (plan, _) = plan_tensors(&h, &infos, blocksize, double_quant)?;
@@ -216,11 +216,28 @@ pub fn predict(src: &Path, blocksize: usize, double_quant: bool) -> Result<(u64,
         .filter(|(n, _, s)| quantized(n, s))
         .map(|(_, _, s)| s.iter().product::<usize>() as u64)
         .sum();
-    Ok((
-        source,
-        output,
-        quantized_out as f64 * 8.0 / quantized_weights.max(1) as f64,
-    ))
+    // The loader keeps NF4 codes packed with one f32 scale per block, other matrices
+    // as stored, and vectors in F32.
+    let resident: u64 = infos
+        .iter()
+        .map(|(n, d, s)| {
+            let count = s.iter().product::<usize>() as u64;
+            if quantized(n, s) {
+                count / 2 + count.div_ceil(blocksize as u64) * 4
+            } else if s.len() == 1 || d == "F32" {
+                count * 4
+            } else {
+                count * 2
+            }
+        })
+        .sum();
+    Ok(super::Prediction {
+        source_bytes: source,
+        tensor_bytes: output,
+        bits_per_weight: quantized_out as f64 * 8.0 / quantized_weights.max(1) as f64,
+        warnings: Vec::new(),
+        resident_weight_bytes: resident,
+    })
 }
 
 fn write(
