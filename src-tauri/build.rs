@@ -23,6 +23,9 @@ fn main() {
         "hub_discard",
         "hub_token_set",
         "hub_token_present",
+        "side_load",
+        "side_unload",
+        "side_send",
     ]);
     if let Err(e) = tauri_build::try_build(tauri_build::Attributes::new().app_manifest(manifest)) {
         eprintln!("tauri build step failed: {e:#}");

@@ -26,6 +26,7 @@ enum Request {
     },
     Reset,
     Restore(Vec<Message>),
+    Unload,
 }
 
 /// Handle to the worker thread.
@@ -105,6 +106,12 @@ impl ChatWorker {
     pub fn reset(&self) -> Result<(), String> {
         self.send(Request::Reset)
     }
+
+    /// Frees the model (the next turn is refused until another is loaded).
+    pub fn unload(&self) -> Result<(), String> {
+        self.stop();
+        self.send(Request::Unload)
+    }
 }
 
 fn serve(rx: Receiver<Request>, stop: Arc<AtomicBool>) {
@@ -141,6 +148,7 @@ fn serve(rx: Receiver<Request>, stop: Arc<AtomicBool>) {
                         }
                         Request::Reset => session.reset(),
                         Request::Restore(messages) => session.restore(messages),
+                        Request::Unload => break,
                         Request::Send {
                             user,
                             system,
@@ -182,7 +190,7 @@ fn serve(rx: Receiver<Request>, stop: Arc<AtomicBool>) {
             Request::Send { sink, .. } => sink(ChatEvent::Error {
                 message: "no model is loaded: pick one in the library first".into(),
             }),
-            Request::Reset | Request::Restore(_) => {}
+            Request::Reset | Request::Restore(_) | Request::Unload => {}
         }
     }
 }

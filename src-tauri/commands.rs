@@ -18,28 +18,50 @@ use unicorn_engine::info::{inspect, ModelInfo};
 use unicorn_engine::library::{Entry, Library};
 use unicorn_engine::template::Message;
 
-/// What the commands share: the chat worker and its history, running jobs, and the
+/// What the commands share: the chat workers and the history, running jobs, and the
 /// machine probe.
 pub struct AppState {
     /// Holds the loaded model and the conversation.
     pub chat: ChatWorker,
+    /// Side-by-side mode's second model, sent the same turns (its replies are shown
+    /// beside the first model's, not stored).
+    pub side: ChatWorker,
     /// Stored conversations (in the library database).
     pub history: History,
     /// Quantizations in flight.
     pub jobs: Jobs,
     system: Mutex<Option<sysinfo::System>>,
     bandwidth: std::sync::Arc<OnceLock<f64>>,
+    /// The app's data folder: the library database and quantized models.
+    data: PathBuf,
 }
 
 impl Default for AppState {
     fn default() -> Self {
+        Self::at(unicorn_engine::library::data_dir())
+    }
+}
+
+impl AppState {
+    /// State keeping its library and models in `data`.
+    pub fn at(data: PathBuf) -> Self {
         Self {
             chat: ChatWorker::new(),
-            history: History::new(library_db()),
+            side: ChatWorker::new(),
+            history: History::new(data.join("library.sqlite3")),
             jobs: Jobs::default(),
             system: Mutex::new(None),
             bandwidth: Default::default(),
+            data,
         }
+    }
+
+    fn library_db(&self) -> PathBuf {
+        self.data.join("library.sqlite3")
+    }
+
+    fn models_dir(&self) -> PathBuf {
+        self.data.join("models")
     }
 }
 
@@ -79,10 +101,6 @@ fn existing(path: &str) -> Result<PathBuf, CommandError> {
     Ok(p)
 }
 
-fn library_db() -> PathBuf {
-    unicorn_engine::library::data_dir().join("library.sqlite3")
-}
-
 /// Summary of a `.gguf` file: architecture, parameters, tensor types, layer pattern.
 #[tauri::command]
 pub fn model_info(path: String) -> Result<ModelInfo, CommandError> {
@@ -99,16 +117,16 @@ pub fn model_info(path: String) -> Result<ModelInfo, CommandError> {
 /// The model library the CLI also writes (`unicorn list`), after recording what the
 /// HF cache holds.
 #[tauri::command]
-pub fn library_list() -> Result<Vec<Entry>, CommandError> {
-    library_list_at(&unicorn_engine::library::data_dir().join("library.sqlite3"))
+pub fn library_list(state: State<'_, AppState>) -> Result<Vec<Entry>, CommandError> {
+    library_list_at(&state.library_db())
 }
 
 /// Adds a dropped or picked model (a `.gguf` file or an HF folder) to the library.
 /// The drop handler and the import button both come here; a file that is not a
 /// model is refused with the engine's reason, naming it.
 #[tauri::command]
-pub fn library_import(path: String) -> Result<Entry, CommandError> {
-    library_import_at(&library_db(), &path)
+pub fn library_import(path: String, state: State<'_, AppState>) -> Result<Entry, CommandError> {
+    library_import_at(&state.library_db(), &path)
 }
 
 pub(crate) fn library_import_at(db: &Path, path: &str) -> Result<Entry, CommandError> {
@@ -135,23 +153,42 @@ pub async fn chat_load(
     path: String,
     state: State<'_, AppState>,
 ) -> Result<LoadedSummary, CommandError> {
-    let p = existing(&path)?;
-    let (tx, rx) = std::sync::mpsc::channel();
-    // The worker does the loading; this task only waits for its answer.
-    state.chat.load_async(p, tx).map_err(CommandError::Engine)?;
-    let loaded = tauri::async_runtime::spawn_blocking(move || rx.recv())
-        .await
-        .map_err(|e| CommandError::Engine(e.to_string()))?
-        .map_err(|_| CommandError::Engine("the chat worker stopped".into()))?
-        .map_err(CommandError::Engine)?;
+    let loaded = load_into(&state.chat, &path).await?;
     state.history.loaded(&loaded.path);
     Ok(loaded)
 }
 
+/// Loads side-by-side mode's second model (replacing the one there).
+#[tauri::command]
+pub async fn side_load(
+    path: String,
+    state: State<'_, AppState>,
+) -> Result<LoadedSummary, CommandError> {
+    load_into(&state.side, &path).await
+}
+
+/// Leaves side-by-side mode, freeing its model.
+#[tauri::command]
+pub fn side_unload(state: State<'_, AppState>) -> Result<(), CommandError> {
+    state.side.unload().map_err(CommandError::Engine)
+}
+
+async fn load_into(worker: &ChatWorker, path: &str) -> Result<LoadedSummary, CommandError> {
+    let p = existing(path)?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    // The worker does the loading; this task only waits for its answer.
+    worker.load_async(p, tx).map_err(CommandError::Engine)?;
+    tauri::async_runtime::spawn_blocking(move || rx.recv())
+        .await
+        .map_err(|e| CommandError::Engine(e.to_string()))?
+        .map_err(|_| CommandError::Engine("the chat worker stopped".into()))?
+        .map_err(CommandError::Engine)
+}
+
 /// Stored conversations, newest first.
 #[tauri::command]
-pub fn chat_list() -> Result<Vec<ChatRecord>, CommandError> {
-    Library::open(&library_db())
+pub fn chat_list(state: State<'_, AppState>) -> Result<Vec<ChatRecord>, CommandError> {
+    Library::open(&state.library_db())
         .and_then(|l| l.chats())
         .map_err(|e| CommandError::Engine(e.to_string()))
 }
@@ -161,23 +198,24 @@ pub fn chat_list() -> Result<Vec<ChatRecord>, CommandError> {
 #[tauri::command]
 pub async fn chat_open(id: i64, state: State<'_, AppState>) -> Result<OpenedChat, CommandError> {
     let engine = |e: unicorn_engine::Error| CommandError::Engine(e.to_string());
-    let (model, messages) = Library::open(&library_db())
+    let (model, messages) = Library::open(&state.library_db())
         .and_then(|l| l.chat(id))
         .map_err(engine)?
         .ok_or_else(|| CommandError::Invalid(format!("no stored chat {id}")))?;
     let loaded = chat_load(model, state.clone()).await?;
+    let history: Vec<Message> = messages
+        .iter()
+        .map(|m| Message {
+            role: m.role.clone(),
+            content: m.content.clone(),
+        })
+        .collect();
+    // A side model continues from the same history.
     state
-        .chat
-        .restore(
-            messages
-                .iter()
-                .map(|m| Message {
-                    role: m.role.clone(),
-                    content: m.content.clone(),
-                })
-                .collect(),
-        )
+        .side
+        .restore(history.clone())
         .map_err(CommandError::Engine)?;
+    state.chat.restore(history).map_err(CommandError::Engine)?;
     state.history.continue_chat(id);
     Ok(OpenedChat { loaded, messages })
 }
@@ -186,7 +224,7 @@ pub async fn chat_open(id: i64, state: State<'_, AppState>) -> Result<OpenedChat
 #[tauri::command]
 pub fn chat_delete(id: i64, state: State<'_, AppState>) -> Result<bool, CommandError> {
     state.history.forget(id);
-    Library::open(&library_db())
+    Library::open(&state.library_db())
         .and_then(|l| l.chat_delete(id))
         .map_err(|e| CommandError::Engine(e.to_string()))
 }
@@ -200,6 +238,38 @@ pub fn chat_send(
     on_event: Channel<ChatEvent>,
     state: State<'_, AppState>,
 ) -> Result<(), CommandError> {
+    check_turn(&text, &settings)?;
+    let id = state
+        .history
+        .begin(system.as_deref(), &text)
+        .map_err(CommandError::Engine)?;
+    let sink = state.history.storing(id, to_channel(on_event));
+    state
+        .chat
+        .say(text, system, settings, sink)
+        .map_err(CommandError::Engine)
+}
+
+/// Sends the same turn to the side model. The front end sends it after the first
+/// model's reply is done: run together, the two would share the cores and neither
+/// speed would be the model's own.
+#[tauri::command]
+pub fn side_send(
+    text: String,
+    system: Option<String>,
+    settings: ChatSettings,
+    on_event: Channel<ChatEvent>,
+    state: State<'_, AppState>,
+) -> Result<(), CommandError> {
+    check_turn(&text, &settings)?;
+    state
+        .side
+        .say(text, system, settings, to_channel(on_event))
+        .map_err(CommandError::Engine)
+}
+
+/// A turn the workers accept, or why not.
+fn check_turn(text: &str, settings: &ChatSettings) -> Result<(), CommandError> {
     if text.trim().is_empty() {
         return Err(CommandError::Invalid("the message is empty".into()));
     }
@@ -213,27 +283,21 @@ pub fn chat_send(
             "sampling: temperature 0-5, top-p 0-1, max tokens 1-1048576".into(),
         ));
     }
-    let id = state
-        .history
-        .begin(system.as_deref(), &text)
-        .map_err(CommandError::Engine)?;
-    let sink = state.history.storing(id, to_channel(on_event));
-    state
-        .chat
-        .say(text, system, settings, sink)
-        .map_err(CommandError::Engine)
+    Ok(())
 }
 
-/// Stops the reply being generated.
+/// Stops the replies being generated (both models').
 #[tauri::command]
 pub fn chat_stop(state: State<'_, AppState>) {
     state.chat.stop();
+    state.side.stop();
 }
 
-/// Starts a new conversation with the loaded model.
+/// Starts a new conversation with the loaded model (and the side model).
 #[tauri::command]
 pub fn chat_reset(state: State<'_, AppState>) -> Result<(), CommandError> {
     state.history.reset();
+    state.side.reset().map_err(CommandError::Engine)?;
     state.chat.reset().map_err(CommandError::Engine)
 }
 
@@ -246,9 +310,8 @@ pub fn quantize_start(
     on_event: Channel<QuantizeEvent>,
     state: State<'_, AppState>,
 ) -> Result<u64, CommandError> {
-    let models = unicorn_engine::library::data_dir().join("models");
-    let job =
-        QuantizeJob::new(&source, &to, &models, library_db()).map_err(CommandError::Invalid)?;
+    let job = QuantizeJob::new(&source, &to, &state.models_dir(), state.library_db())
+        .map_err(CommandError::Invalid)?;
     Ok(state.jobs.quantize(job, to_channel(on_event)))
 }
 
@@ -334,9 +397,13 @@ pub async fn hub_pull(
         .await
         .map_err(|e| CommandError::Engine(e.to_string()))?
         .map_err(|e| CommandError::Engine(e.to_string()))?;
-    Ok(state
-        .jobs
-        .pull(hub, listing, revision, library_db(), to_channel(on_event)))
+    Ok(state.jobs.pull(
+        hub,
+        listing,
+        revision,
+        state.library_db(),
+        to_channel(on_event),
+    ))
 }
 
 /// Deletes what a paused pull of `repo` left for resuming; returns the bytes freed.
@@ -372,10 +439,10 @@ pub fn hub_token_present() -> bool {
 pub async fn quantize_predict(
     source: String,
     to: String,
+    state: State<'_, AppState>,
 ) -> Result<QuantizePrediction, CommandError> {
-    let models = unicorn_engine::library::data_dir().join("models");
-    let job =
-        QuantizeJob::new(&source, &to, &models, library_db()).map_err(CommandError::Invalid)?;
+    let job = QuantizeJob::new(&source, &to, &state.models_dir(), state.library_db())
+        .map_err(CommandError::Invalid)?;
     tauri::async_runtime::spawn_blocking(move || job.predict())
         .await
         .map_err(|e| CommandError::Engine(e.to_string()))?

@@ -7,9 +7,17 @@ mod commands;
 mod events;
 mod jobs;
 
-fn main() {
-    let result = tauri::Builder::default()
-        .manage(commands::AppState::default())
+#[cfg(test)]
+mod ipc_tests;
+
+/// The app's state and commands on any runtime: `main` runs them in a window, the
+/// IPC tests on Tauri's mock runtime.
+fn app<R: tauri::Runtime>(
+    builder: tauri::Builder<R>,
+    state: commands::AppState,
+) -> tauri::Builder<R> {
+    builder
+        .manage(state)
         .invoke_handler(tauri::generate_handler![
             commands::model_info,
             commands::demo_model_path,
@@ -22,6 +30,9 @@ fn main() {
             commands::chat_list,
             commands::chat_open,
             commands::chat_delete,
+            commands::side_load,
+            commands::side_unload,
+            commands::side_send,
             commands::quantize_start,
             commands::quantize_predict,
             commands::compare_start,
@@ -33,6 +44,10 @@ fn main() {
             commands::hub_token_set,
             commands::hub_token_present
         ])
+}
+
+fn main() {
+    let result = app(tauri::Builder::default(), commands::AppState::default())
         .run(tauri::generate_context!());
     if let Err(e) = result {
         eprintln!("error: Unicorn could not start: {e}");

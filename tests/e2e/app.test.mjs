@@ -97,6 +97,38 @@ test("quantize: the demo model folder to Q8_0, with the report", async () => {
   await shot("quantize");
 });
 
+test("side by side: the same prompt to the Q8_0 model and its BF16 source", async () => {
+  await driver.findElement(By.id("tab-chat")).click();
+  // Preact renders option labels as several text nodes: match the whole string value.
+  const choose = async (select, suffix) => {
+    const options = await Promise.all((await select.findElements(By.css("option"))).map((o) => o.getText()));
+    const label = options.find((o) => o.endsWith(suffix));
+    assert.ok(label, `${suffix} is offered: ${options}`);
+    await select.findElement(By.xpath(`.//option[normalize-space(.)='${label}']`)).click();
+  };
+  await choose(await wait(until.elementLocated(By.id("chat-model")), 10), "(Q8_0)");
+  await wait(until.elementTextContains(await driver.findElement(By.id("chat-status")), "loaded in"), 60);
+  await driver.findElement(By.css("#chat details summary")).click();
+  await type("#temperature", "0");
+  await (await wait(until.elementLocated(By.id("side-by-side")), 10)).click();
+  await choose(await wait(until.elementLocated(By.id("side-model")), 10), "(BF16)");
+  await wait(until.elementTextContains(await driver.findElement(By.id("side-status")), "loaded in"), 60);
+  await type("#prompt", "What is the capital of France?");
+  await driver.findElement(By.id("send")).click();
+  // The side model answers after the first: wait for its figures.
+  const speed = await wait(until.elementLocated(By.css("#side-messages .msg.assistant .tok-s")), 180);
+  assert.match(await speed.getText(), /^\d+\.\d tok\/s$/);
+  const main = await driver.findElement(By.css("#main-messages .msg.assistant .text")).getText();
+  const side = await driver.findElement(By.css("#side-messages .msg.assistant .text")).getText();
+  assert.match(main, /Paris/);
+  assert.match(side, /Paris/);
+  const mainSpeed = await driver.findElement(By.css("#main-messages .msg.assistant .tok-s")).getText();
+  console.log(`side by side: Q8_0 ${mainSpeed}, BF16 ${await speed.getText()}`);
+  await shot("side-by-side");
+  await driver.findElement(By.id("side-by-side")).click();
+  await wait(async () => (await driver.findElements(By.id("side-messages"))).length === 0, 10);
+});
+
 test("dashboard: live machine figures and the reply's speed", async () => {
   await driver.findElement(By.id("tab-dashboard")).click();
   await wait(until.elementLocated(By.id("cpu-chart")));

@@ -30,6 +30,13 @@ export const api = {
     ch.onmessage = onEvent;
     return invoke<void>("chat_send", { text, system, settings, onEvent: ch });
   },
+  sideLoad: (path: string) => invoke<LoadedSummary>("side_load", { path }),
+  sideUnload: () => invoke<void>("side_unload"),
+  sideSend(text: string, system: string | null, settings: ChatSettings, onEvent: (e: ChatEvent) => void) {
+    const ch = new Channel<ChatEvent>();
+    ch.onmessage = onEvent;
+    return invoke<void>("side_send", { text, system, settings, onEvent: ch });
+  },
   chatStop: () => invoke<void>("chat_stop"),
   chatReset: () => invoke<void>("chat_reset"),
   chatList: () => invoke<ChatRecord[]>("chat_list"),

@@ -1,14 +1,79 @@
 // Streaming chat with the loaded model: multi-turn on the worker's KV cache, stop,
-// system prompt, sampling, and each reply's measured TTFT and speed.
+// system prompt, sampling, and each reply's measured TTFT and speed. Side by side,
+// each turn also goes to a second model (typically the quantization's source) once
+// the first has answered: run together they would share the cores, and neither
+// measured speed would be the model's own.
 import { useEffect, useRef, useState } from "preact/hooks";
 import { api, errorText } from "../api";
+import type { ChatEvent } from "../bindings/ChatEvent";
 import type { ChatRecord } from "../bindings/ChatRecord";
+import type { ChatSettings } from "../bindings/ChatSettings";
+import type { LoadedSummary } from "../bindings/LoadedSummary";
 import type { Stats } from "../bindings/Stats";
 import { baseName, tokS } from "../format";
 import { renderMarkdown } from "../markdown";
 import { library, loaded, replies, selected } from "../store";
 
 type Turn = { role: "user" | "assistant"; text: string; stats?: Stats; stop?: string; error?: string };
+type Sender = (text: string, system: string | null, settings: ChatSettings, onEvent: (e: ChatEvent) => void) => Promise<void>;
+type Setter = (f: (t: Turn[]) => Turn[]) => void;
+
+/** Streams one reply into the last turn of `setTurns`; resolves with its figures. */
+function stream(sender: Sender, text: string, system: string | null, settings: ChatSettings, setTurns: Setter): Promise<Stats | null> {
+  const update = (f: (a: Turn) => Turn) => setTurns((t) => [...t.slice(0, -1), f(t[t.length - 1])]);
+  // Tokens are shown in batches at most every 50 ms: re-rendering the Markdown on
+  // every token costs the CPU the model needs (measured 4x slower decode on 2 cores).
+  let pending = "";
+  let timer: ReturnType<typeof setTimeout> | null = null;
+  const flush = () => {
+    timer = null;
+    const chunk = pending;
+    pending = "";
+    if (chunk) update((a) => ({ ...a, text: a.text + chunk }));
+  };
+  return new Promise((resolve) => {
+    sender(text, system, settings, (e) => {
+      if (e.event === "token") {
+        pending += e.text;
+        timer ??= setTimeout(flush, 50);
+        return;
+      }
+      if (timer) clearTimeout(timer);
+      flush();
+      if (e.event === "done") {
+        update((a) => ({ ...a, stats: e.stats, stop: e.stop_reason }));
+        resolve(e.stats);
+      } else {
+        update((a) => ({ ...a, error: e.message }));
+        resolve(null);
+      }
+    }).catch((err) => {
+      update((a) => ({ ...a, error: errorText(err) }));
+      resolve(null);
+    });
+  });
+}
+
+function Messages({ id, turns }: { id: string; turns: Turn[] }) {
+  return (
+    <div class="messages" id={id}>
+      {turns.map((t) => (
+        <div class={`msg ${t.role}`}>
+          {t.role === "assistant"
+            ? <div class="text" dangerouslySetInnerHTML={{ __html: renderMarkdown(t.text) }} />
+            : <div class="text">{t.text}</div>}
+          {t.error && <p class="error">{t.error}</p>}
+          {t.stats && (
+            <div class="stats">
+              TTFT {t.stats.ttft_ms.toFixed(0)} ms · <span class="tok-s">{tokS(t.stats.decode_tok_s)}</span> · {t.stats.generated_tokens} tokens
+              {t.stop === "cancelled" ? " · stopped" : ""}
+            </div>
+          )}
+        </div>
+      ))}
+    </div>
+  );
+}
 
 export function Chat() {
   const [turns, setTurns] = useState<Turn[]>([]);
@@ -21,6 +86,10 @@ export function Chat() {
   const [topP, setTopP] = useState("");
   const [maxTokens, setMaxTokens] = useState("512");
   const [history, setHistory] = useState<ChatRecord[]>([]);
+  const [sideBySide, setSideBySide] = useState(false);
+  const [side, setSide] = useState<LoadedSummary | null>(null);
+  const [sideTurns, setSideTurns] = useState<Turn[]>([]);
+  const [sideLoading, setSideLoading] = useState(false);
   const end = useRef<HTMLDivElement>(null);
   const refreshHistory = () => api.chatList().then(setHistory, () => {});
   useEffect(() => void refreshHistory(), []);
@@ -33,11 +102,15 @@ export function Chat() {
       loaded.value = opened.loaded;
       selected.value = opened.loaded.path;
       setSystem(opened.messages.find((m) => m.role === "system")?.content ?? "");
-      setTurns(opened.messages.filter((m) => m.role !== "system").map((m) => ({
+      const stored: Turn[] = opened.messages.filter((m) => m.role !== "system").map((m) => ({
         role: m.role === "user" ? "user" : "assistant",
         text: m.content,
         stats: m.stats ?? undefined,
-      })));
+      }));
+      setTurns(stored);
+      // The side model continues from the same stored history (without the figures,
+      // which were the first model's).
+      setSideTurns(side ? stored.map((t) => ({ ...t, stats: undefined })) : []);
     } catch (e) {
       setError(errorText(e));
     } finally {
@@ -52,6 +125,7 @@ export function Chat() {
     try {
       loaded.value = await api.chatLoad(path);
       setTurns([]);
+      setSideTurns([]);
     } catch (e) {
       setError(errorText(e));
     } finally {
@@ -62,53 +136,51 @@ export function Chat() {
   useEffect(() => {
     if (model && loaded.value?.path !== model) void load(model);
   }, [model]);
-  useEffect(() => end.current?.scrollIntoView?.({ block: "end" }), [turns]);
+  useEffect(() => end.current?.scrollIntoView?.({ block: "end" }), [turns, sideTurns]);
 
   const num = (s: string) => (s.trim() === "" ? null : Number(s));
+
+  async function loadSide(path: string) {
+    setSideLoading(true);
+    setError("");
+    try {
+      setSide(await api.sideLoad(path));
+      setSideTurns([]);
+      // The side model starts afresh: so must the first, to answer the same prompts.
+      await api.chatReset();
+      setTurns([]);
+    } catch (e) {
+      setError(errorText(e));
+    } finally {
+      setSideLoading(false);
+    }
+  }
+
+  async function toggleSide(on: boolean) {
+    setSideBySide(on);
+    if (!on && side) {
+      await api.sideUnload();
+      setSide(null);
+      setSideTurns([]);
+    }
+  }
 
   async function send() {
     const text = input.trim();
     if (!text || busy) return;
     setInput("");
     setBusy(true);
-    setTurns((t) => [...t, { role: "user", text }, { role: "assistant", text: "" }]);
-    const update = (f: (a: Turn) => Turn) =>
-      setTurns((t) => [...t.slice(0, -1), f(t[t.length - 1])]);
-    // Tokens are shown in batches at most every 50 ms: re-rendering the Markdown on
-    // every token costs the CPU the model needs (measured 4x slower decode on 2 cores).
-    let pending = "";
-    let timer: ReturnType<typeof setTimeout> | null = null;
-    const flush = () => {
-      timer = null;
-      const text = pending;
-      pending = "";
-      if (text) update((a) => ({ ...a, text: a.text + text }));
-    };
-    try {
-      await api.chatSend(text, system || null,
-        { temperature: num(temperature), top_p: num(topP), top_k: null, max_tokens: num(maxTokens), seed: null },
-        (e) => {
-          if (e.event === "token") {
-            pending += e.text;
-            timer ??= setTimeout(flush, 50);
-            return;
-          }
-          if (timer) clearTimeout(timer);
-          flush();
-          if (e.event === "done") {
-            update((a) => ({ ...a, stats: e.stats, stop: e.stop_reason }));
-            replies.value = [...replies.value, { at: Date.now(), stats: e.stats }];
-            setBusy(false);
-            void refreshHistory();
-          } else {
-            update((a) => ({ ...a, error: e.message }));
-            setBusy(false);
-          }
-        });
-    } catch (e) {
-      update((a) => ({ ...a, error: errorText(e) }));
-      setBusy(false);
+    const settings: ChatSettings = { temperature: num(temperature), top_p: num(topP), top_k: null, max_tokens: num(maxTokens), seed: null };
+    const ask = (t: Turn[]) => [...t, { role: "user", text } as Turn, { role: "assistant", text: "" } as Turn];
+    setTurns(ask);
+    const stats = await stream(api.chatSend, text, system || null, settings, setTurns);
+    if (stats) replies.value = [...replies.value, { at: Date.now(), stats }];
+    void refreshHistory();
+    if (side) {
+      setSideTurns(ask);
+      await stream(api.sideSend, text, system || null, settings, setSideTurns);
     }
+    setBusy(false);
   }
 
   return (
@@ -124,7 +196,7 @@ export function Chat() {
         <span id="chat-status" class="hint">
           {loading ? "Loading…" : loaded.value ? `${loaded.value.architecture}, loaded in ${loaded.value.load_ms.toFixed(0)} ms${loaded.value.has_chat_template ? "" : " — no chat template: plain completion"}` : "No model loaded"}
         </span>
-        <button id="new-chat" onClick={async () => { await api.chatReset(); setTurns([]); }} disabled={busy || !loaded.value}>New chat</button>
+        <button id="new-chat" onClick={async () => { await api.chatReset(); setTurns([]); setSideTurns([]); }} disabled={busy || !loaded.value}>New chat</button>
       </div>
       <details>
         <summary>System prompt and sampling</summary>
@@ -136,6 +208,20 @@ export function Chat() {
           <label>max tokens <input id="max-tokens" size={5} value={maxTokens} onInput={(e) => setMaxTokens((e.target as HTMLInputElement).value)} /></label>
         </div>
       </details>
+      <div class="row">
+        <label><input id="side-by-side" type="checkbox" checked={sideBySide} disabled={busy}
+          onChange={(e) => void toggleSide((e.target as HTMLInputElement).checked)} /> Side by side with</label>
+        {sideBySide && (
+          <select id="side-model" value={side?.path ?? ""} disabled={busy || sideLoading}
+            onChange={(e) => void loadSide((e.target as HTMLSelectElement).value)}>
+            <option value="" disabled>Pick a second model…</option>
+            {library.value.filter((m) => m.present).map((m) => (
+              <option value={m.path}>{m.repo ?? baseName(m.path)} ({m.quantization})</option>
+            ))}
+          </select>
+        )}
+        {sideBySide && <span id="side-status" class="hint">{sideLoading ? "Loading…" : side ? `${side.architecture}, loaded in ${side.load_ms.toFixed(0)} ms; each turn goes to it after the first model answers` : ""}</span>}
+      </div>
       {history.length > 0 && (
         <details id="history">
           <summary>Previous chats ({history.length})</summary>
@@ -151,23 +237,15 @@ export function Chat() {
         </details>
       )}
       {error && <p class="error">{error}</p>}
-      <div class="messages">
-        {turns.map((t) => (
-          <div class={`msg ${t.role}`}>
-            {t.role === "assistant"
-              ? <div class="text" dangerouslySetInnerHTML={{ __html: renderMarkdown(t.text) }} />
-              : <div class="text">{t.text}</div>}
-            {t.error && <p class="error">{t.error}</p>}
-            {t.stats && (
-              <div class="stats">
-                TTFT {t.stats.ttft_ms.toFixed(0)} ms · <span class="tok-s">{tokS(t.stats.decode_tok_s)}</span> · {t.stats.generated_tokens} tokens
-                {t.stop === "cancelled" ? " · stopped" : ""}
-              </div>
-            )}
+      {side
+        ? (
+          <div class="side-by-side">
+            <div><h3>{baseName(loaded.value?.path ?? "")}</h3><Messages id="main-messages" turns={turns} /></div>
+            <div><h3>{baseName(side.path)}</h3><Messages id="side-messages" turns={sideTurns} /></div>
           </div>
-        ))}
-        <div ref={end} />
-      </div>
+        )
+        : <Messages id="main-messages" turns={turns} />}
+      <div ref={end} />
       <form class="row composer" onSubmit={(e) => { e.preventDefault(); void send(); }}>
         <textarea id="prompt" placeholder={loaded.value ? "Message" : "Load a model first"} value={input}
           onInput={(e) => setInput((e.target as HTMLTextAreaElement).value)}

@@ -1,0 +1,217 @@
+//! The commands through Tauri's IPC on its mock runtime, with the app's real
+//! configuration: argument names as the front end sends them, the capability file's
+//! permissions (a command missing from it is refused), results and errors as JSON,
+//! and job events through channels.
+
+use crate::commands::AppState;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+use tauri::ipc::{CallbackFn, InvokeBody, InvokeResponseBody};
+use tauri::test::{mock_builder, MockRuntime, INVOKE_KEY};
+use tauri::webview::InvokeRequest;
+use tauri::WebviewWindow;
+
+/// Channel messages by channel id, as the front end's `Channel` would get them.
+#[derive(Default)]
+struct Inbox {
+    messages: Mutex<HashMap<u32, Vec<Value>>>,
+    arrived: Condvar,
+}
+
+impl Inbox {
+    /// Messages of channel `id` until one satisfies `last` (or a timeout fails the test).
+    fn until(&self, id: u32, last: impl Fn(&Value) -> bool) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(300);
+        let mut m = self.messages.lock().unwrap();
+        loop {
+            if let Some(v) = m.get(&id) {
+                if v.iter().any(&last) {
+                    return v.clone();
+                }
+            }
+            let left = deadline
+                .checked_duration_since(Instant::now())
+                .expect("channel message within 300 s");
+            m = self.arrived.wait_timeout(m, left).unwrap().0;
+        }
+    }
+}
+
+struct Ipc {
+    window: WebviewWindow<MockRuntime>,
+    inbox: Arc<Inbox>,
+    next_channel: u32,
+}
+
+impl Ipc {
+    fn new(data: PathBuf) -> Self {
+        let inbox = Arc::new(Inbox::default());
+        let sink = inbox.clone();
+        let builder = mock_builder().channel_interceptor(move |_, callback, _, body| {
+            let value = match body {
+                InvokeResponseBody::Json(s) => serde_json::from_str(s).unwrap_or(Value::Null),
+                InvokeResponseBody::Raw(_) => Value::Null,
+            };
+            let mut m = sink.messages.lock().unwrap();
+            m.entry(callback.0).or_default().push(value);
+            sink.arrived.notify_all();
+            true
+        });
+        let app = crate::app(builder, AppState::at(data))
+            .build(tauri::generate_context!())
+            .expect("the app builds on the mock runtime");
+        let window = tauri::WebviewWindowBuilder::new(&app, "main", Default::default())
+            .build()
+            .expect("the main window");
+        // The app must outlive the window's requests.
+        std::mem::forget(app);
+        Self {
+            window,
+            inbox,
+            next_channel: 1000,
+        }
+    }
+
+    fn invoke(&self, cmd: &str, args: Value) -> Result<Value, Value> {
+        let request = InvokeRequest {
+            cmd: cmd.into(),
+            callback: CallbackFn(0),
+            error: CallbackFn(1),
+            url: "tauri://localhost".parse().unwrap(),
+            body: InvokeBody::Json(args),
+            headers: Default::default(),
+            invoke_key: INVOKE_KEY.to_string(),
+        };
+        tauri::test::get_ipc_response(&self.window, request)
+            .map(|b| b.deserialize::<Value>().unwrap())
+    }
+
+    /// A channel argument, as `new Channel()` passes one.
+    fn channel(&mut self) -> (u32, Value) {
+        self.next_channel += 1;
+        let id = self.next_channel;
+        (id, json!(format!("__CHANNEL__:{id}")))
+    }
+}
+
+fn demo() -> String {
+    crate::commands::demo_model_path().expect("demo model missing: run scripts/fetch-test-models")
+}
+
+/// The chat reply on channel `id`: its text and its final event.
+fn reply(ipc: &Ipc, id: u32) -> (String, Value) {
+    let events = ipc.inbox.until(id, |e| e["event"] != "token");
+    let text = events
+        .iter()
+        .filter(|e| e["event"] == "token")
+        .map(|e| e["text"].as_str().unwrap())
+        .collect();
+    (text, events.last().unwrap().clone())
+}
+
+/// Every command build.rs declares is registered and granted by the capability
+/// file: none is refused by the ACL or unknown to the handler.
+#[test]
+fn every_declared_command_is_granted_and_registered() {
+    let data = std::env::temp_dir().join(format!("unicorn-ipc-acl-{}", std::process::id()));
+    let ipc = Ipc::new(data.clone());
+    let build = include_str!("build.rs");
+    let list = &build[build.find(".commands(&[").unwrap()..];
+    let list = &list[..list.find("])").unwrap()];
+    let names: Vec<&str> = list.split('"').skip(1).step_by(2).collect();
+    assert!(names.len() >= 20, "{names:?}");
+    for name in names {
+        // Arguments are left out: commands that need them refuse, and that is enough.
+        if let Err(e) = ipc.invoke(name, json!({})) {
+            let e = e.to_string();
+            assert!(
+                !e.contains("not allowed") && !e.contains("not found"),
+                "{name}: {e}"
+            );
+        }
+    }
+    assert!(ipc
+        .invoke("plugin:shell|execute", json!({}))
+        .is_err_and(|e| e.to_string().contains("not")));
+    std::fs::remove_dir_all(&data).ok();
+}
+
+/// The chat view's calls: import, load, a streamed reply stored in the history, the
+/// same turn to a side model (not stored), unload; and errors as `{kind, message}`.
+#[test]
+fn chat_and_side_by_side_through_the_ipc() {
+    let data = std::env::temp_dir().join(format!("unicorn-ipc-chat-{}", std::process::id()));
+    std::fs::remove_dir_all(&data).ok();
+    let mut ipc = Ipc::new(data.clone());
+
+    let e = ipc
+        .invoke("library_import", json!({ "path": "model.gguf" }))
+        .unwrap_err();
+    assert_eq!(e["kind"], "invalid");
+    assert!(e["message"].as_str().unwrap().contains("absolute"), "{e}");
+    let entry = ipc
+        .invoke("library_import", json!({ "path": demo() }))
+        .unwrap();
+    assert_eq!(entry["architecture"], "llama");
+    let listed = ipc.invoke("library_list", json!({})).unwrap();
+    assert!(listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|m| m["path"] == demo().as_str()));
+
+    let loaded = ipc.invoke("chat_load", json!({ "path": demo() })).unwrap();
+    assert_eq!(loaded["has_chat_template"], true);
+    ipc.invoke("side_load", json!({ "path": demo() })).unwrap();
+
+    let settings = json!({ "temperature": 0.0, "max_tokens": 24 });
+    let turn = |ipc: &mut Ipc, cmd: &str| {
+        let (id, ch) = ipc.channel();
+        ipc.invoke(
+            cmd,
+            json!({ "text": "What is the capital of France?", "system": null,
+                    "settings": settings, "onEvent": ch }),
+        )
+        .unwrap();
+        reply(ipc, id)
+    };
+    let (main_text, done) = turn(&mut ipc, "chat_send");
+    assert!(main_text.contains("Paris"), "{main_text}");
+    assert_eq!(done["event"], "done");
+    assert!(done["stats"]["decode_tok_s"].as_f64().unwrap() > 0.0);
+    let (side_text, done) = turn(&mut ipc, "side_send");
+    assert_eq!(
+        side_text, main_text,
+        "the same model, greedy, gives the same reply"
+    );
+    assert_eq!(done["event"], "done");
+
+    let chats = ipc.invoke("chat_list", json!({})).unwrap();
+    assert_eq!(chats.as_array().unwrap().len(), 1, "{chats}");
+    assert_eq!(chats[0]["messages"], 2, "the side reply is not stored");
+
+    ipc.invoke("side_unload", json!({})).unwrap();
+    let (_, refused) = turn(&mut ipc, "side_send");
+    assert_eq!(refused["event"], "error");
+    assert!(refused["message"].as_str().unwrap().contains("no model"));
+
+    let e = ipc
+        .invoke(
+            "chat_send",
+            json!({ "text": " ", "system": null, "settings": {}, "onEvent": "__CHANNEL__:1" }),
+        )
+        .unwrap_err();
+    assert_eq!(e["message"], "the message is empty");
+
+    let p = ipc
+        .invoke(
+            "quantize_predict",
+            json!({ "source": demo(), "to": "Q8_0" }),
+        )
+        .unwrap();
+    assert!(p["memory_bytes"].as_u64().unwrap() > p["weights_bytes"].as_u64().unwrap());
+    std::fs::remove_dir_all(&data).ok();
+}
