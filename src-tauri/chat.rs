@@ -123,7 +123,12 @@ fn serve(rx: Receiver<Request>, stop: Arc<AtomicBool>) {
         match request {
             Request::Load { path, reply } => {
                 let t0 = std::time::Instant::now();
-                let model = match LoadedModel::load(&path, &LoadOptions::default()) {
+                let loaded = LoadedModel::load(&path, &LoadOptions::default()).and_then(|m| {
+                    let info = unicorn_engine::info::inspect(&path, Some(1))?;
+                    let q = unicorn_engine::library::quantization_of(&path, &info)?;
+                    Ok((m, info, q))
+                });
+                let (model, info, quantization) = match loaded {
                     Ok(m) => m,
                     Err(e) => {
                         let _ = reply.send(Err(e.to_string()));
@@ -134,6 +139,10 @@ fn serve(rx: Receiver<Request>, stop: Arc<AtomicBool>) {
                     path: path.display().to_string(),
                     architecture: model.config().architecture().to_string(),
                     weights_bytes: model.model().weight_bytes().total as u64,
+                    parameters: info.parameters,
+                    quantization,
+                    bits_per_weight: info.bits_per_weight,
+                    file_bytes: info.file_bytes,
                     context_length: model.config().context_length(),
                     has_chat_template: model.has_chat_template(),
                     load_ms: t0.elapsed().as_secs_f64() * 1e3,
@@ -372,6 +381,11 @@ mod tests {
         let s = load(&w, demo()).unwrap();
         assert_eq!(s.architecture, "llama");
         assert!(s.has_chat_template && s.weights_bytes > 50 << 20);
+        assert_eq!(s.quantization, "Q4_1");
+        assert!(
+            (4.5..6.0).contains(&s.bits_per_weight) && s.parameters > 100_000_000,
+            "{s:?}"
+        );
 
         let (text, done) = reply(&say(&w, "What is the capital of France?", 24));
         assert!(text.contains("Paris"), "{text}");

@@ -258,6 +258,16 @@ pub struct LoadedSummary {
     /// Bytes of weights in memory.
     #[ts(type = "number")]
     pub weights_bytes: u64,
+    /// Number of weights.
+    #[ts(type = "number")]
+    pub parameters: u64,
+    /// `Q4_K_M`, `BF16`, `NF4`, ...
+    pub quantization: String,
+    /// Bits per weight of the stored tensors.
+    pub bits_per_weight: f64,
+    /// Size on disk.
+    #[ts(type = "number")]
+    pub file_bytes: u64,
     /// Context length in tokens.
     pub context_length: usize,
     /// Whether it has a chat template (otherwise plain completion).

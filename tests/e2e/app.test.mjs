@@ -136,5 +136,8 @@ test("dashboard: live machine figures and the reply's speed", async () => {
   const ram = await wait(until.elementLocated(By.id("ram")), 30);
   assert.match(await ram.getText(), /RAM .*iB \/ .*iB/);
   await wait(until.elementLocated(By.id("roofline")), 30);
+  // The model loaded last (side by side) is the Q8_0 quantization.
+  const compression = await driver.findElement(By.id("compression")).getText();
+  assert.match(compression, /Q8_0, 8\.\d\d bits per weight: 1\.\d\dx smaller than 16-bit/);
   await shot("dashboard");
 });

@@ -178,16 +178,7 @@ impl Library {
             source: e,
         })?;
         let info = inspect(&model, Some(1))?;
-        let quantization = if info.format == "gguf" {
-            crate::gguf::GgufFile::open(&model)?
-                .u64_opt("general.file_type")?
-                .and_then(file_type_name)
-                .map(str::to_string)
-        } else {
-            None
-        }
-        .or_else(|| info.tensor_types.first().map(|t| t.r#type.clone()))
-        .unwrap_or_default();
+        let quantization = quantization_of(&model, &info)?;
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)
@@ -307,6 +298,22 @@ fn row_to_entry(r: &rusqlite::Row<'_>) -> rusqlite::Result<Entry> {
         parameters: r.get::<_, i64>(7)? as u64,
         added_at: r.get(8)?,
     })
+}
+
+/// The name users know a model's quantization by: a GGUF's file type (`Q4_K_M`), else
+/// the type holding the most weights (`BF16`, `NF4`).
+pub fn quantization_of(model: &Path, info: &crate::info::ModelInfo) -> Result<String> {
+    let named = if info.format == "gguf" {
+        crate::gguf::GgufFile::open(model)?
+            .u64_opt("general.file_type")?
+            .and_then(file_type_name)
+            .map(str::to_string)
+    } else {
+        None
+    };
+    Ok(named
+        .or_else(|| info.tensor_types.first().map(|t| t.r#type.clone()))
+        .unwrap_or_default())
 }
 
 #[cfg(test)]

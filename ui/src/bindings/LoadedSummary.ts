@@ -17,6 +17,22 @@ architecture: string,
  */
 weights_bytes: number, 
 /**
+ * Number of weights.
+ */
+parameters: number, 
+/**
+ * `Q4_K_M`, `BF16`, `NF4`, ...
+ */
+quantization: string, 
+/**
+ * Bits per weight of the stored tensors.
+ */
+bits_per_weight: number, 
+/**
+ * Size on disk.
+ */
+file_bytes: number, 
+/**
  * Context length in tokens.
  */
 context_length: number, 

@@ -4,7 +4,7 @@ import { useEffect, useState } from "preact/hooks";
 import { api } from "../api";
 import type { SystemStats } from "../bindings/SystemStats";
 import { Line } from "../charts";
-import { bytes, percent, tokS } from "../format";
+import { bytes, params, percent, tokS } from "../format";
 import { loaded, replies } from "../store";
 
 const HISTORY = 120;
@@ -46,7 +46,11 @@ export function Dashboard() {
       </div>
       {loaded.value && (
         <div class="cards">
-          <div class="card"><b>Model</b> {loaded.value.architecture}, weights {bytes(loaded.value.weights_bytes)}</div>
+          <div class="card"><b>Model</b> {loaded.value.architecture}, {params(loaded.value.parameters)} parameters, weights {bytes(loaded.value.weights_bytes)} in memory</div>
+          <div class="card" id="compression">
+            <b>Compression</b> {loaded.value.quantization}, {loaded.value.bits_per_weight.toFixed(2)} bits per weight:{" "}
+            {(16 / loaded.value.bits_per_weight).toFixed(2)}x smaller than 16-bit ({bytes(loaded.value.file_bytes)} on disk)
+          </div>
           {last && <div class="card"><b>KV cache</b> {bytes(last.kv_cache_bytes)}</div>}
           {last && <div class="card"><b>Last reply</b> {tokS(last.decode_tok_s)}, TTFT {last.ttft_ms.toFixed(0)} ms</div>}
           {roofline !== null && <div class="card" id="roofline"><b>Roofline</b> {percent(roofline)} of memory bandwidth</div>}
