@@ -391,3 +391,65 @@ fn threads_flag_sets_the_worker_count() {
     let out = run(&["bench", &path(SMOLLM), "--threads", "0"], None);
     assert_eq!(out.status.code(), Some(1));
 }
+
+/// `unicorn synth` writes Gemma 3 270M's exact shape with random weights straight to
+/// Q4_K_M (no BF16 folder left behind), and `unicorn bench` runs it from token ids.
+#[test]
+fn synth_writes_a_real_shape_that_benches() {
+    let dir = std::env::temp_dir().join(format!("unicorn-e2e-synth-{}", std::process::id()));
+    std::fs::remove_dir_all(&dir).ok();
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("gemma3-270m.Q4_K_M.gguf");
+    let o = out.to_str().unwrap();
+    let r = run(
+        &[
+            "synth", "--arch", "gemma3", "--shape", "270m", "--to", "q4_k_m", "--out", o, "--json",
+        ],
+        None,
+    );
+    assert_ok(&r);
+    let done = json_lines(&r).pop().unwrap();
+    assert_eq!(done["parameters"], 268_098_176_u64, "Gemma 3 270M's count");
+    let left: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(left, [std::ffi::OsString::from("gemma3-270m.Q4_K_M.gguf")]);
+
+    let info = run(&["info", o, "--json"], None);
+    assert_ok(&info);
+    let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
+    assert_eq!(info["architecture"], "gemma3");
+    assert_eq!(info["layer_pattern"], path_pattern_of(&path(GEMMA)));
+
+    let b = run(
+        &[
+            "bench", o, "--pp", "16", "--tg", "4", "--reps", "1", "--json",
+        ],
+        None,
+    );
+    assert_ok(&b);
+    let b = json_lines(&b).pop().unwrap();
+    assert!(b["tg"]["mean_tok_s"].as_f64().unwrap() > 0.0);
+
+    let again = run(
+        &["synth", "--arch", "gemma3", "--shape", "270m", "--out", o],
+        None,
+    );
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
+    let bad = run(
+        &["synth", "--arch", "gemma3", "--shape", "2b", "--out", o],
+        None,
+    );
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("known: gemma3: 270m, 1b, 4b, 12b, 27b"));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// The real model's layer pattern, as `unicorn info --json` gives it.
+fn path_pattern_of(model: &str) -> serde_json::Value {
+    let i = run(&["info", model, "--json"], None);
+    assert_ok(&i);
+    serde_json::from_slice::<serde_json::Value>(&i.stdout).unwrap()["layer_pattern"].clone()
+}

@@ -12,6 +12,7 @@ mod convert;
 mod library;
 mod pull;
 mod quantize;
+mod synth;
 
 use unicorn_engine::{
     bench, info, perplexity, GenerationParams, LoadOptions, LoadedModel, Message, Reply,
@@ -57,6 +58,8 @@ enum Command {
     Quantize(quantize::QuantizeArgs),
     /// Perplexity, KL divergence and top-1 agreement of a quantized model against its base.
     Compare(compare::CompareArgs),
+    /// A random-weight model at a public model's exact shape (for benchmarks).
+    Synth(synth::SynthArgs),
 }
 
 #[derive(Args)]
@@ -214,6 +217,7 @@ fn main() {
         Command::Import(a) => library::import(a),
         Command::Quantize(a) => quantize::run(a),
         Command::Compare(a) => compare::run(a),
+        Command::Synth(a) => synth::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -62,3 +62,4 @@ pub mod convert;
 pub mod info;
 pub mod perplexity;
 pub mod quantize;
+pub mod synth;

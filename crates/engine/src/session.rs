@@ -109,16 +109,28 @@ impl LoadedModel {
         let config = Config::from_source(&src)?;
         let fold_system = config.architecture().starts_with("gemma");
         let (tokenizer, template_src, mut stop_ids, default_sampling) = match &src {
+            // A GGUF without tokenizer metadata (`unicorn synth --to`, or written
+            // from a folder without one) runs from token ids, as such a folder does.
+            Source::Gguf(g)
+                if g.string_opt("tokenizer.ggml.model")?.is_none()
+                    && opts.tokenizer_json.is_none() =>
+            {
+                (None, None, Vec::new(), None)
+            }
             Source::Gguf(g) => {
-                let gt = Tokenizer::from_gguf(g)?;
-                let tokenizer = match &opts.tokenizer_json {
-                    Some(tj) => Tokenizer::from_file(
-                        tj,
-                        Some(&gt.bos_token),
-                        Some(&gt.eos_token),
-                        Some(gt.add_bos),
-                    )?,
-                    None => gt,
+                let tokenizer = match (&opts.tokenizer_json, g.string_opt("tokenizer.ggml.model")?)
+                {
+                    (Some(tj), Some(_)) => {
+                        let gt = Tokenizer::from_gguf(g)?;
+                        Tokenizer::from_file(
+                            tj,
+                            Some(&gt.bos_token),
+                            Some(&gt.eos_token),
+                            Some(gt.add_bos),
+                        )?
+                    }
+                    (Some(tj), None) => Tokenizer::from_file(tj, None, None, None)?,
+                    (None, _) => Tokenizer::from_gguf(g)?,
                 };
                 let template = g.string_opt("tokenizer.chat_template")?;
                 let eos: Vec<u32> = tokenizer.eos_id.into_iter().collect();
@@ -204,7 +216,7 @@ impl LoadedModel {
     pub fn tokenizer(&self) -> Result<&Tokenizer> {
         self.tokenizer.as_ref().ok_or_else(|| {
             Error::Invalid(format!(
-                "{} has no tokenizer (no tokenizer.json): text input and output are unavailable; pass token ids",
+                "{} has no tokenizer (no tokenizer.json or GGUF tokenizer metadata): text input and output are unavailable; pass token ids",
                 self.path.display()
             ))
         })

@@ -1,0 +1,135 @@
+//! `unicorn synth`: a random-weight model at a public model's exact shape, for
+//! benchmarks and memory tests where the real weights cannot be downloaded.
+
+use crate::{cancel_requested, human_bytes, Cancellable};
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use std::path::PathBuf;
+use unicorn_engine::quantize::{nf4_export, quantize, types::QuantType};
+use unicorn_engine::synth;
+
+#[derive(Args)]
+pub struct SynthArgs {
+    /// gemma3, llama or qwen3.
+    #[arg(long)]
+    arch: String,
+    /// A built-in shape (gemma3: 270m 1b 4b 12b 27b; llama: 135m 360m 1.7b; qwen3:
+    /// 0.6b 1.7b 4b 8b 14b 32b) or a config.json (a multimodal one's text part is used).
+    #[arg(long)]
+    shape: String,
+    /// Weight type of the folder: bf16, f16 or f32.
+    #[arg(long, default_value = "bf16")]
+    dtype: String,
+    /// Write a quantized model instead of the folder: a GGUF type (Q4_K_M, Q8_0, ...;
+    /// OUT is then a .gguf file) or NF4 (OUT a folder). The folder is made first,
+    /// beside OUT, and removed after.
+    #[arg(long)]
+    to: Option<String>,
+    /// Seed of the random weights (the same seed and shape give the same model).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Output folder (or .gguf file with a GGUF --to); must not exist.
+    #[arg(long)]
+    out: PathBuf,
+    /// Print the config only; write nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(a: SynthArgs) -> Result<()> {
+    let arch = a.arch.to_ascii_lowercase();
+    if !synth::SHAPES.iter().any(|(n, _)| *n == arch) {
+        bail!("--arch {}: give gemma3, llama or qwen3", a.arch);
+    }
+    let config = synth::config(&arch, &a.shape)?;
+    let plan = synth::plan(&config, "BF16")?;
+    let parameters: u64 = plan
+        .iter()
+        .map(|t| t.shape.iter().product::<usize>() as u64)
+        .sum();
+    if a.dry_run {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({"parameters": parameters, "config": config})
+            )?
+        );
+        return Ok(());
+    }
+    if a.out.exists() {
+        bail!("{}: already exists; give a new path", a.out.display());
+    }
+    let target = a.to.as_deref().map(str::to_ascii_uppercase);
+    let gguf = match target.as_deref() {
+        None | Some("NF4") => None,
+        Some(t) => {
+            Some(QuantType::parse(t).with_context(|| format!("--to {t}: not a type we write"))?)
+        }
+    };
+    let folder = match &target {
+        None => a.out.clone(),
+        Some(_) => {
+            let name = a
+                .out
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            a.out
+                .with_file_name(format!(".{name}.synth-{}", std::process::id()))
+        }
+    };
+    let _guard = Cancellable::start()?;
+    let bar = crate::bytes_bar(a.json, 0);
+    bar.set_message("random weights");
+    let r = synth::write(&config, &a.dtype, a.seed, &folder, &mut |done, total| {
+        bar.set_length(total);
+        bar.set_position(done);
+        !cancel_requested()
+    })
+    .with_context(|| format!("writing {}", folder.display()))?;
+    bar.finish_and_clear();
+    let quantized = match (&target, gguf) {
+        (None, _) => Ok(None),
+        (Some(_), Some(to)) => {
+            let bar = crate::bytes_bar(a.json, 0);
+            bar.set_message(format!("quantizing to {}", to.name()));
+            let q = quantize(&folder, &a.out, to, false, &mut |p| {
+                bar.set_length(p.bytes_total);
+                bar.set_position(p.bytes_read);
+                !cancel_requested()
+            });
+            bar.finish_and_clear();
+            q.map(|q| Some((q.output_bytes, q.bits_per_weight)))
+        }
+        (Some(_), None) => nf4_export::export(&folder, &a.out, 64, true, false, &mut |_, _| {
+            !cancel_requested()
+        })
+        .map(|q| Some((q.output_bytes, q.bits_per_weight))),
+    };
+    if target.is_some() {
+        std::fs::remove_dir_all(&folder).ok();
+    }
+    let quantized = quantized.with_context(|| format!("quantizing to {}", a.out.display()))?;
+    let (bytes, bpw) = quantized.unwrap_or((r.bytes, r.bytes as f64 * 8.0 / parameters as f64));
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({"out": a.out, "parameters": parameters, "bytes": bytes,
+                               "bits_per_weight": bpw, "shards": r.shards})
+        );
+    } else {
+        println!(
+            "{}: {} {} ({:.2} B parameters, {}, {:.2} bits per weight), random weights",
+            a.out.display(),
+            arch,
+            a.shape,
+            parameters as f64 / 1e9,
+            human_bytes(bytes as f64),
+            bpw
+        );
+    }
+    Ok(())
+}
