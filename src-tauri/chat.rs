@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Mutex};
+use unicorn_engine::device::DeviceChoice;
 use unicorn_engine::session::{GenerationParams, LoadOptions, LoadedModel};
 use unicorn_engine::template::Message;
 
@@ -16,6 +17,7 @@ pub type Sink = Box<dyn Fn(ChatEvent) + Send>;
 enum Request {
     Load {
         path: PathBuf,
+        device: DeviceChoice,
         reply: Sender<Result<LoadedSummary, String>>,
     },
     Send {
@@ -69,10 +71,15 @@ impl ChatWorker {
     pub fn load_async(
         &self,
         path: PathBuf,
+        device: DeviceChoice,
         reply: Sender<Result<LoadedSummary, String>>,
     ) -> Result<(), String> {
         self.stop();
-        self.send(Request::Load { path, reply })
+        self.send(Request::Load {
+            path,
+            device,
+            reply,
+        })
     }
 
     /// Queues the next user turn; the reply streams to `sink`.
@@ -121,9 +128,17 @@ fn serve(rx: Receiver<Request>, stop: Arc<AtomicBool>) {
             return;
         };
         match request {
-            Request::Load { path, reply } => {
+            Request::Load {
+                path,
+                device,
+                reply,
+            } => {
                 let t0 = std::time::Instant::now();
-                let loaded = LoadedModel::load(&path, &LoadOptions::default()).and_then(|m| {
+                let opts = LoadOptions {
+                    device,
+                    ..Default::default()
+                };
+                let loaded = LoadedModel::load(&path, &opts).and_then(|m| {
                     let info = unicorn_engine::info::inspect(&path, Some(1))?;
                     let q = unicorn_engine::library::quantization_of(&path, &info)?;
                     Ok((m, info, q))
@@ -143,6 +158,8 @@ fn serve(rx: Receiver<Request>, stop: Arc<AtomicBool>) {
                     quantization,
                     bits_per_weight: info.bits_per_weight,
                     file_bytes: info.file_bytes,
+                    device: model.placement().label.clone(),
+                    device_note: model.placement().fallback.clone(),
                     context_length: model.config().context_length(),
                     has_chat_template: model.has_chat_template(),
                     load_ms: t0.elapsed().as_secs_f64() * 1e3,
@@ -341,7 +358,7 @@ mod tests {
 
     fn load(w: &ChatWorker, path: PathBuf) -> Result<LoadedSummary, String> {
         let (tx, rx) = channel();
-        w.load_async(path, tx)?;
+        w.load_async(path, DeviceChoice::Auto, tx)?;
         rx.recv().unwrap()
     }
 

@@ -151,9 +151,10 @@ pub(crate) fn library_import_at(db: &Path, path: &str) -> Result<Entry, CommandE
 #[tauri::command]
 pub async fn chat_load(
     path: String,
+    device: Option<String>,
     state: State<'_, AppState>,
 ) -> Result<LoadedSummary, CommandError> {
-    let loaded = load_into(&state.chat, &path).await?;
+    let loaded = load_into(&state.chat, &path, device.as_deref()).await?;
     state.history.loaded(&loaded.path);
     Ok(loaded)
 }
@@ -162,9 +163,10 @@ pub async fn chat_load(
 #[tauri::command]
 pub async fn side_load(
     path: String,
+    device: Option<String>,
     state: State<'_, AppState>,
 ) -> Result<LoadedSummary, CommandError> {
-    load_into(&state.side, &path).await
+    load_into(&state.side, &path, device.as_deref()).await
 }
 
 /// Leaves side-by-side mode, freeing its model.
@@ -173,11 +175,21 @@ pub fn side_unload(state: State<'_, AppState>) -> Result<(), CommandError> {
     state.side.unload().map_err(CommandError::Engine)
 }
 
-async fn load_into(worker: &ChatWorker, path: &str) -> Result<LoadedSummary, CommandError> {
+async fn load_into(
+    worker: &ChatWorker,
+    path: &str,
+    device: Option<&str>,
+) -> Result<LoadedSummary, CommandError> {
     let p = existing(path)?;
+    let device = device
+        .unwrap_or("auto")
+        .parse()
+        .map_err(CommandError::Invalid)?;
     let (tx, rx) = std::sync::mpsc::channel();
     // The worker does the loading; this task only waits for its answer.
-    worker.load_async(p, tx).map_err(CommandError::Engine)?;
+    worker
+        .load_async(p, device, tx)
+        .map_err(CommandError::Engine)?;
     tauri::async_runtime::spawn_blocking(move || rx.recv())
         .await
         .map_err(|e| CommandError::Engine(e.to_string()))?
@@ -202,7 +214,7 @@ pub async fn chat_open(id: i64, state: State<'_, AppState>) -> Result<OpenedChat
         .and_then(|l| l.chat(id))
         .map_err(engine)?
         .ok_or_else(|| CommandError::Invalid(format!("no stored chat {id}")))?;
-    let loaded = chat_load(model, state.clone()).await?;
+    let loaded = chat_load(model, None, state.clone()).await?;
     let history: Vec<Message> = messages
         .iter()
         .map(|m| Message {
@@ -484,6 +496,7 @@ pub fn system_stats(state: State<'_, AppState>) -> SystemStats {
     });
     sys.refresh_memory();
     sys.refresh_cpu_usage();
+    let gpus = unicorn_engine::device::gpus();
     let pid = Pid::from_u32(std::process::id());
     sys.refresh_processes_specifics(
         ProcessesToUpdate::Some(&[pid]),
@@ -497,6 +510,8 @@ pub fn system_stats(state: State<'_, AppState>) -> SystemStats {
         cpu_percent: sys.global_cpu_usage(),
         cores: sys.cpus().len(),
         memory_bandwidth: state.bandwidth.get().copied().unwrap_or(0.0),
+        gpus: gpus.as_ref().cloned().unwrap_or_default(),
+        gpu_note: gpus.err(),
     }
 }
 

@@ -274,6 +274,10 @@ pub struct LoadedSummary {
     pub has_chat_template: bool,
     /// Load time, measured.
     pub load_ms: f64,
+    /// Where it runs: `cpu`, `cuda:0`, `metal`.
+    pub device: String,
+    /// Why `auto` chose the CPU, when a GPU might have been expected.
+    pub device_note: Option<String>,
 }
 
 /// A stored conversation reopened: the model now loaded, and its messages.
@@ -303,6 +307,10 @@ pub struct SystemStats {
     pub cores: usize,
     /// Memory read bandwidth measured once at start-up (bytes/s), for the roofline.
     pub memory_bandwidth: f64,
+    /// NVIDIA GPUs and their memory now (NVML).
+    pub gpus: Vec<unicorn_engine::device::GpuMemory>,
+    /// Why there are none, when the driver cannot be read.
+    pub gpu_note: Option<String>,
 }
 
 #[cfg(test)]

@@ -163,7 +163,17 @@ fn chat_and_side_by_side_through_the_ipc() {
         .iter()
         .any(|m| m["path"] == demo().as_str()));
 
-    let loaded = ipc.invoke("chat_load", json!({ "path": demo() })).unwrap();
+    let e = ipc
+        .invoke("chat_load", json!({ "path": demo(), "device": "tpu" }))
+        .unwrap_err();
+    assert!(
+        e["message"].as_str().unwrap().contains("give auto, cpu"),
+        "{e}"
+    );
+    let loaded = ipc
+        .invoke("chat_load", json!({ "path": demo(), "device": "cpu" }))
+        .unwrap();
+    assert_eq!(loaded["device"], "cpu");
     assert_eq!(loaded["has_chat_template"], true);
     ipc.invoke("side_load", json!({ "path": demo() })).unwrap();
 
@@ -205,6 +215,9 @@ fn chat_and_side_by_side_through_the_ipc() {
         )
         .unwrap_err();
     assert_eq!(e["message"], "the message is empty");
+
+    let stats = ipc.invoke("system_stats", json!({})).unwrap();
+    assert!(stats["gpus"].is_array() && stats["total_memory"].as_u64().unwrap() > 0);
 
     let p = ipc
         .invoke(

@@ -453,3 +453,84 @@ fn path_pattern_of(model: &str) -> serde_json::Value {
     assert_ok(&i);
     serde_json::from_slice::<serde_json::Value>(&i.stdout).unwrap()["layer_pattern"].clone()
 }
+
+/// On a machine without an NVIDIA driver (CI): `auto` runs on the CPU and says so in
+/// the done event, an explicit GPU is a clear error, and an installed `unicorn-cuda`
+/// (which could not even start without the driver) is not handed the command.
+#[test]
+fn device_choice_without_a_gpu() {
+    let model = path(SMOLLM);
+    let chat = |extra: &[&str]| {
+        let mut args = vec![
+            "chat",
+            &model,
+            "--prompt",
+            "hi",
+            "--max-tokens",
+            "2",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        run(&args, None)
+    };
+    let info = run(&["info", &model, "--json"], None);
+    assert_ok(&info);
+    let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
+    if info["gpus"].as_array().is_some_and(|g| !g.is_empty()) {
+        return; // A GPU machine: scripts/gpu-check covers it.
+    }
+    assert!(info["gpu_note"]
+        .as_str()
+        .unwrap()
+        .contains("no NVIDIA driver"));
+    assert_eq!(info["memory"]["free_vram_bytes"], serde_json::Value::Null);
+
+    let out = chat(&[]);
+    assert_ok(&out);
+    let done = json_lines(&out).pop().unwrap();
+    assert_eq!(done["device"], "cpu");
+    assert_eq!(done["vram_bytes"], serde_json::Value::Null);
+
+    let out = chat(&["--device", "cuda"]);
+    assert!(!out.status.success());
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(e.contains("--device cuda:0: this unicorn was built without CUDA: build it with scripts/build-cuda"), "{e}");
+    let out = chat(&["--device", "tpu"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("give auto, cpu, cuda, cuda:N or metal"));
+
+    // A copy of the CPU build with a stand-in `unicorn-cuda` that would leave a mark.
+    let dir = std::env::temp_dir().join(format!("unicorn-e2e-handover-{}", std::process::id()));
+    std::fs::remove_dir_all(&dir).ok();
+    std::fs::create_dir_all(&dir).unwrap();
+    let bin = dir.join("unicorn");
+    std::fs::copy(unicorn_bin(), &bin).unwrap();
+    let mark = dir.join("handed-over");
+    let fake = dir.join("unicorn-cuda");
+    std::fs::write(&fake, format!("#!/bin/sh\ntouch {}\n", mark.display())).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let run_copy = |device: &str| {
+        std::process::Command::new(&bin)
+            .args([
+                "chat",
+                &model,
+                "--prompt",
+                "hi",
+                "--max-tokens",
+                "2",
+                "--json",
+                "--device",
+                device,
+            ])
+            .output()
+            .unwrap()
+    };
+    let out = run_copy("auto");
+    assert_ok(&out);
+    assert!(!mark.exists(), "no driver: the CPU build keeps the command");
+    let out = run_copy("cuda");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--device cuda:0: NVML unavailable"));
+    assert!(!mark.exists());
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -53,6 +53,7 @@ test("chat: streamed reply with its measured speed", async () => {
   await driver.findElement(By.css(`tr[data-path="${demo}"] button.chat`)).click();
   const status = await wait(until.elementLocated(By.id("chat-status")), 10);
   await wait(until.elementTextContains(status, "loaded in"));
+  assert.match(await status.getText(), /^llama on (cpu|cuda:0|metal), loaded in/);
   await driver.findElement(By.css("#chat details summary")).click();
   await type("#temperature", "0");
   await type("#prompt", "What is the capital of France?");
@@ -136,6 +137,10 @@ test("dashboard: live machine figures and the reply's speed", async () => {
   const ram = await wait(until.elementLocated(By.id("ram")), 30);
   assert.match(await ram.getText(), /RAM .*iB \/ .*iB/);
   await wait(until.elementLocated(By.id("roofline")), 30);
+  // No NVIDIA driver here: the GPU card says so (a GPU machine shows its VRAM instead).
+  const gpu = await driver.findElements(By.id("gpu"));
+  if (gpu.length) assert.match(await gpu[0].getText(), /GPU none/);
+  else await wait(until.elementLocated(By.css(".card.vram")), 5);
   // The model loaded last (side by side) is the Q8_0 quantization.
   const compression = await driver.findElement(By.id("compression")).getText();
   assert.match(compression, /Q8_0, 8\.\d\d bits per weight: 1\.\d\dx smaller than 16-bit/);

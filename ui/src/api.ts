@@ -24,13 +24,13 @@ export const api = {
   libraryList: () => invoke<Entry[]>("library_list"),
   libraryImport: (path: string) => invoke<Entry>("library_import", { path }),
   demoModelPath: () => invoke<string | null>("demo_model_path"),
-  chatLoad: (path: string) => invoke<LoadedSummary>("chat_load", { path }),
+  chatLoad: (path: string, device: string) => invoke<LoadedSummary>("chat_load", { path, device }),
   chatSend(text: string, system: string | null, settings: ChatSettings, onEvent: (e: ChatEvent) => void) {
     const ch = new Channel<ChatEvent>();
     ch.onmessage = onEvent;
     return invoke<void>("chat_send", { text, system, settings, onEvent: ch });
   },
-  sideLoad: (path: string) => invoke<LoadedSummary>("side_load", { path }),
+  sideLoad: (path: string, device: string) => invoke<LoadedSummary>("side_load", { path, device }),
   sideUnload: () => invoke<void>("side_unload"),
   sideSend(text: string, system: string | null, settings: ChatSettings, onEvent: (e: ChatEvent) => void) {
     const ch = new Channel<ChatEvent>();

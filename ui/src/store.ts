@@ -11,3 +11,6 @@ export const replies = signal<{ at: number; stats: Stats }[]>([]);
 export const view = signal<"library" | "download" | "chat" | "quantize" | "dashboard">("library");
 /** The model the chat and quantize views start from. */
 export const selected = signal<string | null>(null);
+/** Where models run: auto (CUDA, then Metal, then the CPU), cpu, cuda, cuda:N, metal. */
+export const device = signal(localStorage.getItem("device") ?? "auto");
+device.subscribe((d) => localStorage.setItem("device", d));

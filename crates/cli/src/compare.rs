@@ -26,13 +26,20 @@ pub struct CompareArgs {
     /// Print JSON.
     #[arg(long)]
     json: bool,
+    /// auto, cpu, cuda, cuda:N or metal (both models).
+    #[arg(long, default_value = "auto")]
+    pub(crate) device: unicorn_engine::device::DeviceChoice,
 }
 
 pub fn run(a: CompareArgs) -> Result<()> {
     unicorn_engine::set_threads(a.threads);
     let load = |m: &str| -> Result<LoadedModel> {
         let p = crate::model_path(m)?;
-        LoadedModel::load(&p, &LoadOptions::default()).with_context(|| format!("loading {m}"))
+        let opts = LoadOptions {
+            device: a.device,
+            ..Default::default()
+        };
+        LoadedModel::load(&p, &opts).with_context(|| format!("loading {m}"))
     };
     let (base, quant) = (load(&a.base)?, load(&a.quant)?);
     let text = std::fs::read_to_string(&a.text)

@@ -9,11 +9,13 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 mod compare;
 mod convert;
+mod gpu;
 mod library;
 mod pull;
 mod quantize;
 mod synth;
 
+use unicorn_engine::device::DeviceChoice;
 use unicorn_engine::{
     bench, info, perplexity, GenerationParams, LoadOptions, LoadedModel, Message, Reply,
     SamplingParams, TokenEvent,
@@ -75,6 +77,9 @@ struct ModelArgs {
     /// Print machine-readable JSON lines.
     #[arg(long)]
     json: bool,
+    /// auto (CUDA, then Metal, then the CPU), cpu, cuda, cuda:N or metal.
+    #[arg(long, default_value = "auto")]
+    device: DeviceChoice,
 }
 
 #[derive(Args)]
@@ -205,6 +210,20 @@ struct BenchArgs {
 
 fn main() {
     let cli = Cli::parse();
+    let device = match &cli.command {
+        Command::Chat(a) => Some(a.model.device),
+        Command::Generate(a) => Some(a.model.device),
+        Command::Perplexity(a) => Some(a.model.device),
+        Command::Bench(a) => Some(a.model.device),
+        Command::Compare(a) => Some(a.device),
+        _ => None,
+    };
+    if let Some(d) = device {
+        if let Err(e) = gpu::hand_over(d) {
+            eprintln!("error: {e:#}");
+            std::process::exit(1);
+        }
+    }
     let result = match cli.command {
         Command::Chat(a) => chat(a),
         Command::Generate(a) => generate(a),
@@ -237,9 +256,12 @@ fn load(m: &ModelArgs) -> Result<LoadedModel> {
     unicorn_engine::set_threads(m.threads);
     let opts = LoadOptions {
         tokenizer_json: m.tokenizer.clone(),
+        device: m.device,
     };
     let path = model_path(&m.model)?;
-    LoadedModel::load(&path, &opts).with_context(|| format!("loading {}", m.model))
+    let model = LoadedModel::load(&path, &opts).with_context(|| format!("loading {}", m.model))?;
+    gpu::say_placement(&model, m.json);
+    Ok(model)
 }
 
 fn install_ctrl_c() -> Result<()> {
@@ -336,6 +358,8 @@ fn print_done(json: bool, reply: &Reply) {
                 "kv_cache_bytes": s.kv_cache_bytes,
                 "rss_bytes": s.rss_bytes,
                 "peak_rss_bytes": s.peak_rss_bytes,
+                "device": s.device,
+                "vram_bytes": s.vram_bytes,
             })
         );
     } else {
@@ -474,8 +498,13 @@ fn run_perplexity(a: PerplexityArgs) -> Result<()> {
 
 fn run_info(a: InfoArgs) -> Result<()> {
     let i = info::inspect(&model_path(&a.model)?, a.ctx)?;
+    let gpus = unicorn_engine::device::gpus();
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&i)?);
+        let mut v = serde_json::to_value(&i)?;
+        v["gpus"] = serde_json::to_value(gpus.as_deref().unwrap_or_default())?;
+        v["gpu_note"] = gpus.as_ref().err().map(String::as_str).into();
+        v["cuda_build"] = unicorn_engine::device::CUDA_BUILD.into();
+        println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
     println!("{}", i.path);
@@ -530,6 +559,30 @@ fn run_info(a: InfoArgs) -> Result<()> {
         human_bytes(m.free_ram_bytes as f64),
         if m.fits_in_ram { "fits" } else { "does NOT fit" }
     );
+    match &gpus {
+        Ok(g) if !g.is_empty() => {
+            for g in g {
+                println!(
+                    "  gpu {}          {}: {} used of {}, {} free{}",
+                    g.index,
+                    g.name,
+                    human_bytes(g.used_bytes as f64),
+                    human_bytes(g.total_bytes as f64),
+                    human_bytes(g.free_bytes as f64),
+                    match (g.index, m.fits_in_vram) {
+                        (0, Some(true)) => ": the model fits",
+                        (0, Some(false)) => ": the model does NOT fit",
+                        _ => "",
+                    }
+                );
+            }
+            if !unicorn_engine::device::CUDA_BUILD {
+                println!("                 (this build runs on the CPU: scripts/build-cuda makes the CUDA one)");
+            }
+        }
+        Ok(_) => println!("  gpu            none"),
+        Err(why) => println!("  gpu            none ({why})"),
+    }
     println!("  tensor types");
     for t in &i.tensor_types {
         println!(

@@ -16,6 +16,7 @@
 pub mod atomic;
 pub mod attention;
 pub mod chats;
+pub mod device;
 pub mod error;
 pub mod gguf;
 pub mod hf;

@@ -58,9 +58,9 @@ pub struct MemoryEstimate {
     pub free_ram_bytes: u64,
     /// Whether the estimate fits in the available memory.
     pub fits_in_ram: bool,
-    /// Free GPU memory, when a GPU is in use (none yet: CPU inference only).
+    /// Free memory of the first NVIDIA GPU, when the driver reports one.
     pub free_vram_bytes: Option<u64>,
-    /// Whether it fits in free GPU memory, when a GPU is in use.
+    /// Whether it fits in that GPU's free memory.
     pub fits_in_vram: Option<bool>,
 }
 
@@ -155,6 +155,10 @@ pub fn estimate_with_weights(
         sys.refresh_memory();
         sys.available_memory()
     };
+    // The first GPU, the one `--device auto` takes.
+    let free_vram = crate::device::gpus()
+        .ok()
+        .and_then(|g| g.first().map(|g| g.free_bytes));
     Ok(MemoryEstimate {
         ctx,
         weights_bytes,
@@ -166,7 +170,7 @@ pub fn estimate_with_weights(
         memory_estimate_bytes: total,
         free_ram_bytes,
         fits_in_ram: total <= free_ram_bytes,
-        free_vram_bytes: None,
-        fits_in_vram: None,
+        free_vram_bytes: free_vram,
+        fits_in_vram: free_vram.map(|f| total <= f),
     })
 }

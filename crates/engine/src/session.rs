@@ -21,6 +21,8 @@ use std::time::{Duration, Instant};
 pub struct LoadOptions {
     /// A `tokenizer.json` to use instead of the one built from the file's metadata.
     pub tokenizer_json: Option<PathBuf>,
+    /// Where to run it.
+    pub device: crate::device::DeviceChoice,
 }
 
 /// A model with everything needed to turn text into text.
@@ -34,6 +36,7 @@ pub struct LoadedModel {
     default_sampling: Option<SamplingParams>,
     load_time: Duration,
     device: Device,
+    placement: crate::device::Placement,
 }
 
 /// What one generated token looks like to a sink.
@@ -104,8 +107,9 @@ impl LoadedModel {
     /// Loads a `.gguf` model file or an HF model folder.
     pub fn load(path: &Path, opts: &LoadOptions) -> Result<Self> {
         let t0 = Instant::now();
-        let device = Device::Cpu;
         let src = Source::open(path)?;
+        let placement = crate::device::place(opts.device)?;
+        let device = placement.device.clone();
         let config = Config::from_source(&src)?;
         let fold_system = config.architecture().starts_with("gemma");
         let (tokenizer, template_src, mut stop_ids, default_sampling) = match &src {
@@ -193,6 +197,7 @@ impl LoadedModel {
             default_sampling,
             load_time: t0.elapsed(),
             device,
+            placement,
         })
     }
 
@@ -250,6 +255,11 @@ impl LoadedModel {
     /// The compute device.
     pub fn device(&self) -> &Device {
         &self.device
+    }
+
+    /// Where it runs (`cpu`, `cuda:0`, ...) and why `auto` chose the CPU, if it did.
+    pub fn placement(&self) -> &crate::device::Placement {
+        &self.placement
     }
 
     /// A new conversation with an empty cache.
@@ -482,6 +492,8 @@ impl<'m> ChatSession<'m> {
             kv_cache_bytes: self.cache.bytes(),
             rss_bytes: rss_bytes(),
             peak_rss_bytes: peak_rss_bytes(),
+            vram_bytes: crate::device::vram_used(&m.placement),
+            device: m.placement.label.clone(),
         };
         Ok(Reply {
             text,

@@ -30,6 +30,14 @@ pub struct Stats {
     /// the OS records it.
     #[cfg_attr(feature = "ts", ts(type = "number | null"))]
     pub peak_rss_bytes: Option<u64>,
+    /// Where it ran: `cpu`, `cuda:0`, `metal`.
+    #[serde(default)]
+    pub device: String,
+    /// GPU memory in use on the model's device after the reply (NVML; none on the
+    /// CPU). Stored replies from before GPUs have none.
+    #[serde(default)]
+    #[cfg_attr(feature = "ts", ts(type = "number | null"))]
+    pub vram_bytes: Option<u64>,
 }
 
 /// Resident set size of this process in bytes (0 if the OS does not say).

@@ -87,6 +87,7 @@ impl Weight {
             }
             Self::Gguf(q) => q.embedding(&ids.flatten_all()?),
             Self::Nf4(w) => {
+                let ids_device = ids.device();
                 let ids = ids.flatten_all()?.to_vec1::<u32>()?;
                 let mut out = vec![0f32; ids.len() * w.cols];
                 for (i, &id) in ids.iter().enumerate() {
@@ -96,6 +97,7 @@ impl Weight {
                     w.dequantize_row(id as usize, &mut out[i * w.cols..(i + 1) * w.cols]);
                 }
                 Tensor::from_vec(out, (ids.len(), w.cols), &candle_core::Device::Cpu)
+                    .and_then(|t| t.to_device(ids_device))
             }
         }
     }

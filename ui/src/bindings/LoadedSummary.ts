@@ -43,4 +43,12 @@ has_chat_template: boolean,
 /**
  * Load time, measured.
  */
-load_ms: number, };
+load_ms: number, 
+/**
+ * Where it runs: `cpu`, `cuda:0`, `metal`.
+ */
+device: string, 
+/**
+ * Why `auto` chose the CPU, when a GPU might have been expected.
+ */
+device_note: string | null, };

@@ -45,4 +45,13 @@ rss_bytes: number,
  * Highest resident set size of this process so far (loading included), where
  * the OS records it.
  */
-peak_rss_bytes: number | null, };
+peak_rss_bytes: number | null, 
+/**
+ * Where it ran: `cpu`, `cuda:0`, `metal`.
+ */
+device: string, 
+/**
+ * GPU memory in use on the model's device after the reply (NVML; none on the
+ * CPU). Stored replies from before GPUs have none.
+ */
+vram_bytes: number | null, };

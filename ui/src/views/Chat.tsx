@@ -12,7 +12,7 @@ import type { LoadedSummary } from "../bindings/LoadedSummary";
 import type { Stats } from "../bindings/Stats";
 import { baseName, tokS } from "../format";
 import { renderMarkdown } from "../markdown";
-import { library, loaded, replies, selected } from "../store";
+import { device, library, loaded, replies, selected } from "../store";
 
 type Turn = { role: "user" | "assistant"; text: string; stats?: Stats; stop?: string; error?: string };
 type Sender = (text: string, system: string | null, settings: ChatSettings, onEvent: (e: ChatEvent) => void) => Promise<void>;
@@ -123,7 +123,7 @@ export function Chat() {
     setLoading(true);
     setError("");
     try {
-      loaded.value = await api.chatLoad(path);
+      loaded.value = await api.chatLoad(path, device.value);
       setTurns([]);
       setSideTurns([]);
     } catch (e) {
@@ -144,7 +144,7 @@ export function Chat() {
     setSideLoading(true);
     setError("");
     try {
-      setSide(await api.sideLoad(path));
+      setSide(await api.sideLoad(path, device.value));
       setSideTurns([]);
       // The side model starts afresh: so must the first, to answer the same prompts.
       await api.chatReset();
@@ -194,7 +194,7 @@ export function Chat() {
           ))}
         </select>
         <span id="chat-status" class="hint">
-          {loading ? "Loading…" : loaded.value ? `${loaded.value.architecture}, loaded in ${loaded.value.load_ms.toFixed(0)} ms${loaded.value.has_chat_template ? "" : " — no chat template: plain completion"}` : "No model loaded"}
+          {loading ? "Loading…" : loaded.value ? `${loaded.value.architecture} on ${loaded.value.device}, loaded in ${loaded.value.load_ms.toFixed(0)} ms${loaded.value.has_chat_template ? "" : " — no chat template: plain completion"}` : "No model loaded"}
         </span>
         <button id="new-chat" onClick={async () => { await api.chatReset(); setTurns([]); setSideTurns([]); }} disabled={busy || !loaded.value}>New chat</button>
       </div>
@@ -206,6 +206,9 @@ export function Chat() {
           <label>temperature <input id="temperature" size={4} placeholder="model" value={temperature} onInput={(e) => setTemperature((e.target as HTMLInputElement).value)} /></label>
           <label>top-p <input size={4} placeholder="model" value={topP} onInput={(e) => setTopP((e.target as HTMLInputElement).value)} /></label>
           <label>max tokens <input id="max-tokens" size={5} value={maxTokens} onInput={(e) => setMaxTokens((e.target as HTMLInputElement).value)} /></label>
+          <label>device <select id="device" value={device.value} onChange={(e) => { device.value = (e.target as HTMLSelectElement).value; if (model) void load(model); }}>
+            {["auto", "cpu", "cuda", "metal"].map((d) => <option value={d}>{d}</option>)}
+          </select></label>
         </div>
       </details>
       <div class="row">
@@ -222,6 +225,7 @@ export function Chat() {
         )}
         {sideBySide && <span id="side-status" class="hint">{sideLoading ? "Loading…" : side ? `${side.architecture}, loaded in ${side.load_ms.toFixed(0)} ms; each turn goes to it after the first model answers` : ""}</span>}
       </div>
+      {loaded.value?.device_note && <p class="hint" id="device-note">{loaded.value.device_note}</p>}
       {history.length > 0 && (
         <details id="history">
           <summary>Previous chats ({history.length})</summary>

@@ -354,7 +354,19 @@ impl HfFolder {
             .is_some_and(|e| e.dtype == Dtype::U8)
             && self.has(&format!("{hf_name}.absmax"))
         {
-            return self.nf4_weight(hf_name, shape);
+            let w = self.nf4_weight(hf_name, shape)?;
+            return match (&w, device.is_cpu()) {
+                // No GPU NF4 kernel yet: on a GPU the matrix is held in BF16.
+                (Weight::Nf4(m), false) => {
+                    let mut dense = vec![0f32; shape.0 * shape.1];
+                    for (r, row) in dense.chunks_exact_mut(shape.1).enumerate() {
+                        m.dequantize_row(r, row);
+                    }
+                    let t = Tensor::from_vec(dense, (shape.0, shape.1), device)?;
+                    Ok(Weight::Dense(t.to_dtype(candle_core::DType::BF16)?))
+                }
+                _ => Ok(w),
+            };
         }
         let (bytes, dtype) = self.checked(hf_name, &[shape.0, shape.1])?;
         let t = Tensor::from_raw_buffer(bytes, dtype, &[shape.0, shape.1], device)?;

@@ -1,0 +1,65 @@
+//! The CPU build and the CUDA build side by side. candle's CUDA build links the
+//! driver, so it cannot even start on a machine without one; the CPU `unicorn` is
+//! the one users run, and hands a GPU request over to `unicorn-cuda` next to it
+//! (scripts/build-cuda puts it there) when the machine has an NVIDIA driver.
+
+use anyhow::{bail, Result};
+use unicorn_engine::device::{self, DeviceChoice};
+use unicorn_engine::LoadedModel;
+
+/// Re-runs this command with `unicorn-cuda` when `choice` may use CUDA, this build
+/// has none, that build is installed, and a driver reports a GPU. Returns when this
+/// process should go on by itself.
+pub fn hand_over(choice: DeviceChoice) -> Result<()> {
+    if device::CUDA_BUILD || !matches!(choice, DeviceChoice::Auto | DeviceChoice::Cuda(_)) {
+        return Ok(());
+    }
+    let Some(cuda) = std::env::current_exe()
+        .ok()
+        .map(|e| e.with_file_name(format!("unicorn-cuda{}", std::env::consts::EXE_SUFFIX)))
+        .filter(|p| p.is_file())
+    else {
+        return Ok(());
+    };
+    match device::gpus() {
+        Ok(g) if !g.is_empty() => exec(&cuda),
+        Ok(_) if matches!(choice, DeviceChoice::Cuda(_)) => {
+            bail!("--device {choice}: the NVIDIA driver reports no GPU")
+        }
+        Err(why) if matches!(choice, DeviceChoice::Cuda(_)) => bail!("--device {choice}: {why}"),
+        // auto on a machine without a usable GPU: the CPU, said once when loading.
+        _ => Ok(()),
+    }
+}
+
+#[cfg(unix)]
+fn exec(cuda: &std::path::Path) -> Result<()> {
+    use std::os::unix::process::CommandExt;
+    let err = std::process::Command::new(cuda)
+        .args(std::env::args_os().skip(1))
+        .exec();
+    bail!("{}: {err}", cuda.display())
+}
+
+#[cfg(not(unix))]
+fn exec(cuda: &std::path::Path) -> Result<()> {
+    let status = std::process::Command::new(cuda)
+        .args(std::env::args_os().skip(1))
+        .status()?;
+    std::process::exit(status.code().unwrap_or(1))
+}
+
+/// Tells the user where the model runs when it is not where they might expect.
+pub fn say_placement(model: &LoadedModel, json: bool) {
+    let p = model.placement();
+    if let Some(why) = &p.fallback {
+        if json {
+            eprintln!(
+                "{}",
+                serde_json::json!({"event": "device", "device": p.label, "note": why})
+            );
+        } else {
+            eprintln!("note: {why}");
+        }
+    }
+}

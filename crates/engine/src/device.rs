@@ -1,0 +1,240 @@
+//! Where a model runs (`--device auto|cpu|cuda[:N]|metal`) and what the GPUs hold.
+//!
+//! `auto` takes CUDA, then Metal, then the CPU, and says why it fell back. GPU
+//! memory comes from NVIDIA's management library, loaded at run time: a machine
+//! without a driver simply has no GPUs to report.
+
+use crate::error::{Error, Result};
+use candle_core::Device;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+/// The device the user asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeviceChoice {
+    /// CUDA, then Metal, then the CPU.
+    #[default]
+    Auto,
+    /// The CPU.
+    Cpu,
+    /// CUDA device N.
+    Cuda(usize),
+    /// The Metal device.
+    Metal,
+}
+
+impl FromStr for DeviceChoice {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let bad = || format!("device `{s}`: give auto, cpu, cuda, cuda:N or metal");
+        match s.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(Self::Auto),
+            "cpu" => Ok(Self::Cpu),
+            "cuda" | "gpu" => Ok(Self::Cuda(0)),
+            "metal" => Ok(Self::Metal),
+            other => match other.strip_prefix("cuda:") {
+                Some(n) => n.parse().map(Self::Cuda).map_err(|_| bad()),
+                None => Err(bad()),
+            },
+        }
+    }
+}
+
+impl fmt::Display for DeviceChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Auto => write!(f, "auto"),
+            Self::Cpu => write!(f, "cpu"),
+            Self::Cuda(n) => write!(f, "cuda:{n}"),
+            Self::Metal => write!(f, "metal"),
+        }
+    }
+}
+
+/// Where a model was placed, and why there.
+#[derive(Debug, Clone)]
+pub struct Placement {
+    /// The device tensors live on.
+    pub device: Device,
+    /// `cpu`, `cuda:0`, `metal`.
+    pub label: String,
+    /// Why `auto` did not take a GPU, when there was reason to expect one.
+    pub fallback: Option<String>,
+}
+
+/// Whether this build can run on CUDA / Metal.
+pub const CUDA_BUILD: bool = cfg!(feature = "cuda");
+/// See [`CUDA_BUILD`].
+pub const METAL_BUILD: bool = cfg!(feature = "metal");
+
+const NO_CUDA: &str = "this unicorn was built without CUDA: build it with scripts/build-cuda \
+                       (README, \"GPU\")";
+const NO_METAL: &str = "this unicorn was built without Metal: build it on macOS with \
+                        `cargo build --release --features metal`";
+
+/// Places a model according to `choice`. An explicit device that cannot be used is
+/// an error; `auto` falls back to the CPU and says why.
+pub fn place(choice: DeviceChoice) -> Result<Placement> {
+    let cpu = |fallback| Placement {
+        device: Device::Cpu,
+        label: "cpu".into(),
+        fallback,
+    };
+    match choice {
+        DeviceChoice::Cpu => Ok(cpu(None)),
+        DeviceChoice::Cuda(n) => {
+            cuda(n).map_err(|e| Error::Invalid(format!("--device cuda:{n}: {e}")))
+        }
+        DeviceChoice::Metal => metal().map_err(|e| Error::Invalid(format!("--device metal: {e}"))),
+        DeviceChoice::Auto => {
+            let mut why = Vec::new();
+            if CUDA_BUILD {
+                match cuda(0) {
+                    Ok(p) => return Ok(p),
+                    Err(e) => why.push(format!("CUDA: {e}")),
+                }
+            } else if let Ok(g) = gpus() {
+                if let Some(g) = g.first() {
+                    why.push(format!("{} is present, but {NO_CUDA}", g.name));
+                }
+            }
+            if METAL_BUILD {
+                match metal() {
+                    Ok(p) => return Ok(p),
+                    Err(e) => why.push(format!("Metal: {e}")),
+                }
+            }
+            Ok(cpu((!why.is_empty()).then(|| {
+                format!("running on the CPU: {}", why.join("; "))
+            })))
+        }
+    }
+}
+
+fn cuda(n: usize) -> std::result::Result<Placement, String> {
+    if !CUDA_BUILD {
+        return Err(NO_CUDA.into());
+    }
+    let device = Device::new_cuda(n).map_err(|e| format!("no usable CUDA device ({e})"))?;
+    Ok(Placement {
+        device,
+        label: format!("cuda:{n}"),
+        fallback: None,
+    })
+}
+
+fn metal() -> std::result::Result<Placement, String> {
+    if !METAL_BUILD {
+        return Err(NO_METAL.into());
+    }
+    let device = Device::new_metal(0).map_err(|e| format!("no usable Metal device ({e})"))?;
+    Ok(Placement {
+        device,
+        label: "metal".into(),
+        fallback: None,
+    })
+}
+
+/// One GPU's memory, as the driver reports it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+pub struct GpuMemory {
+    /// NVML's device index.
+    pub index: u32,
+    /// `NVIDIA H200`, ...
+    pub name: String,
+    /// Memory on the card.
+    #[cfg_attr(feature = "ts", ts(type = "number"))]
+    pub total_bytes: u64,
+    /// In use, by every process.
+    #[cfg_attr(feature = "ts", ts(type = "number"))]
+    pub used_bytes: u64,
+    /// Free.
+    #[cfg_attr(feature = "ts", ts(type = "number"))]
+    pub free_bytes: u64,
+}
+
+/// The NVIDIA GPUs and their memory now, or why they cannot be read (no driver).
+pub fn gpus() -> std::result::Result<Vec<GpuMemory>, String> {
+    use nvml_wrapper::Nvml;
+    use std::sync::OnceLock;
+    static NVML: OnceLock<std::result::Result<Nvml, String>> = OnceLock::new();
+    let nvml = NVML
+        .get_or_init(|| {
+            Nvml::init().map_err(|e| format!("NVML unavailable ({e}): no NVIDIA driver"))
+        })
+        .as_ref()
+        .map_err(Clone::clone)?;
+    let n = nvml.device_count().map_err(|e| e.to_string())?;
+    (0..n)
+        .map(|index| {
+            let d = nvml.device_by_index(index).map_err(|e| e.to_string())?;
+            let m = d.memory_info().map_err(|e| e.to_string())?;
+            Ok(GpuMemory {
+                index,
+                name: d.name().unwrap_or_else(|_| format!("GPU {index}")),
+                total_bytes: m.total,
+                used_bytes: m.used,
+                free_bytes: m.free,
+            })
+        })
+        .collect()
+}
+
+/// GPU memory in use on the device a model was placed on (`None` on the CPU, or
+/// when the driver cannot say). NVML numbers cards in PCI order and CUDA by speed
+/// unless `CUDA_DEVICE_ORDER=PCI_BUS_ID`; with one card they agree.
+pub fn vram_used(p: &Placement) -> Option<u64> {
+    let ordinal = p.label.strip_prefix("cuda:")?.parse::<u32>().ok()?;
+    gpus()
+        .ok()?
+        .into_iter()
+        .find(|g| g.index == ordinal)
+        .map(|g| g.used_bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn choices_parse_and_print() {
+        for (s, c) in [
+            ("auto", DeviceChoice::Auto),
+            ("CPU", DeviceChoice::Cpu),
+            ("cuda", DeviceChoice::Cuda(0)),
+            ("cuda:1", DeviceChoice::Cuda(1)),
+            ("metal", DeviceChoice::Metal),
+        ] {
+            assert_eq!(s.parse::<DeviceChoice>().unwrap(), c);
+        }
+        assert_eq!(DeviceChoice::Cuda(1).to_string(), "cuda:1");
+        for bad in ["cuda:x", "tpu", ""] {
+            let e = bad.parse::<DeviceChoice>().unwrap_err();
+            assert!(e.contains("give auto, cpu, cuda, cuda:N or metal"), "{e}");
+        }
+    }
+
+    /// What a machine without a GPU (this one, in CI) gets: auto runs on the CPU, an
+    /// explicit GPU is a clear error, and there are no GPUs to report.
+    #[test]
+    fn without_a_gpu_auto_is_the_cpu_and_a_gpu_request_says_why() {
+        if gpus().is_ok_and(|g| !g.is_empty()) {
+            return; // A GPU machine: the device tests run there instead.
+        }
+        let p = place(DeviceChoice::Auto).unwrap();
+        assert!(p.device.is_cpu());
+        assert_eq!(p.label, "cpu");
+        assert!(vram_used(&p).is_none());
+        let e = place(DeviceChoice::Cuda(0)).unwrap_err().to_string();
+        assert!(e.starts_with("--device cuda:0: "), "{e}");
+        if !CUDA_BUILD {
+            assert!(e.contains("scripts/build-cuda"), "{e}");
+        }
+        let e = place(DeviceChoice::Metal).unwrap_err().to_string();
+        assert!(e.contains("Metal"), "{e}");
+        assert!(gpus().unwrap_or_default().is_empty());
+    }
+}
