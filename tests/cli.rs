@@ -534,3 +534,44 @@ fn device_choice_without_a_gpu() {
     assert!(!mark.exists());
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// `generate --logits-out` writes the prompt's last logits (what scripts/gpu-check
+/// compares across devices): one f32 per vocabulary entry, whose argmax is the first
+/// greedy token.
+#[test]
+fn generate_writes_the_last_logits() {
+    let dir = std::env::temp_dir().join(format!("unicorn-e2e-logits-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("logits.f32");
+    let out = run(
+        &[
+            "generate",
+            &path(GEMMA),
+            "--prompt-ids",
+            "2 818 5279 529",
+            "--max-tokens",
+            "1",
+            "--temperature",
+            "0",
+            "--logits-out",
+            file.to_str().unwrap(),
+            "--json",
+        ],
+        None,
+    );
+    assert_ok(&out);
+    let first = json_lines(&out).pop().unwrap()["token_ids"][0]
+        .as_u64()
+        .unwrap();
+    let bytes = std::fs::read(&file).unwrap();
+    let logits: Vec<f32> = bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    assert_eq!(logits.len(), 262_144);
+    let argmax = (0..logits.len())
+        .max_by(|&a, &b| logits[a].total_cmp(&logits[b]))
+        .unwrap();
+    assert_eq!(argmax as u64, first);
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -162,6 +162,10 @@ struct GenerateArgs {
     /// Keep generating past end-of-sequence tokens: exactly --max-tokens tokens.
     #[arg(long)]
     ignore_eos: bool,
+    /// Write the logits of the prompt's last position to FILE (little-endian f32),
+    /// to compare devices or builds number by number.
+    #[arg(long)]
+    logits_out: Option<PathBuf>,
     #[command(flatten)]
     sampling: SamplingArgs,
 }
@@ -464,6 +468,16 @@ fn generate(a: GenerateArgs) -> Result<()> {
     let vocab = model.config().vocab_size() as u32;
     if let Some(bad) = ids.iter().find(|&&i| i >= vocab) {
         bail!("--prompt-ids: token id {bad} is outside the vocabulary (size {vocab})");
+    }
+    if let Some(out) = &a.logits_out {
+        if ids.is_empty() {
+            bail!("--logits-out needs a prompt");
+        }
+        let mut cache = model.model().new_cache();
+        let logits = model.model().forward(&ids, &mut cache, ids.len() - 1)?;
+        let v: Vec<f32> = logits.flatten_all()?.to_vec1()?;
+        let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+        std::fs::write(out, bytes).with_context(|| format!("writing {}", out.display()))?;
     }
     install_ctrl_c()?;
     let params = a.sampling.params(a.ignore_eos, &model);

@@ -34,6 +34,12 @@ impl Weight {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         match self {
             Self::Dense(w) if w.dtype() != DType::F32 && w.device().is_cpu() => half_forward(w, x),
+            // On a GPU, BF16 weights multiply in BF16 with F32 accumulation (cuBLAS),
+            // as transformers does, rather than widening the matrix on every call.
+            Self::Dense(w) if w.dtype() == DType::BF16 => x
+                .to_dtype(DType::BF16)?
+                .broadcast_matmul(&w.t()?)?
+                .to_dtype(x.dtype()),
             Self::Dense(w) => {
                 let w = w.to_dtype(x.dtype())?;
                 x.broadcast_matmul(&w.t()?)
