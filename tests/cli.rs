@@ -494,7 +494,12 @@ fn device_choice_without_a_gpu() {
     let out = chat(&["--device", "cuda"]);
     assert!(!out.status.success());
     let e = String::from_utf8_lossy(&out.stderr);
-    assert!(e.contains("--device cuda:0: this unicorn was built without CUDA: build it with scripts/build-cuda"), "{e}");
+    // Without unicorn-cuda beside it, how to get one; with it, why it cannot run.
+    assert!(
+        e.contains("--device cuda:0: this unicorn was built without CUDA: build it with scripts/build-cuda")
+            || e.contains("--device cuda:0: NVML unavailable"),
+        "{e}"
+    );
     let out = chat(&["--device", "tpu"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("give auto, cpu, cuda, cuda:N or metal"));
 

@@ -117,7 +117,8 @@ fn cuda(n: usize) -> std::result::Result<Placement, String> {
     if !CUDA_BUILD {
         return Err(NO_CUDA.into());
     }
-    let device = Device::new_cuda(n).map_err(|e| format!("no usable CUDA device ({e})"))?;
+    let device =
+        Device::new_cuda(n).map_err(|e| format!("no usable CUDA device ({})", first_line(&e)))?;
     Ok(Placement {
         device,
         label: format!("cuda:{n}"),
@@ -129,12 +130,18 @@ fn metal() -> std::result::Result<Placement, String> {
     if !METAL_BUILD {
         return Err(NO_METAL.into());
     }
-    let device = Device::new_metal(0).map_err(|e| format!("no usable Metal device ({e})"))?;
+    let device =
+        Device::new_metal(0).map_err(|e| format!("no usable Metal device ({})", first_line(&e)))?;
     Ok(Placement {
         device,
         label: "metal".into(),
         fallback: None,
     })
+}
+
+/// candle's errors carry a backtrace after the first line; users need the first.
+fn first_line(e: &dyn std::fmt::Display) -> String {
+    e.to_string().lines().next().unwrap_or_default().to_string()
 }
 
 /// One GPU's memory, as the driver reports it.
