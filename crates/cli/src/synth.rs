@@ -5,7 +5,7 @@ use crate::{cancel_requested, human_bytes, Cancellable};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use std::path::PathBuf;
-use unicorn_engine::quantize::{nf4_export, quantize, types::QuantType};
+use unicorn_engine::quantize::{nf4_export, quantize_synthetic, types::QuantType};
 use unicorn_engine::synth;
 
 #[derive(Args)]
@@ -21,8 +21,9 @@ pub struct SynthArgs {
     #[arg(long, default_value = "bf16")]
     dtype: String,
     /// Write a quantized model instead of the folder: a GGUF type (Q4_K_M, Q8_0, ...;
-    /// OUT is then a .gguf file) or NF4 (OUT a folder). The folder is made first,
-    /// beside OUT, and removed after.
+    /// OUT is then a .gguf file; the weights are generated as they are quantized, the
+    /// same model as the folder's) or NF4 (OUT a folder; the folder is made first,
+    /// beside OUT, and removed after).
     #[arg(long)]
     to: Option<String>,
     /// Seed of the random weights (the same seed and shape give the same model).
@@ -83,20 +84,27 @@ pub fn run(a: SynthArgs) -> Result<()> {
     };
     let _guard = Cancellable::start()?;
     let bar = crate::bytes_bar(a.json, 0);
-    bar.set_message("random weights");
-    let r = synth::write(&config, &a.dtype, a.seed, &folder, &mut |done, total| {
-        bar.set_length(total);
-        bar.set_position(done);
-        !cancel_requested()
-    })
+    // A GGUF type is generated where it is quantized, from a folder of headers only;
+    // NF4 and plain folders write the weights.
+    let r = match gguf {
+        Some(_) => synth::write_headers(&config, &a.dtype, &folder),
+        None => {
+            bar.set_message("random weights");
+            synth::write(&config, &a.dtype, a.seed, &folder, &mut |done, total| {
+                bar.set_length(total);
+                bar.set_position(done);
+                !cancel_requested()
+            })
+        }
+    }
     .with_context(|| format!("writing {}", folder.display()))?;
     bar.finish_and_clear();
     let quantized = match (&target, gguf) {
         (None, _) => Ok(None),
         (Some(_), Some(to)) => {
             let bar = crate::bytes_bar(a.json, 0);
-            bar.set_message(format!("quantizing to {}", to.name()));
-            let q = quantize(&folder, &a.out, to, false, &mut |p| {
+            bar.set_message(format!("random weights, quantized to {}", to.name()));
+            let q = quantize_synthetic(&folder, a.seed, &a.out, to, &mut |p| {
                 bar.set_length(p.bytes_total);
                 bar.set_position(p.bytes_read);
                 !cancel_requested()

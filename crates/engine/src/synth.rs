@@ -343,6 +343,23 @@ pub fn write(
     out: &Path,
     progress: &mut dyn FnMut(u64, u64) -> bool,
 ) -> Result<SynthReport> {
+    write_folder(config, dtype, Some(seed), out, progress)
+}
+
+/// The folder [`write`] makes, with every tensor described in the safetensors headers
+/// but none stored (the files are holes): what
+/// [`crate::quantize::quantize_synthetic`] plans from. Not a model to load.
+pub fn write_headers(config: &Value, dtype: &str, out: &Path) -> Result<SynthReport> {
+    write_folder(config, dtype, None, out, &mut |_, _| true)
+}
+
+fn write_folder(
+    config: &Value,
+    dtype: &str,
+    seed: Option<u64>,
+    out: &Path,
+    progress: &mut dyn FnMut(u64, u64) -> bool,
+) -> Result<SynthReport> {
     let dtype: &'static str = match dtype.to_ascii_uppercase().as_str() {
         "BF16" => "BF16",
         "F16" => "F16",
@@ -360,14 +377,7 @@ pub fn write(
         )));
     }
     let plan = plan(config, dtype)?;
-    let norm = if config["model_type"]
-        .as_str()
-        .is_some_and(|m| m.starts_with("gemma3"))
-    {
-        0.0
-    } else {
-        1.0
-    };
+    let norm = norm_value(config);
     // Shards in name order, as the writer orders tensors within a file.
     let mut sorted = plan.clone();
     sorted.sort_by(|a, b| a.name.cmp(&b.name));
@@ -405,6 +415,13 @@ pub fn write(
         for (shard, name) in shards.iter().zip(&names) {
             let path = tmp.join(name);
             let mut w = SafetensorsWriter::create(&path, shard.clone())?;
+            let Some(seed) = seed else {
+                for t in w.plan() {
+                    weight_map.insert(t.name.clone(), json!(name));
+                }
+                w.finish_empty()?;
+                continue;
+            };
             for t in w.plan().to_vec() {
                 let data = if t.shape.len() == 1 {
                     constant(t.shape[0], norm, dtype)
@@ -458,33 +475,66 @@ fn push(out: &mut Vec<u8>, v: f32, dtype: &str) {
     }
 }
 
-/// Uniform values with standard deviation [`STD`], from a generator seeded by `seed`,
-/// the tensor's name and the chunk, so chunks are made in parallel yet repeatably.
-fn random(t: &PlannedTensor, seed: u64, dtype: &str) -> Vec<u8> {
-    const CHUNK: usize = 1 << 16;
-    let n: usize = t.shape.iter().product();
-    let name_hash = t.name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+/// Elements per generator stream: chunks of a tensor are made in parallel.
+const STREAM: usize = 1 << 16;
+
+/// The random generator of tensor `name`, before dtype rounding: element `i` of the
+/// flattened tensor, a pure function of the seed, the name and `i`, so a tensor can
+/// be made whole, or row by row where it is consumed ([`values`]).
+fn name_hash(name: &str) -> u64 {
+    name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
         (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
-    });
+    })
+}
+
+/// splitmix64's output for counter value `state`.
+fn mix(state: u64) -> u64 {
+    let mut z = state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Elements `range` of the flattened random tensor `name`, as f32 after rounding to
+/// `dtype` (what reading them back from the written folder gives).
+pub fn values(seed: u64, name: &str, dtype: &str, range: std::ops::Range<usize>) -> Vec<f32> {
+    const GOLDEN: u64 = 0x9e37_79b9_7f4a_7c15;
+    let h = seed ^ name_hash(name);
     let half_width = STD * 3f32.sqrt();
-    let size = crate::hf::dtype_bytes(t.dtype) as usize;
-    let mut out = vec![0u8; n * size];
-    out.par_chunks_mut(CHUNK * size)
-        .enumerate()
-        .for_each(|(c, bytes)| {
-            let mut state = seed ^ name_hash ^ (c as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-            let mut buf = Vec::with_capacity(bytes.len());
-            for _ in 0..bytes.len() / size {
-                // splitmix64: fast, and good enough for weights nobody reads.
-                state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-                let mut z = state;
-                z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-                z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-                z ^= z >> 31;
-                let u = (z >> 40) as f32 / (1u64 << 24) as f32;
-                push(&mut buf, (2.0 * u - 1.0) * half_width, dtype);
-            }
-            bytes.copy_from_slice(&buf);
-        });
+    let round = |v: f32| match dtype {
+        "BF16" => half::bf16::from_f32(v).to_f32(),
+        "F16" => half::f16::from_f32(v).to_f32(),
+        _ => v,
+    };
+    let mut out = Vec::with_capacity(range.len());
+    out.par_extend(range.into_par_iter().map(|i| {
+        let (c, k) = ((i / STREAM) as u64, (i % STREAM) as u64);
+        let state = (h ^ c.wrapping_mul(GOLDEN)).wrapping_add((k + 1).wrapping_mul(GOLDEN));
+        let u = (mix(state) >> 40) as f32 / (1u64 << 24) as f32;
+        round((2.0 * u - 1.0) * half_width)
+    }));
+    out
+}
+
+/// The value every norm scale holds in a synthetic `config` (1; Gemma stores
+/// `scale - 1`, so 0).
+pub fn norm_value(config: &Value) -> f32 {
+    if config["model_type"]
+        .as_str()
+        .is_some_and(|m| m.starts_with("gemma3"))
+    {
+        0.0
+    } else {
+        1.0
+    }
+}
+
+/// Uniform values with standard deviation [`STD`], as `dtype`'s little-endian bytes.
+fn random(t: &PlannedTensor, seed: u64, dtype: &str) -> Vec<u8> {
+    let n: usize = t.shape.iter().product();
+    let mut out = Vec::with_capacity(n * crate::hf::dtype_bytes(dtype) as usize);
+    for v in values(seed, &t.name, dtype, 0..n) {
+        push(&mut out, v, dtype);
+    }
     out
 }

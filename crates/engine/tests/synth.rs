@@ -144,6 +144,39 @@ fn a_synthetic_folder_runs_and_quantizes() {
 
     let q = temp("q.gguf");
     quantize(&a, &q, QuantType::Q4KM, false, &mut |_| true).unwrap();
+    // Generated where quantized, from a folder of headers only (its files are holes):
+    // the same bytes as quantizing the written folder.
+    let headers = temp("headers");
+    synth::write_headers(&config, "bf16", &headers).unwrap();
+    let st = headers.join("model.safetensors");
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(&st).unwrap();
+    assert_eq!(
+        meta.len(),
+        std::fs::metadata(a.join("model.safetensors"))
+            .unwrap()
+            .len()
+    );
+    assert!(
+        meta.blocks() * 512 < meta.len() / 4,
+        "{} blocks",
+        meta.blocks()
+    );
+    let direct = temp("direct.gguf");
+    unicorn_engine::quantize::quantize_synthetic(
+        &headers,
+        7,
+        &direct,
+        QuantType::Q4KM,
+        &mut |_| true,
+    )
+    .unwrap();
+    assert!(
+        std::fs::read(&direct).unwrap() == std::fs::read(&q).unwrap(),
+        "byte-identical"
+    );
+    std::fs::remove_dir_all(&headers).ok();
+    std::fs::remove_file(&direct).ok();
     let n = temp("nf4");
     nf4_export::export(&a, &n, 64, true, false, &mut |_, _| true).unwrap();
     // Quantized, it is still this model: far closer to it than another seed's.

@@ -101,6 +101,21 @@ impl SafetensorsWriter {
         Ok(())
     }
 
+    /// Ends the file after the header with its data left as a hole of the planned
+    /// size (reads as zeros, takes no disk): a folder whose tensors are described but
+    /// never stored, as `unicorn synth --to` plans from.
+    pub fn finish_empty(mut self) -> Result<()> {
+        let io = |source| Error::Io {
+            path: self.path.clone(),
+            source,
+        };
+        let data: u64 = self.plan.iter().map(|t| t.bytes() as u64).sum();
+        self.out.flush().map_err(io)?;
+        let file = self.out.get_ref();
+        let header = file.metadata().map_err(io)?.len();
+        file.set_len(header + data).map_err(io)
+    }
+
     /// Flushes and syncs the file; every planned tensor must have been written.
     pub fn finish(mut self) -> Result<()> {
         if self.next != self.plan.len() {

@@ -166,6 +166,32 @@ pub fn quantize(
     force: bool,
     progress: &mut dyn FnMut(&QuantizeProgress) -> bool,
 ) -> Result<QuantizeReport> {
+    quantize_with(src, out, to, force, None, progress)
+}
+
+/// [`quantize`] of the synthetic model `unicorn synth` would write with `seed` into
+/// `folder`, where `folder` holds only its config and safetensors headers
+/// ([`crate::synth::write_headers`]): the weights are generated where they are
+/// quantized, so a 27B model needs no 54 GB folder first. The output is byte for byte
+/// what quantizing the written folder gives.
+pub fn quantize_synthetic(
+    folder: &Path,
+    seed: u64,
+    out: &Path,
+    to: QuantType,
+    progress: &mut dyn FnMut(&QuantizeProgress) -> bool,
+) -> Result<QuantizeReport> {
+    quantize_with(folder, out, to, false, Some(seed), progress)
+}
+
+fn quantize_with(
+    src: &Path,
+    out: &Path,
+    to: QuantType,
+    force: bool,
+    synthetic: Option<u64>,
+    progress: &mut dyn FnMut(&QuantizeProgress) -> bool,
+) -> Result<QuantizeReport> {
     let t0 = Instant::now();
     if out.exists() && !force {
         return Err(Error::Invalid(format!(
@@ -189,7 +215,7 @@ pub fn quantize(
         warnings,
     } = plan(&source, &config, to)?;
     let tensors = crate::atomic::file(out, |tmp| {
-        write(&source, tmp, &metadata, &jobs, progress, t0)
+        write(&source, synthetic, tmp, &metadata, &jobs, progress, t0)
     })?;
     let output_bytes = std::fs::metadata(out).map(|m| m.len()).unwrap_or(0);
     let source_bytes: u64 = jobs.iter().map(|j| j.source_bytes).sum();
@@ -464,8 +490,8 @@ fn locate(source: &Source, job: &Job, cols: usize) -> Result<Location> {
     })
 }
 
-/// Rows `r0..r1` of a source tensor in f32, in GGUF's layout. Positioned reads keep
-/// only this chunk resident, whatever the size of the model.
+/// Rows `r0..r1` of a source tensor in f32, as stored. Positioned reads keep only
+/// this chunk resident, whatever the size of the model.
 fn read_rows(loc: &Location, job: &Job, cols: usize, r0: usize, r1: usize) -> Result<Vec<f32>> {
     use std::os::unix::fs::FileExt;
     let terr = |e: candle_core::Error| Error::Tensor {
@@ -490,14 +516,25 @@ fn read_rows(loc: &Location, job: &Job, cols: usize, r0: usize, r1: usize) -> Re
         )
         .and_then(|q| q.dequantize(&Device::Cpu)),
     };
-    let mut v = t
-        .and_then(|x| x.flatten_all())
+    t.and_then(|x| x.flatten_all())
         .and_then(|x| x.to_dtype(candle_core::DType::F32))
         .and_then(|x| x.to_vec1::<f32>())
-        .map_err(terr)?;
+        .map_err(terr)
+}
+
+/// Source rows `r0..r1` in GGUF's layout: checked finite, Gemma norms as `1 + w`,
+/// llama q/k rows in llama.cpp's order.
+fn to_gguf_rows(
+    path: &Path,
+    job: &Job,
+    cols: usize,
+    r0: usize,
+    r1: usize,
+    mut v: Vec<f32>,
+) -> Result<Vec<f32>> {
     if let Some(i) = v.iter().position(|x| !x.is_finite()) {
         return Err(Error::Tensor {
-            path: loc.path.clone(),
+            path: path.to_path_buf(),
             tensor: job.gguf_name.clone(),
             message: format!("element {} is NaN or infinite", r0 * cols + i),
         });
@@ -521,8 +558,40 @@ fn read_rows(loc: &Location, job: &Job, cols: usize, r0: usize, r1: usize) -> Re
     Ok(v)
 }
 
+/// Rows `r0..r1` of a synthetic model's tensor as its folder would store them.
+fn synthetic_rows(
+    source: &Source,
+    seed: u64,
+    job: &Job,
+    cols: usize,
+    r0: usize,
+    r1: usize,
+) -> Result<Vec<f32>> {
+    let Source::Hf(h) = source else {
+        return Err(Error::Invalid(format!(
+            "{}: synthetic weights need a synth folder",
+            source.path().display()
+        )));
+    };
+    let hf = names::gguf_to_hf(h.arch(), &job.gguf_name).unwrap_or_default();
+    let (_, _, dtype, shape) = h.tensor_location(&hf)?;
+    if shape.len() == 1 {
+        return Ok(vec![
+            crate::synth::norm_value(h.config().json());
+            (r1 - r0) * cols
+        ]);
+    }
+    let dtype = match dtype {
+        candle_core::DType::BF16 => "BF16",
+        candle_core::DType::F16 => "F16",
+        _ => "F32",
+    };
+    Ok(crate::synth::values(seed, &hf, dtype, r0 * cols..r1 * cols))
+}
+
 fn write(
     source: &Source,
+    synthetic: Option<u64>,
     tmp: &Path,
     metadata: &[(String, Value)],
     jobs: &[Job],
@@ -546,7 +615,10 @@ fn write(
             [r, c] => (*r, *c),
             s => (1, s.iter().product()),
         };
-        let loc = locate(source, job, cols)?;
+        let loc = match synthetic {
+            None => Some(locate(source, job, cols)?),
+            Some(_) => None,
+        };
         // Whole heads per chunk for permuted tensors; whole rows always.
         let unit = job.permute_heads.map_or(1, |h| job.shape[0] / h);
         let chunk_rows = ((CHUNK_VALUES / cols.max(1)).max(1)).div_ceil(unit) * unit;
@@ -555,7 +627,13 @@ fn write(
         let mut r0 = 0;
         while r0 < rows {
             let r1 = (r0 + chunk_rows).min(rows);
-            let values = read_rows(&loc, job, cols, r0, r1)?;
+            let raw = match (&loc, synthetic) {
+                (Some(loc), _) => read_rows(loc, job, cols, r0, r1)?,
+                (None, Some(seed)) => synthetic_rows(source, seed, job, cols, r0, r1)?,
+                (None, None) => unreachable!("a location or a seed"),
+            };
+            let file = loc.as_ref().map_or(source.path(), |l| l.path.as_path());
+            let values = to_gguf_rows(file, job, cols, r0, r1, raw)?;
             let (bytes, e2, s2) =
                 quantize_rows(&values, r1 - r0, cols, job.out).map_err(|e| Error::Tensor {
                     path: source.path().to_path_buf(),
