@@ -26,6 +26,7 @@ fn main() {
         "side_load",
         "side_unload",
         "side_send",
+        "chat_load_cancel",
     ]);
     if let Err(e) = tauri_build::try_build(tauri_build::Attributes::new().app_manifest(manifest)) {
         eprintln!("tauri build step failed: {e:#}");

@@ -2,7 +2,7 @@
 //! engine's `ChatSession` borrows the model, so both live on that thread's stack)
 //! and serves requests in order. Heavy work never runs on the async runtime.
 
-use crate::events::{ChatEvent, ChatSettings, LoadedSummary};
+use crate::events::{ChatEvent, ChatSettings, LoadEvent, LoadedSummary};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender};
@@ -18,6 +18,7 @@ enum Request {
     Load {
         path: PathBuf,
         device: DeviceChoice,
+        progress: Box<dyn Fn(LoadEvent) + Send>,
         reply: Sender<Result<LoadedSummary, String>>,
     },
     Send {
@@ -35,6 +36,7 @@ enum Request {
 pub struct ChatWorker {
     tx: Mutex<Sender<Request>>,
     stop: Arc<AtomicBool>,
+    cancel_load: Arc<AtomicBool>,
 }
 
 impl Default for ChatWorker {
@@ -48,14 +50,16 @@ impl ChatWorker {
     pub fn new() -> Self {
         let (tx, rx) = channel();
         let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
+        let cancel_load = Arc::new(AtomicBool::new(false));
+        let (flag, cancel) = (stop.clone(), cancel_load.clone());
         std::thread::Builder::new()
             .name("unicorn-chat".into())
-            .spawn(move || serve(rx, flag))
+            .spawn(move || serve(rx, flag, cancel))
             .expect("the chat thread starts");
         Self {
             tx: Mutex::new(tx),
             stop,
+            cancel_load,
         }
     }
 
@@ -67,19 +71,28 @@ impl ChatWorker {
             .map_err(|_| "the chat worker stopped".to_string())
     }
 
-    /// Queues a load; the outcome arrives on `reply`.
+    /// Queues a load; its progress goes to `progress`, the outcome to `reply`.
     pub fn load_async(
         &self,
         path: PathBuf,
         device: DeviceChoice,
+        progress: Box<dyn Fn(LoadEvent) + Send>,
         reply: Sender<Result<LoadedSummary, String>>,
     ) -> Result<(), String> {
         self.stop();
+        self.cancel_load.store(false, Ordering::SeqCst);
         self.send(Request::Load {
             path,
             device,
+            progress,
             reply,
         })
+    }
+
+    /// Cancels the load in progress (it ends with a "cancelled" error; the model held
+    /// before it is gone either way).
+    pub fn cancel_load(&self) {
+        self.cancel_load.store(true, Ordering::SeqCst);
     }
 
     /// Queues the next user turn; the reply streams to `sink`.
@@ -121,7 +134,7 @@ impl ChatWorker {
     }
 }
 
-fn serve(rx: Receiver<Request>, stop: Arc<AtomicBool>) {
+fn serve(rx: Receiver<Request>, stop: Arc<AtomicBool>, cancel_load: Arc<AtomicBool>) {
     let mut next: Option<Request> = None;
     loop {
         let Some(request) = next.take().or_else(|| rx.recv().ok()) else {
@@ -131,6 +144,7 @@ fn serve(rx: Receiver<Request>, stop: Arc<AtomicBool>) {
             Request::Load {
                 path,
                 device,
+                progress,
                 reply,
             } => {
                 let t0 = std::time::Instant::now();
@@ -138,7 +152,21 @@ fn serve(rx: Receiver<Request>, stop: Arc<AtomicBool>) {
                     device,
                     ..Default::default()
                 };
-                let loaded = LoadedModel::load(&path, &opts).and_then(|m| {
+                let cancel = cancel_load.clone();
+                // At most one event per percent, and the last.
+                let mut shown = u64::MAX;
+                let report = Box::new(move |done: u64, total: u64| {
+                    let percent = done * 100 / total.max(1);
+                    if percent != shown || done == total {
+                        shown = percent;
+                        progress(LoadEvent::Progress {
+                            bytes_done: done,
+                            bytes_total: total,
+                        });
+                    }
+                    !cancel.load(Ordering::SeqCst)
+                });
+                let loaded = LoadedModel::load_with_progress(&path, &opts, report).and_then(|m| {
                     let info = unicorn_engine::info::inspect(&path, Some(1))?;
                     let q = unicorn_engine::library::quantization_of(&path, &info)?;
                     Ok((m, info, q))
@@ -358,7 +386,7 @@ mod tests {
 
     fn load(w: &ChatWorker, path: PathBuf) -> Result<LoadedSummary, String> {
         let (tx, rx) = channel();
-        w.load_async(path, DeviceChoice::Auto, tx)?;
+        w.load_async(path, DeviceChoice::Auto, Box::new(|_| {}), tx)?;
         rx.recv().unwrap()
     }
 
@@ -503,6 +531,53 @@ mod tests {
         assert_eq!(lib.chat(id).unwrap().unwrap().1.len(), 5);
         assert_eq!(lib.chats().unwrap().len(), 1);
         std::fs::remove_dir_all(&d).ok();
+    }
+
+    /// Loading streams its progress up to the weights' bytes, and can be cancelled;
+    /// the worker loads again afterwards.
+    #[test]
+    fn loading_reports_progress_and_can_be_cancelled() {
+        let w = Arc::new(ChatWorker::new());
+        let (ptx, prx) = channel();
+        let (tx, rx) = channel();
+        w.load_async(
+            demo(),
+            DeviceChoice::Cpu,
+            Box::new(move |e| {
+                let _ = ptx.send(e);
+            }),
+            tx,
+        )
+        .unwrap();
+        let loaded = rx.recv().unwrap().unwrap();
+        let events: Vec<(u64, u64)> = prx
+            .try_iter()
+            .map(
+                |LoadEvent::Progress {
+                     bytes_done,
+                     bytes_total,
+                 }| (bytes_done, bytes_total),
+            )
+            .collect();
+        assert!(events.len() >= 10, "{} events", events.len());
+        assert!(events.len() <= 101, "at most one per percent");
+        assert_eq!(
+            *events.last().unwrap(),
+            (loaded.weights_bytes, loaded.weights_bytes)
+        );
+
+        let (tx, rx) = channel();
+        let canceller = w.clone();
+        w.load_async(
+            demo(),
+            DeviceChoice::Cpu,
+            Box::new(move |_| canceller.cancel_load()),
+            tx,
+        )
+        .unwrap();
+        let e = rx.recv().unwrap().unwrap_err();
+        assert_eq!(e, "cancelled");
+        assert!(load(&w, demo()).is_ok());
     }
 
     #[test]

@@ -3,8 +3,8 @@
 
 use crate::chat::{ChatWorker, History};
 use crate::events::{
-    ChatEvent, ChatSettings, CompareEvent, HubFile, HubListing, LoadedSummary, OpenedChat,
-    PullEvent, QuantizeEvent, QuantizePrediction, SystemStats,
+    ChatEvent, ChatSettings, CompareEvent, HubFile, HubListing, LoadEvent, LoadedSummary,
+    OpenedChat, PullEvent, QuantizeEvent, QuantizePrediction, SystemStats,
 };
 use crate::jobs::{Jobs, QuantizeJob};
 use serde::Serialize;
@@ -152,9 +152,10 @@ pub(crate) fn library_import_at(db: &Path, path: &str) -> Result<Entry, CommandE
 pub async fn chat_load(
     path: String,
     device: Option<String>,
+    on_progress: Channel<LoadEvent>,
     state: State<'_, AppState>,
 ) -> Result<LoadedSummary, CommandError> {
-    let loaded = load_into(&state.chat, &path, device.as_deref()).await?;
+    let loaded = load_into(&state.chat, &path, device.as_deref(), on_progress).await?;
     state.history.loaded(&loaded.path);
     Ok(loaded)
 }
@@ -164,9 +165,17 @@ pub async fn chat_load(
 pub async fn side_load(
     path: String,
     device: Option<String>,
+    on_progress: Channel<LoadEvent>,
     state: State<'_, AppState>,
 ) -> Result<LoadedSummary, CommandError> {
-    load_into(&state.side, &path, device.as_deref()).await
+    load_into(&state.side, &path, device.as_deref(), on_progress).await
+}
+
+/// Cancels the loads in progress (the chat model's and the side model's).
+#[tauri::command]
+pub fn chat_load_cancel(state: State<'_, AppState>) {
+    state.chat.cancel_load();
+    state.side.cancel_load();
 }
 
 /// Leaves side-by-side mode, freeing its model.
@@ -179,6 +188,7 @@ async fn load_into(
     worker: &ChatWorker,
     path: &str,
     device: Option<&str>,
+    on_progress: Channel<LoadEvent>,
 ) -> Result<LoadedSummary, CommandError> {
     let p = existing(path)?;
     let device = device
@@ -188,7 +198,7 @@ async fn load_into(
     let (tx, rx) = std::sync::mpsc::channel();
     // The worker does the loading; this task only waits for its answer.
     worker
-        .load_async(p, device, tx)
+        .load_async(p, device, to_channel(on_progress), tx)
         .map_err(CommandError::Engine)?;
     tauri::async_runtime::spawn_blocking(move || rx.recv())
         .await
@@ -214,7 +224,9 @@ pub async fn chat_open(id: i64, state: State<'_, AppState>) -> Result<OpenedChat
         .and_then(|l| l.chat(id))
         .map_err(engine)?
         .ok_or_else(|| CommandError::Invalid(format!("no stored chat {id}")))?;
-    let loaded = chat_load(model, None, state.clone()).await?;
+    // Reopening shows no progress of its own: the view says it is loading.
+    let quiet = Channel::new(|_| Ok(()));
+    let loaded = chat_load(model, None, quiet, state.clone()).await?;
     let history: Vec<Message> = messages
         .iter()
         .map(|m| Message {

@@ -248,6 +248,21 @@ pub struct ChatSettings {
     pub seed: Option<u64>,
 }
 
+/// A model being loaded.
+#[derive(Debug, Clone, Serialize, TS)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum LoadEvent {
+    /// Weight bytes loaded so far, of all.
+    Progress {
+        /// Loaded.
+        #[ts(type = "number")]
+        bytes_done: u64,
+        /// In all.
+        #[ts(type = "number")]
+        bytes_total: u64,
+    },
+}
+
 /// The model the chat worker holds.
 #[derive(Debug, Clone, Serialize, TS)]
 pub struct LoadedSummary {
@@ -328,6 +343,7 @@ mod tests {
         CompareEvent::export_all_to(dir).unwrap();
         ChatSettings::export_all_to(dir).unwrap();
         LoadedSummary::export_all_to(dir).unwrap();
+        LoadEvent::export_all_to(dir).unwrap();
         OpenedChat::export_all_to(dir).unwrap();
         unicorn_engine::chats::ChatRecord::export_all_to(dir).unwrap();
         SystemStats::export_all_to(dir).unwrap();

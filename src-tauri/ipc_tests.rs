@@ -163,19 +163,36 @@ fn chat_and_side_by_side_through_the_ipc() {
         .iter()
         .any(|m| m["path"] == demo().as_str()));
 
+    let (_, ch) = ipc.channel();
     let e = ipc
-        .invoke("chat_load", json!({ "path": demo(), "device": "tpu" }))
+        .invoke(
+            "chat_load",
+            json!({ "path": demo(), "device": "tpu", "onProgress": ch }),
+        )
         .unwrap_err();
     assert!(
         e["message"].as_str().unwrap().contains("give auto, cpu"),
         "{e}"
     );
+    let (progress, ch) = ipc.channel();
     let loaded = ipc
-        .invoke("chat_load", json!({ "path": demo(), "device": "cpu" }))
+        .invoke(
+            "chat_load",
+            json!({ "path": demo(), "device": "cpu", "onProgress": ch }),
+        )
         .unwrap();
     assert_eq!(loaded["device"], "cpu");
+    let events = ipc
+        .inbox
+        .until(progress, |e| e["bytes_done"] == e["bytes_total"]);
+    assert_eq!(
+        events.last().unwrap()["bytes_done"],
+        loaded["weights_bytes"]
+    );
     assert_eq!(loaded["has_chat_template"], true);
-    ipc.invoke("side_load", json!({ "path": demo() })).unwrap();
+    let (_, ch) = ipc.channel();
+    ipc.invoke("side_load", json!({ "path": demo(), "onProgress": ch }))
+        .unwrap();
 
     let settings = json!({ "temperature": 0.0, "max_tokens": 24 });
     let turn = |ipc: &mut Ipc, cmd: &str| {

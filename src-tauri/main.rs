@@ -33,6 +33,7 @@ fn app<R: tauri::Runtime>(
             commands::side_load,
             commands::side_unload,
             commands::side_send,
+            commands::chat_load_cancel,
             commands::quantize_start,
             commands::quantize_predict,
             commands::compare_start,

@@ -9,6 +9,7 @@ import type { ChatSettings } from "./bindings/ChatSettings";
 import type { Entry } from "./bindings/Entry";
 import type { HubListing } from "./bindings/HubListing";
 import type { PullEvent } from "./bindings/PullEvent";
+import type { LoadEvent } from "./bindings/LoadEvent";
 import type { LoadedSummary } from "./bindings/LoadedSummary";
 import type { QuantizeEvent } from "./bindings/QuantizeEvent";
 import type { QuantizePrediction } from "./bindings/QuantizePrediction";
@@ -24,13 +25,22 @@ export const api = {
   libraryList: () => invoke<Entry[]>("library_list"),
   libraryImport: (path: string) => invoke<Entry>("library_import", { path }),
   demoModelPath: () => invoke<string | null>("demo_model_path"),
-  chatLoad: (path: string, device: string) => invoke<LoadedSummary>("chat_load", { path, device }),
+  chatLoad(path: string, device: string, onProgress: (e: LoadEvent) => void) {
+    const ch = new Channel<LoadEvent>();
+    ch.onmessage = onProgress;
+    return invoke<LoadedSummary>("chat_load", { path, device, onProgress: ch });
+  },
+  chatLoadCancel: () => invoke<void>("chat_load_cancel"),
   chatSend(text: string, system: string | null, settings: ChatSettings, onEvent: (e: ChatEvent) => void) {
     const ch = new Channel<ChatEvent>();
     ch.onmessage = onEvent;
     return invoke<void>("chat_send", { text, system, settings, onEvent: ch });
   },
-  sideLoad: (path: string, device: string) => invoke<LoadedSummary>("side_load", { path, device }),
+  sideLoad(path: string, device: string, onProgress: (e: LoadEvent) => void) {
+    const ch = new Channel<LoadEvent>();
+    ch.onmessage = onProgress;
+    return invoke<LoadedSummary>("side_load", { path, device, onProgress: ch });
+  },
   sideUnload: () => invoke<void>("side_unload"),
   sideSend(text: string, system: string | null, settings: ChatSettings, onEvent: (e: ChatEvent) => void) {
     const ch = new Channel<ChatEvent>();

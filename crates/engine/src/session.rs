@@ -106,6 +106,17 @@ pub struct Reply {
 impl LoadedModel {
     /// Loads a `.gguf` model file or an HF model folder.
     pub fn load(path: &Path, opts: &LoadOptions) -> Result<Self> {
+        Self::load_with_progress(path, opts, Box::new(|_, _| true))
+    }
+
+    /// [`LoadedModel::load`], telling `progress` the weight bytes loaded so far and in
+    /// all after each tensor; `progress` returning false cancels with
+    /// [`Error::Cancelled`].
+    pub fn load_with_progress(
+        path: &Path,
+        opts: &LoadOptions,
+        progress: crate::source::LoadProgress,
+    ) -> Result<Self> {
         let t0 = Instant::now();
         let src = Source::open(path)?;
         let placement = crate::device::place(opts.device)?;
@@ -170,7 +181,9 @@ impl LoadedModel {
             (Some(_), Some(src)) => Some(ChatTemplate::new(&src, fold_system)?),
             _ => None,
         };
-        let model = Model::load(&src, &device)?;
+        let total = crate::memory::resident_weight_bytes(&src);
+        let model =
+            crate::source::with_load_progress(total, progress, || Model::load(&src, &device))?;
         // Chat models end a turn with these, whatever their config calls EOS.
         if let Some(tok) = &tokenizer {
             for t in [

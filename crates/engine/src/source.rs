@@ -8,7 +8,46 @@ use crate::gguf::GgufFile;
 use crate::hf::{names, HfFolder};
 use crate::weight::Weight;
 use candle_core::{Device, Tensor};
+use std::cell::RefCell;
 use std::path::Path;
+
+/// A loading progress callback: (bytes loaded, bytes in all) → go on?
+pub type LoadProgress = Box<dyn FnMut(u64, u64) -> bool>;
+
+thread_local! {
+    // The model loaders fetch tensors in many places through `&Source`; a hook that
+    // the tensor fetchers report to spares every one of those calls a parameter.
+    static PROGRESS: RefCell<Option<(u64, u64, LoadProgress)>> = const { RefCell::new(None) };
+}
+
+/// Runs `work` (which loads a model from a source on this thread) with `progress`
+/// told the bytes loaded after each tensor, out of `total`; `progress` returning
+/// false ends the load with [`Error::Cancelled`].
+pub fn with_load_progress<T>(
+    total: u64,
+    progress: LoadProgress,
+    work: impl FnOnce() -> Result<T>,
+) -> Result<T> {
+    PROGRESS.with(|p| *p.borrow_mut() = Some((0, total, progress)));
+    let result = work();
+    PROGRESS.with(|p| p.borrow_mut().take());
+    result
+}
+
+/// Reports `bytes` more loaded to the hook, if one is set.
+fn loaded(bytes: u64) -> Result<()> {
+    PROGRESS.with(|p| match p.borrow_mut().as_mut() {
+        Some((done, total, f)) => {
+            *done = (*done + bytes).min(*total);
+            if f(*done, *total) {
+                Ok(())
+            } else {
+                Err(Error::Cancelled)
+            }
+        }
+        None => Ok(()),
+    })
+}
 
 /// An open model source.
 pub enum Source {
@@ -72,18 +111,22 @@ impl Source {
         shape: (usize, usize),
         device: &Device,
     ) -> Result<Weight> {
-        match self {
+        let w = match self {
             Self::Gguf(g) => g.weight(gguf_name, shape, device),
             Self::Hf(h) => h.weight(&Self::hf_name(h, gguf_name)?, shape, device),
-        }
+        }?;
+        loaded(w.bytes() as u64)?;
+        Ok(w)
     }
 
     /// A vector in F32 by GGUF name.
     pub fn vector(&self, gguf_name: &str, len: usize, device: &Device) -> Result<Tensor> {
-        match self {
+        let v = match self {
             Self::Gguf(g) => g.vector(gguf_name, len, device),
             Self::Hf(h) => h.vector(&Self::hf_name(h, gguf_name)?, len, device),
-        }
+        }?;
+        loaded(len as u64 * 4)?;
+        Ok(v)
     }
 
     /// An optional vector (a bias that only some variants have).

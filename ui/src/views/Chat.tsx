@@ -8,9 +8,10 @@ import { api, errorText } from "../api";
 import type { ChatEvent } from "../bindings/ChatEvent";
 import type { ChatRecord } from "../bindings/ChatRecord";
 import type { ChatSettings } from "../bindings/ChatSettings";
+import type { LoadEvent } from "../bindings/LoadEvent";
 import type { LoadedSummary } from "../bindings/LoadedSummary";
 import type { Stats } from "../bindings/Stats";
-import { baseName, tokS } from "../format";
+import { baseName, bytes, tokS } from "../format";
 import { renderMarkdown } from "../markdown";
 import { device, library, loaded, replies, selected } from "../store";
 
@@ -90,6 +91,9 @@ export function Chat() {
   const [side, setSide] = useState<LoadedSummary | null>(null);
   const [sideTurns, setSideTurns] = useState<Turn[]>([]);
   const [sideLoading, setSideLoading] = useState(false);
+  // Weight bytes loaded of all, while a model loads.
+  const [progress, setProgress] = useState<[number, number] | null>(null);
+  const onProgress = (e: LoadEvent) => setProgress([e.bytes_done, e.bytes_total]);
   const end = useRef<HTMLDivElement>(null);
   const refreshHistory = () => api.chatList().then(setHistory, () => {});
   useEffect(() => void refreshHistory(), []);
@@ -123,13 +127,15 @@ export function Chat() {
     setLoading(true);
     setError("");
     try {
-      loaded.value = await api.chatLoad(path, device.value);
+      loaded.value = await api.chatLoad(path, device.value, onProgress);
       setTurns([]);
       setSideTurns([]);
     } catch (e) {
-      setError(errorText(e));
+      loaded.value = null;
+      setError(errorText(e) === "cancelled" ? "Loading cancelled." : errorText(e));
     } finally {
       setLoading(false);
+      setProgress(null);
     }
   }
 
@@ -144,15 +150,17 @@ export function Chat() {
     setSideLoading(true);
     setError("");
     try {
-      setSide(await api.sideLoad(path, device.value));
+      setSide(await api.sideLoad(path, device.value, onProgress));
       setSideTurns([]);
       // The side model starts afresh: so must the first, to answer the same prompts.
       await api.chatReset();
       setTurns([]);
     } catch (e) {
-      setError(errorText(e));
+      setSide(null);
+      setError(errorText(e) === "cancelled" ? "Loading cancelled." : errorText(e));
     } finally {
       setSideLoading(false);
+      setProgress(null);
     }
   }
 
@@ -225,6 +233,13 @@ export function Chat() {
         )}
         {sideBySide && <span id="side-status" class="hint">{sideLoading ? "Loading…" : side ? `${side.architecture}, loaded in ${side.load_ms.toFixed(0)} ms; each turn goes to it after the first model answers` : ""}</span>}
       </div>
+      {progress && (
+        <div class="row" id="loading">
+          <progress id="load-progress" value={progress[0]} max={Math.max(1, progress[1])} />
+          <span class="hint">{bytes(progress[0])} of {bytes(progress[1])} of weights</span>
+          <button id="load-cancel" onClick={() => api.chatLoadCancel()}>Cancel</button>
+        </div>
+      )}
       {loaded.value?.device_note && <p class="hint" id="device-note">{loaded.value.device_note}</p>}
       {history.length > 0 && (
         <details id="history">
