@@ -263,7 +263,23 @@ fn load(m: &ModelArgs) -> Result<LoadedModel> {
         device: m.device,
     };
     let path = model_path(&m.model)?;
-    let model = LoadedModel::load(&path, &opts).with_context(|| format!("loading {}", m.model))?;
+    // Ctrl-C here exits (nothing is written); a bar shows the weights coming in.
+    let bar = bytes_bar(m.json, 0);
+    bar.set_message("loading");
+    let shown = bar.clone();
+    let model = LoadedModel::load_with_progress(
+        &path,
+        &opts,
+        Box::new(move |done, total| {
+            shown.set_length(total);
+            shown.set_position(done);
+            true
+        }),
+    )
+    .with_context(|| format!("loading {}", m.model));
+    bar.finish_and_clear();
+    let model = model?;
+
     gpu::say_placement(&model, m.json);
     Ok(model)
 }
