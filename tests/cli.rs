@@ -265,6 +265,8 @@ fn bench_reports_throughput_memory_and_roofline() {
     let pct = r["roofline_pct"].as_f64().unwrap();
     assert!(pct > 0.0 && pct < 100.0, "{pct}");
     assert!(r["bytes_per_token"].as_u64().unwrap() > 80 << 20);
+    assert_eq!(r["device"], "cpu");
+    assert_eq!(r["vram_bytes"], serde_json::Value::Null);
 }
 
 #[test]

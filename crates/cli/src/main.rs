@@ -645,8 +645,8 @@ fn run_bench(a: BenchArgs) -> Result<()> {
     }
     eprintln!("\r{:<30}", "");
     println!(
-        "model      {} ({}), {} threads, loaded in {:.2} s",
-        r.model, r.architecture, r.threads, r.load_s
+        "model      {} ({}) on {}, {} threads, loaded in {:.2} s",
+        r.model, r.architecture, r.device, r.threads, r.load_s
     );
     if let Some(p) = &r.pp {
         println!(
@@ -675,6 +675,9 @@ fn run_bench(a: BenchArgs) -> Result<()> {
             .map(|b| human_bytes(b as f64))
             .unwrap_or_else(|| "n/a".into())
     );
+    if let Some(v) = r.vram_bytes {
+        println!("gpu        {} of VRAM in use", human_bytes(v as f64));
+    }
     Ok(())
 }
 

@@ -63,6 +63,10 @@ pub struct BenchReport {
     pub rss_bytes: u64,
     /// Peak resident memory of the process during load and runs (Linux), if known.
     pub peak_rss_bytes: Option<u64>,
+    /// Where it ran: `cpu`, `cuda:0`, `metal`.
+    pub device: String,
+    /// GPU memory in use on that device after the runs (NVML), on a GPU.
+    pub vram_bytes: Option<u64>,
 }
 
 /// Runs the benchmark. `progress(label)` is called before each run.
@@ -115,8 +119,14 @@ pub fn run(
     }
     // Read before the bandwidth test, whose buffer is not the model's memory.
     let (rss, peak) = (rss_bytes(), peak_rss_bytes());
+    let vram_bytes = crate::device::vram_used(model.placement());
     progress("memory bandwidth");
-    let bw = memory_bandwidth();
+    // Decode reads the weights from where they live: the card's memory on a GPU.
+    let bw = if model.device().is_cpu() {
+        memory_bandwidth()
+    } else {
+        device_bandwidth(model.device())?
+    };
     let wb = model.model().weight_bytes();
     let kv_read = model.config().kv_bytes_per_position() * opts.tg / 2;
     let bytes_per_token = wb.read_per_token + kv_read;
@@ -149,7 +159,26 @@ pub fn run(
         roofline_pct,
         rss_bytes: rss,
         peak_rss_bytes: peak,
+        device: model.placement().label.clone(),
+        vram_bytes,
     })
+}
+
+/// Bandwidth of a GPU's memory in bytes per second: the best of several passes that
+/// read a 1 GiB tensor and write its successor.
+pub fn device_bandwidth(device: &candle_core::Device) -> Result<f64> {
+    const N: usize = 1 << 28;
+    let x = candle_core::Tensor::zeros(N, candle_core::DType::F32, device)?;
+    let mut best = 0f64;
+    for _ in 0..5 {
+        device.synchronize()?;
+        let t = Instant::now();
+        let y = (&x + 1.0)?;
+        device.synchronize()?;
+        best = best.max(2.0 * (N * 4) as f64 / t.elapsed().as_secs_f64());
+        drop(y);
+    }
+    Ok(best)
 }
 
 /// Read bandwidth of main memory in bytes per second: the best of several parallel
@@ -168,4 +197,14 @@ pub fn memory_bandwidth() -> f64 {
         best = best.max(BYTES as f64 / t.elapsed().as_secs_f64());
     }
     best
+}
+
+#[cfg(test)]
+mod tests {
+    /// The GPU measurement's method, run on the CPU: a plausible figure.
+    #[test]
+    fn device_bandwidth_measures_on_any_device() {
+        let bw = super::device_bandwidth(&candle_core::Device::Cpu).unwrap();
+        assert!(bw > 1e9 && bw < 1e13, "{bw}");
+    }
 }
