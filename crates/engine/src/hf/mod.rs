@@ -43,6 +43,16 @@ pub fn dtype_bytes(dtype: &str) -> u64 {
     }
 }
 
+/// The safetensors name of a float dtype (`BF16`, `F16`; anything else is kept as
+/// `F32`).
+pub fn float_dtype_name(d: DType) -> &'static str {
+    match d {
+        DType::BF16 => "BF16",
+        DType::F16 => "F16",
+        _ => "F32",
+    }
+}
+
 struct Shard {
     path: PathBuf,
     mmap: Mmap,

@@ -558,6 +558,14 @@ fn to_gguf_rows(
     Ok(v)
 }
 
+/// Where a tensor's rows come from.
+enum Rows {
+    /// Read from the source's file.
+    File(Location),
+    /// Generated as `unicorn synth` with this seed would have written them.
+    Synthetic(u64),
+}
+
 /// Rows `r0..r1` of a synthetic model's tensor as its folder would store them.
 fn synthetic_rows(
     source: &Source,
@@ -581,11 +589,7 @@ fn synthetic_rows(
             (r1 - r0) * cols
         ]);
     }
-    let dtype = match dtype {
-        candle_core::DType::BF16 => "BF16",
-        candle_core::DType::F16 => "F16",
-        _ => "F32",
-    };
+    let dtype = crate::hf::float_dtype_name(dtype);
     Ok(crate::synth::values(seed, &hf, dtype, r0 * cols..r1 * cols))
 }
 
@@ -615,9 +619,9 @@ fn write(
             [r, c] => (*r, *c),
             s => (1, s.iter().product()),
         };
-        let loc = match synthetic {
-            None => Some(locate(source, job, cols)?),
-            Some(_) => None,
+        let rows_from = match synthetic {
+            None => Rows::File(locate(source, job, cols)?),
+            Some(seed) => Rows::Synthetic(seed),
         };
         // Whole heads per chunk for permuted tensors; whole rows always.
         let unit = job.permute_heads.map_or(1, |h| job.shape[0] / h);
@@ -627,12 +631,13 @@ fn write(
         let mut r0 = 0;
         while r0 < rows {
             let r1 = (r0 + chunk_rows).min(rows);
-            let raw = match (&loc, synthetic) {
-                (Some(loc), _) => read_rows(loc, job, cols, r0, r1)?,
-                (None, Some(seed)) => synthetic_rows(source, seed, job, cols, r0, r1)?,
-                (None, None) => unreachable!("a location or a seed"),
+            let (raw, file) = match &rows_from {
+                Rows::File(loc) => (read_rows(loc, job, cols, r0, r1)?, loc.path.as_path()),
+                Rows::Synthetic(seed) => (
+                    synthetic_rows(source, *seed, job, cols, r0, r1)?,
+                    source.path(),
+                ),
             };
-            let file = loc.as_ref().map_or(source.path(), |l| l.path.as_path());
             let values = to_gguf_rows(file, job, cols, r0, r1, raw)?;
             let (bytes, e2, s2) =
                 quantize_rows(&values, r1 - r0, cols, job.out).map_err(|e| Error::Tensor {

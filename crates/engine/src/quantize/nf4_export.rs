@@ -55,14 +55,6 @@ fn torch_dtype(d: candle_core::DType) -> &'static str {
     }
 }
 
-fn st_dtype(d: candle_core::DType) -> &'static str {
-    match d {
-        candle_core::DType::BF16 => "BF16",
-        candle_core::DType::F16 => "F16",
-        _ => "F32",
-    }
-}
-
 /// Exports `src` to `out` with NF4 weights (`blocksize`, double quantization on or
 /// off). `progress(done, total)` returning false cancels and removes everything.
 pub fn export(
@@ -119,7 +111,7 @@ fn plan_tensors(
         if !quantized(name, shape) {
             plan.push(PlannedTensor {
                 name: name.clone(),
-                dtype: st_dtype(d),
+                dtype: crate::hf::float_dtype_name(d),
                 shape: shape.clone(),
             });
             continue;
