@@ -126,30 +126,28 @@ impl LoadedModel {
         let (tokenizer, template_src, mut stop_ids, default_sampling) = match &src {
             // A GGUF without tokenizer metadata (`unicorn synth --to`, or written
             // from a folder without one) runs from token ids, as such a folder does.
-            Source::Gguf(g)
-                if g.string_opt("tokenizer.ggml.model")?.is_none()
-                    && opts.tokenizer_json.is_none() =>
-            {
-                (None, None, Vec::new(), None)
-            }
             Source::Gguf(g) => {
-                let tokenizer = match (&opts.tokenizer_json, g.string_opt("tokenizer.ggml.model")?)
-                {
-                    (Some(tj), Some(_)) => {
+                let vocab = g.string_opt("tokenizer.ggml.model")?.is_some();
+                let tokenizer = match (&opts.tokenizer_json, vocab) {
+                    (None, false) => None,
+                    (None, true) => Some(Tokenizer::from_gguf(g)?),
+                    (Some(tj), false) => Some(Tokenizer::from_file(tj, None, None, None)?),
+                    (Some(tj), true) => {
                         let gt = Tokenizer::from_gguf(g)?;
-                        Tokenizer::from_file(
+                        Some(Tokenizer::from_file(
                             tj,
                             Some(&gt.bos_token),
                             Some(&gt.eos_token),
                             Some(gt.add_bos),
-                        )?
+                        )?)
                     }
-                    (Some(tj), None) => Tokenizer::from_file(tj, None, None, None)?,
-                    (None, _) => Tokenizer::from_gguf(g)?,
                 };
-                let template = g.string_opt("tokenizer.chat_template")?;
-                let eos: Vec<u32> = tokenizer.eos_id.into_iter().collect();
-                (Some(tokenizer), template, eos, None)
+                let template = match &tokenizer {
+                    Some(_) => g.string_opt("tokenizer.chat_template")?,
+                    None => None,
+                };
+                let eos: Vec<u32> = tokenizer.iter().filter_map(|t| t.eos_id).collect();
+                (tokenizer, template, eos, None)
             }
             Source::Hf(h) => {
                 let mut files = tokenizer_files::read(h.dir(), h.config().json())?;

@@ -93,7 +93,7 @@ impl Weight {
             }
             Self::Gguf(q) => q.embedding(&ids.flatten_all()?),
             Self::Nf4(w) => {
-                let ids_device = ids.device();
+                let device = ids.device().clone();
                 let ids = ids.flatten_all()?.to_vec1::<u32>()?;
                 let mut out = vec![0f32; ids.len() * w.cols];
                 for (i, &id) in ids.iter().enumerate() {
@@ -102,8 +102,7 @@ impl Weight {
                     }
                     w.dequantize_row(id as usize, &mut out[i * w.cols..(i + 1) * w.cols]);
                 }
-                Tensor::from_vec(out, (ids.len(), w.cols), &candle_core::Device::Cpu)
-                    .and_then(|t| t.to_device(ids_device))
+                Tensor::from_vec(out, (ids.len(), w.cols), &device)
             }
         }
     }
