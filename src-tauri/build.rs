@@ -23,9 +23,7 @@ fn main() {
         "hub_discard",
         "hub_token_set",
         "hub_token_present",
-        "side_load",
-        "side_unload",
-        "side_send",
+        "chat_unload",
         "chat_load_cancel",
     ]);
     if let Err(e) = tauri_build::try_build(tauri_build::Attributes::new().app_manifest(manifest)) {

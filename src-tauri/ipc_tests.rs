@@ -3,7 +3,7 @@
 //! permissions (a command missing from it is refused), results and errors as JSON,
 //! and job events through channels.
 
-use crate::commands::AppState;
+use crate::state::AppState;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -98,7 +98,7 @@ impl Ipc {
 }
 
 fn demo() -> String {
-    crate::commands::demo_model_path().expect("demo model missing: run scripts/fetch-test-models")
+    crate::library::demo_model_path().expect("demo model missing: run scripts/fetch-test-models")
 }
 
 /// The chat reply on channel `id`: its text and its final event.
@@ -182,34 +182,37 @@ fn chat_and_side_by_side_through_the_ipc() {
         )
         .unwrap();
     assert_eq!(loaded["device"], "cpu");
-    let events = ipc
-        .inbox
-        .until(progress, |e| e["bytes_done"] == e["bytes_total"]);
+    let events = ipc.inbox.until(progress, |e| {
+        e["progress"]["done"] == e["progress"]["total"]
+    });
     assert_eq!(
-        events.last().unwrap()["bytes_done"],
+        events.last().unwrap()["progress"]["done"],
         loaded["weights_bytes"]
     );
     assert_eq!(loaded["has_chat_template"], true);
     let (_, ch) = ipc.channel();
-    ipc.invoke("side_load", json!({ "path": demo(), "onProgress": ch }))
-        .unwrap();
+    ipc.invoke(
+        "chat_load",
+        json!({ "path": demo(), "slot": "side", "onProgress": ch }),
+    )
+    .unwrap();
 
     let settings = json!({ "temperature": 0.0, "max_tokens": 24 });
-    let turn = |ipc: &mut Ipc, cmd: &str| {
+    let turn = |ipc: &mut Ipc, slot: &str| {
         let (id, ch) = ipc.channel();
         ipc.invoke(
-            cmd,
+            "chat_send",
             json!({ "text": "What is the capital of France?", "system": null,
-                    "settings": settings, "onEvent": ch }),
+                    "settings": settings, "slot": slot, "onEvent": ch }),
         )
         .unwrap();
         reply(ipc, id)
     };
-    let (main_text, done) = turn(&mut ipc, "chat_send");
+    let (main_text, done) = turn(&mut ipc, "main");
     assert!(main_text.contains("Paris"), "{main_text}");
     assert_eq!(done["event"], "done");
     assert!(done["stats"]["decode_tok_s"].as_f64().unwrap() > 0.0);
-    let (side_text, done) = turn(&mut ipc, "side_send");
+    let (side_text, done) = turn(&mut ipc, "side");
     assert_eq!(
         side_text, main_text,
         "the same model, greedy, gives the same reply"
@@ -220,8 +223,9 @@ fn chat_and_side_by_side_through_the_ipc() {
     assert_eq!(chats.as_array().unwrap().len(), 1, "{chats}");
     assert_eq!(chats[0]["messages"], 2, "the side reply is not stored");
 
-    ipc.invoke("side_unload", json!({})).unwrap();
-    let (_, refused) = turn(&mut ipc, "side_send");
+    ipc.invoke("chat_unload", json!({ "slot": "side" }))
+        .unwrap();
+    let (_, refused) = turn(&mut ipc, "side");
     assert_eq!(refused["event"], "error");
     assert!(refused["message"].as_str().unwrap().contains("no model"));
 

@@ -1,55 +1,74 @@
-//! The Unicorn desktop app: a thin Tauri shell. Commands parse input, call
-//! `unicorn_engine`, and return its results; no model logic lives here.
+//! The Unicorn desktop app: a thin Tauri shell. Commands check their input, call
+//! the engine, and stream its events; no model logic lives here. One module per
+//! domain, each with its commands, its jobs and its types: [`chat`], [`quantize`],
+//! [`hub`] (download), [`library`], and the dashboard's [`system`] figures. Long
+//! work runs as [`jobs`]; every command returns [`error::CommandError`].
 #![cfg_attr(not(debug_assertions), windows_subsystem = "windows")]
 
+mod bindings;
 mod chat;
-mod commands;
-mod events;
+mod error;
+mod hub;
 mod jobs;
+mod library;
+mod quantize;
+mod state;
+mod system;
 
 #[cfg(test)]
 mod ipc_tests;
 
+/// A job's sink that forwards its events to the front end's channel (a closed
+/// window just drops them).
+pub(crate) fn to_channel<T: tauri::ipc::IpcResponse + Send + 'static>(
+    ch: tauri::ipc::Channel<T>,
+) -> jobs::Sink<T> {
+    Box::new(move |e| {
+        let _ = ch.send(e);
+    })
+}
+
+/// Cancels a running job (a quantization, a comparison, a download: paused).
+#[tauri::command]
+fn job_cancel(id: u64, state: tauri::State<'_, state::AppState>) -> bool {
+    state.jobs.cancel(id)
+}
+
 /// The app's state and commands on any runtime: `main` runs them in a window, the
 /// IPC tests on Tauri's mock runtime.
-fn app<R: tauri::Runtime>(
-    builder: tauri::Builder<R>,
-    state: commands::AppState,
-) -> tauri::Builder<R> {
+fn app<R: tauri::Runtime>(builder: tauri::Builder<R>, state: state::AppState) -> tauri::Builder<R> {
     builder
         .manage(state)
         .invoke_handler(tauri::generate_handler![
-            commands::model_info,
-            commands::demo_model_path,
-            commands::library_list,
-            commands::library_import,
-            commands::chat_load,
-            commands::chat_send,
-            commands::chat_stop,
-            commands::chat_reset,
-            commands::chat_list,
-            commands::chat_open,
-            commands::chat_delete,
-            commands::side_load,
-            commands::side_unload,
-            commands::side_send,
-            commands::chat_load_cancel,
-            commands::quantize_start,
-            commands::quantize_predict,
-            commands::compare_start,
-            commands::job_cancel,
-            commands::system_stats,
-            commands::hub_list,
-            commands::hub_pull,
-            commands::hub_discard,
-            commands::hub_token_set,
-            commands::hub_token_present
+            library::model_info,
+            library::demo_model_path,
+            library::library_list,
+            library::library_import,
+            chat::chat_load,
+            chat::chat_load_cancel,
+            chat::chat_unload,
+            chat::chat_send,
+            chat::chat_stop,
+            chat::chat_reset,
+            chat::chat_list,
+            chat::chat_open,
+            chat::chat_delete,
+            quantize::quantize_start,
+            quantize::quantize_predict,
+            quantize::compare_start,
+            job_cancel,
+            system::system_stats,
+            hub::hub_list,
+            hub::hub_pull,
+            hub::hub_discard,
+            hub::hub_token_set,
+            hub::hub_token_present
         ])
 }
 
 fn main() {
-    let result = app(tauri::Builder::default(), commands::AppState::default())
-        .run(tauri::generate_context!());
+    let result =
+        app(tauri::Builder::default(), state::AppState::default()).run(tauri::generate_context!());
     if let Err(e) = result {
         eprintln!("error: Unicorn could not start: {e}");
         std::process::exit(1);

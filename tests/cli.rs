@@ -1,11 +1,9 @@
 //! The `unicorn` command end to end, on the real test models.
 
-use unicorn_e2e::*;
+use unicorn_test_support::cli::*;
+use unicorn_test_support::*;
 
-const SMOLLM: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
-const GEMMA: &str = "gemma-3-270m-q4_k_m.gguf";
-
-fn path(name: &str) -> String {
+pub(crate) fn path(name: &str) -> String {
     model(name).display().to_string()
 }
 
@@ -170,7 +168,7 @@ fn generate_text_prompt_adds_bos_for_gemma() {
 
 #[test]
 fn perplexity_matches_the_golden_reference() {
-    let text = golden("real/smollm2-135m-instruct__ppl_jargon.txt");
+    let text = golden_path("real/smollm2-135m-instruct__ppl_jargon.txt");
     let out = run(
         &[
             "perplexity",
@@ -189,7 +187,7 @@ fn perplexity_matches_the_golden_reference() {
     // Reference: mean golden NLL over the same scored positions (256..511); see
     // crates/engine/tests/golden_real.rs for the 0.1 % tolerance.
     let g = candle_core::safetensors::load(
-        golden("real/smollm2-135m-instruct__ppl_jargon.safetensors"),
+        golden_path("real/smollm2-135m-instruct__ppl_jargon.safetensors"),
         &candle_core::Device::Cpu,
     )
     .unwrap();
@@ -445,7 +443,7 @@ fn synth_writes_a_real_shape_that_benches() {
         &["synth", "--arch", "gemma3", "--shape", "2b", "--out", o],
         None,
     );
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("known: gemma3: 270m, 1b, 4b, 12b, 27b"));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("gemma3: 270m, 1b, 4b, 12b, 27b"));
     std::fs::remove_dir_all(&dir).ok();
 }
 

@@ -3,15 +3,15 @@
 //! dropped connection and across runs, the checksum catching a corrupted byte, gated
 //! repositories with and without a token, and MODEL arguments naming a cached repo.
 
-mod fake_hub;
-use fake_hub::*;
 use std::path::{Path, PathBuf};
-use unicorn_e2e::*;
+use unicorn_test_support::cli::*;
+use unicorn_test_support::fake_hub::*;
+use unicorn_test_support::*;
 
 const REPO: &str = "unicorn-test/tiny-llama";
 
 fn tiny_files() -> Vec<(String, Vec<u8>)> {
-    let dir = golden("tiny/llama");
+    let dir = golden_path("tiny/llama");
     vec![
         (
             "config.json".into(),
@@ -92,7 +92,7 @@ fn pull_lists_files_resumes_a_dropped_connection_and_fills_the_hf_cache() {
         !progress.is_empty()
             && progress
                 .iter()
-                .all(|p| p["progress"]["bytes_total"].as_u64().is_some())
+                .all(|p| p["progress"]["total"].as_u64().is_some())
     );
     // The dropped transfer was resumed with a Range request from where it stopped.
     let reqs = hub.requests();
@@ -154,9 +154,10 @@ fn pull_lists_files_resumes_a_dropped_connection_and_fills_the_hf_cache() {
         0
     );
     // The repo id is now a MODEL argument.
-    let g: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(golden("tiny/llama/golden.json")).unwrap())
-            .unwrap();
+    let g: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(golden_path("tiny/llama/golden.json")).unwrap(),
+    )
+    .unwrap();
     let ids: Vec<String> = g["input_ids"]
         .as_array()
         .unwrap()
@@ -296,4 +297,188 @@ fn gated_repos_explain_the_licence_and_accept_a_token() {
     assert_ok(&pull(&hub, &other, &[], None));
     std::fs::remove_dir_all(&hf_home).ok();
     std::fs::remove_dir_all(&other).ok();
+}
+
+/// Every file under `dir` with its size, modification time and link target.
+fn tree(dir: &Path) -> Vec<(PathBuf, u64, Option<PathBuf>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let m = std::fs::symlink_metadata(e.path()).unwrap();
+            if m.is_dir() {
+                stack.push(e.path());
+            }
+            out.push((e.path(), m.len(), std::fs::read_link(e.path()).ok()));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// A hub that answers with hostile listings (paths in the commit id, hashes and
+/// blob ids, file names that climb out, a revision that does): each pull is refused
+/// with the reason, and nothing outside the cache is written, replaced or linked.
+#[test]
+fn hostile_listings_cannot_write_outside_the_cache() {
+    let work = home("hostile");
+    // What the user has beside the cache.
+    let victim = work.join("victim");
+    std::fs::create_dir_all(&victim).unwrap();
+    std::fs::write(victim.join("x"), b"mine").unwrap();
+    std::fs::write(victim.join("y"), b"mine too").unwrap();
+    let hf_home = work.join("hf");
+    let cache = hf_home.join("hub");
+    let sibling = |name: &str, extra: serde_json::Value| {
+        let mut v = serde_json::json!({"rfilename": name, "size": 13,
+            "blobId": "0123456789abcdef0123456789abcdef01234567"});
+        for (k, x) in extra.as_object().unwrap() {
+            v[k] = x.clone();
+        }
+        v
+    };
+    let listing = |sha: &str, siblings: Vec<serde_json::Value>| {
+        serde_json::json!({"id": REPO, "sha": sha, "siblings": siblings}).to_string()
+    };
+    let climb = "../../../victim/x";
+    let cases: Vec<(String, Vec<&str>, &str)> = vec![
+        (
+            listing(climb, vec![sibling("README.md", serde_json::json!({}))]),
+            vec![],
+            "commit id",
+        ),
+        (
+            listing(
+                COMMIT,
+                vec![sibling(
+                    "model.safetensors",
+                    serde_json::json!({"lfs": {"sha256": "../../../victim/y", "size": 13}}),
+                )],
+            ),
+            vec![],
+            "sha256",
+        ),
+        (
+            listing(
+                COMMIT,
+                vec![sibling(
+                    "README.md",
+                    serde_json::json!({"blobId": "/etc/hostname"}),
+                )],
+            ),
+            vec![],
+            "blob id",
+        ),
+        (
+            listing(COMMIT, vec![sibling(climb, serde_json::json!({}))]),
+            vec![],
+            "unsafe file name",
+        ),
+        (
+            listing(COMMIT, vec![sibling("/etc/passwd", serde_json::json!({}))]),
+            vec![],
+            "unsafe file name",
+        ),
+        (
+            listing(COMMIT, vec![sibling("a\\..\\b", serde_json::json!({}))]),
+            vec![],
+            "unsafe file name",
+        ),
+        (
+            listing(
+                COMMIT,
+                vec![sibling("README.md", serde_json::json!({"size": "13"}))],
+            ),
+            vec![],
+            "no size",
+        ),
+        ("{\"sha\": 1}".into(), vec![], "commit id"),
+        ("not json".into(), vec![], "not JSON"),
+        (
+            listing(COMMIT, vec![sibling("README.md", serde_json::json!({}))]),
+            vec!["--revision", "../../../victim/z"],
+            "revision",
+        ),
+    ];
+    for (body, extra, want) in cases {
+        let hub = FakeHub::start(
+            REPO,
+            tiny_files(),
+            Faults {
+                listing: Some(body.clone()),
+                ..Default::default()
+            },
+        );
+        let before: Vec<_> = tree(&work)
+            .into_iter()
+            .filter(|(p, _, _)| !p.starts_with(&cache))
+            .collect();
+        let out = pull(&hub, &hf_home, &extra, None);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{body}: {err}");
+        assert!(err.contains(want), "{body}: wanted `{want}` in {err}");
+        let after: Vec<_> = tree(&work)
+            .into_iter()
+            .filter(|(p, _, _)| !p.starts_with(&cache))
+            .collect();
+        assert_eq!(after, before, "{body}: something outside the cache changed");
+        // Nothing inside the cache points outside it.
+        for (p, _, link) in tree(&cache) {
+            if let Some(target) = link {
+                let real = p.parent().unwrap().join(&target);
+                let real = std::fs::canonicalize(&real).unwrap_or(real);
+                assert!(
+                    real.starts_with(&cache),
+                    "{} -> {}",
+                    p.display(),
+                    target.display()
+                );
+            }
+        }
+    }
+    assert_eq!(std::fs::read(victim.join("x")).unwrap(), b"mine");
+    assert_eq!(std::fs::read(victim.join("y")).unwrap(), b"mine too");
+    std::fs::remove_dir_all(&work).ok();
+}
+
+/// A server that trickles a byte at a time is a stalled transfer: retried, said so
+/// in the progress, then a clear error in bounded time; the partial file stays for
+/// the next pull.
+#[test]
+fn a_trickling_server_is_a_stall_not_a_hang() {
+    let hub = FakeHub::start(
+        REPO,
+        tiny_files(),
+        Faults {
+            trickle: Some(("model.safetensors".into(), 50)),
+            ..Default::default()
+        },
+    );
+    let hf_home = home("stall");
+    let t0 = std::time::Instant::now();
+    let h = hf_home.display().to_string();
+    let out = run_env(
+        &["pull", REPO, "--json", "--stall-timeout", "1"],
+        None,
+        &[
+            ("HF_ENDPOINT", hub.url.as_str()),
+            ("HF_HOME", h.as_str()),
+            ("UNICORN_DATA_DIR", h.as_str()),
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("stalled") && err.contains("model.safetensors"),
+        "{err}"
+    );
+    assert!(t0.elapsed().as_secs() < 30, "{:?}", t0.elapsed());
+    let retried = json_lines(&out).iter().any(|l| {
+        l["event"] == "progress" && l["progress"]["item"].as_str().unwrap().contains("retry")
+    });
+    assert!(retried, "the retries show in the progress");
+    std::fs::remove_dir_all(&hf_home).ok();
 }

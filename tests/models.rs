@@ -1,10 +1,8 @@
 //! Model formats end to end: HF folders, GGUF → safetensors conversion, and the
 //! memory estimate of `unicorn info` against the RSS a real run measures.
 
-use unicorn_e2e::*;
-
-const SMOLLM: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
-const GEMMA: &str = "gemma-3-270m-q4_k_m.gguf";
+use unicorn_test_support::cli::*;
+use unicorn_test_support::*;
 
 fn scratch(tag: &str) -> std::path::PathBuf {
     let d = std::env::temp_dir().join(format!("unicorn-e2e-{tag}-{}", std::process::id()));
@@ -14,7 +12,7 @@ fn scratch(tag: &str) -> std::path::PathBuf {
 
 #[test]
 fn tiny_hf_folder_runs_from_prompt_ids_without_a_tokenizer() {
-    let dir = golden("tiny/qwen3");
+    let dir = golden_path("tiny/qwen3");
     let g: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("golden.json")).unwrap()).unwrap();
     let input: Vec<String> = g["input_ids"]
@@ -218,7 +216,7 @@ fn quantize_and_compare_from_the_command_line() {
     std::fs::create_dir_all(&dir).unwrap();
     let out = dir.join("tiny.gguf");
     let o = out.display().to_string();
-    let src = golden("tiny/qwen2").display().to_string();
+    let src = golden_path("tiny/qwen2").display().to_string();
     let r = run(
         &["quantize", &src, "--to", "q8_0", "--out", &o, "--json"],
         None,
@@ -254,7 +252,7 @@ fn quantize_and_compare_from_the_command_line() {
     // NF4: an HF folder in bitsandbytes' layout that the engine runs.
     let nf4 = dir.join("tiny-nf4");
     let n = nf4.display().to_string();
-    let llama = golden("tiny/llama").display().to_string();
+    let llama = golden_path("tiny/llama").display().to_string();
     let r = run(
         &["quantize", &llama, "--to", "nf4", "--out", &n, "--json"],
         None,

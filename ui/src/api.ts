@@ -13,6 +13,7 @@ import type { LoadEvent } from "./bindings/LoadEvent";
 import type { LoadedSummary } from "./bindings/LoadedSummary";
 import type { QuantizeEvent } from "./bindings/QuantizeEvent";
 import type { QuantizePrediction } from "./bindings/QuantizePrediction";
+import type { Slot } from "./bindings/Slot";
 import type { SystemStats } from "./bindings/SystemStats";
 
 /** The shell's error shape: `{kind, message}`. */
@@ -25,27 +26,18 @@ export const api = {
   libraryList: () => invoke<Entry[]>("library_list"),
   libraryImport: (path: string) => invoke<Entry>("library_import", { path }),
   demoModelPath: () => invoke<string | null>("demo_model_path"),
-  chatLoad(path: string, device: string, onProgress: (e: LoadEvent) => void) {
+  // `slot`: the conversation's model ("main") or side-by-side mode's second ("side").
+  chatLoad(slot: Slot, path: string, device: string, onProgress: (e: LoadEvent) => void) {
     const ch = new Channel<LoadEvent>();
     ch.onmessage = onProgress;
-    return invoke<LoadedSummary>("chat_load", { path, device, onProgress: ch });
+    return invoke<LoadedSummary>("chat_load", { path, device, slot, onProgress: ch });
   },
   chatLoadCancel: () => invoke<void>("chat_load_cancel"),
-  chatSend(text: string, system: string | null, settings: ChatSettings, onEvent: (e: ChatEvent) => void) {
+  chatUnload: (slot: Slot) => invoke<void>("chat_unload", { slot }),
+  chatSend(slot: Slot, text: string, system: string | null, settings: ChatSettings, onEvent: (e: ChatEvent) => void) {
     const ch = new Channel<ChatEvent>();
     ch.onmessage = onEvent;
-    return invoke<void>("chat_send", { text, system, settings, onEvent: ch });
-  },
-  sideLoad(path: string, device: string, onProgress: (e: LoadEvent) => void) {
-    const ch = new Channel<LoadEvent>();
-    ch.onmessage = onProgress;
-    return invoke<LoadedSummary>("side_load", { path, device, onProgress: ch });
-  },
-  sideUnload: () => invoke<void>("side_unload"),
-  sideSend(text: string, system: string | null, settings: ChatSettings, onEvent: (e: ChatEvent) => void) {
-    const ch = new Channel<ChatEvent>();
-    ch.onmessage = onEvent;
-    return invoke<void>("side_send", { text, system, settings, onEvent: ch });
+    return invoke<void>("chat_send", { text, system, settings, slot, onEvent: ch });
   },
   chatStop: () => invoke<void>("chat_stop"),
   chatReset: () => invoke<void>("chat_reset"),

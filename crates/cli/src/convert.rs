@@ -1,7 +1,9 @@
 //! `unicorn convert`: a GGUF file to an HF folder, with a progress bar; Ctrl-C
 //! cancels and leaves nothing behind.
 
-use crate::{cancel_requested, Cancellable};
+use crate::args::model_path;
+use crate::interrupt::Cancellable;
+use crate::output::{event, human_bytes, Reporter};
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use std::path::PathBuf;
@@ -42,7 +44,7 @@ pub struct ConvertArgs {
 
 pub fn run(a: ConvertArgs) -> Result<()> {
     let Target::Safetensors = a.to;
-    let model = crate::model_path(&a.model)?;
+    let model = model_path(&a.model)?;
     if model.is_dir() {
         bail!(
             "{} is a folder; convert takes a .gguf file",
@@ -54,35 +56,19 @@ pub fn run(a: ConvertArgs) -> Result<()> {
         DTypeArg::Bf16 => OutDType::Bf16,
     };
     let _guard = Cancellable::start()?;
-    let bar = crate::bytes_bar(a.json, 0);
-    let json = a.json;
-    let report = gguf_to_hf(&model, &a.out, dtype, a.force, &mut |p| {
-        bar.set_length(p.bytes_total);
-        bar.set_position(p.bytes_done);
-        bar.set_message(format!("{}/{} {}", p.tensors_done, p.tensors, p.tensor));
-        if json {
-            println!(
-                "{}",
-                serde_json::json!({"event": "progress", "progress": p})
-            );
-        }
-        !cancel_requested()
-    })
-    .with_context(|| format!("converting {}", model.display()))?;
-    bar.finish_and_clear();
-    crate::library::record(
-        &report.out,
-        unicorn_engine::library::source::CONVERTED,
-        None,
-    );
-    if json {
-        println!("{}", serde_json::json!({"event": "done", "report": report}));
+    let mut shown = Reporter::bytes(a.json, "converting");
+    let report = gguf_to_hf(&model, &a.out, dtype, a.force, &mut |p| shown.show(p))
+        .with_context(|| format!("converting {}", model.display()))?;
+    drop(shown);
+    crate::library::record(&report.out, unicorn_library::source::CONVERTED, None);
+    if a.json {
+        event("done", serde_json::json!({ "report": report }));
     } else {
         println!(
             "wrote {} ({} tensors, {}): {}",
             report.out.display(),
             report.tensors,
-            crate::human_bytes(report.weight_bytes as f64),
+            human_bytes(report.weight_bytes as f64),
             report.files.join(", ")
         );
     }

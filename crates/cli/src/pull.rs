@@ -2,10 +2,11 @@
 //! the HF cache with a progress bar (bytes, rate, ETA). Ctrl-C stops; the next pull
 //! resumes the interrupted file.
 
-use crate::{cancel_requested, human_bytes, Cancellable};
+use crate::interrupt::Cancellable;
+use crate::output::{event, human_bytes, Reporter};
 use anyhow::Result;
 use clap::Args;
-use unicorn_engine::hub::Hub;
+use unicorn_hub::Hub;
 
 #[derive(Args)]
 pub struct PullArgs {
@@ -20,17 +21,21 @@ pub struct PullArgs {
     /// Print JSON lines (the file list, progress, the result).
     #[arg(long)]
     json: bool,
+    /// Seconds a transfer may bring almost nothing (under 16 KiB) before it counts as
+    /// stalled: retried three times, then an error (the partial file stays).
+    #[arg(long, default_value_t = 30)]
+    stall_timeout: u64,
 }
 
 pub fn run(a: PullArgs) -> Result<()> {
-    let hub = Hub::from_env();
+    let hub = Hub {
+        stall_timeout: std::time::Duration::from_secs(a.stall_timeout.max(1)),
+        ..Hub::from_env()
+    };
     let listing = hub.list(&a.repo, &a.revision, &a.include)?;
     let total: u64 = listing.files.iter().map(|f| f.size).sum();
     if a.json {
-        println!(
-            "{}",
-            serde_json::json!({"event": "listing", "listing": listing})
-        );
+        event("listing", serde_json::json!({ "listing": listing }));
     } else {
         println!(
             "{} at {} ({} files, {}):",
@@ -44,35 +49,16 @@ pub fn run(a: PullArgs) -> Result<()> {
         }
     }
     let _guard = Cancellable::start()?;
-    let bar = crate::bytes_bar(a.json, total);
-    let mut last_json = std::time::Instant::now();
-    let json = a.json;
-    let snap = hub.pull(&listing, &a.revision, &mut |p| {
-        bar.set_position(p.bytes_done);
-        bar.set_message(p.file.clone());
-        if json
-            && (last_json.elapsed().as_millis() >= 200 || p.file_bytes_done == p.file_bytes_total)
-        {
-            last_json = std::time::Instant::now();
-            println!(
-                "{}",
-                serde_json::json!({"event": "progress", "progress": p})
-            );
-        }
-        !cancel_requested()
-    })?;
-    bar.finish_and_clear();
-    for model in unicorn_engine::hub::pulled_models(&snap, &listing) {
-        crate::library::record(
-            &model,
-            unicorn_engine::library::source::HUB,
-            Some(&listing.repo),
-        );
+    let mut shown = Reporter::bytes(a.json, "downloading");
+    let snap = hub.pull(&listing, &a.revision, &mut |p| shown.show(p))?;
+    drop(shown);
+    for model in unicorn_hub::pulled_models(&snap, &listing) {
+        crate::library::record(&model, unicorn_library::source::HUB, Some(&listing.repo));
     }
-    if json {
-        println!(
-            "{}",
-            serde_json::json!({"event": "done", "snapshot": snap, "commit": listing.commit})
+    if a.json {
+        event(
+            "done",
+            serde_json::json!({"snapshot": snap, "commit": listing.commit}),
         );
     } else {
         println!("done: {}", snap.display());

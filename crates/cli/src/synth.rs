@@ -1,16 +1,19 @@
 //! `unicorn synth`: a random-weight model at a public model's exact shape, for
 //! benchmarks and memory tests where the real weights cannot be downloaded.
 
-use crate::{cancel_requested, human_bytes, Cancellable};
+use crate::interrupt::Cancellable;
+use crate::output::{human_bytes, json_line, Reporter};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use std::path::PathBuf;
-use unicorn_engine::quantize::{nf4_export, quantize_synthetic, types::QuantType};
+use unicorn_engine::formats::nf4::export as nf4_export;
+use unicorn_engine::quantize::{quantize_synthetic, types::QuantType};
 use unicorn_engine::synth;
 
 #[derive(Args)]
 pub struct SynthArgs {
-    /// gemma3, llama or qwen3.
+    /// An architecture with built-in shapes (gemma3, llama, qwen3), or the one a
+    /// CONFIG.json --shape names.
     #[arg(long)]
     arch: String,
     /// A built-in shape (gemma3: 270m 1b 4b 12b 27b; llama: 135m 360m 1.7b; qwen3:
@@ -42,22 +45,20 @@ pub struct SynthArgs {
 
 pub fn run(a: SynthArgs) -> Result<()> {
     let arch = a.arch.to_ascii_lowercase();
-    if !synth::SHAPES.iter().any(|(n, _)| *n == arch) {
-        bail!("--arch {}: give gemma3, llama or qwen3", a.arch);
+    if unicorn_engine::models::by_name(&arch).is_none() {
+        bail!(
+            "--arch {}: not an architecture (built-in shapes: {})",
+            a.arch,
+            synth::known_shapes()
+        );
     }
     let config = synth::config(&arch, &a.shape)?;
-    let plan = synth::plan(&config, "BF16")?;
-    let parameters: u64 = plan
-        .iter()
-        .map(|t| t.shape.iter().product::<usize>() as u64)
-        .sum();
+    let parameters = config.parameters();
     if a.dry_run {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(
-                &serde_json::json!({"parameters": parameters, "config": config})
-            )?
-        );
+        json_line(&serde_json::json!({
+            "parameters": parameters,
+            "config": config.to_hf_json("bfloat16"),
+        }));
         return Ok(());
     }
     if a.out.exists() {
@@ -83,50 +84,35 @@ pub fn run(a: SynthArgs) -> Result<()> {
         }
     };
     let _guard = Cancellable::start()?;
-    let bar = crate::bytes_bar(a.json, 0);
     // A GGUF type is generated where it is quantized, from a folder of headers only;
     // NF4 and plain folders write the weights.
+    let mut shown = Reporter::bytes(a.json, "random weights");
     let r = match gguf {
         Some(_) => synth::write_headers(&config, &a.dtype, &folder),
-        None => {
-            bar.set_message("random weights");
-            synth::write(&config, &a.dtype, a.seed, &folder, &mut |done, total| {
-                bar.set_length(total);
-                bar.set_position(done);
-                !cancel_requested()
-            })
-        }
+        None => synth::write(&config, &a.dtype, a.seed, &folder, &mut |p| shown.show(p)),
     }
     .with_context(|| format!("writing {}", folder.display()))?;
-    bar.finish_and_clear();
     let quantized = match (&target, gguf) {
         (None, _) => Ok(None),
         (Some(_), Some(to)) => {
-            let bar = crate::bytes_bar(a.json, 0);
-            bar.set_message(format!("random weights, quantized to {}", to.name()));
-            let q = quantize_synthetic(&folder, a.seed, &a.out, to, &mut |p| {
-                bar.set_length(p.bytes_total);
-                bar.set_position(p.bytes_read);
-                !cancel_requested()
-            });
-            bar.finish_and_clear();
-            q.map(|q| Some((q.output_bytes, q.bits_per_weight)))
+            quantize_synthetic(&folder, a.seed, &a.out, to, &mut |p| shown.show(p))
+                .map(|q| Some((q.output_bytes, q.bits_per_weight)))
         }
-        (Some(_), None) => nf4_export::export(&folder, &a.out, 64, true, false, &mut |_, _| {
-            !cancel_requested()
-        })
-        .map(|q| Some((q.output_bytes, q.bits_per_weight))),
+        (Some(_), None) => {
+            nf4_export::export(&folder, &a.out, 64, true, false, &mut |p| shown.show(p))
+                .map(|q| Some((q.output_bytes, q.bits_per_weight)))
+        }
     };
+    drop(shown);
     if target.is_some() {
         std::fs::remove_dir_all(&folder).ok();
     }
     let quantized = quantized.with_context(|| format!("quantizing to {}", a.out.display()))?;
     let (bytes, bpw) = quantized.unwrap_or((r.bytes, r.bytes as f64 * 8.0 / parameters as f64));
     if a.json {
-        println!(
-            "{}",
-            serde_json::json!({"out": a.out, "parameters": parameters, "bytes": bytes,
-                               "bits_per_weight": bpw, "shards": r.shards})
+        json_line(
+            &serde_json::json!({"out": a.out, "parameters": parameters, "bytes": bytes,
+                                      "bits_per_weight": bpw, "shards": r.shards}),
         );
     } else {
         println!(

@@ -9,8 +9,8 @@ use candle_core::{Device, Tensor};
 use rand::{rngs::SmallRng, Rng, SeedableRng};
 use std::sync::Arc;
 use std::time::Instant;
-use unicorn_engine::nf4::{Nf4, Nf4Matrix};
-use unicorn_engine::weight::Weight;
+use unicorn_engine::formats::nf4::{Nf4, Nf4Matrix};
+use unicorn_engine::formats::Weight;
 
 fn time(w: &Weight, x: &Tensor, reps: usize) -> f64 {
     for _ in 0..3 {

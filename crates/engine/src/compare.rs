@@ -40,7 +40,7 @@ pub fn compare(
     text: &str,
     ctx: usize,
     max_tokens: Option<usize>,
-    progress: &mut dyn FnMut(usize, usize) -> bool,
+    progress: &mut dyn FnMut(&unicorn_common::Progress) -> bool,
 ) -> Result<Comparison> {
     let (vb, vq) = (base.config().vocab_size(), quant.config().vocab_size());
     if vb != vq {
@@ -50,6 +50,7 @@ pub fn compare(
             quant.path().display()
         )));
     }
+    same_vocabulary(base, quant)?;
     let mut ids = base.tokenizer()?.encode_with_bos(text)?;
     if let Some(n) = max_tokens {
         ids.truncate(n);
@@ -63,6 +64,7 @@ pub fn compare(
     let chunks = ids.len() / ctx;
     let (mut nll_b, mut nll_q, mut same) = (0f64, 0f64, 0usize);
     let mut klds = Vec::new();
+    let meter = unicorn_common::Meter::start();
     for c in 0..chunks {
         let w = window(base, &ids, ctx, c)?;
         let lb = scored_log_probs(base, &w)?;
@@ -81,7 +83,9 @@ pub fn compare(
                 same += 1;
             }
         }
-        if !progress(c + 1, chunks) {
+        let done = c as u64 + 1;
+        let at = meter.at(format!("window {done}"), c + 1, chunks, done, chunks as u64);
+        if !progress(&at) {
             return Err(Error::Cancelled);
         }
     }
@@ -101,4 +105,25 @@ pub fn compare(
         tokens_scored: n,
         ctx,
     })
+}
+
+/// Refuses two models whose tokenizers give an id different pieces: their
+/// distributions would be compared token by token over different tokens. (A model
+/// without a tokenizer is taken to share the other's, as its ids are all we have.)
+fn same_vocabulary(base: &LoadedModel, quant: &LoadedModel) -> Result<()> {
+    let (Ok(a), Ok(b)) = (base.tokenizer(), quant.tokenizer()) else {
+        return Ok(());
+    };
+    let n = a.vocab_size().max(b.vocab_size()) as u32;
+    let differs = (0..n).find(|&id| a.hf().id_to_token(id) != b.hf().id_to_token(id));
+    match differs {
+        None => Ok(()),
+        Some(id) => Err(Error::Invalid(format!(
+            "{} and {} have different tokenizers (id {id} is {:?} in one and {:?} in the other): their probabilities cannot be compared token by token",
+            base.path().display(),
+            quant.path().display(),
+            a.hf().id_to_token(id),
+            b.hf().id_to_token(id)
+        ))),
+    }
 }

@@ -9,11 +9,12 @@ use crate::error::{Error, Result};
 use crate::gguf::GgufFile;
 use crate::hf::names;
 use crate::hf::writer::{PlannedTensor, SafetensorsWriter};
-use crate::models::Config;
+use crate::models::{Config, Stored};
 use crate::tokenizer::Tokenizer;
 use candle_core::{DType, Device, Tensor};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
+use unicorn_common::{atomic, Meter, Progress};
 
 /// Precision of the written weights.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,21 +41,6 @@ impl OutDType {
     }
 }
 
-/// Progress of a conversion, reported after each tensor.
-#[derive(Debug, Clone, Serialize)]
-pub struct ConvertProgress {
-    /// Tensors written so far.
-    pub tensors_done: usize,
-    /// Tensors in all.
-    pub tensors: usize,
-    /// Output bytes written so far.
-    pub bytes_done: u64,
-    /// Output bytes in all.
-    pub bytes_total: u64,
-    /// The tensor just written.
-    pub tensor: String,
-}
-
 /// What a finished conversion wrote.
 #[derive(Debug, Clone, Serialize)]
 pub struct ConvertReport {
@@ -75,14 +61,9 @@ pub fn gguf_to_hf(
     out: &Path,
     dtype: OutDType,
     force: bool,
-    progress: &mut dyn FnMut(&ConvertProgress) -> bool,
+    progress: &mut dyn FnMut(&Progress) -> bool,
 ) -> Result<ConvertReport> {
-    if out.exists() && !force {
-        return Err(Error::Invalid(format!(
-            "{} already exists; pass --force to replace it",
-            out.display()
-        )));
-    }
+    atomic::check_target(out, atomic::Kind::Folder, force, Some(gguf))?;
     let g = GgufFile::open(gguf)?;
     let config = Config::from_gguf(&g)?;
     // A GGUF without tokenizer metadata still converts; the folder then runs from ids.
@@ -90,7 +71,7 @@ pub fn gguf_to_hf(
         Some(_) => Some(Tokenizer::from_gguf(&g)?),
         None => None,
     };
-    let mut report = crate::atomic::folder(out, |tmp| {
+    let mut report = atomic::folder(out, |tmp| {
         write_folder(&g, &config, tokenizer.as_ref(), tmp, dtype, progress)
     })?;
     report.out = out.to_path_buf();
@@ -113,14 +94,12 @@ fn write_folder(
     tokenizer: Option<&Tokenizer>,
     dir: &Path,
     dtype: OutDType,
-    progress: &mut dyn FnMut(&ConvertProgress) -> bool,
+    progress: &mut dyn FnMut(&Progress) -> bool,
 ) -> Result<ConvertReport> {
-    let gguf_arch = g.architecture()?;
-    let name_arch = config.architecture();
     let mut plan = Vec::new();
     let mut sources = std::collections::HashMap::new();
     for (name, _, shape) in g.tensor_infos() {
-        let Some(hf) = names::gguf_to_hf(name_arch, &name) else {
+        let Some(hf) = names::gguf_to_hf(config.arch, &name) else {
             return Err(Error::Tensor {
                 path: g.path().to_path_buf(),
                 tensor: name,
@@ -139,13 +118,12 @@ fn write_folder(
         });
         sources.insert(hf, name);
     }
-    let tied = !g.has_tensor("output.weight");
     let st_path = dir.join("model.safetensors");
     let mut w = SafetensorsWriter::create(&st_path, plan)?;
     let plan = w.plan().to_vec();
     let bytes_total: u64 = plan.iter().map(|t| t.bytes() as u64).sum();
-    let (_, heads, kv_heads, _, _) = config.shape();
     let mut bytes_done = 0u64;
+    let meter = Meter::start();
     for (i, t) in plan.iter().enumerate() {
         let gname = &sources[&t.name];
         let terr = |e: candle_core::Error| Error::Tensor {
@@ -154,14 +132,19 @@ fn write_folder(
             message: e.to_string(),
         };
         let q = g.qtensor(gname, &Device::Cpu)?;
-        let mut x = q.dequantize(&Device::Cpu).map_err(terr)?;
-        if gguf_arch == "llama" && gname.ends_with("attn_q.weight") {
-            x = unpermute(&x, heads).map_err(terr)?;
-        } else if gguf_arch == "llama" && gname.ends_with("attn_k.weight") {
-            x = unpermute(&x, kv_heads).map_err(terr)?;
-        } else if gguf_arch == "gemma3" && gname.contains("norm") {
-            x = (x - 1.0).map_err(terr)?;
+        if let Some(why) = crate::formats::first_non_finite(&q).map_err(terr)? {
+            return Err(Error::Tensor {
+                path: g.path().to_path_buf(),
+                tensor: gname.clone(),
+                message: why,
+            });
         }
+        let mut x = q.dequantize(&Device::Cpu).map_err(terr)?;
+        x = match config.stored(gname) {
+            Stored::Same => x,
+            Stored::PlusOne => (x - 1.0).map_err(terr)?,
+            Stored::PermutedHeads(heads) => unpermute(&x, heads).map_err(terr)?,
+        };
         let data = match t.dtype {
             "F32" => bytes_of(
                 &x.flatten_all()
@@ -179,30 +162,23 @@ fn write_folder(
         };
         w.write_next(&data)?;
         bytes_done += data.len() as u64;
-        let go_on = progress(&ConvertProgress {
-            tensors_done: i + 1,
-            tensors: plan.len(),
-            bytes_done,
-            bytes_total,
-            tensor: t.name.clone(),
-        });
-        if !go_on {
+        if !progress(&meter.at(&t.name, i + 1, plan.len(), bytes_done, bytes_total)) {
             return Err(Error::Cancelled);
         }
     }
     w.finish()?;
 
-    let mut cfg = match config {
-        Config::Llama(c) => c.to_hf_json(tied, dtype.torch_name()),
-        Config::Gemma3(c) => c.to_hf_json(tied, dtype.torch_name()),
-    };
+    let mut config = config.clone();
     if let Some(tokenizer) = tokenizer {
-        cfg["bos_token_id"] = serde_json::json!(tokenizer.bos_id);
-        cfg["eos_token_id"] = serde_json::json!(tokenizer.eos_id);
+        config.bos_token_id = tokenizer.bos_id;
+        config.eos_token_ids = tokenizer.eos_id.into_iter().collect();
     }
-    write_json(&dir.join("config.json"), &cfg)?;
+    write_json(
+        &dir.join("config.json"),
+        &config.to_hf_json(dtype.torch_name()),
+    )?;
     if let Some(tokenizer) = tokenizer {
-        write_tokenizer_files(g, config, tokenizer, dir)?;
+        write_tokenizer_files(g, &config, tokenizer, dir)?;
     }
 
     let mut files: Vec<String> = std::fs::read_dir(dir)

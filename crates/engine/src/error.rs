@@ -50,7 +50,7 @@ pub enum Error {
         /// The architecture it names.
         arch: String,
         /// The ones we support.
-        supported: &'static str,
+        supported: String,
     },
     /// Tokenizer construction or use failed.
     #[error("tokenizer: {0}")]
@@ -67,6 +67,9 @@ pub enum Error {
     /// A tensor computation failed.
     #[error("compute: {0}")]
     Compute(#[from] candle_core::Error),
+    /// An output could not be written whole, or may not replace what is there.
+    #[error(transparent)]
+    Output(#[from] unicorn_common::atomic::OutputError),
 }
 
 /// The engine's result type.

@@ -2,10 +2,10 @@
 //! loaded), and whether it will fit in memory.
 
 use crate::error::{Error, Result};
+use crate::formats::ggml_type_name;
 use crate::memory::MemoryEstimate;
 use crate::models::Config;
 use crate::source::Source;
-use crate::weight::ggml_type_name;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -113,7 +113,7 @@ pub fn inspect(path: &Path, ctx: Option<usize>) -> Result<ModelInfo> {
                 file_bytes,
                 g.string_opt("general.name")?,
                 g.string_opt("tokenizer.ggml.model")?,
-                g.get("tokenizer.chat_template").is_some(),
+                g.string_opt("tokenizer.chat_template")?,
             )
         }
         Source::Hf(h) => {
@@ -132,10 +132,15 @@ pub fn inspect(path: &Path, ctx: Option<usize>) -> Result<ModelInfo> {
                     .tokenizer
                     .is_some()
                     .then(|| "tokenizer.json".to_string()),
-                files.chat_template.is_some(),
+                files.chat_template,
             )
         }
     };
+    // Loading parses the template; so does `info`, to refuse what loading refuses.
+    if let Some(t) = &chat_template {
+        crate::template::ChatTemplate::new(t, &path.display().to_string(), false)?;
+    }
+    let chat_template = chat_template.is_some();
     let ctx = ctx.unwrap_or_else(|| cfg.context_length().min(4096));
     let memory = crate::memory::estimate(&src, ctx, baseline)?;
     let (hidden_size, heads, kv_heads, head_dim, feed_forward) = cfg.shape();

@@ -99,7 +99,7 @@ fn tokenizer_bytes(src: &Source, cfg: &Config) -> (u64, u64) {
     match src {
         Source::Gguf(g) => {
             let (steady, peak) = match g.string_opt("tokenizer.ggml.model").ok().flatten() {
-                Some(m) if m == "llama" => GGUF_SPM_PER_ENTRY,
+                Some(m) if m == crate::tokenizer::MODEL_SPM => GGUF_SPM_PER_ENTRY,
                 Some(_) => GGUF_BPE_PER_ENTRY,
                 None => (0, 0),
             };
@@ -150,11 +150,7 @@ pub fn estimate_with_weights(
     let load_peak_bytes = weights_bytes + tokenizer_peak;
     let serving = weights_bytes + tokenizer_bytes + kv_cache_bytes + activation_bytes;
     let total = baseline_bytes + load_peak_bytes.max(serving);
-    let free_ram_bytes = {
-        let mut sys = sysinfo::System::new();
-        sys.refresh_memory();
-        sys.available_memory()
-    };
+    let free_ram_bytes = crate::stats::available_memory();
     // The first GPU, the one `--device auto` takes.
     let free_vram = crate::device::gpus()
         .ok()

@@ -25,13 +25,13 @@ pub struct Perplexity {
 }
 
 /// Perplexity of `text`, using at most `max_tokens` of its tokens.
-/// `progress(done, total)` is called after each window; returning false cancels.
+/// `progress` is told the windows scored after each; returning false cancels.
 pub fn perplexity_of_text(
     model: &LoadedModel,
     text: &str,
     ctx: usize,
     max_tokens: Option<usize>,
-    progress: &mut dyn FnMut(usize, usize) -> bool,
+    progress: &mut dyn FnMut(&unicorn_common::Progress) -> bool,
 ) -> Result<Perplexity> {
     let mut ids = model.tokenizer()?.encode_with_bos(text)?;
     if let Some(n) = max_tokens {
@@ -45,7 +45,7 @@ pub fn perplexity_of_ids(
     model: &LoadedModel,
     ids: &[u32],
     ctx: usize,
-    progress: &mut dyn FnMut(usize, usize) -> bool,
+    progress: &mut dyn FnMut(&unicorn_common::Progress) -> bool,
 ) -> Result<Perplexity> {
     if ctx < 4 {
         return Err(Error::Invalid(format!(
@@ -61,6 +61,7 @@ pub fn perplexity_of_ids(
     }
     let first = ctx / 2;
     let mut nll_sum = 0f64;
+    let meter = unicorn_common::Meter::start();
     let mut count = 0usize;
     for c in 0..chunks {
         let window = window(model, ids, ctx, c)?;
@@ -76,7 +77,9 @@ pub fn perplexity_of_ids(
             nll_sum -= lp as f64;
             count += 1;
         }
-        if !progress(c + 1, chunks) {
+        let done = c as u64 + 1;
+        let at = meter.at(format!("window {done}"), c + 1, chunks, done, chunks as u64);
+        if !progress(&at) {
             return Err(Error::Cancelled);
         }
     }

@@ -106,7 +106,7 @@ pub struct Reply {
 impl LoadedModel {
     /// Loads a `.gguf` model file or an HF model folder.
     pub fn load(path: &Path, opts: &LoadOptions) -> Result<Self> {
-        Self::load_with_progress(path, opts, Box::new(|_, _| true))
+        Self::load_with_progress(path, opts, &mut |_| true)
     }
 
     /// [`LoadedModel::load`], telling `progress` the weight bytes loaded so far and in
@@ -115,14 +115,14 @@ impl LoadedModel {
     pub fn load_with_progress(
         path: &Path,
         opts: &LoadOptions,
-        progress: crate::source::LoadProgress,
+        progress: &mut dyn FnMut(&unicorn_common::Progress) -> bool,
     ) -> Result<Self> {
         let t0 = Instant::now();
         let src = Source::open(path)?;
         let placement = crate::device::place(opts.device)?;
         let device = placement.device.clone();
         let config = Config::from_source(&src)?;
-        let fold_system = config.architecture().starts_with("gemma");
+        let fold_system = config.arch.folds_system_prompt;
         let (tokenizer, template_src, mut stop_ids, default_sampling) = match &src {
             // A GGUF without tokenizer metadata (`unicorn synth --to`, or written
             // from a folder without one) runs from token ids, as such a folder does.
@@ -176,12 +176,14 @@ impl LoadedModel {
             }
         };
         let template = match (&tokenizer, template_src) {
-            (Some(_), Some(src)) => Some(ChatTemplate::new(&src, fold_system)?),
+            (Some(_), Some(src)) => Some(ChatTemplate::new(
+                &src,
+                &path.display().to_string(),
+                fold_system,
+            )?),
             _ => None,
         };
-        let total = crate::memory::resident_weight_bytes(&src);
-        let model =
-            crate::source::with_load_progress(total, progress, || Model::load(&src, &device))?;
+        let model = Model::load_with_progress(&src, &device, progress)?;
         // Chat models end a turn with these, whatever their config calls EOS.
         if let Some(tok) = &tokenizer {
             for t in [
@@ -370,89 +372,37 @@ impl<'m> ChatSession<'m> {
         sink: &mut dyn FnMut(&TokenEvent) -> bool,
     ) -> Result<Reply> {
         params.sampling.validate().map_err(Error::Invalid)?;
+        let m = self.model;
+        let ctx = m.config.context_length();
         if prompt_ids.is_empty() {
             return Err(Error::Invalid("the prompt is empty".into()));
         }
-        let m = self.model;
-        let ctx = m.config.context_length();
         if prompt_ids.len() >= ctx {
             return Err(Error::Invalid(format!(
                 "the prompt has {} tokens; the model's context is {ctx}",
                 prompt_ids.len()
             )));
         }
-        let t_start = Instant::now();
-        // At least one token must be computed to get logits for the next one.
-        let want = common_prefix(&self.cached, prompt_ids).min(prompt_ids.len() - 1);
-        // The cache may keep less than asked (a sliding layer already dropped keys).
-        let reuse = self.cache.truncate(want);
-        self.cached.truncate(reuse);
-        let fresh = &prompt_ids[reuse..];
-        let computed = fresh.len();
-        let logits = m.model.forward(fresh, &mut self.cache, fresh.len() - 1)?;
-        self.cached.extend_from_slice(fresh);
-        let prefill_s = t_start.elapsed().as_secs_f64();
-        let mut logits = logits.squeeze(0)?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
-
+        let mut clock = Clock::start();
+        let (mut logits, computed) = self.prefill(prompt_ids)?;
+        clock.prefilled();
         let mut sampler = Sampler::new(params.sampling.clone());
-        // Without a tokenizer the reply is ids only.
-        let mut stream = m.tokenizer.as_ref().map(TokenStream::new);
+        let mut text = TextOut::new(m.tokenizer.as_ref(), &params.stop_strings);
         let mut history: Vec<u32> = prompt_ids.to_vec();
         let mut generated: Vec<u32> = Vec::new();
-        let mut text = String::new(); // everything decoded so far
-        let mut emitted: usize = 0; // bytes of `text` already handed to the sink
-        let mut ttft = None;
-        // Decode speed is end to end: forward pass, sampling and detokenization of
-        // every token after the first, from the first sampled token to the last.
-        let mut first_token_at = None;
-        let mut last_token_at = t_start;
-        let max_stop = params
-            .stop_strings
-            .iter()
-            .map(|s| s.len())
-            .max()
-            .unwrap_or(0);
         let stop_reason = loop {
             if generated.len() >= params.max_tokens {
                 break StopReason::MaxTokens;
             }
             let next = sampler.sample(&logits, &history);
-            last_token_at = Instant::now();
-            first_token_at.get_or_insert(last_token_at);
-            ttft.get_or_insert_with(|| t_start.elapsed());
+            clock.token();
             generated.push(next);
             history.push(next);
             if !params.ignore_eos && m.stop_ids.contains(&next) {
                 break StopReason::Eos;
             }
-            if let Some(piece) = stream.as_mut().map(|s| s.push(next)).transpose()?.flatten() {
-                text.push_str(&piece);
-            }
-            // Stop strings: cut the text before the first one; hold back a tail that
-            // could still become one.
-            let search_from = floor_char_boundary(&text, emitted.saturating_sub(max_stop));
-            let hit = params
-                .stop_strings
-                .iter()
-                .filter(|s| !s.is_empty())
-                .filter_map(|s| {
-                    text[search_from..]
-                        .find(s.as_str())
-                        .map(|i| i + search_from)
-                })
-                .min();
-            let (safe, stop) = match hit {
-                Some(i) => (i, true),
-                None => (safe_boundary(&text, &params.stop_strings), false),
-            };
-            let piece = if safe > emitted {
-                text[emitted..safe].to_string()
-            } else {
-                String::new()
-            };
-            emitted = emitted.max(safe);
-            if stop {
-                text.truncate(safe);
+            let (piece, stopped) = text.push(next)?;
+            if stopped {
                 sink(&TokenEvent {
                     id: next,
                     text: piece,
@@ -471,34 +421,23 @@ impl<'m> ChatSession<'m> {
             if self.cache.len() + 1 >= ctx {
                 break StopReason::ContextFull;
             }
-            let l = m.model.forward(&[next], &mut self.cache, 0)?;
+            logits = last_logits(m.model.forward(&[next], &mut self.cache, 0)?)?;
             self.cached.push(next);
-            logits = l.squeeze(0)?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
         };
-        if stop_reason != StopReason::StopString {
-            if let Some(rest) = stream.as_mut().map(|s| s.finish()).transpose()?.flatten() {
-                text.push_str(&rest);
-            }
-            if emitted < text.len() && stop_reason != StopReason::Eos {
-                // Text held back for a stop string that never came.
-                sink(&TokenEvent {
-                    id: *generated.last().unwrap_or(&0),
-                    text: text[emitted..].to_string(),
-                });
-            }
+        if let Some(rest) = text.finish(stop_reason)? {
+            // Text held back for a stop string that never came.
+            sink(&TokenEvent {
+                id: *generated.last().unwrap_or(&0),
+                text: rest,
+            });
         }
         let stats = Stats {
             prompt_tokens: prompt_ids.len(),
             prefill_tokens: computed,
             generated_tokens: generated.len(),
-            ttft_ms: ttft.unwrap_or_default().as_secs_f64() * 1e3,
-            prefill_tok_s: computed as f64 / prefill_s.max(1e-9),
-            decode_tok_s: match first_token_at {
-                Some(first) if generated.len() > 1 => {
-                    (generated.len() - 1) as f64 / (last_token_at - first).as_secs_f64().max(1e-9)
-                }
-                _ => 0.0,
-            },
+            ttft_ms: clock.ttft_ms(),
+            prefill_tok_s: clock.prefill_tok_s(computed),
+            decode_tok_s: clock.decode_tok_s(generated.len()),
             weights_bytes: m.model.weight_bytes().total,
             kv_cache_bytes: self.cache.bytes(),
             rss_bytes: rss_bytes(),
@@ -507,11 +446,169 @@ impl<'m> ChatSession<'m> {
             device: m.placement.label.clone(),
         };
         Ok(Reply {
-            text,
+            text: text.into_text(),
             token_ids: generated,
             stop_reason,
             stats,
         })
+    }
+
+    /// Computes what the cache lacks of `prompt_ids` (at least its last token, whose
+    /// logits pick the first reply token); returns those logits and how many tokens
+    /// were computed.
+    fn prefill(&mut self, prompt_ids: &[u32]) -> Result<(Vec<f32>, usize)> {
+        let want = common_prefix(&self.cached, prompt_ids).min(prompt_ids.len() - 1);
+        // The cache may keep less than asked (a sliding layer already dropped keys).
+        let reuse = self.cache.truncate(want);
+        self.cached.truncate(reuse);
+        let fresh = &prompt_ids[reuse..];
+        let logits = self
+            .model
+            .model
+            .forward(fresh, &mut self.cache, fresh.len() - 1)?;
+        self.cached.extend_from_slice(fresh);
+        Ok((last_logits(logits)?, fresh.len()))
+    }
+}
+
+/// The logits of a one-position forward pass as floats.
+fn last_logits(t: candle_core::Tensor) -> Result<Vec<f32>> {
+    Ok(t.squeeze(0)?.to_dtype(DType::F32)?.to_vec1::<f32>()?)
+}
+
+/// The timings a reply reports. Decode speed is end to end: forward pass, sampling
+/// and detokenization of every token after the first, from the first sampled token
+/// to the last.
+struct Clock {
+    start: Instant,
+    prefill_s: f64,
+    first: Option<Instant>,
+    last: Instant,
+}
+
+impl Clock {
+    fn start() -> Self {
+        let now = Instant::now();
+        Self {
+            start: now,
+            prefill_s: 0.0,
+            first: None,
+            last: now,
+        }
+    }
+
+    fn prefilled(&mut self) {
+        self.prefill_s = self.start.elapsed().as_secs_f64();
+    }
+
+    fn token(&mut self) {
+        self.last = Instant::now();
+        self.first.get_or_insert(self.last);
+    }
+
+    fn ttft_ms(&self) -> f64 {
+        self.first
+            .map_or(0.0, |f| (f - self.start).as_secs_f64() * 1e3)
+    }
+
+    fn prefill_tok_s(&self, computed: usize) -> f64 {
+        computed as f64 / self.prefill_s.max(1e-9)
+    }
+
+    fn decode_tok_s(&self, generated: usize) -> f64 {
+        match self.first {
+            Some(first) if generated > 1 => {
+                (generated - 1) as f64 / (self.last - first).as_secs_f64().max(1e-9)
+            }
+            _ => 0.0,
+        }
+    }
+}
+
+/// The reply's text as tokens arrive: detokenized incrementally, cut before the first
+/// stop string, and held back while its tail could still become one.
+struct TextOut<'t> {
+    stream: Option<TokenStream<'t>>,
+    stops: &'t [String],
+    longest_stop: usize,
+    /// Everything decoded so far.
+    text: String,
+    /// Bytes of `text` already handed out.
+    emitted: usize,
+}
+
+impl<'t> TextOut<'t> {
+    /// Without a tokenizer the reply is ids only, and the text stays empty.
+    fn new(tokenizer: Option<&'t Tokenizer>, stops: &'t [String]) -> Self {
+        Self {
+            stream: tokenizer.map(TokenStream::new),
+            stops,
+            longest_stop: stops.iter().map(|s| s.len()).max().unwrap_or(0),
+            text: String::new(),
+            emitted: 0,
+        }
+    }
+
+    /// Adds token `id`; returns the text that may be shown now, and whether a stop
+    /// string ended the reply (the text is then cut before it).
+    fn push(&mut self, id: u32) -> Result<(String, bool)> {
+        if let Some(piece) = self
+            .stream
+            .as_mut()
+            .map(|s| s.push(id))
+            .transpose()?
+            .flatten()
+        {
+            self.text.push_str(&piece);
+        }
+        let from = floor_char_boundary(&self.text, self.emitted.saturating_sub(self.longest_stop));
+        let hit = self
+            .stops
+            .iter()
+            .filter(|s| !s.is_empty())
+            .filter_map(|s| self.text[from..].find(s.as_str()).map(|i| i + from))
+            .min();
+        let (safe, stop) = match hit {
+            Some(i) => (i, true),
+            None => (safe_boundary(&self.text, self.stops), false),
+        };
+        let piece = if safe > self.emitted {
+            self.text[self.emitted..safe].to_string()
+        } else {
+            String::new()
+        };
+        self.emitted = self.emitted.max(safe);
+        if stop {
+            self.text.truncate(safe);
+        }
+        Ok((piece, stop))
+    }
+
+    /// Flushes the detokenizer; returns text still held back (none after a stop
+    /// string or a stop token).
+    fn finish(&mut self, why: StopReason) -> Result<Option<String>> {
+        if why == StopReason::StopString {
+            return Ok(None);
+        }
+        if let Some(rest) = self
+            .stream
+            .as_mut()
+            .map(|s| s.finish())
+            .transpose()?
+            .flatten()
+        {
+            self.text.push_str(&rest);
+        }
+        if self.emitted < self.text.len() && why != StopReason::Eos {
+            let rest = self.text[self.emitted..].to_string();
+            self.emitted = self.text.len();
+            return Ok(Some(rest));
+        }
+        Ok(None)
+    }
+
+    fn into_text(self) -> String {
+        self.text
     }
 }
 

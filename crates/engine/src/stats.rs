@@ -76,6 +76,31 @@ pub fn mean_sd(xs: &[f64]) -> (f64, f64) {
     (mean, var.sqrt())
 }
 
+/// Memory the OS reports available now, in bytes.
+pub fn available_memory() -> u64 {
+    let mut sys = sysinfo::System::new();
+    sys.refresh_memory();
+    sys.available_memory()
+}
+
+/// Free space on the disk that holds `path` (the disk whose mount point is the
+/// longest prefix of it, or of its parent when it does not exist yet), where the OS
+/// says.
+pub fn free_disk(path: &std::path::Path) -> Option<u64> {
+    let disks = sysinfo::Disks::new_with_refreshed_list();
+    disks
+        .list()
+        .iter()
+        .filter(|d| {
+            path.starts_with(d.mount_point())
+                || path
+                    .parent()
+                    .is_some_and(|p| p.starts_with(d.mount_point()))
+        })
+        .max_by_key(|d| d.mount_point().as_os_str().len())
+        .map(|d| d.available_space())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

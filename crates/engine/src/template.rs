@@ -40,17 +40,30 @@ impl Message {
     }
 }
 
+/// Instructions one rendering may run: far more than any real template needs for a
+/// long conversation, few enough that a template that loops forever stops in
+/// well under a second.
+const FUEL: u64 = 5_000_000;
+/// Bytes one rendering may produce: a prompt this long is beyond any context.
+const MAX_OUTPUT: usize = 64 << 20;
+
 /// A parsed chat template.
 pub struct ChatTemplate {
     env: Environment<'static>,
     /// Gemma has no system role: a system message is folded into the first user turn.
     fold_system: bool,
+    /// Where the template came from, for errors.
+    origin: String,
 }
 
 impl ChatTemplate {
-    /// Parses `source`. `fold_system` is set for models without a system role (Gemma).
-    pub fn new(source: &str, fold_system: bool) -> Result<Self> {
+    /// Parses `source`, which came from `origin` (a file, named in errors).
+    /// `fold_system` is set for models without a system role (Gemma).
+    pub fn new(source: &str, origin: &str, fold_system: bool) -> Result<Self> {
+        let err = |e: String| Error::Template(format!("{origin}: {e}"));
         let mut env = Environment::new();
+        // A template comes with the model, from anywhere: bounded in work and output.
+        env.set_fuel(Some(FUEL));
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
@@ -66,8 +79,12 @@ impl ChatTemplate {
             format_utc_date(&fmt)
         });
         env.add_template_owned("chat", source.to_string())
-            .map_err(|e| Error::Template(e.to_string()))?;
-        Ok(Self { env, fold_system })
+            .map_err(|e| err(e.to_string()))?;
+        Ok(Self {
+            env,
+            fold_system,
+            origin: origin.to_string(),
+        })
     }
 
     /// Renders the conversation; with `add_generation_prompt` the text ends where the
@@ -84,18 +101,53 @@ impl ChatTemplate {
         } else {
             messages.to_vec()
         };
+        let err = |e: String| Error::Template(format!("{}: {e}", self.origin));
         let tmpl = self
             .env
             .get_template("chat")
-            .map_err(|e| Error::Template(e.to_string()))?;
-        tmpl.render(minijinja::context! {
-            messages => messages,
-            add_generation_prompt => add_generation_prompt,
-            bos_token => bos_token,
-            eos_token => eos_token,
-            tools => Value::from(()),
-        })
-        .map_err(|e| Error::Template(e.to_string()))
+            .map_err(|e| err(e.to_string()))?;
+        let mut out = Capped(Vec::new());
+        let rendered = tmpl.render_captured_to(
+            minijinja::context! {
+                messages => messages,
+                add_generation_prompt => add_generation_prompt,
+                bos_token => bos_token,
+                eos_token => eos_token,
+                tools => Value::from(()),
+            },
+            &mut out,
+        );
+        match rendered {
+            Ok(_) => String::from_utf8(out.0)
+                .map_err(|_| err("the template produced invalid UTF-8".into())),
+            Err(_) if out.0.len() > MAX_OUTPUT => Err(err(format!(
+                "the output passed {} MB: refused",
+                MAX_OUTPUT >> 20
+            ))),
+            Err(e) if e.kind() == ErrorKind::OutOfFuel => Err(err(format!(
+                "more than {FUEL} instructions: refused (a loop that does not end?)"
+            ))),
+            Err(e) => Err(err(e.to_string())),
+        }
+    }
+}
+
+/// Rendered text, refused past [`MAX_OUTPUT`] bytes.
+struct Capped(Vec<u8>);
+
+impl std::io::Write for Capped {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.0.len() + buf.len() > MAX_OUTPUT {
+            // Recorded, so that the error can say why.
+            self.0.resize(MAX_OUTPUT + 1, 0);
+            return Err(std::io::Error::other("output cap"));
+        }
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -161,25 +213,61 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 mod tests {
     use super::*;
 
+    /// Templates that loop for ever or write without end stop quickly with the reason,
+    /// naming where the template came from.
+    #[test]
+    fn hostile_templates_are_bounded() {
+        let msgs = [Message::user("hi")];
+        for (src, why) in [
+            (
+                "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+                "instructions",
+            ),
+            (
+                "{% for i in range(1000) %}{{ 'x' * 100000000 }}{% endfor %}",
+                "MB",
+            ),
+        ] {
+            let t0 = std::time::Instant::now();
+            let t = ChatTemplate::new(src, "evil/tokenizer_config.json", false).unwrap();
+            let e = t.render(&msgs, true, "", "").unwrap_err().to_string();
+            assert!(
+                e.contains(why) && e.contains("evil/tokenizer_config.json"),
+                "{e}"
+            );
+            assert!(t0.elapsed().as_secs() < 10, "{:?}", t0.elapsed());
+        }
+        let e = ChatTemplate::new("{% for %}", "x.gguf", false)
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("x.gguf"), "{e}");
+    }
+
     const CHATML: &str = "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\nYou are helpful<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
 
     #[test]
     fn chatml_with_default_system_and_generation_prompt() {
-        let t = ChatTemplate::new(CHATML, false).unwrap();
+        let t = ChatTemplate::new(CHATML, "test", false).unwrap();
         let s = t.render(&[Message::user("Hi")], true, "", "").unwrap();
         assert_eq!(s, "<|im_start|>system\nYou are helpful<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");
     }
 
     #[test]
     fn raise_exception_is_an_error_not_a_panic() {
-        let t = ChatTemplate::new("{{ raise_exception('no system role') }}", false).unwrap();
+        let t =
+            ChatTemplate::new("{{ raise_exception('no system role') }}", "test", false).unwrap();
         let e = t.render(&[], false, "", "").unwrap_err();
         assert!(e.to_string().contains("no system role"), "{e}");
     }
 
     #[test]
     fn python_string_methods_work() {
-        let t = ChatTemplate::new("{{ messages[0]['content'].strip() | upper }}", false).unwrap();
+        let t = ChatTemplate::new(
+            "{{ messages[0]['content'].strip() | upper }}",
+            "test",
+            false,
+        )
+        .unwrap();
         assert_eq!(
             t.render(&[Message::user("  x  ")], false, "", "").unwrap(),
             "X"

@@ -27,6 +27,14 @@ const TOKEN_USER_DEFINED: i64 = 4;
 
 /// SentencePiece's visible space.
 const SPIECE_SPACE: &str = "\u{2581}";
+/// `tokenizer.ggml.model` of SentencePiece vocabularies. GGUF names the tokenizer
+/// kind after the model family that introduced it; this is not an architecture.
+pub const MODEL_SPM: &str = "llama";
+/// `tokenizer.ggml.model` of GPT-2-style byte-level BPE vocabularies.
+pub const MODEL_BPE: &str = "gpt2";
+/// `tokenizer.ggml.pre` of Qwen 2's pre-tokenizer (a tokenizer name, like the others
+/// written inline below; this one only looks like an architecture).
+const PRE_QWEN2: &str = "qwen2";
 
 /// Llama 3's pre-tokenizer split (llama.cpp `llama-bpe`).
 const LLAMA3_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
@@ -64,8 +72,8 @@ impl Tokenizer {
             ));
         }
         let inner = match model.as_str() {
-            "gpt2" => gpt2_from_gguf(g, &tokens, &types)?,
-            "llama" => spm_from_gguf(g, &tokens, &types)?,
+            MODEL_BPE => gpt2_from_gguf(g, &tokens, &types)?,
+            MODEL_SPM => spm_from_gguf(g, &tokens, &types)?,
             other => {
                 return Err(Error::Metadata {
                     path: g.path().to_path_buf(),
@@ -85,7 +93,7 @@ impl Tokenizer {
             eos_token: text(eos_id),
             add_bos: g
                 .bool_opt("tokenizer.ggml.add_bos_token")?
-                .unwrap_or(model == "llama")
+                .unwrap_or(model == MODEL_SPM)
                 && bos_id.is_some(),
             bos_id,
             eos_id,
@@ -102,7 +110,25 @@ impl Tokenizer {
         eos_token: Option<&str>,
         add_bos: Option<bool>,
     ) -> Result<Self> {
-        let mut inner = tokenizers::Tokenizer::from_file(path)
+        let mut f = crate::source::open_regular(path)?;
+        let mut bytes = Vec::new();
+        use std::io::Read;
+        f.read_to_end(&mut bytes).map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_bytes(path, &bytes, bos_token, eos_token, add_bos)
+    }
+
+    /// [`Tokenizer::from_file`] of the bytes of `path`, already read.
+    pub fn from_bytes(
+        path: &Path,
+        bytes: &[u8],
+        bos_token: Option<&str>,
+        eos_token: Option<&str>,
+        add_bos: Option<bool>,
+    ) -> Result<Self> {
+        let mut inner = tokenizers::Tokenizer::from_bytes(bytes)
             .map_err(|e| Error::Tokenizer(format!("{}: {e}", path.display())))?;
         let bos_id = bos_token.and_then(|t| inner.token_to_id(t));
         let eos_id = eos_token.and_then(|t| inner.token_to_id(t));
@@ -234,7 +260,7 @@ fn gpt2_from_gguf(g: &GgufFile, tokens: &[String], types: &[i64]) -> Result<toke
             .into(),
             true,
         ),
-        "qwen2" => (
+        PRE_QWEN2 => (
             PreSequence::new(vec![
                 split(QWEN2_PATTERN)?,
                 byte_level().use_regex(false).into(),
@@ -534,7 +560,10 @@ impl Tokenizer {
                 .map(|r| Value::F32(r.map_or(-last, |r| -(r as f32))))
                 .collect();
             let prepends = json["normalizer"].to_string().contains("\"Prepend\"");
-            meta.push(("tokenizer.ggml.model".into(), Value::String("llama".into())));
+            meta.push((
+                "tokenizer.ggml.model".into(),
+                Value::String(MODEL_SPM.into()),
+            ));
             meta.push(("tokenizer.ggml.pre".into(), Value::String("default".into())));
             meta.push(("tokenizer.ggml.scores".into(), Value::Array(scores)));
             meta.push((
@@ -551,11 +580,14 @@ impl Tokenizer {
             } else if pre.contains(r"\\p{N}{1,3}") {
                 "llama-bpe"
             } else if pre.contains(r"\\p{N}|") {
-                "qwen2"
+                PRE_QWEN2
             } else {
                 "gpt2"
             };
-            meta.push(("tokenizer.ggml.model".into(), Value::String("gpt2".into())));
+            meta.push((
+                "tokenizer.ggml.model".into(),
+                Value::String(MODEL_BPE.into()),
+            ));
             meta.push(("tokenizer.ggml.pre".into(), Value::String(name.into())));
             meta.push(("tokenizer.ggml.merges".into(), strings(merges)));
         }

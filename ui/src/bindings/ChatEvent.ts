@@ -2,7 +2,7 @@
 import type { Stats } from "./Stats";
 
 /**
- * A chat reply as it happens.
+ * A chat reply as it happens: tokens, then `done` or `error`.
  */
 export type ChatEvent = { "event": "token", 
 /**

@@ -5,22 +5,21 @@
 // measured speed would be the model's own.
 import { useEffect, useRef, useState } from "preact/hooks";
 import { api, errorText } from "../api";
-import type { ChatEvent } from "../bindings/ChatEvent";
 import type { ChatRecord } from "../bindings/ChatRecord";
 import type { ChatSettings } from "../bindings/ChatSettings";
 import type { LoadEvent } from "../bindings/LoadEvent";
 import type { LoadedSummary } from "../bindings/LoadedSummary";
+import type { Slot } from "../bindings/Slot";
 import type { Stats } from "../bindings/Stats";
 import { baseName, bytes, tokS } from "../format";
 import { renderMarkdown } from "../markdown";
 import { device, library, loaded, replies, selected } from "../store";
 
 type Turn = { role: "user" | "assistant"; text: string; stats?: Stats; stop?: string; error?: string };
-type Sender = (text: string, system: string | null, settings: ChatSettings, onEvent: (e: ChatEvent) => void) => Promise<void>;
 type Setter = (f: (t: Turn[]) => Turn[]) => void;
 
-/** Streams one reply into the last turn of `setTurns`; resolves with its figures. */
-function stream(sender: Sender, text: string, system: string | null, settings: ChatSettings, setTurns: Setter): Promise<Stats | null> {
+/** Streams `slot`'s reply into the last turn of `setTurns`; resolves with its figures. */
+function stream(slot: Slot, text: string, system: string | null, settings: ChatSettings, setTurns: Setter): Promise<Stats | null> {
   const update = (f: (a: Turn) => Turn) => setTurns((t) => [...t.slice(0, -1), f(t[t.length - 1])]);
   // Tokens are shown in batches at most every 50 ms: re-rendering the Markdown on
   // every token costs the CPU the model needs (measured 4x slower decode on 2 cores).
@@ -33,7 +32,7 @@ function stream(sender: Sender, text: string, system: string | null, settings: C
     if (chunk) update((a) => ({ ...a, text: a.text + chunk }));
   };
   return new Promise((resolve) => {
-    sender(text, system, settings, (e) => {
+    api.chatSend(slot, text, system, settings, (e) => {
       if (e.event === "token") {
         pending += e.text;
         timer ??= setTimeout(flush, 50);
@@ -93,7 +92,7 @@ export function Chat() {
   const [sideLoading, setSideLoading] = useState(false);
   // Weight bytes loaded of all, while a model loads.
   const [progress, setProgress] = useState<[number, number] | null>(null);
-  const onProgress = (e: LoadEvent) => setProgress([e.bytes_done, e.bytes_total]);
+  const onProgress = (e: LoadEvent) => setProgress([e.progress.done, e.progress.total]);
   const end = useRef<HTMLDivElement>(null);
   const refreshHistory = () => api.chatList().then(setHistory, () => {});
   useEffect(() => void refreshHistory(), []);
@@ -127,7 +126,7 @@ export function Chat() {
     setLoading(true);
     setError("");
     try {
-      loaded.value = await api.chatLoad(path, device.value, onProgress);
+      loaded.value = await api.chatLoad("main", path, device.value, onProgress);
       setTurns([]);
       setSideTurns([]);
     } catch (e) {
@@ -150,7 +149,7 @@ export function Chat() {
     setSideLoading(true);
     setError("");
     try {
-      setSide(await api.sideLoad(path, device.value, onProgress));
+      setSide(await api.chatLoad("side", path, device.value, onProgress));
       setSideTurns([]);
       // The side model starts afresh: so must the first, to answer the same prompts.
       await api.chatReset();
@@ -167,7 +166,7 @@ export function Chat() {
   async function toggleSide(on: boolean) {
     setSideBySide(on);
     if (!on && side) {
-      await api.sideUnload();
+      await api.chatUnload("side");
       setSide(null);
       setSideTurns([]);
     }
@@ -181,12 +180,12 @@ export function Chat() {
     const settings: ChatSettings = { temperature: num(temperature), top_p: num(topP), top_k: null, max_tokens: num(maxTokens), seed: null };
     const ask = (t: Turn[]) => [...t, { role: "user", text } as Turn, { role: "assistant", text: "" } as Turn];
     setTurns(ask);
-    const stats = await stream(api.chatSend, text, system || null, settings, setTurns);
+    const stats = await stream("main", text, system || null, settings, setTurns);
     if (stats) replies.value = [...replies.value, { at: Date.now(), stats }];
     void refreshHistory();
     if (side) {
       setSideTurns(ask);
-      await stream(api.sideSend, text, system || null, settings, setSideTurns);
+      await stream("side", text, system || null, settings, setSideTurns);
     }
     setBusy(false);
   }

@@ -43,7 +43,8 @@ export function Download() {
     try {
       const id = await api.hubPull(listing.repo, null, (e) => {
         if (e.event === "progress") {
-          setProgress({ done: e.bytes_done, total: e.bytes_total, rate: e.bytes_per_sec, eta: e.eta_s, file: e.file });
+          const p = e.progress;
+          setProgress({ done: p.done, total: p.total, rate: p.per_sec, eta: p.eta_s, file: p.item });
           return;
         }
         setJob(null);

@@ -27,7 +27,7 @@ export function Quantize() {
     setMeasuring("loading both models…");
     try {
       await api.compareStart(r.source, r.output, (e) => {
-        if (e.event === "progress") setMeasuring(`window ${e.done} of ${e.total}`);
+        if (e.event === "progress") setMeasuring(`window ${e.progress.done} of ${e.progress.total}`);
         else {
           setMeasuring(null);
           if (e.event === "done") setQuality(e.comparison);
@@ -55,10 +55,11 @@ export function Quantize() {
     try {
       const id = await api.quantizeStart(source, to, (e) => {
         if (e.event === "progress") {
+          const p = e.progress;
           setProgress({
-            frac: e.bytes_total > 0 ? e.bytes_read / e.bytes_total : e.tensor_index / Math.max(1, e.tensors),
-            eta: e.eta_s,
-            tensor: `${e.tensor_index}/${e.tensors}`,
+            frac: p.total > 0 ? p.done / p.total : p.item_index / Math.max(1, p.items),
+            eta: p.eta_s,
+            tensor: `${p.item_index}/${p.items}`,
           });
         } else {
           setJob(null);

@@ -2,41 +2,62 @@
 //! as [`Weight`]s; parsing itself is candle-core's `gguf_file`. Writing, streamed one
 //! tensor at a time: [`writer`].
 
+pub mod reader;
 pub mod writer;
 
 use crate::error::{Error, Result};
-use crate::weight::Weight;
+use crate::formats::Weight;
 use candle_core::quantized::gguf_file::{Content, Value};
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
-use std::fs::File;
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+
+/// Where tensor data is read from: the file, or (fuzzing, tests) bytes in memory.
+trait Data: std::io::Read + std::io::Seek + Send {}
+impl<T: std::io::Read + std::io::Seek + Send> Data for T {}
 
 /// An open GGUF file: its parsed header and a reader for tensor data.
 pub struct GgufFile {
     path: PathBuf,
     content: Content,
-    reader: Mutex<BufReader<File>>,
+    reader: Mutex<Box<dyn Data>>,
 }
 
 impl GgufFile {
     /// Opens and parses the header of `path`.
     pub fn open(path: &Path) -> Result<Self> {
-        let file = File::open(path).map_err(|source| Error::Io {
+        let io = |source| Error::Io {
             path: path.to_path_buf(),
             source,
-        })?;
+        };
+        let file = crate::source::open_regular(path)?;
+        let len = file.metadata().map_err(io)?.len();
         let mut reader = BufReader::with_capacity(1 << 20, file);
-        let content = Content::read(&mut reader).map_err(|e| Error::BadFile {
+        let content = reader::read(&mut reader, len).map_err(|message| Error::BadFile {
             path: path.to_path_buf(),
-            message: format!("not a readable GGUF file: {e}"),
+            message,
         })?;
         Ok(Self {
             path: path.to_path_buf(),
             content,
-            reader: Mutex::new(reader),
+            reader: Mutex::new(Box::new(reader)),
+        })
+    }
+
+    /// A GGUF held in memory, named `path` in errors.
+    pub fn from_bytes(path: &Path, bytes: Vec<u8>) -> Result<Self> {
+        let mut reader = std::io::Cursor::new(bytes);
+        let len = reader.get_ref().len() as u64;
+        let content = reader::read(&mut reader, len).map_err(|message| Error::BadFile {
+            path: path.to_path_buf(),
+            message,
+        })?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            content,
+            reader: Mutex::new(Box::new(reader)),
         })
     }
 
@@ -67,11 +88,18 @@ impl GgufFile {
         self.get(key).ok_or_else(|| self.meta_err(key, "missing"))
     }
 
-    /// A required unsigned integer (any integer width is accepted).
+    /// A required unsigned integer (any integer width is accepted), within its size
+    /// limit when it is a size ([`crate::models::size_limit`]).
     pub fn u64(&self, key: &str) -> Result<u64> {
         let v = self.required(key)?;
-        value_as_u64(v)
-            .ok_or_else(|| self.meta_err(key, format!("expected an integer, found {v:?}")))
+        let n = value_as_u64(v)
+            .ok_or_else(|| self.meta_err(key, format!("expected an integer, found {v:?}")))?;
+        match crate::models::size_limit(key) {
+            Some(most) if n > most => {
+                Err(self.meta_err(key, format!("{n} is more than {most}: not a real model")))
+            }
+            _ => Ok(n),
+        }
     }
 
     /// An optional unsigned integer.
@@ -230,9 +258,18 @@ impl GgufFile {
             .map_err(|e| self.tensor_err(name, e.to_string()))
     }
 
-    /// Loads a 2-D weight matrix `[out, in]`, checking its shape.
+    /// Loads a 2-D weight matrix `[out, in]`, checking its shape and that it holds
+    /// no NaN or infinity (which would silently poison every output), in any format.
     pub fn weight(&self, name: &str, shape: (usize, usize), device: &Device) -> Result<Weight> {
         let q = self.qtensor(name, device)?;
+        // (On a GPU the bytes are on the card; there, NaN shows in the outputs.)
+        if device.is_cpu() {
+            let bad = crate::formats::first_non_finite(&q)
+                .map_err(|e| self.tensor_err(name, e.to_string()))?;
+            if let Some(why) = bad {
+                return Err(self.tensor_err(name, why));
+            }
+        }
         if q.shape().dims() != [shape.0, shape.1] {
             return Err(self.tensor_err(
                 name,

@@ -16,11 +16,24 @@ pub struct HfConfig {
 impl HfConfig {
     /// Reads and parses `path`.
     pub fn open(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let root: Value = serde_json::from_str(&text).map_err(|e| Error::BadFile {
+        // A config is a few kB; a larger one is not a config.
+        const MAX_BYTES: u64 = 16 << 20;
+        let mut text = Vec::new();
+        use std::io::Read;
+        crate::source::open_regular(path)?
+            .take(MAX_BYTES + 1)
+            .read_to_end(&mut text)
+            .map_err(|source| Error::Io {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        if text.len() as u64 > MAX_BYTES {
+            return Err(Error::BadFile {
+                path: path.to_path_buf(),
+                message: format!("larger than {MAX_BYTES} bytes: not a config"),
+            });
+        }
+        let root: Value = serde_json::from_slice(&text).map_err(|e| Error::BadFile {
             path: path.to_path_buf(),
             message: format!("not valid JSON: {e}"),
         })?;
@@ -79,14 +92,20 @@ impl HfConfig {
         }
     }
 
-    /// An optional non-negative integer text-model key.
+    /// An optional non-negative integer text-model key, within its size limit
+    /// ([`crate::models::size_limit`]).
     pub fn usize_opt(&self, key: &str) -> Result<Option<usize>> {
-        match self.text(key) {
-            None => Ok(None),
-            Some(v) => v.as_u64().map(|x| Some(x as usize)).ok_or_else(|| {
-                self.err(key, format!("expected a non-negative integer, found {v}"))
-            }),
+        let Some(v) = self.text(key) else {
+            return Ok(None);
+        };
+        let n = v
+            .as_u64()
+            .ok_or_else(|| self.err(key, format!("expected a non-negative integer, found {v}")))?;
+        let most = crate::models::size_limit(key).unwrap_or(u32::MAX as u64);
+        if n > most {
+            return Err(self.err(key, format!("{n} is more than {most}: not a real model")));
         }
+        Ok(Some(n as usize))
     }
 
     /// A required non-negative integer text-model key.

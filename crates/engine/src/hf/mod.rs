@@ -10,7 +10,8 @@ pub mod tokenizer_files;
 pub mod writer;
 
 use crate::error::{Error, Result};
-use crate::weight::Weight;
+use crate::formats::Weight;
+use crate::models::Architecture;
 use candle_core::{DType, Device, Tensor};
 use config::HfConfig;
 use memmap2::Mmap;
@@ -18,20 +19,6 @@ use safetensors::{Dtype, SafeTensors};
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-
-/// Architectures we load from `config.json`, and the engine's name for each.
-pub const ARCHITECTURES: &[(&str, &str)] = &[
-    ("Gemma3ForCausalLM", "gemma3"),
-    ("Gemma3ForConditionalGeneration", "gemma3"),
-    ("gemma3", "gemma3"),
-    ("gemma3_text", "gemma3"),
-    ("LlamaForCausalLM", "llama"),
-    ("MistralForCausalLM", "mistral"),
-    ("Qwen2ForCausalLM", "qwen2"),
-    ("Qwen3ForCausalLM", "qwen3"),
-];
-
-const SUPPORTED: &str = "Gemma3ForCausalLM, Gemma3ForConditionalGeneration, LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM";
 
 /// Bytes per element of a safetensors dtype name (`F32`, `BF16`, `U8`, ...).
 pub fn dtype_bytes(dtype: &str) -> u64 {
@@ -59,11 +46,12 @@ struct Shard {
     data_start: usize,
 }
 
+/// Where a stored tensor is.
 #[derive(Debug, Clone)]
-struct Entry {
+pub(crate) struct Entry {
     shard: usize,
     stored_name: String,
-    dtype: Dtype,
+    pub(crate) dtype: Dtype,
     shape: Vec<usize>,
     range: (usize, usize),
 }
@@ -72,7 +60,7 @@ struct Entry {
 pub struct HfFolder {
     dir: PathBuf,
     config: HfConfig,
-    arch: &'static str,
+    arch: &'static Architecture,
     shards: Vec<Shard>,
     tensors: HashMap<String, Entry>,
 }
@@ -128,14 +116,11 @@ impl HfFolder {
         }
         let config = HfConfig::open(&cfg_path)?;
         let name = config.architecture()?;
-        let arch = ARCHITECTURES
-            .iter()
-            .find(|(hf, _)| *hf == name)
-            .map(|(_, a)| *a)
-            .ok_or_else(|| Error::UnsupportedArchitecture {
+        let arch =
+            crate::models::from_hf_name(&name).ok_or_else(|| Error::UnsupportedArchitecture {
                 path: cfg_path.clone(),
                 arch: name.clone(),
-                supported: SUPPORTED,
+                supported: crate::models::supported_hf(),
             })?;
         let index_path = dir.join("model.safetensors.index.json");
         let single = dir.join("model.safetensors");
@@ -258,14 +243,36 @@ impl HfFolder {
         &self.config
     }
 
-    /// The engine's architecture name (`gemma3`, `llama`, `mistral`, `qwen2`, `qwen3`).
-    pub fn arch(&self) -> &'static str {
+    /// The architecture `config.json` names.
+    pub fn arch(&self) -> &'static Architecture {
         self.arch
     }
 
     /// Whether the text model stores a tensor under this (text-model) HF name.
     pub fn has(&self, hf_name: &str) -> bool {
         self.tensors.contains_key(hf_name)
+    }
+
+    /// The shape of the matrix or vector `hf_name` holds (for a bitsandbytes 4-bit
+    /// matrix, the shape its quant state records, not the packed bytes'); `None`
+    /// when the folder lacks it.
+    pub fn logical_shape(&self, hf_name: &str) -> Result<Option<Vec<usize>>> {
+        let Some(e) = self.tensors.get(hf_name) else {
+            return Ok(None);
+        };
+        if !crate::formats::nf4::load::is_nf4(self, hf_name) {
+            return Ok(Some(e.shape.clone()));
+        }
+        crate::formats::nf4::load::shape(self, hf_name).map(Some)
+    }
+
+    /// Where tensor `hf_name` is stored: its shard and its name there (the folder and
+    /// `hf_name` when it is absent), for errors that point at it.
+    pub fn whereabouts(&self, hf_name: &str) -> (PathBuf, String) {
+        match self.tensors.get(hf_name) {
+            Some(e) => (self.shards[e.shard].path.clone(), e.stored_name.clone()),
+            None => (self.dir.clone(), hf_name.to_string()),
+        }
     }
 
     /// Text-model tensors: (HF name, storage dtype, shape), sorted by name.
@@ -287,7 +294,7 @@ impl HfFolder {
             .sum()
     }
 
-    fn entry(&self, hf_name: &str) -> Result<&Entry> {
+    pub(crate) fn entry(&self, hf_name: &str) -> Result<&Entry> {
         self.tensors.get(hf_name).ok_or_else(|| Error::Tensor {
             path: self.dir.clone(),
             tensor: hf_name.to_string(),
@@ -295,7 +302,7 @@ impl HfFolder {
         })
     }
 
-    fn tensor_err(&self, e: &Entry, message: impl Into<String>) -> Error {
+    pub(crate) fn tensor_err(&self, e: &Entry, message: impl Into<String>) -> Error {
         Error::Tensor {
             path: self.shards[e.shard].path.clone(),
             tensor: e.stored_name.clone(),
@@ -358,25 +365,8 @@ impl HfFolder {
     /// A matrix `[out, in]`, kept in its stored precision (F32, F16 or BF16, or
     /// bitsandbytes NF4 kept packed); matmuls on it accumulate in F32.
     pub fn weight(&self, hf_name: &str, shape: (usize, usize), device: &Device) -> Result<Weight> {
-        if self
-            .tensors
-            .get(hf_name)
-            .is_some_and(|e| e.dtype == Dtype::U8)
-            && self.has(&format!("{hf_name}.absmax"))
-        {
-            let w = self.nf4_weight(hf_name, shape)?;
-            return match (&w, device.is_cpu()) {
-                // No GPU NF4 kernel yet: on a GPU the matrix is held in BF16.
-                (Weight::Nf4(m), false) => {
-                    let mut dense = vec![0f32; shape.0 * shape.1];
-                    for (r, row) in dense.chunks_exact_mut(shape.1).enumerate() {
-                        m.dequantize_row(r, row);
-                    }
-                    let t = Tensor::from_vec(dense, (shape.0, shape.1), device)?;
-                    Ok(Weight::Dense(t.to_dtype(candle_core::DType::BF16)?))
-                }
-                _ => Ok(w),
-            };
+        if crate::formats::nf4::load::is_nf4(self, hf_name) {
+            return crate::formats::nf4::load::weight(self, hf_name, shape, device);
         }
         let (bytes, dtype) = self.checked(hf_name, &[shape.0, shape.1])?;
         let t = Tensor::from_raw_buffer(bytes, dtype, &[shape.0, shape.1], device)?;
@@ -384,7 +374,7 @@ impl HfFolder {
     }
 
     /// Bytes of a tensor of any dtype, with its dtype and shape.
-    fn any_bytes(&self, hf_name: &str) -> Result<(&[u8], Dtype, &[usize])> {
+    pub(crate) fn any_bytes(&self, hf_name: &str) -> Result<(&[u8], Dtype, &[usize])> {
         let e = self.entry(hf_name)?;
         let s = &self.shards[e.shard];
         Ok((
@@ -394,7 +384,8 @@ impl HfFolder {
         ))
     }
 
-    fn f32s(&self, hf_name: &str) -> Result<Vec<f32>> {
+    /// An F32 tensor's values.
+    pub(crate) fn f32s(&self, hf_name: &str) -> Result<Vec<f32>> {
         let (b, d, _) = self.any_bytes(hf_name)?;
         if d != Dtype::F32 {
             let e = self.entry(hf_name)?;
@@ -403,88 +394,6 @@ impl HfFolder {
         Ok(b.chunks_exact(4)
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .collect())
-    }
-
-    /// A bitsandbytes NF4 matrix: packed codes, the block scales (double quantization
-    /// resolved with the stored maps), checked against the quant state's shape.
-    fn nf4_weight(&self, hf_name: &str, shape: (usize, usize)) -> Result<Weight> {
-        let e = self.entry(hf_name)?;
-        let bad = |m: String| self.tensor_err(e, m);
-        let state_name = format!("{hf_name}.quant_state.bitsandbytes__nf4");
-        if !self.has(&state_name) {
-            let fp4 = format!("{hf_name}.quant_state.bitsandbytes__fp4");
-            return Err(bad(if self.has(&fp4) {
-                "FP4 (bitsandbytes) is not supported, only NF4".into()
-            } else {
-                "4-bit weight without a bitsandbytes quant state".into()
-            }));
-        }
-        let (state, _, _) = self.any_bytes(&state_name)?;
-        let state: serde_json::Value = serde_json::from_slice(state)
-            .map_err(|err| bad(format!("quant state is not JSON: {err}")))?;
-        let blocksize = state["blocksize"].as_u64().unwrap_or(64) as usize;
-        let want = [shape.0, shape.1];
-        let stored: Vec<usize> = state["shape"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|x| x.as_u64().map(|x| x as usize))
-                    .collect()
-            })
-            .unwrap_or_default();
-        if stored != want {
-            return Err(bad(format!(
-                "shape {stored:?}, expected {want:?} from config.json"
-            )));
-        }
-        if self.f32s(&format!("{hf_name}.quant_map"))? != crate::nf4::NF4 {
-            return Err(bad("quant_map is not the NF4 table".into()));
-        }
-        let n = shape.0 * shape.1;
-        let blocks = n.div_ceil(blocksize.max(1));
-        let (packed, _, _) = self.any_bytes(hf_name)?;
-        if packed.len() != n.div_ceil(2) {
-            return Err(bad(format!(
-                "{} packed bytes for {n} weights",
-                packed.len()
-            )));
-        }
-        let absmax_name = format!("{hf_name}.absmax");
-        let (absmax, adtype, _) = self.any_bytes(&absmax_name)?;
-        let scales: Vec<f32> = match adtype {
-            Dtype::U8 => {
-                let map = self.f32s(&format!("{hf_name}.nested_quant_map"))?;
-                let nested = self.f32s(&format!("{hf_name}.nested_absmax"))?;
-                let nb = state["nested_blocksize"].as_u64().unwrap_or(256) as usize;
-                let offset = state["nested_offset"].as_f64().unwrap_or(0.0) as f32;
-                if map.len() != 256 || nested.len() != blocks.div_ceil(nb.max(1)) {
-                    return Err(bad("nested quantization tables have the wrong size".into()));
-                }
-                absmax
-                    .iter()
-                    .enumerate()
-                    .map(|(i, &c)| map[c as usize] * nested[i / nb] + offset)
-                    .collect()
-            }
-            Dtype::F32 => self.f32s(&absmax_name)?,
-            d => return Err(bad(format!("absmax dtype {d:?}"))),
-        };
-        if scales.len() != blocks {
-            return Err(bad(format!(
-                "{} block scales for {blocks} blocks",
-                scales.len()
-            )));
-        }
-        if let Some(i) = scales.iter().position(|s| !s.is_finite()) {
-            return Err(bad(format!("block scale {i} is NaN or infinite")));
-        }
-        Ok(Weight::Nf4(std::sync::Arc::new(crate::nf4::Nf4Matrix {
-            rows: shape.0,
-            cols: shape.1,
-            blocksize,
-            packed: packed.to_vec(),
-            scales,
-        })))
     }
 
     /// A vector (norm weight, bias) in F32.

@@ -23,18 +23,22 @@ pub struct TokenizerFiles {
     pub sampling: Option<SamplingParams>,
 }
 
-fn read_json(path: &Path) -> Result<Option<Value>> {
-    if !path.is_file() {
+/// Largest JSON side file read (tokenizer_config.json holds a template, which is
+/// small; a bigger one is not a config).
+const MAX_JSON: u64 = 16 << 20;
+/// Largest tokenizer.json read (Gemma 3's 262k vocabulary is 33 MB).
+const MAX_TOKENIZER: u64 = 256 << 20;
+/// Largest chat template read.
+const MAX_TEMPLATE: u64 = 1 << 20;
+
+fn read_json(dir: &Path, name: &str) -> Result<Option<Value>> {
+    let Some(bytes) = crate::source::read_folder_file(dir, name, MAX_JSON)? else {
         return Ok(None);
-    }
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    serde_json::from_str(&text)
+    };
+    serde_json::from_slice(&bytes)
         .map(Some)
         .map_err(|e| Error::BadFile {
-            path: path.to_path_buf(),
+            path: dir.join(name),
             message: format!("not valid JSON: {e}"),
         })
 }
@@ -50,24 +54,25 @@ fn token_text(v: Option<&Value>) -> Option<String> {
 
 /// Reads the tokenizer files of `dir`; `config` is its parsed `config.json`.
 pub fn read(dir: &Path, config: &Value) -> Result<TokenizerFiles> {
-    let tc_path = dir.join("tokenizer_config.json");
-    let tc = read_json(&tc_path)?.unwrap_or(Value::Null);
+    let tc = read_json(dir, "tokenizer_config.json")?.unwrap_or(Value::Null);
     let gen_path = dir.join("generation_config.json");
-    let gen = read_json(&gen_path)?.unwrap_or(Value::Null);
+    let gen = read_json(dir, "generation_config.json")?.unwrap_or(Value::Null);
 
     let tok_path = dir.join("tokenizer.json");
-    let tokenizer = if tok_path.is_file() {
-        let bos = token_text(tc.get("bos_token"));
-        let eos = token_text(tc.get("eos_token"));
-        let add_bos = tc.get("add_bos_token").and_then(Value::as_bool);
-        Some(Tokenizer::from_file(
-            &tok_path,
-            bos.as_deref(),
-            eos.as_deref(),
-            add_bos,
-        )?)
-    } else {
-        None
+    let tokenizer = match crate::source::read_folder_file(dir, "tokenizer.json", MAX_TOKENIZER)? {
+        Some(bytes) => {
+            let bos = token_text(tc.get("bos_token"));
+            let eos = token_text(tc.get("eos_token"));
+            let add_bos = tc.get("add_bos_token").and_then(Value::as_bool);
+            Some(Tokenizer::from_bytes(
+                &tok_path,
+                &bytes,
+                bos.as_deref(),
+                eos.as_deref(),
+                add_bos,
+            )?)
+        }
+        None => None,
     };
 
     let chat_template = match tc.get("chat_template") {
@@ -83,18 +88,14 @@ pub fn read(dir: &Path, config: &Value) -> Result<TokenizerFiles> {
     };
     let chat_template = match chat_template {
         Some(t) => Some(t),
-        None => {
-            let jinja = dir.join("chat_template.jinja");
-            if jinja.is_file() {
-                Some(std::fs::read_to_string(&jinja).map_err(|source| Error::Io {
-                    path: jinja.clone(),
-                    source,
-                })?)
-            } else {
-                read_json(&dir.join("chat_template.json"))?
-                    .and_then(|v| v["chat_template"].as_str().map(str::to_string))
-            }
-        }
+        None => match crate::source::read_folder_file(dir, "chat_template.jinja", MAX_TEMPLATE)? {
+            Some(bytes) => Some(String::from_utf8(bytes).map_err(|_| Error::BadFile {
+                path: dir.join("chat_template.jinja"),
+                message: "not UTF-8 text".into(),
+            })?),
+            None => read_json(dir, "chat_template.json")?
+                .and_then(|v| v["chat_template"].as_str().map(str::to_string)),
+        },
     };
 
     let mut eos_ids = Vec::new();

@@ -4,290 +4,333 @@
 //! their own rope base, global layers with the linear rope scaling factor (8 on 4B and
 //! up), and the output tied to the embedding.
 
+use super::{heads, Architecture, Config, Forward, Loader, Shape, Stored, WeightBytes};
 use crate::attention::{attend, rms_norm, KvCache, Rope};
 use crate::error::{Error, Result};
+use crate::formats::Weight;
 use crate::gguf::GgufFile;
 use crate::hf::config::HfConfig;
-use crate::models::llama::heads;
-use crate::source::Source;
-use crate::weight::Weight;
 use candle_core::quantized::gguf_file::Value;
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 
-/// Hyper-parameters, validated.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Config {
-    /// Residual width.
-    pub hidden_size: usize,
-    /// MLP width.
-    pub intermediate_size: usize,
-    /// Number of blocks.
-    pub num_hidden_layers: usize,
-    /// Query heads.
-    pub num_attention_heads: usize,
-    /// Key/value heads.
-    pub num_key_value_heads: usize,
-    /// Per-head dimension (256 on every released size).
-    pub head_dim: usize,
-    /// Vocabulary size.
-    pub vocab_size: usize,
-    /// RMSNorm epsilon.
-    pub rms_norm_eps: f64,
-    /// Rope base of global layers.
-    pub rope_theta: f64,
-    /// Rope base of sliding-window layers.
-    pub rope_local_base_freq: f64,
-    /// Linear rope scaling of global layers only (1 = none, 8 on 4B and up).
-    pub rope_scaling_factor: f64,
-    /// Attention scores are multiplied by `query_pre_attn_scalar ^ -0.5`.
-    pub query_pre_attn_scalar: f64,
-    /// Window of sliding layers, the token itself included.
-    pub sliding_window: usize,
-    /// Per layer: true for sliding-window attention, false for global.
-    pub sliding_layers: Vec<bool>,
-    /// Trained context length.
-    pub max_position_embeddings: usize,
+/// Gemma 3: text checkpoints, and the text model of multimodal ones.
+pub static GEMMA3: Architecture = Architecture {
+    name: "gemma3",
+    gguf_name: "gemma3",
+    hf_names: &[
+        "Gemma3ForCausalLM",
+        "Gemma3ForConditionalGeneration",
+        "gemma3",
+        "gemma3_text",
+    ],
+    // Four norms per block; HF's `post_attention_layernorm` is a different tensor
+    // from llama's, and `pre_feedforward_layernorm` is GGUF's `ffn_norm`.
+    block_tensors: &[
+        ("post_attention_norm", "post_attention_layernorm"),
+        ("ffn_norm", "pre_feedforward_layernorm"),
+        ("post_ffw_norm", "post_feedforward_layernorm"),
+    ],
+    from_hf,
+    from_gguf,
+    to_gguf,
+    to_hf,
+    stored: |_, name| {
+        // GGUF stores every Gemma norm scale as 1 + w.
+        if name.contains("norm") {
+            Stored::PlusOne
+        } else {
+            Stored::Same
+        }
+    },
+    tensors: |c| {
+        let h = c.hidden_size;
+        super::common_tensors(
+            c,
+            &[
+                ("post_attention_norm.weight", h),
+                ("post_ffw_norm.weight", h),
+            ],
+        )
+    },
+    shapes: &[
+        Shape {
+            name: "270m",
+            model: "google/gemma-3-270m",
+            config: || gemma3(640, 18, 4, 1, 256, 2048, 262_144, 512, 32_768, 1.0),
+        },
+        Shape {
+            name: "1b",
+            model: "google/gemma-3-1b-it",
+            config: || gemma3(1152, 26, 4, 1, 256, 6912, 262_144, 512, 32_768, 1.0),
+        },
+        Shape {
+            name: "4b",
+            model: "google/gemma-3-4b-it (text)",
+            config: || gemma3(2560, 34, 8, 4, 256, 10_240, 262_208, 1024, 131_072, 8.0),
+        },
+        Shape {
+            name: "12b",
+            model: "google/gemma-3-12b-it (text)",
+            config: || gemma3(3840, 48, 16, 8, 256, 15_360, 262_208, 1024, 131_072, 8.0),
+        },
+        Shape {
+            name: "27b",
+            model: "google/gemma-3-27b-it (text)",
+            config: || Config {
+                // 27B scales queries by 1/sqrt(hidden / heads), not 1/sqrt(head_dim).
+                query_pre_attn_scalar: 168.0,
+                ..gemma3(5376, 62, 32, 16, 128, 21_504, 262_208, 1024, 131_072, 8.0)
+            },
+        },
+    ],
+    load: |c, ld| Ok(Box::new(Gemma3::load(c, ld)?)),
+    folds_system_prompt: true,
+};
+
+/// A public Gemma 3 text shape: every sixth layer global, the others sliding.
+#[allow(clippy::too_many_arguments)]
+fn gemma3(
+    hidden: usize,
+    layers: usize,
+    heads: usize,
+    kv: usize,
+    head_dim: usize,
+    ffn: usize,
+    vocab: usize,
+    window: usize,
+    context: usize,
+    linear_rope: f64,
+) -> Config {
+    Config {
+        arch: &GEMMA3,
+        hidden_size: hidden,
+        intermediate_size: ffn,
+        num_hidden_layers: layers,
+        num_attention_heads: heads,
+        num_key_value_heads: kv,
+        head_dim,
+        vocab_size: vocab,
+        rms_norm_eps: 1e-6,
+        max_position_embeddings: context,
+        rope_theta: 1_000_000.0,
+        rope_scale: linear_rope,
+        rope_local_theta: Some(10_000.0),
+        query_pre_attn_scalar: head_dim as f64,
+        layer_windows: period_windows(layers, 6, window),
+        tied_embeddings: true,
+        attention_bias: false,
+        qk_norm: true,
+        bos_token_id: Some(2),
+        eos_token_ids: vec![1, 106],
+    }
 }
 
-impl Config {
-    /// Reads the hyper-parameters from GGUF metadata (`gemma3.*`). Values GGUF does not
-    /// store are llama.cpp's: local rope base 10 000, every 6th layer global, and the
-    /// attention scale from head_dim (hidden / heads on the 62-layer 27B).
-    pub fn from_gguf(g: &GgufFile) -> Result<Self> {
-        let a = "gemma3";
-        let k = |s: &str| format!("{a}.{s}");
-        let hidden_size = g.u64(&k("embedding_length"))? as usize;
-        let heads = g.u64(&k("attention.head_count"))? as usize;
-        let kv = g
-            .u64_opt(&k("attention.head_count_kv"))?
-            .map(|x| x as usize)
-            .unwrap_or(heads);
-        let head_dim = g.u64_opt(&k("attention.key_length"))?.unwrap_or(256) as usize;
-        let n_layers = g.u64(&k("block_count"))? as usize;
-        let rope_scaling_factor = match g.string_opt(&k("rope.scaling.type"))?.as_deref() {
-            Some("linear") | None => g.f64_opt(&k("rope.scaling.factor"))?.unwrap_or(1.0),
-            Some(_) => 1.0,
-        };
-        // Either a period (every n-th layer global) or, as newer converters write it,
-        // one flag per layer (true = sliding).
-        let key = k("attention.sliding_window_pattern");
-        let sliding_layers: Vec<bool> = match g.get(&key) {
-            Some(Value::Array(flags)) => {
-                let flags: Vec<bool> = flags
-                    .iter()
-                    .map(|v| matches!(v, Value::Bool(true)))
-                    .collect();
-                if flags.len() != n_layers {
-                    return Err(Error::Metadata {
-                        path: g.path().to_path_buf(),
-                        key,
-                        message: format!("{} flags for {n_layers} layers", flags.len()),
-                    });
-                }
-                flags
-            }
-            _ => {
-                let period = g.u64_opt(&key)?.unwrap_or(6) as usize;
-                (0..n_layers)
-                    .map(|i| period == 0 || (i + 1) % period != 0)
-                    .collect()
-            }
-        };
-        let query_pre_attn_scalar = if n_layers == 62 {
-            (hidden_size / heads.max(1)) as f64
-        } else {
-            head_dim as f64
-        };
-        // The vocabulary, or (a file without one) the embedding's rows.
-        let vocab_size = match g.get("tokenizer.ggml.tokens") {
-            Some(_) => g.strings("tokenizer.ggml.tokens")?.len(),
-            None => g.tensor_location("token_embd.weight")?.2[0],
-        };
-        super::check_heads(g.path(), heads, kv, head_dim)?;
-        Ok(Self {
-            hidden_size,
-            intermediate_size: g.u64(&k("feed_forward_length"))? as usize,
-            num_hidden_layers: n_layers,
-            num_attention_heads: heads,
-            num_key_value_heads: kv,
-            head_dim,
-            vocab_size,
-            rms_norm_eps: g
-                .f64_opt(&k("attention.layer_norm_rms_epsilon"))?
-                .unwrap_or(1e-6),
-            rope_theta: g.f64_opt(&k("rope.freq_base"))?.unwrap_or(1_000_000.0),
-            rope_local_base_freq: 10_000.0,
-            rope_scaling_factor,
-            query_pre_attn_scalar,
-            sliding_window: g.u64_opt(&k("attention.sliding_window"))?.unwrap_or(4096) as usize,
-            sliding_layers,
-            max_position_embeddings: g.u64_opt(&k("context_length"))?.unwrap_or(32768) as usize,
-        })
-    }
+/// Every `period`-th layer global, the rest sliding (period 0: all sliding).
+fn period_windows(layers: usize, period: usize, window: usize) -> Vec<Option<usize>> {
+    (0..layers)
+        .map(|i| (period == 0 || (i + 1) % period != 0).then_some(window))
+        .collect()
+}
 
-    /// Reads the hyper-parameters from `config.json` (the top level, or `text_config`
-    /// of a multimodal checkpoint). Keys that are absent take Gemma3TextConfig's
-    /// defaults, as published multimodal configs list only what differs.
-    pub fn from_hf(c: &HfConfig) -> Result<Self> {
-        let n_layers = c.usize_opt("num_hidden_layers")?.unwrap_or(26);
-        let heads = c.usize_opt("num_attention_heads")?.unwrap_or(8);
-        let kv = c.usize_opt("num_key_value_heads")?.unwrap_or(4);
-        let head_dim = c.usize_opt("head_dim")?.unwrap_or(256);
-        let sliding_layers: Vec<bool> = match c.text("layer_types") {
-            Some(serde_json::Value::Array(types)) => {
-                let flags: Option<Vec<bool>> = types
-                    .iter()
-                    .map(|t| match t.as_str() {
-                        Some("sliding_attention") => Some(true),
-                        Some("full_attention") => Some(false),
-                        _ => None,
-                    })
-                    .collect();
-                match flags {
-                    Some(f) if f.len() == n_layers => f,
-                    _ => {
-                        return Err(c.err(
-                            "layer_types",
-                            format!("expected {n_layers} of sliding_attention / full_attention"),
-                        ))
-                    }
-                }
+/// Reads the hyper-parameters from GGUF metadata (`gemma3.*`). Values GGUF does not
+/// store are llama.cpp's: local rope base 10 000, every 6th layer global, and the
+/// attention scale from head_dim (hidden / heads on the 62-layer 27B).
+fn from_gguf(arch: &'static Architecture, g: &GgufFile) -> Result<Config> {
+    let a = arch.gguf_name;
+    let k = |s: &str| format!("{a}.{s}");
+    let (hidden, heads, kv, head_dim, layers, ffn) = super::gguf_shape(g, a)?;
+    let head_dim = head_dim.unwrap_or(256);
+    let window = g.u64_opt(&k("attention.sliding_window"))?.unwrap_or(4096) as usize;
+    // Either a period (every n-th layer global) or, as newer converters write it,
+    // one flag per layer (true = sliding).
+    let key = k("attention.sliding_window_pattern");
+    let layer_windows: Vec<Option<usize>> = match g.get(&key) {
+        Some(Value::Array(flags)) => {
+            if flags.len() != layers {
+                return Err(Error::Metadata {
+                    path: g.path().to_path_buf(),
+                    key,
+                    message: format!("{} flags for {layers} layers", flags.len()),
+                });
             }
-            _ => {
-                let period = c.usize_opt("sliding_window_pattern")?.unwrap_or(6);
-                (0..n_layers)
-                    .map(|i| period == 0 || (i + 1) % period != 0)
-                    .collect()
-            }
-        };
-        let (rope_theta, rope_scaling_factor) = c.rope(Some("full_attention"), 1_000_000.0)?;
-        let per_type = c
-            .text("rope_parameters")
-            .is_some_and(|p| p.get("sliding_attention").is_some());
-        let rope_local_base_freq = if per_type {
-            let (theta, factor) = c.rope(Some("sliding_attention"), 10_000.0)?;
-            if factor != 1.0 {
-                return Err(c.err(
-                    "rope_parameters.sliding_attention",
-                    "scaled rope on sliding layers is not supported",
-                ));
-            }
-            theta
-        } else {
-            c.f64_opt("rope_local_base_freq")?.unwrap_or(10_000.0)
-        };
-        super::check_heads(c.path(), heads, kv, head_dim)?;
-        Ok(Self {
-            hidden_size: c.usize_opt("hidden_size")?.unwrap_or(2304),
-            intermediate_size: c.usize_opt("intermediate_size")?.unwrap_or(9216),
-            num_hidden_layers: n_layers,
-            num_attention_heads: heads,
-            num_key_value_heads: kv,
-            head_dim,
-            vocab_size: c.usize_opt("vocab_size")?.unwrap_or(262_208),
-            rms_norm_eps: c.f64_opt("rms_norm_eps")?.unwrap_or(1e-6),
-            rope_theta,
-            rope_local_base_freq,
-            rope_scaling_factor,
-            query_pre_attn_scalar: c.f64_opt("query_pre_attn_scalar")?.unwrap_or(256.0),
-            sliding_window: c.usize_opt("sliding_window")?.unwrap_or(4096),
-            sliding_layers,
-            max_position_embeddings: c.usize_opt("max_position_embeddings")?.unwrap_or(131_072),
-        })
-    }
-
-    /// The `gemma3.*` GGUF metadata llama.cpp reads for these hyper-parameters. The
-    /// sliding pattern is written per layer only when it is not the default period 6.
-    pub fn gguf_metadata(&self) -> Vec<(String, Value)> {
-        let mut m = super::GgufCommon {
-            arch: "gemma3",
-            context: self.max_position_embeddings,
-            hidden: self.hidden_size,
-            layers: self.num_hidden_layers,
-            ffn: self.intermediate_size,
-            heads: self.num_attention_heads,
-            kv_heads: self.num_key_value_heads,
-            head_dim: self.head_dim,
-            rms_norm_eps: self.rms_norm_eps,
-            rope_theta: self.rope_theta,
-            rope_scale: self.rope_scaling_factor,
+            flags
+                .iter()
+                .map(|v| matches!(v, Value::Bool(true)).then_some(window))
+                .collect()
         }
-        .metadata();
-        let k = |s: &str| format!("gemma3.{s}");
-        m.push((
-            k("attention.sliding_window"),
-            Value::U32(self.sliding_window as u32),
-        ));
-        let period6 = self
-            .sliding_layers
-            .iter()
-            .enumerate()
-            .all(|(i, &s)| s == ((i + 1) % 6 != 0));
-        if !period6 {
-            m.push((
-                k("attention.sliding_window_pattern"),
-                Value::Array(
-                    self.sliding_layers
-                        .iter()
-                        .map(|&s| Value::Bool(s))
-                        .collect(),
-                ),
+        _ => period_windows(layers, g.u64_opt(&key)?.unwrap_or(6) as usize, window),
+    };
+    let query_pre_attn_scalar = if layers == 62 {
+        (hidden / heads.max(1)) as f64
+    } else {
+        head_dim as f64
+    };
+    let (bos_token_id, eos_token_ids) = super::gguf_special_ids(g)?;
+    Ok(Config {
+        arch,
+        hidden_size: hidden,
+        intermediate_size: ffn,
+        num_hidden_layers: layers,
+        num_attention_heads: heads,
+        num_key_value_heads: kv,
+        head_dim,
+        vocab_size: super::gguf_vocab(g, a)?,
+        rms_norm_eps: g
+            .f64_opt(&k("attention.layer_norm_rms_epsilon"))?
+            .unwrap_or(1e-6),
+        max_position_embeddings: g.u64_opt(&k("context_length"))?.unwrap_or(32768) as usize,
+        rope_theta: g.f64_opt(&k("rope.freq_base"))?.unwrap_or(1_000_000.0),
+        rope_scale: super::gguf_rope_scale(g, a)?,
+        rope_local_theta: Some(10_000.0),
+        query_pre_attn_scalar,
+        layer_windows,
+        tied_embeddings: !g.has_tensor("output.weight"),
+        attention_bias: false,
+        qk_norm: true,
+        bos_token_id,
+        eos_token_ids,
+    })
+}
+
+/// Reads the hyper-parameters from `config.json` (the top level, or `text_config`
+/// of a multimodal checkpoint). Keys that are absent take Gemma3TextConfig's
+/// defaults, as published multimodal configs list only what differs.
+fn from_hf(arch: &'static Architecture, c: &HfConfig) -> Result<Config> {
+    let layers = c.usize_opt("num_hidden_layers")?.unwrap_or(26);
+    let head_dim = c.usize_opt("head_dim")?.unwrap_or(256);
+    let window = c.usize_opt("sliding_window")?.unwrap_or(4096);
+    let layer_windows: Vec<Option<usize>> = match c.text("layer_types") {
+        Some(serde_json::Value::Array(types)) => {
+            let windows: Option<Vec<Option<usize>>> = types
+                .iter()
+                .map(|t| match t.as_str() {
+                    Some("sliding_attention") => Some(Some(window)),
+                    Some("full_attention") => Some(None),
+                    _ => None,
+                })
+                .collect();
+            match windows {
+                Some(w) if w.len() == layers => w,
+                _ => {
+                    return Err(c.err(
+                        "layer_types",
+                        format!("expected {layers} of sliding_attention / full_attention"),
+                    ))
+                }
+            }
+        }
+        _ => period_windows(
+            layers,
+            c.usize_opt("sliding_window_pattern")?.unwrap_or(6),
+            window,
+        ),
+    };
+    let (rope_theta, rope_scale) = c.rope(Some("full_attention"), 1_000_000.0)?;
+    let per_type = c
+        .text("rope_parameters")
+        .is_some_and(|p| p.get("sliding_attention").is_some());
+    let rope_local_theta = if per_type {
+        let (theta, factor) = c.rope(Some("sliding_attention"), 10_000.0)?;
+        if factor != 1.0 {
+            return Err(c.err(
+                "rope_parameters.sliding_attention",
+                "scaled rope on sliding layers is not supported",
             ));
         }
-        m
-    }
+        theta
+    } else {
+        c.f64_opt("rope_local_base_freq")?.unwrap_or(10_000.0)
+    };
+    let (bos_token_id, eos_token_ids) = super::hf_special_ids(c)?;
+    Ok(Config {
+        arch,
+        hidden_size: c.usize_opt("hidden_size")?.unwrap_or(2304),
+        intermediate_size: c.usize_opt("intermediate_size")?.unwrap_or(9216),
+        num_hidden_layers: layers,
+        num_attention_heads: c.usize_opt("num_attention_heads")?.unwrap_or(8),
+        num_key_value_heads: c.usize_opt("num_key_value_heads")?.unwrap_or(4),
+        head_dim,
+        vocab_size: c.usize_opt("vocab_size")?.unwrap_or(262_208),
+        rms_norm_eps: c.f64_opt("rms_norm_eps")?.unwrap_or(1e-6),
+        max_position_embeddings: c.usize_opt("max_position_embeddings")?.unwrap_or(131_072),
+        rope_theta,
+        rope_scale,
+        rope_local_theta: Some(rope_local_theta),
+        query_pre_attn_scalar: c.f64_opt("query_pre_attn_scalar")?.unwrap_or(256.0),
+        layer_windows,
+        // Gemma3TextConfig and the multimodal config both default to tied.
+        tied_embeddings: c.bool_opt("tie_word_embeddings")?.unwrap_or(true),
+        attention_bias: false,
+        qk_norm: true,
+        bos_token_id,
+        eos_token_ids,
+    })
+}
 
-    /// The `config.json` transformers needs to load these hyper-parameters
-    /// (`Gemma3ForCausalLM`, explicit `layer_types`).
-    pub fn to_hf_json(&self, tied: bool, dtype: &str) -> serde_json::Value {
-        let layer_types: Vec<&str> = self
-            .sliding_layers
-            .iter()
-            .map(|&s| {
-                if s {
-                    "sliding_attention"
-                } else {
-                    "full_attention"
-                }
-            })
-            .collect();
-        serde_json::json!({
-            "architectures": ["Gemma3ForCausalLM"],
-            "model_type": "gemma3_text",
-            "hidden_size": self.hidden_size,
-            "intermediate_size": self.intermediate_size,
-            "num_hidden_layers": self.num_hidden_layers,
-            "num_attention_heads": self.num_attention_heads,
-            "num_key_value_heads": self.num_key_value_heads,
-            "head_dim": self.head_dim,
-            "vocab_size": self.vocab_size,
-            "rms_norm_eps": self.rms_norm_eps,
-            "rope_theta": self.rope_theta,
-            "rope_local_base_freq": self.rope_local_base_freq,
-            "rope_scaling": if self.rope_scaling_factor != 1.0 {
-                serde_json::json!({"rope_type": "linear", "factor": self.rope_scaling_factor})
-            } else {
-                serde_json::Value::Null
-            },
-            "query_pre_attn_scalar": self.query_pre_attn_scalar,
-            "sliding_window": self.sliding_window,
-            "layer_types": layer_types,
-            "max_position_embeddings": self.max_position_embeddings,
-            "hidden_activation": "gelu_pytorch_tanh",
-            "final_logit_softcapping": null,
-            "attn_logit_softcapping": null,
-            "tie_word_embeddings": tied,
-            "torch_dtype": dtype,
+/// The `gemma3.*` GGUF metadata llama.cpp reads for these hyper-parameters. The
+/// sliding pattern is written per layer only when it is not the default period 6.
+fn to_gguf(c: &Config) -> Vec<(String, Value)> {
+    let mut m = super::gguf_common(c);
+    let k = |s: &str| format!("{}.{s}", c.arch.gguf_name);
+    let window = c
+        .layer_windows
+        .iter()
+        .flatten()
+        .next()
+        .copied()
+        .unwrap_or(0);
+    m.push((k("attention.sliding_window"), Value::U32(window as u32)));
+    if c.layer_windows != period_windows(c.num_hidden_layers, 6, window) {
+        m.push((
+            k("attention.sliding_window_pattern"),
+            Value::Array(
+                c.layer_windows
+                    .iter()
+                    .map(|w| Value::Bool(w.is_some()))
+                    .collect(),
+            ),
+        ));
+    }
+    m
+}
+
+/// The `config.json` transformers needs to load these hyper-parameters
+/// (`Gemma3ForCausalLM`, explicit `layer_types`).
+fn to_hf(c: &Config, _dtype: &str) -> serde_json::Value {
+    let layer_types: Vec<&str> = c
+        .layer_windows
+        .iter()
+        .map(|w| match w {
+            Some(_) => "sliding_attention",
+            None => "full_attention",
         })
-    }
-
-    /// Reads the hyper-parameters from either kind of source.
-    pub fn from_source(src: &Source) -> Result<Self> {
-        match src {
-            Source::Gguf(g) => Self::from_gguf(g),
-            Source::Hf(h) => Self::from_hf(h.config()),
-        }
-    }
+        .collect();
+    serde_json::json!({
+        "architectures": [c.arch.hf_names[0]],
+        "model_type": "gemma3_text",
+        "hidden_size": c.hidden_size,
+        "intermediate_size": c.intermediate_size,
+        "num_hidden_layers": c.num_hidden_layers,
+        "num_attention_heads": c.num_attention_heads,
+        "num_key_value_heads": c.num_key_value_heads,
+        "head_dim": c.head_dim,
+        "vocab_size": c.vocab_size,
+        "rms_norm_eps": c.rms_norm_eps,
+        "rope_theta": c.rope_theta,
+        "rope_local_base_freq": c.rope_local_theta.unwrap_or(c.rope_theta),
+        "rope_scaling": if c.rope_scale != 1.0 {
+            serde_json::json!({"rope_type": "linear", "factor": c.rope_scale})
+        } else {
+            serde_json::Value::Null
+        },
+        "query_pre_attn_scalar": c.query_pre_attn_scalar,
+        "sliding_window": c.layer_windows.iter().flatten().next(),
+        "layer_types": layer_types,
+        "max_position_embeddings": c.max_position_embeddings,
+        "hidden_activation": "gelu_pytorch_tanh",
+        "final_logit_softcapping": null,
+        "attn_logit_softcapping": null,
+    })
 }
 
 struct Block {
@@ -321,39 +364,38 @@ pub struct Gemma3 {
 impl Gemma3 {
     /// Loads the weights. GGUF norm weights already hold HF's `1 + w`; HF ones hold
     /// `w`, so 1 is added once here and the forward pass uses plain multipliers.
-    pub fn load(src: &Source, device: &Device) -> Result<Self> {
-        let cfg = Config::from_source(src)?;
-        let offset = if src.is_hf() { 1.0 } else { 0.0 };
-        let norm = |name: &str, len: usize| -> Result<Tensor> {
-            Ok((src.vector(name, len, device)? + offset)?)
-        };
+    fn load(cfg: &Config, ld: &Loader) -> Result<Self> {
+        let cfg = cfg.clone();
+        let offset = if ld.is_hf() { 1.0 } else { 0.0 };
+        let norm =
+            |name: &str, len: usize| -> Result<Tensor> { Ok((ld.vector(name, len)? + offset)?) };
         let h = cfg.hidden_size;
         let hd = cfg.head_dim;
         let q_out = cfg.num_attention_heads * hd;
         let kv_out = cfg.num_key_value_heads * hd;
         let ff = cfg.intermediate_size;
-        let token_embd = src.weight("token_embd.weight", (cfg.vocab_size, h), device)?;
+        let token_embd = ld.weight("token_embd.weight", (cfg.vocab_size, h))?;
         let mut blocks = Vec::with_capacity(cfg.num_hidden_layers);
         for i in 0..cfg.num_hidden_layers {
             let n = |s: &str| format!("blk.{i}.{s}.weight");
             blocks.push(Block {
                 attn_norm: norm(&n("attn_norm"), h)?,
-                attn_q: src.weight(&n("attn_q"), (q_out, h), device)?,
-                attn_k: src.weight(&n("attn_k"), (kv_out, h), device)?,
-                attn_v: src.weight(&n("attn_v"), (kv_out, h), device)?,
+                attn_q: ld.weight(&n("attn_q"), (q_out, h))?,
+                attn_k: ld.weight(&n("attn_k"), (kv_out, h))?,
+                attn_v: ld.weight(&n("attn_v"), (kv_out, h))?,
                 attn_q_norm: norm(&n("attn_q_norm"), hd)?,
                 attn_k_norm: norm(&n("attn_k_norm"), hd)?,
-                attn_output: src.weight(&n("attn_output"), (h, q_out), device)?,
+                attn_output: ld.weight(&n("attn_output"), (h, q_out))?,
                 post_attention_norm: norm(&n("post_attention_norm"), h)?,
                 ffn_norm: norm(&n("ffn_norm"), h)?,
-                ffn_gate: src.weight(&n("ffn_gate"), (ff, h), device)?,
-                ffn_up: src.weight(&n("ffn_up"), (ff, h), device)?,
-                ffn_down: src.weight(&n("ffn_down"), (h, ff), device)?,
+                ffn_gate: ld.weight(&n("ffn_gate"), (ff, h))?,
+                ffn_up: ld.weight(&n("ffn_up"), (ff, h))?,
+                ffn_down: ld.weight(&n("ffn_down"), (h, ff))?,
                 post_ffw_norm: norm(&n("post_ffw_norm"), h)?,
             });
         }
-        let output = if src.has_tensor("output.weight") {
-            src.weight("output.weight", (cfg.vocab_size, h), device)?
+        let output = if ld.has("output.weight") {
+            ld.weight("output.weight", (cfg.vocab_size, h))?
         } else {
             token_embd.clone()
         };
@@ -361,14 +403,14 @@ impl Gemma3 {
             // transformers computes √hidden in float32; rounding it differently is measurable.
             embed_scale: (h as f32).sqrt() as f64,
             rope_local: Rope {
-                base: cfg.rope_local_base_freq,
+                base: cfg.rope_local_theta.unwrap_or(cfg.rope_theta),
                 linear_scale: 1.0,
                 dim: hd,
                 neox: true,
             },
             rope_global: Rope {
                 base: cfg.rope_theta,
-                linear_scale: cfg.rope_scaling_factor,
+                linear_scale: cfg.rope_scale,
                 dim: hd,
                 neox: true,
             },
@@ -379,15 +421,10 @@ impl Gemma3 {
             cfg,
         })
     }
+}
 
-    /// The validated hyper-parameters.
-    pub fn config(&self) -> &Config {
-        &self.cfg
-    }
-
-    /// Runs `ids` at the cache's next positions and returns the logits of positions
-    /// `logits_from ..` of `ids`.
-    pub fn forward(&self, ids: &[u32], cache: &mut KvCache, logits_from: usize) -> Result<Tensor> {
+impl Forward for Gemma3 {
+    fn forward(&self, ids: &[u32], cache: &mut KvCache, logits_from: usize) -> Result<Tensor> {
         let dev = self.output_norm.device();
         let c = &self.cfg;
         let t = ids.len();
@@ -399,8 +436,8 @@ impl Gemma3 {
         let global = self.rope_global.tables(start, t, dev)?;
         let scale = c.query_pre_attn_scalar.powf(-0.5);
         for (i, b) in self.blocks.iter().enumerate() {
-            let sliding = c.sliding_layers[i];
-            let (rope, (cos, sin)) = if sliding {
+            let window = c.layer_windows[i];
+            let (rope, (cos, sin)) = if window.is_some() {
                 (&self.rope_local, &local)
             } else {
                 (&self.rope_global, &global)
@@ -413,7 +450,6 @@ impl Gemma3 {
             let q = rope.apply(&rms_norm(&q, &b.attn_q_norm, eps)?, cos, sin)?;
             let k = rope.apply(&rms_norm(&k, &b.attn_k_norm, eps)?, cos, sin)?;
             let (k, v, base) = cache.append(i, &k, &v)?;
-            let window = sliding.then_some(c.sliding_window);
             let a = attend(&q, &k, &v, (start, base), scale, window)?;
             let a = rms_norm(&b.attn_output.forward(&a)?, &b.post_attention_norm, eps)?;
             x = (x + a)?;
@@ -429,9 +465,8 @@ impl Gemma3 {
         Ok(self.output.forward(&x)?.squeeze(0)?)
     }
 
-    /// Bytes held by the weights, and bytes read from memory to decode one token.
-    pub fn weight_bytes(&self) -> super::WeightBytes {
-        let mut b = super::WeightBytes::default();
+    fn weight_bytes(&self) -> WeightBytes {
+        let mut b = WeightBytes::default();
         b.add_vector(&self.output_norm);
         for blk in &self.blocks {
             for w in [&blk.attn_q, &blk.attn_k, &blk.attn_v, &blk.attn_output] {

@@ -4,262 +4,309 @@
 //! per-head q/k RMSNorms (and head_dim · heads ≠ hidden), Mistral v0.1 a sliding
 //! window on every layer.
 
+use super::{heads, Architecture, Config, Forward, Loader, Shape, Stored, WeightBytes};
 use crate::attention::{attend, rms_norm, KvCache, Rope};
-use crate::error::{Error, Result};
+use crate::error::Result;
+use crate::formats::Weight;
 use crate::gguf::GgufFile;
 use crate::hf::config::HfConfig;
-use crate::source::Source;
-use crate::weight::Weight;
 use candle_core::quantized::gguf_file::Value;
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 
-/// Which member of the family (for names and defaults only; the forward pass follows
-/// the tensors that are present).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Family {
-    /// Llama 2/3, SmolLM2.
-    Llama,
-    /// Mistral.
-    Mistral,
-    /// Qwen 2 / 2.5.
-    Qwen2,
-    /// Qwen 3 (dense).
-    Qwen3,
+/// Llama 2/3, SmolLM2.
+pub static LLAMA: Architecture = Architecture {
+    name: "llama",
+    gguf_name: "llama",
+    hf_names: &["LlamaForCausalLM", "llama"],
+    shapes: &[
+        Shape {
+            name: "135m",
+            model: "HuggingFaceTB/SmolLM2-135M",
+            config: || smollm2(576, 30, 9, 3, 1536, 100_000.0),
+        },
+        Shape {
+            name: "360m",
+            model: "HuggingFaceTB/SmolLM2-360M",
+            config: || smollm2(960, 32, 15, 5, 2560, 100_000.0),
+        },
+        Shape {
+            name: "1.7b",
+            model: "HuggingFaceTB/SmolLM2-1.7B",
+            config: || smollm2(2048, 24, 32, 32, 8192, 130_000.0),
+        },
+    ],
+    ..FAMILY
+};
+
+/// Mistral (v0.1's sliding window on every layer).
+pub static MISTRAL: Architecture = Architecture {
+    name: "mistral",
+    gguf_name: "llama",
+    hf_names: &["MistralForCausalLM", "mistral"],
+    ..FAMILY
+};
+
+/// Qwen 2 / 2.5: q/k/v biases.
+pub static QWEN2: Architecture = Architecture {
+    name: "qwen2",
+    gguf_name: "qwen2",
+    hf_names: &["Qwen2ForCausalLM", "qwen2"],
+    ..FAMILY
+};
+
+/// Qwen 3 (dense): per-head q/k norms, head_dim · heads ≠ hidden.
+pub static QWEN3: Architecture = Architecture {
+    name: "qwen3",
+    gguf_name: "qwen3",
+    hf_names: &["Qwen3ForCausalLM", "qwen3"],
+    shapes: &[
+        Shape {
+            name: "0.6b",
+            model: "Qwen/Qwen3-0.6B",
+            config: || qwen3(1024, 28, 16, 8, 3072, true),
+        },
+        Shape {
+            name: "1.7b",
+            model: "Qwen/Qwen3-1.7B",
+            config: || qwen3(2048, 28, 16, 8, 6144, true),
+        },
+        Shape {
+            name: "4b",
+            model: "Qwen/Qwen3-4B",
+            config: || qwen3(2560, 36, 32, 8, 9728, true),
+        },
+        Shape {
+            name: "8b",
+            model: "Qwen/Qwen3-8B",
+            config: || qwen3(4096, 36, 32, 8, 12_288, false),
+        },
+        Shape {
+            name: "14b",
+            model: "Qwen/Qwen3-14B",
+            config: || qwen3(5120, 40, 40, 8, 17_408, false),
+        },
+        Shape {
+            name: "32b",
+            model: "Qwen/Qwen3-32B",
+            config: || qwen3(5120, 64, 64, 8, 25_600, false),
+        },
+    ],
+    ..FAMILY
+};
+
+/// What the members share; each names itself and its sources.
+const FAMILY: Architecture = Architecture {
+    name: "",
+    gguf_name: "",
+    hf_names: &[],
+    // One norm before the MLP, under llama's name for it.
+    block_tensors: &[("ffn_norm", "post_attention_layernorm")],
+    from_hf,
+    from_gguf,
+    to_gguf,
+    to_hf,
+    stored,
+    tensors: |c| super::common_tensors(c, &[]),
+    shapes: &[],
+    load: |c, ld| Ok(Box::new(Llama::load(c, ld)?)),
+    folds_system_prompt: false,
+};
+
+/// SmolLM2's shapes (the llama shapes we can check against a real file).
+fn smollm2(
+    hidden: usize,
+    layers: usize,
+    heads: usize,
+    kv: usize,
+    ffn: usize,
+    theta: f64,
+) -> Config {
+    Config {
+        arch: &LLAMA,
+        hidden_size: hidden,
+        intermediate_size: ffn,
+        num_hidden_layers: layers,
+        num_attention_heads: heads,
+        num_key_value_heads: kv,
+        head_dim: hidden / heads,
+        vocab_size: 49_152,
+        rms_norm_eps: 1e-5,
+        max_position_embeddings: 8192,
+        rope_theta: theta,
+        rope_scale: 1.0,
+        rope_local_theta: None,
+        query_pre_attn_scalar: (hidden / heads) as f64,
+        layer_windows: vec![None; layers],
+        tied_embeddings: true,
+        attention_bias: false,
+        qk_norm: false,
+        bos_token_id: Some(1),
+        eos_token_ids: vec![2],
+    }
 }
 
-impl Family {
-    /// The architecture name as GGUF spells it (llama.cpp stores Mistral as `llama`).
-    pub fn gguf_name(self) -> &'static str {
-        match self {
-            Self::Llama | Self::Mistral => "llama",
-            Self::Qwen2 => "qwen2",
-            Self::Qwen3 => "qwen3",
-        }
-    }
-
-    /// The engine's name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Llama => "llama",
-            Self::Mistral => "mistral",
-            Self::Qwen2 => "qwen2",
-            Self::Qwen3 => "qwen3",
-        }
-    }
-
-    /// From the engine's name.
-    pub fn from_name(name: &str) -> Option<Self> {
-        Some(match name {
-            "llama" => Self::Llama,
-            "mistral" => Self::Mistral,
-            "qwen2" => Self::Qwen2,
-            "qwen3" => Self::Qwen3,
-            _ => return None,
-        })
-    }
-
-    /// The transformers class name.
-    pub fn hf_class(self) -> &'static str {
-        match self {
-            Self::Llama => "LlamaForCausalLM",
-            Self::Mistral => "MistralForCausalLM",
-            Self::Qwen2 => "Qwen2ForCausalLM",
-            Self::Qwen3 => "Qwen3ForCausalLM",
-        }
+/// A Qwen 3 shape: head_dim 128, vocabulary 151 936.
+fn qwen3(hidden: usize, layers: usize, heads: usize, kv: usize, ffn: usize, tied: bool) -> Config {
+    Config {
+        arch: &QWEN3,
+        hidden_size: hidden,
+        intermediate_size: ffn,
+        num_hidden_layers: layers,
+        num_attention_heads: heads,
+        num_key_value_heads: kv,
+        head_dim: 128,
+        vocab_size: 151_936,
+        rms_norm_eps: 1e-6,
+        max_position_embeddings: 40_960,
+        rope_theta: 1_000_000.0,
+        rope_scale: 1.0,
+        rope_local_theta: None,
+        query_pre_attn_scalar: 128.0,
+        layer_windows: vec![None; layers],
+        tied_embeddings: tied,
+        attention_bias: false,
+        qk_norm: true,
+        bos_token_id: Some(151_643),
+        eos_token_ids: vec![151_645],
     }
 }
 
-/// Hyper-parameters, validated.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Config {
-    /// Which member of the family.
-    pub family: Family,
-    /// `embedding_length`.
-    pub hidden_size: usize,
-    /// `feed_forward_length`.
-    pub intermediate_size: usize,
-    /// `block_count`.
-    pub num_hidden_layers: usize,
-    /// `attention.head_count`.
-    pub num_attention_heads: usize,
-    /// `attention.head_count_kv`.
-    pub num_key_value_heads: usize,
-    /// Per-head dimension.
-    pub head_dim: usize,
-    /// Vocabulary size.
-    pub vocab_size: usize,
-    /// `attention.layer_norm_rms_epsilon`.
-    pub rms_norm_eps: f64,
-    /// `rope.freq_base`.
-    pub rope_theta: f64,
-    /// Linear rope scaling factor (1 = none).
-    pub rope_scale: f64,
-    /// Trained context length.
-    pub max_position_embeddings: usize,
-    /// A window on every layer (Mistral v0.1), the token itself included.
-    pub sliding_window: Option<usize>,
+/// Reads the hyper-parameters from GGUF metadata (`llama.*`, `qwen2.*`, `qwen3.*`).
+fn from_gguf(arch: &'static Architecture, g: &GgufFile) -> Result<Config> {
+    let a = arch.gguf_name;
+    let (hidden, heads, kv, head_dim, layers, ffn) = super::gguf_shape(g, a)?;
+    let head_dim = head_dim.unwrap_or(hidden / heads.max(1));
+    let (bos_token_id, eos_token_ids) = super::gguf_special_ids(g)?;
+    Ok(Config {
+        arch,
+        hidden_size: hidden,
+        intermediate_size: ffn,
+        num_hidden_layers: layers,
+        num_attention_heads: heads,
+        num_key_value_heads: kv,
+        head_dim,
+        vocab_size: super::gguf_vocab(g, a)?,
+        rms_norm_eps: g.f64(&format!("{a}.attention.layer_norm_rms_epsilon"))?,
+        max_position_embeddings: g.u64_opt(&format!("{a}.context_length"))?.unwrap_or(4096)
+            as usize,
+        rope_theta: g
+            .f64_opt(&format!("{a}.rope.freq_base"))?
+            .unwrap_or(10_000.0),
+        rope_scale: super::gguf_rope_scale(g, a)?,
+        rope_local_theta: None,
+        query_pre_attn_scalar: head_dim as f64,
+        layer_windows: vec![None; layers],
+        tied_embeddings: !g.has_tensor("output.weight"),
+        attention_bias: g.has_tensor("blk.0.attn_q.bias"),
+        qk_norm: g.has_tensor("blk.0.attn_q_norm.weight"),
+        bos_token_id,
+        eos_token_ids,
+    })
 }
 
-impl Config {
-    /// Reads the hyper-parameters from GGUF metadata (`llama.*`, `qwen2.*`, `qwen3.*`).
-    pub fn from_gguf(g: &GgufFile) -> Result<Self> {
-        let arch = g.architecture()?;
-        let family = match arch.as_str() {
-            "qwen2" => Family::Qwen2,
-            "qwen3" => Family::Qwen3,
-            _ => Family::Llama,
-        };
-        let a = arch.as_str();
-        let hidden_size = g.u64(&format!("{a}.embedding_length"))? as usize;
-        let heads = g.u64(&format!("{a}.attention.head_count"))? as usize;
-        let kv = g
-            .u64_opt(&format!("{a}.attention.head_count_kv"))?
-            .map(|x| x as usize)
-            .unwrap_or(heads);
-        let head_dim = g
-            .u64_opt(&format!("{a}.attention.key_length"))?
-            .map(|x| x as usize)
-            .unwrap_or(hidden_size / heads.max(1));
-        let vocab_size = match g.u64_opt(&format!("{a}.vocab_size"))? {
-            Some(v) => v as usize,
-            None => g.strings("tokenizer.ggml.tokens")?.len(),
-        };
-        let rope_scale = match g.string_opt(&format!("{a}.rope.scaling.type"))?.as_deref() {
-            Some("linear") => g
-                .f64_opt(&format!("{a}.rope.scaling.factor"))?
-                .unwrap_or(1.0),
-            _ => 1.0,
-        };
-        let cfg = Self {
-            family,
-            hidden_size,
-            intermediate_size: g.u64(&format!("{a}.feed_forward_length"))? as usize,
-            num_hidden_layers: g.u64(&format!("{a}.block_count"))? as usize,
-            num_attention_heads: heads,
-            num_key_value_heads: kv,
-            head_dim,
-            vocab_size,
-            rms_norm_eps: g.f64(&format!("{a}.attention.layer_norm_rms_epsilon"))?,
-            rope_theta: g
-                .f64_opt(&format!("{a}.rope.freq_base"))?
-                .unwrap_or(10_000.0),
-            rope_scale,
-            max_position_embeddings: g.u64_opt(&format!("{a}.context_length"))?.unwrap_or(4096)
-                as usize,
-            sliding_window: None,
-        };
-        super::check_heads(g.path(), heads, kv, head_dim)?;
-        Ok(cfg)
-    }
+/// Reads the hyper-parameters from `config.json`.
+fn from_hf(arch: &'static Architecture, c: &HfConfig) -> Result<Config> {
+    let hidden_size = c.usize("hidden_size")?;
+    let heads = c.usize("num_attention_heads")?;
+    let kv = c.usize_opt("num_key_value_heads")?.unwrap_or(heads);
+    let head_dim = c
+        .usize_opt("head_dim")?
+        .unwrap_or(hidden_size / heads.max(1));
+    let (rope_theta, rope_scale) = c.rope(None, 10_000.0)?;
+    let layers = c.usize("num_hidden_layers")?;
+    let window = if std::ptr::eq(arch, &MISTRAL) {
+        c.usize_opt("sliding_window")?
+    } else if c.bool_opt("use_sliding_window")? == Some(true) {
+        return Err(c.err(
+            "use_sliding_window",
+            "Qwen's per-layer sliding window is not supported",
+        ));
+    } else {
+        None
+    };
+    let (bos_token_id, eos_token_ids) = super::hf_special_ids(c)?;
+    Ok(Config {
+        arch,
+        hidden_size,
+        intermediate_size: c.usize("intermediate_size")?,
+        num_hidden_layers: layers,
+        num_attention_heads: heads,
+        num_key_value_heads: kv,
+        head_dim,
+        vocab_size: c.usize("vocab_size")?,
+        rms_norm_eps: c.f64_opt("rms_norm_eps")?.unwrap_or(1e-6),
+        max_position_embeddings: c.usize_opt("max_position_embeddings")?.unwrap_or(4096),
+        rope_theta,
+        rope_scale,
+        rope_local_theta: None,
+        query_pre_attn_scalar: head_dim as f64,
+        layer_windows: vec![window; layers],
+        // transformers' LlamaConfig, MistralConfig and Qwen configs default to untied.
+        tied_embeddings: c.bool_opt("tie_word_embeddings")?.unwrap_or(false),
+        // Qwen 2 always has q/k/v biases; Llama's config may ask for them.
+        attention_bias: std::ptr::eq(arch, &QWEN2)
+            || c.bool_opt("attention_bias")?.unwrap_or(false),
+        qk_norm: std::ptr::eq(arch, &QWEN3),
+        bos_token_id,
+        eos_token_ids,
+    })
+}
 
-    /// Reads the hyper-parameters from `config.json`.
-    pub fn from_hf(c: &HfConfig, family: Family) -> Result<Self> {
-        let hidden_size = c.usize("hidden_size")?;
-        let heads = c.usize("num_attention_heads")?;
-        let kv = c.usize_opt("num_key_value_heads")?.unwrap_or(heads);
-        let head_dim = c
-            .usize_opt("head_dim")?
-            .unwrap_or(hidden_size / heads.max(1));
-        let (rope_theta, rope_scale) = c.rope(None, 10_000.0)?;
-        let sliding_window = match family {
-            Family::Mistral => c.usize_opt("sliding_window")?,
-            Family::Qwen2 | Family::Qwen3 if c.bool_opt("use_sliding_window")? == Some(true) => {
-                return Err(c.err(
-                    "use_sliding_window",
-                    "Qwen's per-layer sliding window is not supported",
-                ))
-            }
-            _ => None,
-        };
-        super::check_heads(c.path(), heads, kv, head_dim)?;
-        Ok(Self {
-            family,
-            hidden_size,
-            intermediate_size: c.usize("intermediate_size")?,
-            num_hidden_layers: c.usize("num_hidden_layers")?,
-            num_attention_heads: heads,
-            num_key_value_heads: kv,
-            head_dim,
-            vocab_size: c.usize("vocab_size")?,
-            rms_norm_eps: c.f64_opt("rms_norm_eps")?.unwrap_or(1e-6),
-            rope_theta,
-            rope_scale,
-            max_position_embeddings: c.usize_opt("max_position_embeddings")?.unwrap_or(4096),
-            sliding_window,
-        })
-    }
+/// The `{arch}.*` GGUF metadata llama.cpp reads for these hyper-parameters.
+fn to_gguf(c: &Config) -> Vec<(String, Value)> {
+    let mut m = super::gguf_common(c);
+    let a = c.arch.gguf_name;
+    m.push((
+        format!("{a}.rope.dimension_count"),
+        Value::U32(c.head_dim as u32),
+    ));
+    m.push((format!("{a}.vocab_size"), Value::U32(c.vocab_size as u32)));
+    m
+}
 
-    /// The `{arch}.*` GGUF metadata llama.cpp reads for these hyper-parameters.
-    pub fn gguf_metadata(&self) -> Vec<(String, Value)> {
-        let a = self.family.gguf_name();
-        let mut m = super::GgufCommon {
-            arch: a,
-            context: self.max_position_embeddings,
-            hidden: self.hidden_size,
-            layers: self.num_hidden_layers,
-            ffn: self.intermediate_size,
-            heads: self.num_attention_heads,
-            kv_heads: self.num_key_value_heads,
-            head_dim: self.head_dim,
-            rms_norm_eps: self.rms_norm_eps,
-            rope_theta: self.rope_theta,
-            rope_scale: self.rope_scale,
-        }
-        .metadata();
-        let k = |s: &str| format!("{a}.{s}");
-        m.push((k("rope.dimension_count"), Value::U32(self.head_dim as u32)));
-        m.push((k("vocab_size"), Value::U32(self.vocab_size as u32)));
-        m
+/// The `config.json` transformers needs to load these hyper-parameters.
+fn to_hf(c: &Config, _dtype: &str) -> serde_json::Value {
+    let mut v = serde_json::json!({
+        "architectures": [c.arch.hf_names[0]],
+        "model_type": c.arch.name,
+        "hidden_size": c.hidden_size,
+        "intermediate_size": c.intermediate_size,
+        "num_hidden_layers": c.num_hidden_layers,
+        "num_attention_heads": c.num_attention_heads,
+        "num_key_value_heads": c.num_key_value_heads,
+        "head_dim": c.head_dim,
+        "vocab_size": c.vocab_size,
+        "rms_norm_eps": c.rms_norm_eps,
+        "rope_theta": c.rope_theta,
+        "rope_scaling": if c.rope_scale != 1.0 {
+            serde_json::json!({"rope_type": "linear", "factor": c.rope_scale})
+        } else {
+            serde_json::Value::Null
+        },
+        "max_position_embeddings": c.max_position_embeddings,
+        "hidden_act": "silu",
+        "attention_bias": c.attention_bias,
+    });
+    if std::ptr::eq(c.arch, &MISTRAL) {
+        v["sliding_window"] = serde_json::json!(c.layer_windows.first().copied().flatten());
+    } else if !std::ptr::eq(c.arch, &LLAMA) {
+        v["use_sliding_window"] = false.into();
     }
+    v
+}
 
-    /// The `config.json` transformers needs to load these hyper-parameters.
-    pub fn to_hf_json(&self, tied: bool, dtype: &str) -> serde_json::Value {
-        let f = self.family;
-        let mut v = serde_json::json!({
-            "architectures": [f.hf_class()],
-            "model_type": f.name(),
-            "hidden_size": self.hidden_size,
-            "intermediate_size": self.intermediate_size,
-            "num_hidden_layers": self.num_hidden_layers,
-            "num_attention_heads": self.num_attention_heads,
-            "num_key_value_heads": self.num_key_value_heads,
-            "head_dim": self.head_dim,
-            "vocab_size": self.vocab_size,
-            "rms_norm_eps": self.rms_norm_eps,
-            "rope_theta": self.rope_theta,
-            "rope_scaling": if self.rope_scale != 1.0 {
-                serde_json::json!({"rope_type": "linear", "factor": self.rope_scale})
-            } else {
-                serde_json::Value::Null
-            },
-            "max_position_embeddings": self.max_position_embeddings,
-            "hidden_act": "silu",
-            "tie_word_embeddings": tied,
-            "torch_dtype": dtype,
-            "attention_bias": f == Family::Qwen2,
-        });
-        match f {
-            Family::Mistral => v["sliding_window"] = serde_json::json!(self.sliding_window),
-            Family::Qwen2 | Family::Qwen3 => v["use_sliding_window"] = false.into(),
-            Family::Llama => {}
-        }
-        v
+/// llama.cpp's converter permutes the q/k rows of `llama` files (Llama, Mistral) for
+/// interleaved rope pairs; Qwen files keep transformers' order.
+fn stored(c: &Config, gguf_name: &str) -> Stored {
+    if c.arch.gguf_name != LLAMA.gguf_name {
+        return Stored::Same;
     }
-
-    /// Reads the hyper-parameters from either kind of source.
-    pub fn from_source(src: &Source) -> Result<Self> {
-        match src {
-            Source::Gguf(g) => Self::from_gguf(g),
-            Source::Hf(h) => {
-                let family =
-                    Family::from_name(h.arch()).ok_or_else(|| Error::UnsupportedArchitecture {
-                        path: h.dir().to_path_buf(),
-                        arch: h.arch().to_string(),
-                        supported: super::SUPPORTED,
-                    })?;
-                Self::from_hf(h.config(), family)
-            }
-        }
+    if gguf_name.ends_with("attn_q.weight") {
+        Stored::PermutedHeads(c.num_attention_heads)
+    } else if gguf_name.ends_with("attn_k.weight") {
+        Stored::PermutedHeads(c.num_key_value_heads)
+    } else {
+        Stored::Same
     }
 }
 
@@ -293,52 +340,52 @@ impl Llama {
     /// Loads the weights. GGUF files of `llama` store q/k rows permuted for
     /// interleaved rope pairs; HF checkpoints and GGUF `qwen2`/`qwen3` keep
     /// transformers' order and use NeoX pairs ([`Rope::neox`]).
-    pub fn load(src: &Source, device: &Device) -> Result<Self> {
-        let cfg = Config::from_source(src)?;
+    fn load(cfg: &Config, ld: &Loader) -> Result<Self> {
+        let cfg = cfg.clone();
         let (h, hd) = (cfg.hidden_size, cfg.head_dim);
         let (q_out, kv_out) = (cfg.num_attention_heads * hd, cfg.num_key_value_heads * hd);
         let ff = cfg.intermediate_size;
-        let token_embd = src.weight("token_embd.weight", (cfg.vocab_size, h), device)?;
+        let token_embd = ld.weight("token_embd.weight", (cfg.vocab_size, h))?;
         let mut blocks = Vec::with_capacity(cfg.num_hidden_layers);
         for i in 0..cfg.num_hidden_layers {
             let n = |s: &str| format!("blk.{i}.{s}");
-            let qkv_bias = if src.has_tensor(&n("attn_q.bias")) {
+            let qkv_bias = if ld.has(&n("attn_q.bias")) {
                 Some([
-                    src.vector(&n("attn_q.bias"), q_out, device)?,
-                    src.vector(&n("attn_k.bias"), kv_out, device)?,
-                    src.vector(&n("attn_v.bias"), kv_out, device)?,
+                    ld.vector(&n("attn_q.bias"), q_out)?,
+                    ld.vector(&n("attn_k.bias"), kv_out)?,
+                    ld.vector(&n("attn_v.bias"), kv_out)?,
                 ])
             } else {
                 None
             };
-            let qk_norm = if src.has_tensor(&n("attn_q_norm.weight")) {
+            let qk_norm = if ld.has(&n("attn_q_norm.weight")) {
                 Some([
-                    src.vector(&n("attn_q_norm.weight"), hd, device)?,
-                    src.vector(&n("attn_k_norm.weight"), hd, device)?,
+                    ld.vector(&n("attn_q_norm.weight"), hd)?,
+                    ld.vector(&n("attn_k_norm.weight"), hd)?,
                 ])
             } else {
                 None
             };
             blocks.push(Block {
-                attn_norm: src.vector(&n("attn_norm.weight"), h, device)?,
-                attn_q: src.weight(&n("attn_q.weight"), (q_out, h), device)?,
-                attn_k: src.weight(&n("attn_k.weight"), (kv_out, h), device)?,
-                attn_v: src.weight(&n("attn_v.weight"), (kv_out, h), device)?,
+                attn_norm: ld.vector(&n("attn_norm.weight"), h)?,
+                attn_q: ld.weight(&n("attn_q.weight"), (q_out, h))?,
+                attn_k: ld.weight(&n("attn_k.weight"), (kv_out, h))?,
+                attn_v: ld.weight(&n("attn_v.weight"), (kv_out, h))?,
                 qkv_bias,
                 qk_norm,
-                attn_output: src.weight(&n("attn_output.weight"), (h, q_out), device)?,
-                ffn_norm: src.vector(&n("ffn_norm.weight"), h, device)?,
-                ffn_gate: src.weight(&n("ffn_gate.weight"), (ff, h), device)?,
-                ffn_up: src.weight(&n("ffn_up.weight"), (ff, h), device)?,
-                ffn_down: src.weight(&n("ffn_down.weight"), (h, ff), device)?,
+                attn_output: ld.weight(&n("attn_output.weight"), (h, q_out))?,
+                ffn_norm: ld.vector(&n("ffn_norm.weight"), h)?,
+                ffn_gate: ld.weight(&n("ffn_gate.weight"), (ff, h))?,
+                ffn_up: ld.weight(&n("ffn_up.weight"), (ff, h))?,
+                ffn_down: ld.weight(&n("ffn_down.weight"), (h, ff))?,
             });
         }
-        let output = if src.has_tensor("output.weight") {
-            src.weight("output.weight", (cfg.vocab_size, h), device)?
+        let output = if ld.has("output.weight") {
+            ld.weight("output.weight", (cfg.vocab_size, h))?
         } else {
             token_embd.clone()
         };
-        let neox = src.is_hf() || cfg.family.gguf_name() != "llama";
+        let neox = ld.is_hf() || cfg.stored("blk.0.attn_q.weight") == Stored::Same;
         Ok(Self {
             rope: Rope {
                 base: cfg.rope_theta,
@@ -348,20 +395,17 @@ impl Llama {
             },
             token_embd,
             blocks,
-            output_norm: src.vector("output_norm.weight", h, device)?,
+            output_norm: ld.vector("output_norm.weight", h)?,
             output,
             cfg,
         })
     }
+}
 
-    /// The validated hyper-parameters.
-    pub fn config(&self) -> &Config {
-        &self.cfg
-    }
-
+impl Forward for Llama {
     /// Runs `ids` at the cache's next positions and returns the logits of positions
     /// `logits_from ..` of `ids`.
-    pub fn forward(&self, ids: &[u32], cache: &mut KvCache, logits_from: usize) -> Result<Tensor> {
+    fn forward(&self, ids: &[u32], cache: &mut KvCache, logits_from: usize) -> Result<Tensor> {
         let dev = self.output_norm.device();
         let t = ids.len();
         let start = cache.len();
@@ -369,7 +413,7 @@ impl Llama {
         let ids_t = Tensor::new(ids, dev)?;
         let mut x = self.token_embd.embedding(&ids_t)?.unsqueeze(0)?; // [1, t, h]
         let (cos, sin) = self.rope.tables(start, t, dev)?;
-        let scale = 1.0 / (c.head_dim as f64).sqrt();
+        let scale = c.query_pre_attn_scalar.powf(-0.5);
         for (i, b) in self.blocks.iter().enumerate() {
             let h = rms_norm(&x, &b.attn_norm, c.rms_norm_eps)?;
             let [mut q, mut k, mut v] = Weight::forward_n([&b.attn_q, &b.attn_k, &b.attn_v], &h)?;
@@ -388,7 +432,7 @@ impl Llama {
             let q = self.rope.apply(&q, &cos, &sin)?;
             let k = self.rope.apply(&k, &cos, &sin)?;
             let (k, v, base) = cache.append(i, &k, &v)?;
-            let a = attend(&q, &k, &v, (start, base), scale, c.sliding_window)?;
+            let a = attend(&q, &k, &v, (start, base), scale, c.layer_windows[i])?;
             x = (x + b.attn_output.forward(&a)?)?;
             let h = rms_norm(&x, &b.ffn_norm, c.rms_norm_eps)?;
             let [gate, up] = Weight::forward_n([&b.ffn_gate, &b.ffn_up], &h)?;
@@ -402,8 +446,8 @@ impl Llama {
     }
 
     /// Bytes held by the weights, and bytes read from memory to decode one token.
-    pub fn weight_bytes(&self) -> super::WeightBytes {
-        let mut b = super::WeightBytes::default();
+    fn weight_bytes(&self) -> WeightBytes {
+        let mut b = WeightBytes::default();
         b.add_vector(&self.output_norm);
         for blk in &self.blocks {
             for w in [&blk.attn_q, &blk.attn_k, &blk.attn_v, &blk.attn_output] {
@@ -426,10 +470,4 @@ impl Llama {
         b.add_embedding_and_output(&self.token_embd, &self.output);
         b
     }
-}
-
-/// `[1, t, n * d]` → `[1, n, t, d]`.
-pub(crate) fn heads(x: &Tensor, n: usize, d: usize) -> candle_core::Result<Tensor> {
-    let (b, t, _) = x.dims3()?;
-    x.reshape((b, t, n, d))?.transpose(1, 2)?.contiguous()
 }

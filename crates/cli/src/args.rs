@@ -1,0 +1,153 @@
+//! Argument groups several subcommands share, each declared once and flattened where
+//! it is used: the model and where it runs ([`ModelArgs`]), threads and output
+//! ([`RunArgs`]), sampling ([`SamplingArgs`]) and scoring text ([`ScoreArgs`]).
+
+use crate::output::Reporter;
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use std::path::PathBuf;
+use unicorn_engine::device::DeviceChoice;
+use unicorn_engine::{GenerationParams, LoadOptions, LoadedModel, SamplingParams};
+
+/// Threads and output format: every command that computes takes them.
+#[derive(Args, Clone, Copy)]
+pub struct RunArgs {
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Print machine-readable JSON lines.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl RunArgs {
+    /// Checks `--threads` and sets the worker pools' size; call before any work.
+    pub fn apply(&self) -> Result<()> {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        // More threads than this only fight over the cores (and thousands make the
+        // pools fail to start).
+        let most = (4 * cores).min(1024);
+        match self.threads {
+            Some(0) => bail!("--threads must be at least 1"),
+            Some(n) if n > most => {
+                bail!("--threads {n}: at most {most} on this machine (4 x its {cores} cores)")
+            }
+            _ => {}
+        }
+        unicorn_engine::set_threads(self.threads);
+        Ok(())
+    }
+}
+
+/// A model to load, and where it runs.
+#[derive(Args)]
+pub struct ModelArgs {
+    /// A .gguf file, an HF model folder, or a repository id in the HF cache.
+    pub model: String,
+    /// Use this tokenizer.json instead of the one built from the file's metadata.
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
+    /// auto (CUDA, then Metal, then the CPU), cpu, cuda, cuda:N or metal.
+    #[arg(long, default_value = "auto")]
+    pub device: DeviceChoice,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+impl ModelArgs {
+    /// Loads the model with a progress bar (Ctrl-C here exits: nothing is written).
+    pub fn load(&self) -> Result<LoadedModel> {
+        self.run.apply()?;
+        let opts = LoadOptions {
+            tokenizer_json: self.tokenizer.clone(),
+            device: self.device,
+        };
+        let path = model_path(&self.model)?;
+        let mut shown = Reporter::bytes(self.run.json, "loading").quiet();
+        let model = LoadedModel::load_with_progress(&path, &opts, &mut |p| shown.show(p))
+            .with_context(|| format!("loading {}", self.model));
+        drop(shown);
+        let model = model?;
+        crate::gpu::say_placement(&model, self.run.json);
+        Ok(model)
+    }
+}
+
+/// A MODEL argument: a path, or a repository id resolved through the HF cache.
+pub fn model_path(s: &str) -> Result<PathBuf> {
+    Ok(unicorn_hub::resolve_model(s)?)
+}
+
+/// How tokens are picked.
+#[derive(Args)]
+pub struct SamplingArgs {
+    /// Maximum tokens to generate.
+    #[arg(long, default_value_t = 512)]
+    pub max_tokens: usize,
+    /// Temperature, 0 = greedy (default: the model's generation_config.json, else 0.8).
+    #[arg(long)]
+    pub temperature: Option<f32>,
+    /// Top-k, 0 = off (default: the model's, else 40).
+    #[arg(long)]
+    pub top_k: Option<usize>,
+    /// Top-p, 1 = off (default: the model's, else 0.95).
+    #[arg(long)]
+    pub top_p: Option<f32>,
+    /// Min-p, 0 = off (default: the model's, else 0.05).
+    #[arg(long)]
+    pub min_p: Option<f32>,
+    /// Repetition penalty, 1 = off (default: the model's, else 1).
+    #[arg(long)]
+    pub repeat_penalty: Option<f32>,
+    /// Random seed.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Stop when the text contains this string (repeatable).
+    #[arg(long = "stop")]
+    pub stop: Vec<String>,
+}
+
+impl SamplingArgs {
+    /// Flags win; unset ones come from the model's recommended sampling, else ours.
+    pub fn params(&self, ignore_eos: bool, model: &LoadedModel) -> Result<GenerationParams> {
+        let base = model.default_sampling().cloned().unwrap_or_default();
+        let p = GenerationParams {
+            max_tokens: self.max_tokens,
+            sampling: SamplingParams {
+                temperature: self.temperature.unwrap_or(base.temperature),
+                top_k: self.top_k.unwrap_or(base.top_k),
+                top_p: self.top_p.unwrap_or(base.top_p),
+                min_p: self.min_p.unwrap_or(base.min_p),
+                repeat_penalty: self.repeat_penalty.unwrap_or(base.repeat_penalty),
+                repeat_last_n: 64,
+                seed: self.seed,
+            },
+            stop_strings: self.stop.clone(),
+            ignore_eos,
+        };
+        p.sampling.validate().map_err(anyhow::Error::msg)?;
+        Ok(p)
+    }
+}
+
+/// Text to score, and how (perplexity, compare).
+#[derive(Args)]
+pub struct ScoreArgs {
+    /// UTF-8 text file to score.
+    #[arg(long)]
+    pub text: PathBuf,
+    /// Window size in tokens.
+    #[arg(long, default_value_t = 512)]
+    pub ctx: usize,
+    /// Use only the first N tokens of the text.
+    #[arg(long)]
+    pub max_tokens: Option<usize>,
+}
+
+impl ScoreArgs {
+    /// The text.
+    pub fn read(&self) -> Result<String> {
+        std::fs::read_to_string(&self.text)
+            .with_context(|| format!("reading {}", self.text.display()))
+    }
+}

@@ -1,0 +1,78 @@
+//! `unicorn bench`: prefill and decode speed like llama-bench, with load time, peak
+//! RSS and the memory-bandwidth roofline.
+
+use crate::args::ModelArgs;
+use crate::output::{human_bytes, json_line};
+use anyhow::Result;
+use clap::Args;
+use unicorn_engine::bench;
+
+#[derive(Args)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub(crate) model: ModelArgs,
+    /// Prompt tokens per prefill run.
+    #[arg(long, default_value_t = 512)]
+    pp: usize,
+    /// Tokens per decode run.
+    #[arg(long, default_value_t = 128)]
+    tg: usize,
+    /// Repetitions.
+    #[arg(long, default_value_t = 5)]
+    reps: usize,
+}
+
+pub fn run(a: BenchArgs) -> Result<()> {
+    let model = a.model.load()?;
+    let json = a.model.run.json;
+    let opts = bench::BenchOptions {
+        pp: a.pp,
+        tg: a.tg,
+        reps: a.reps,
+    };
+    let r = bench::run(&model, opts, &mut |label| {
+        if !json {
+            eprint!("\r{label:<30}");
+        }
+    })?;
+    if json {
+        json_line(&r);
+        return Ok(());
+    }
+    eprintln!("\r{:<30}", "");
+    println!(
+        "model      {} ({}) on {}, {} threads, loaded in {:.2} s",
+        r.model, r.architecture, r.device, r.threads, r.load_s
+    );
+    if let Some(p) = &r.pp {
+        println!(
+            "pp{:<8} {:>9.1} ± {:.1} tok/s",
+            p.tokens, p.mean_tok_s, p.sd_tok_s
+        );
+    }
+    if let Some(t) = &r.tg {
+        println!(
+            "tg{:<8} {:>9.1} ± {:.1} tok/s",
+            t.tokens, t.mean_tok_s, t.sd_tok_s
+        );
+    }
+    println!(
+        "roofline   {} read per token at {}/s measured bandwidth → bound {:.1} tok/s; achieved {:.0} %",
+        human_bytes(r.bytes_per_token as f64),
+        human_bytes(r.memory_bandwidth_bytes_s),
+        r.roofline_tok_s,
+        r.roofline_pct
+    );
+    println!(
+        "memory     weights {}, RSS {}, peak RSS {}",
+        human_bytes(r.weights_bytes as f64),
+        human_bytes(r.rss_bytes as f64),
+        r.peak_rss_bytes
+            .map(|b| human_bytes(b as f64))
+            .unwrap_or_else(|| "n/a".into())
+    );
+    if let Some(v) = r.vram_bytes {
+        println!("gpu        {} of VRAM in use", human_bytes(v as f64));
+    }
+    Ok(())
+}

@@ -1,0 +1,88 @@
+//! `unicorn chat`: one reply to `--prompt`, or an interactive conversation on the
+//! KV cache (later turns compute only their new tokens).
+
+use crate::args::{ModelArgs, SamplingArgs};
+use crate::output::{print_done, stream_reply};
+use anyhow::Result;
+use clap::Args;
+use std::io::BufRead;
+use unicorn_engine::Message;
+
+#[derive(Args)]
+pub struct ChatArgs {
+    #[command(flatten)]
+    pub(crate) model: ModelArgs,
+    /// One message to answer (otherwise: interactive).
+    #[arg(long)]
+    prompt: Option<String>,
+    /// System prompt (folded into the first user turn for models without a system role).
+    #[arg(long)]
+    system: Option<String>,
+    #[command(flatten)]
+    sampling: SamplingArgs,
+}
+
+pub fn run(a: ChatArgs) -> Result<()> {
+    let model = a.model.load()?;
+    let json = a.model.run.json;
+    let params = a.sampling.params(false, &model)?;
+    if !model.has_chat_template() {
+        eprintln!(
+            "note: {} has no chat template; this is plain text completion of your messages",
+            a.model.model
+        );
+    }
+    let mut session = model.chat_session();
+    let first_turn = |system: &Option<String>, text: String| {
+        let mut m = Vec::new();
+        if let Some(s) = system {
+            m.push(Message::system(s.clone()));
+        }
+        m.push(Message::user(text));
+        m
+    };
+    if let Some(p) = &a.prompt {
+        let msgs = first_turn(&a.system, p.clone());
+        let reply = stream_reply(json, |sink| session.send(&msgs, &params, sink))?;
+        print_done(json, &reply);
+        return Ok(());
+    }
+    crate::interrupt::install()?;
+    eprintln!(
+        "Chatting with {} ({}). /reset starts over, /exit or Ctrl-D quits, Ctrl-C stops a reply.",
+        a.model.model,
+        model.config().architecture()
+    );
+    let stdin = std::io::stdin();
+    let mut first = true;
+    loop {
+        eprint!("> ");
+        let mut line = String::new();
+        if stdin.lock().read_line(&mut line)? == 0 {
+            eprintln!();
+            return Ok(());
+        }
+        let line = line.trim_end_matches(['\n', '\r']).to_string();
+        match line.trim() {
+            "" => continue,
+            "/exit" | "/quit" => return Ok(()),
+            "/reset" => {
+                session.reset();
+                first = true;
+                eprintln!("(conversation cleared)");
+                continue;
+            }
+            _ => {}
+        }
+        let msgs = if first {
+            first_turn(&a.system, line)
+        } else {
+            vec![Message::user(line)]
+        };
+        first = false;
+        match stream_reply(json, |sink| session.send(&msgs, &params, sink)) {
+            Ok(reply) => print_done(json, &reply),
+            Err(e) => eprintln!("error: {e:#}"),
+        }
+    }
+}

@@ -1,0 +1,419 @@
+//! HF folder → HF folder with bitsandbytes NF4 weights, in the layout transformers +
+//! bitsandbytes save and load (`.weight` packed U8 `[n/2, 1]`, `.absmax`,
+//! `.quant_map`, `.nested_absmax`, `.nested_quant_map`,
+//! `.quant_state.bitsandbytes__nf4`, and `quantization_config` in config.json).
+//! Linear weights of the text model are quantized; embeddings, norms, biases, the
+//! output head and anything outside the text model are copied unchanged, as
+//! transformers' skip list does. One tensor at a time, into a temporary folder that
+//! is renamed when complete.
+
+use super::{dynamic_map, Absmax, Nf4, NESTED_BLOCKSIZE, NF4};
+use crate::error::{Error, Result};
+use crate::hf::writer::{PlannedTensor, SafetensorsWriter};
+use crate::hf::HfFolder;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+use unicorn_common::{atomic, Meter, Progress};
+
+/// What an NF4 export wrote.
+#[derive(Debug, Clone, Serialize)]
+pub struct Nf4Report {
+    /// The output folder.
+    pub output: String,
+    /// Weights quantized to NF4.
+    pub quantized_weights: u64,
+    /// Bytes those weights took in the source.
+    pub quantized_source_bytes: u64,
+    /// Bytes they take now (codes, scales, maps, quant states).
+    pub quantized_bytes: u64,
+    /// Bits per weight of the quantized tensors, all their statistics included.
+    pub bits_per_weight: f64,
+    /// Bytes of the source's tensors.
+    pub source_bytes: u64,
+    /// Bytes of the output's model.safetensors.
+    pub output_bytes: u64,
+    /// source / output.
+    pub ratio: f64,
+    /// Wall time.
+    pub seconds: f64,
+    /// Per quantized tensor: bytes with its statistics, and the error of its
+    /// dequantized weights (the GGUF quantizer's report, type `NF4`).
+    pub tensors: Vec<crate::quantize::TensorReport>,
+}
+
+/// Whether a tensor is quantized: 2-D linear weights of the text model, not the
+/// embedding or output head.
+fn quantized(name: &str, shape: &[usize]) -> bool {
+    shape.len() == 2 && name.starts_with("model.layers.") && name.ends_with("_proj.weight")
+}
+
+fn torch_dtype(d: candle_core::DType) -> &'static str {
+    match d {
+        candle_core::DType::BF16 => "bfloat16",
+        candle_core::DType::F16 => "float16",
+        _ => "float32",
+    }
+}
+
+/// Exports `src` to `out` with NF4 weights (`blocksize`, double quantization on or
+/// off). `progress` is told the source bytes quantized (item: the tensor); returning
+/// false cancels and removes everything.
+pub fn export(
+    src: &Path,
+    out: &Path,
+    blocksize: usize,
+    double_quant: bool,
+    force: bool,
+    progress: &mut dyn FnMut(&Progress) -> bool,
+) -> Result<Nf4Report> {
+    let t0 = Instant::now();
+    if !(32..=4096).contains(&blocksize) || !blocksize.is_power_of_two() {
+        return Err(Error::Invalid(format!(
+            "--blocksize {blocksize}: bitsandbytes allows powers of two from 32 to 4096"
+        )));
+    }
+    atomic::check_target(out, atomic::Kind::Folder, force, Some(src))?;
+    let h = HfFolder::open(src)?;
+    let mut r = atomic::folder(out, |tmp| write(&h, tmp, blocksize, double_quant, progress))?;
+    r.output = out.display().to_string();
+    r.seconds = t0.elapsed().as_secs_f64();
+    Ok(r)
+}
+
+/// The output's tensors (quantized ones as packed codes, absmax, maps and quant
+/// state, the rest as they are) and the dtype the quantized weights had.
+fn plan_tensors(
+    h: &HfFolder,
+    infos: &[(String, String, Vec<usize>)],
+    blocksize: usize,
+    double_quant: bool,
+) -> Result<(Vec<PlannedTensor>, candle_core::DType)> {
+    let mut plan = Vec::new();
+    let mut compute = candle_core::DType::F32;
+    for (name, dtype, shape) in infos {
+        let d = match dtype.as_str() {
+            "F32" => candle_core::DType::F32,
+            "F16" => candle_core::DType::F16,
+            "BF16" => candle_core::DType::BF16,
+            other => {
+                return Err(Error::Tensor {
+                    path: h.dir().to_path_buf(),
+                    tensor: name.clone(),
+                    message: format!("dtype {other}: NF4 export needs F32, F16 or BF16 weights"),
+                })
+            }
+        };
+        if !quantized(name, shape) {
+            plan.push(PlannedTensor {
+                name: name.clone(),
+                dtype: crate::hf::float_dtype_name(d),
+                shape: shape.clone(),
+            });
+            continue;
+        }
+        compute = d;
+        let n: usize = shape.iter().product();
+        let blocks = n.div_ceil(blocksize);
+        plan.push(PlannedTensor {
+            name: name.clone(),
+            dtype: "U8",
+            shape: vec![n.div_ceil(2), 1],
+        });
+        plan.push(PlannedTensor {
+            name: format!("{name}.quant_map"),
+            dtype: "F32",
+            shape: vec![16],
+        });
+        let state = quant_state(shape, blocksize, d, double_quant.then_some(0.0));
+        plan.push(PlannedTensor {
+            name: format!("{name}.quant_state.bitsandbytes__nf4"),
+            dtype: "U8",
+            // The offset's digits vary: the length is fixed when the value is known.
+            shape: vec![state.len()],
+        });
+        if double_quant {
+            plan.push(PlannedTensor {
+                name: format!("{name}.absmax"),
+                dtype: "U8",
+                shape: vec![blocks],
+            });
+            plan.push(PlannedTensor {
+                name: format!("{name}.nested_absmax"),
+                dtype: "F32",
+                shape: vec![blocks.div_ceil(NESTED_BLOCKSIZE)],
+            });
+            plan.push(PlannedTensor {
+                name: format!("{name}.nested_quant_map"),
+                dtype: "F32",
+                shape: vec![256],
+            });
+        } else {
+            plan.push(PlannedTensor {
+                name: format!("{name}.absmax"),
+                dtype: "F32",
+                shape: vec![blocks],
+            });
+        }
+    }
+    Ok((plan, compute))
+}
+
+/// What [`export`] of `src` will write, from the same plan, before reading any
+/// weight. Exact up to the quant states' JSON, whose offset digits vary by a few
+/// bytes; `bits_per_weight` is of the quantized weights.
+pub fn predict(
+    src: &Path,
+    blocksize: usize,
+    double_quant: bool,
+) -> Result<crate::quantize::Prediction> {
+    let h = HfFolder::open(src)?;
+    let infos = h.tensor_infos();
+    let (plan, _) = plan_tensors(&h, &infos, blocksize, double_quant)?;
+    let size = |t: &PlannedTensor| {
+        t.shape.iter().product::<usize>() as u64
+            * if t.dtype == "F32" {
+                4
+            } else if t.dtype == "U8" {
+                1
+            } else {
+                2
+            }
+    };
+    let source: u64 = infos
+        .iter()
+        .map(|(_, d, s)| s.iter().product::<usize>() as u64 * if d == "F32" { 4 } else { 2 })
+        .sum();
+    let kept: std::collections::HashSet<&str> = infos
+        .iter()
+        .filter(|(n, _, s)| !quantized(n, s))
+        .map(|(n, _, _)| n.as_str())
+        .collect();
+    // The plan writes the offset as 0.0; a real one has up to 17 significant digits.
+    let offset_digits = |t: &PlannedTensor| {
+        if double_quant && t.name.ends_with("bitsandbytes__nf4") {
+            15
+        } else {
+            0
+        }
+    };
+    let output: u64 = plan.iter().map(|t| size(t) + offset_digits(t)).sum();
+    let quantized_out: u64 = plan
+        .iter()
+        .filter(|t| !kept.contains(t.name.as_str()))
+        .map(|t| size(t) + offset_digits(t))
+        .sum();
+    let quantized_weights: u64 = infos
+        .iter()
+        .filter(|(n, _, s)| quantized(n, s))
+        .map(|(_, _, s)| s.iter().product::<usize>() as u64)
+        .sum();
+    // The loader keeps NF4 codes packed with one f32 scale per block, other matrices
+    // as stored, and vectors in F32.
+    let resident: u64 = infos
+        .iter()
+        .map(|(n, d, s)| {
+            let count = s.iter().product::<usize>() as u64;
+            if quantized(n, s) {
+                count / 2 + count.div_ceil(blocksize as u64) * 4
+            } else if s.len() == 1 || d == "F32" {
+                count * 4
+            } else {
+                count * 2
+            }
+        })
+        .sum();
+    Ok(crate::quantize::Prediction {
+        source_bytes: source,
+        tensor_bytes: output,
+        bits_per_weight: quantized_out as f64 * 8.0 / quantized_weights.max(1) as f64,
+        warnings: Vec::new(),
+        resident_weight_bytes: resident,
+    })
+}
+
+fn write(
+    h: &HfFolder,
+    dir: &Path,
+    blocksize: usize,
+    double_quant: bool,
+    progress: &mut dyn FnMut(&Progress) -> bool,
+) -> Result<Nf4Report> {
+    let infos = h.tensor_infos();
+    let meter = Meter::start();
+    let (mut plan, compute) = plan_tensors(h, &infos, blocksize, double_quant)?;
+    // Quantize first (one tensor at a time) so quant-state lengths are known, keeping
+    // only the small results; then stream everything in the writer's order.
+    let mut results = std::collections::HashMap::new();
+    let total = infos.iter().filter(|(n, _, s)| quantized(n, s)).count();
+    let total_bytes: u64 = infos
+        .iter()
+        .filter(|(n, _, s)| quantized(n, s))
+        .map(|(_, d, s)| s.iter().product::<usize>() as u64 * crate::hf::dtype_bytes(d))
+        .sum();
+    let mut done = 0;
+    let (mut qw, mut qsrc, mut qbytes) = (0u64, 0u64, 0u64);
+    let mut tensors = Vec::new();
+    for (name, _, shape) in infos.iter().filter(|(n, _, s)| quantized(n, s)) {
+        let (bytes, dtype, _) = h.raw(name)?;
+        let x: Vec<f32> = candle_core::Tensor::from_raw_buffer(
+            bytes,
+            dtype,
+            &[bytes.len() / dtype.size_in_bytes()],
+            &candle_core::Device::Cpu,
+        )
+        .and_then(|t| t.to_dtype(candle_core::DType::F32))
+        .and_then(|t| t.to_vec1::<f32>())?;
+        let q = Nf4::quantize(&x, blocksize, double_quant);
+        let offset = match &q.absmax {
+            Absmax::Double { offset, .. } => Some(*offset),
+            Absmax::Plain(_) => None,
+        };
+        let state = quant_state(shape, blocksize, dtype, offset);
+        qw += x.len() as u64;
+        qsrc += bytes.len() as u64;
+        let stored = (q.packed.len() + state.len() + 64) as u64
+            + match &q.absmax {
+                Absmax::Plain(a) => a.len() as u64 * 4,
+                Absmax::Double { codes, nested, .. } => {
+                    codes.len() as u64 + nested.len() as u64 * 4 + 1024
+                }
+            };
+        qbytes += stored;
+        tensors.push(crate::quantize::TensorReport::measure(
+            name,
+            "NF4",
+            shape,
+            stored,
+            &x,
+            &q.dequantize(),
+        ));
+        results.insert(name.clone(), (q, state));
+        done += 1;
+        if !progress(&meter.at(name, done, total, qsrc, total_bytes)) {
+            return Err(Error::Cancelled);
+        }
+    }
+    for t in &mut plan {
+        if let Some(base) = t.name.strip_suffix(".quant_state.bitsandbytes__nf4") {
+            t.shape = vec![results[base].1.len()];
+        }
+    }
+    let st_path = dir.join("model.safetensors");
+    let mut w = SafetensorsWriter::create(&st_path, plan)?;
+    let f32_bytes = |v: &[f32]| -> Vec<u8> { v.iter().flat_map(|x| x.to_le_bytes()).collect() };
+    for t in w.plan().to_vec() {
+        let data: Vec<u8> = if let Some((q, _)) = results.get(&t.name) {
+            q.packed.clone()
+        } else if let Some(base) = t.name.strip_suffix(".quant_map") {
+            let _ = &results[base];
+            f32_bytes(&NF4)
+        } else if let Some(base) = t.name.strip_suffix(".quant_state.bitsandbytes__nf4") {
+            results[base].1.clone()
+        } else if let Some(base) = t.name.strip_suffix(".nested_absmax") {
+            match &results[base].0.absmax {
+                Absmax::Double { nested, .. } => f32_bytes(nested),
+                Absmax::Plain(_) => unreachable!("planned only with double quantization"),
+            }
+        } else if let Some(base) = t.name.strip_suffix(".nested_quant_map") {
+            let _ = &results[base];
+            f32_bytes(&dynamic_map())
+        } else if let Some((q, _)) = t.name.strip_suffix(".absmax").and_then(|b| results.get(b)) {
+            match &q.absmax {
+                Absmax::Double { codes, .. } => codes.clone(),
+                Absmax::Plain(a) => f32_bytes(a),
+            }
+        } else {
+            h.raw(&t.name)?.0.to_vec()
+        };
+        w.write_next(&data)?;
+    }
+    w.finish()?;
+
+    let mut cfg = h.config().json().clone();
+    cfg["quantization_config"] = serde_json::json!({
+        "_load_in_4bit": true,
+        "_load_in_8bit": false,
+        "bnb_4bit_compute_dtype": torch_dtype(compute),
+        "bnb_4bit_quant_storage": "uint8",
+        "bnb_4bit_quant_type": "nf4",
+        "bnb_4bit_use_double_quant": double_quant,
+        "llm_int8_enable_fp32_cpu_offload": false,
+        "llm_int8_has_fp16_weight": false,
+        "llm_int8_skip_modules": null,
+        "llm_int8_threshold": 6.0,
+        "load_in_4bit": true,
+        "load_in_8bit": false,
+        "quant_method": "bitsandbytes",
+    });
+    let cfg_path = dir.join("config.json");
+    std::fs::write(
+        &cfg_path,
+        serde_json::to_string_pretty(&cfg).unwrap_or_default() + "\n",
+    )
+    .map_err(|source| Error::Io {
+        path: cfg_path,
+        source,
+    })?;
+    for f in [
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "generation_config.json",
+        "chat_template.jinja",
+        "special_tokens_map.json",
+    ] {
+        let p = h.dir().join(f);
+        if p.is_file() {
+            std::fs::copy(&p, dir.join(f)).map_err(|source| Error::Io { path: p, source })?;
+        }
+    }
+    let source_bytes = h.tensor_bytes();
+    let output_bytes = std::fs::metadata(&st_path).map(|m| m.len()).unwrap_or(0);
+    Ok(Nf4Report {
+        output: PathBuf::from(dir).display().to_string(),
+        quantized_weights: qw,
+        quantized_source_bytes: qsrc,
+        quantized_bytes: qbytes,
+        bits_per_weight: qbytes as f64 * 8.0 / qw.max(1) as f64,
+        source_bytes,
+        output_bytes,
+        ratio: source_bytes as f64 / output_bytes.max(1) as f64,
+        seconds: 0.0,
+        tensors,
+    })
+}
+
+/// The quant-state JSON exactly as bitsandbytes writes it (Python's `json.dumps`
+/// spacing and float formatting).
+fn quant_state(
+    shape: &[usize],
+    blocksize: usize,
+    dtype: candle_core::DType,
+    offset: Option<f32>,
+) -> Vec<u8> {
+    let shape: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    let mut s = format!(
+        "{{\"quant_type\": \"nf4\", \"blocksize\": {blocksize}, \"dtype\": \"{}\", \"shape\": [{}]",
+        torch_dtype(dtype),
+        shape.join(", ")
+    );
+    if let Some(o) = offset {
+        s.push_str(&format!(
+            ", \"nested_blocksize\": {NESTED_BLOCKSIZE}, \"nested_dtype\": \"float32\", \"nested_offset\": {}",
+            python_float(o as f64)
+        ));
+    }
+    s.push('}');
+    s.into_bytes()
+}
+
+/// Python's `repr` of a float: the shortest digits that round-trip, with `.0` on
+/// integral values.
+fn python_float(x: f64) -> String {
+    let s = format!("{x}");
+    if s.contains('.') || s.contains('e') || s.contains("inf") || s.contains("NaN") {
+        s
+    } else {
+        format!("{s}.0")
+    }
+}

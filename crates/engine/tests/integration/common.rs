@@ -1,0 +1,43 @@
+//! What the engine's tests share beyond [`unicorn_test_support`]: the tiny models'
+//! golden checks, which need the engine.
+
+pub use unicorn_test_support::*;
+
+/// Logit tolerance of the tiny goldens (golden README): 2e-4 absolute.
+pub const LOGIT_TOL: f32 = 2e-4;
+
+/// Logits of one no-cache forward pass over the golden's 40 input ids.
+pub fn tiny_logits(arch: &str, model: &unicorn_engine::models::Model) -> Vec<f32> {
+    let gold = golden(&format!("tiny/{arch}/golden.safetensors"));
+    let input = ids(&gold["input_ids"]);
+    let mut cache = model.new_cache();
+    floats(&model.forward(&input, &mut cache, 0).unwrap())
+}
+
+/// A tiny model against its transformers golden: all 40 positions' logits within
+/// [`LOGIT_TOL`], then 16 greedy steps through the KV-cache decode path with each
+/// step's logits within tolerance and the ids exact.
+pub fn check_tiny_golden(arch: &str, model: &unicorn_engine::models::Model) {
+    let gold = golden(&format!("tiny/{arch}/golden.safetensors"));
+    let input = ids(&gold["input_ids"]);
+    let max = max_abs_diff(&tiny_logits(arch, model), &floats(&gold["logits"]));
+    assert!(max < LOGIT_TOL, "{arch}: max |Δlogit| {max}");
+    let want_ids = ids(&gold["greedy_ids"]);
+    let want_step_logits = floats(&gold["greedy_logits"]);
+    let vocab = want_step_logits.len() / want_ids.len();
+    let mut cache = model.new_cache();
+    let mut logits = model.forward(&input, &mut cache, input.len() - 1).unwrap();
+    let mut got_ids = Vec::new();
+    for step in 0..want_ids.len() {
+        let l = floats(&logits);
+        let d = max_abs_diff(&l, &want_step_logits[step * vocab..(step + 1) * vocab]);
+        assert!(
+            d < LOGIT_TOL,
+            "{arch}: decode step {step}: max |Δlogit| {d}"
+        );
+        let next = unicorn_engine::sampler::argmax(&l);
+        got_ids.push(next);
+        logits = model.forward(&[next], &mut cache, 0).unwrap();
+    }
+    assert_eq!(got_ids, want_ids, "{arch}: greedy ids");
+}

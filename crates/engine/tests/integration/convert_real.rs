@@ -1,0 +1,161 @@
+//! The two real test models converted GGUF → F32 HF folder by `convert`, then loaded
+//! back as HF folders (dense F32 path, tokenizer.json and chat template from the
+//! written files) and held to the golden README's float32 tolerances: the references
+//! in tests/golden/real were computed by transformers on exactly such
+//! conversions. Tolerances: per-position NLL 5e-4, perplexity 1e-5 relative, top-1
+//! ids exact (except listed fragile positions), last logits 5e-4, greedy ids exact.
+
+use crate::common::*;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use unicorn_engine::convert::{gguf_to_hf, OutDType};
+use unicorn_engine::{GenerationParams, LoadOptions, LoadedModel, Message};
+
+fn converted(gguf: &str, cell: &'static OnceLock<PathBuf>) -> &'static Path {
+    cell.get_or_init(|| {
+        // A fixed place under target/ so repeated runs reuse the space, not pile up.
+        let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("converted-{gguf}"));
+        std::fs::remove_dir_all(&out).ok();
+        gguf_to_hf(&model(gguf), &out, OutDType::F32, false, &mut |_| true).unwrap();
+        out
+    })
+}
+
+static SMOLLM_DIR: OnceLock<PathBuf> = OnceLock::new();
+static GEMMA_DIR: OnceLock<PathBuf> = OnceLock::new();
+
+fn load_dir(dir: &Path) -> LoadedModel {
+    LoadedModel::load(dir, &LoadOptions::default()).unwrap()
+}
+
+fn log_softmax_at(row: &[f32], id: usize) -> f64 {
+    let max = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x)) as f64;
+    let lse = row
+        .iter()
+        .map(|&x| (x as f64 - max).exp())
+        .sum::<f64>()
+        .ln()
+        + max;
+    row[id] as f64 - lse
+}
+
+fn check_full_pass(m: &LoadedModel, case: &str) {
+    let g = golden(&format!("real/{case}.safetensors"));
+    let text = std::fs::read_to_string(golden_dir().join(format!("real/{case}.txt"))).unwrap();
+    let input = ids(&g["input_ids"]);
+    // The written tokenizer.json / tokenizer_config.json give HF's ids, BOS included.
+    assert_eq!(
+        m.tokenizer().unwrap().encode_with_bos(&text).unwrap(),
+        input,
+        "{case}: ids"
+    );
+    let mut cache = m.model().new_cache();
+    let logits = floats(&m.model().forward(&input, &mut cache, 0).unwrap());
+    let v = logits.len() / input.len();
+    let want_nll = floats(&g["nll"]);
+    let want_top1 = ids(&g["top1_ids"]);
+    let meta: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(golden_dir().join(format!("real/{case}.json"))).unwrap(),
+    )
+    .unwrap();
+    let fragile: Vec<usize> = meta["fragile_top1_positions_margin_lt_0.001"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_u64().map(|x| x as usize))
+                .collect()
+        })
+        .unwrap_or_default();
+    let (mut max_dnll, mut sum) = (0f64, 0f64);
+    for i in 0..input.len() {
+        let row = &logits[i * v..(i + 1) * v];
+        if !fragile.contains(&i) {
+            assert_eq!(
+                unicorn_engine::sampler::argmax(row),
+                want_top1[i],
+                "{case}: top-1 at {i}"
+            );
+        }
+        if i + 1 < input.len() {
+            let nll = -log_softmax_at(row, input[i + 1] as usize);
+            max_dnll = max_dnll.max((nll - want_nll[i] as f64).abs());
+            sum += nll;
+        }
+    }
+    let ppl = (sum / (input.len() - 1) as f64).exp();
+    let want_ppl = floats(&g["perplexity"])[0] as f64;
+    let rel = (ppl - want_ppl).abs() / want_ppl;
+    let dlast = max_abs_diff(&logits[(input.len() - 1) * v..], &floats(&g["last_logits"]));
+    eprintln!("{case}: max |ΔNLL| {max_dnll:.2e}, perplexity {ppl:.6} vs {want_ppl:.6} ({rel:.2e}), last logits {dlast:.2e}");
+    assert!(max_dnll < 5e-4, "{case}: max |ΔNLL| {max_dnll}");
+    assert!(rel < 1e-5, "{case}: perplexity {ppl} vs {want_ppl}");
+    assert!(dlast < 5e-4, "{case}: last logits {dlast}");
+}
+
+fn check_greedy(m: &LoadedModel, case: &str, prompt: &[u32]) {
+    let g = golden(&format!("real/{case}.safetensors"));
+    assert_eq!(
+        prompt,
+        ids(&g["input_ids"]).as_slice(),
+        "{case}: prompt ids"
+    );
+    let want = ids(&g["greedy_ids"]);
+    let mut params = GenerationParams::greedy(want.len());
+    params.ignore_eos = true;
+    let reply = m.generate(prompt, &params, &mut |_| true).unwrap();
+    assert_eq!(reply.token_ids, want, "{case}: greedy ids");
+}
+
+#[test]
+fn converted_smollm2_matches_transformers_f32_reference() {
+    let m = load_dir(converted(SMOLLM, &SMOLLM_DIR));
+    check_full_pass(&m, "smollm2-135m-instruct__ppl_jargon");
+    // The chat template travelled through tokenizer_config.json.
+    let prompt = m
+        .render_chat(&[Message::user("What is the capital of France?")])
+        .unwrap();
+    check_greedy(&m, "smollm2-135m-instruct__chat_capital_of_france", &prompt);
+    let reply = m
+        .chat_session()
+        .send(
+            &[Message::user("What is the capital of France?")],
+            &GenerationParams::greedy(24),
+            &mut |_| true,
+        )
+        .unwrap();
+    assert_eq!(reply.text, "The capital of France is Paris.");
+}
+
+#[test]
+fn converted_gemma3_matches_transformers_f32_reference() {
+    let m = load_dir(converted(GEMMA, &GEMMA_DIR));
+    check_full_pass(&m, "gemma-3-270m__ppl_jargon");
+    let prompt = m
+        .tokenizer()
+        .unwrap()
+        .encode_with_bos("The capital of France is")
+        .unwrap();
+    check_greedy(&m, "gemma-3-270m__continuation_capital_of_france", &prompt);
+}
+
+/// The folder and the GGUF it came from are the same model: the GGUF path (16-bit
+/// activations on packed weights) stays within golden_real's 0.03 of the F32 folder.
+#[test]
+fn converted_folders_give_the_ggufs_logits() {
+    for (gguf, cell) in [(SMOLLM, &SMOLLM_DIR), (GEMMA, &GEMMA_DIR)] {
+        let folder = load_dir(converted(gguf, cell));
+        let file = LoadedModel::load(&model(gguf), &LoadOptions::default()).unwrap();
+        let prompt = file
+            .tokenizer()
+            .unwrap()
+            .encode_with_bos("The quick brown fox jumps over")
+            .unwrap();
+        let run = |m: &LoadedModel| {
+            let mut cache = m.model().new_cache();
+            floats(&m.model().forward(&prompt, &mut cache, 0).unwrap())
+        };
+        let d = max_abs_diff(&run(&folder), &run(&file));
+        eprintln!("{gguf}: folder vs GGUF max |Δlogit| {d}");
+        assert!(d < 0.03, "{gguf}: {d}");
+    }
+}

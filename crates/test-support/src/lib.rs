@@ -1,0 +1,110 @@
+//! What Unicorn's tests share, in one place: where the fixtures in this repository
+//! (`tests/golden`, see its README) and the real test models
+//! (`scripts/fetch-test-models`) are, readers for the golden safetensors, scratch
+//! folders, a fake Hugging Face Hub ([`fake_hub`]) and a way to run the `unicorn`
+//! binary ([`cli`]). Every path resolves inside the checkout or the test-model cache:
+//! a clone with nothing beside it passes its tests.
+
+pub mod cli;
+pub mod fake_hub;
+
+use candle_core::{Device, Tensor};
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+/// SmolLM2-135M-Instruct Q4_1, the demo model.
+pub const SMOLLM: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+/// Gemma 3 270M Q4_K_M.
+pub const GEMMA: &str = "gemma-3-270m-q4_k_m.gguf";
+/// Gemma 3's real tokenizer.json.
+pub const GEMMA_TOKENIZER: &str = "gemma3-tokenizer.json";
+/// Public-domain prose for perplexity.
+pub const JARGON: &str = "jargon.txt";
+
+/// The repository's root.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// A file or folder of the test-model cache (`UNICORN_TEST_MODELS`, default
+/// `~/.cache/unicorn/test-models`). A missing one fails the test with instructions,
+/// never skips it.
+pub fn model(name: &str) -> PathBuf {
+    let dir = std::env::var_os("UNICORN_TEST_MODELS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let cache = std::env::var_os("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| {
+                    PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache")
+                });
+            cache.join("unicorn/test-models")
+        });
+    let p = dir.join(name);
+    assert!(
+        p.exists(),
+        "{} is missing: run scripts/fetch-test-models first",
+        p.display()
+    );
+    p
+}
+
+/// The golden reference data, `tests/golden` in this repository.
+pub fn golden_dir() -> PathBuf {
+    let p = repo_root().join("tests/golden");
+    assert!(p.is_dir(), "golden data not found at {}", p.display());
+    p
+}
+
+/// A path under [`golden_dir`], which must exist.
+pub fn golden_path(rel: &str) -> PathBuf {
+    let p = golden_dir().join(rel);
+    assert!(p.exists(), "golden file {} not found", p.display());
+    p
+}
+
+/// The tensors of a golden safetensors file.
+pub fn golden(rel: &str) -> HashMap<String, Tensor> {
+    let p = golden_path(rel);
+    candle_core::safetensors::load(&p, &Device::Cpu)
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+/// A tiny model's folder: `tests/golden/tiny/<arch>`.
+pub fn tiny(arch: &str) -> PathBuf {
+    golden_path(&format!("tiny/{arch}"))
+}
+
+/// Token ids of an int64 golden tensor.
+pub fn ids(t: &Tensor) -> Vec<u32> {
+    t.flatten_all()
+        .unwrap()
+        .to_vec1::<i64>()
+        .unwrap()
+        .into_iter()
+        .map(|x| x as u32)
+        .collect()
+}
+
+/// Values of an f32 tensor.
+pub fn floats(t: &Tensor) -> Vec<f32> {
+    t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+}
+
+/// Largest absolute difference.
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "lengths differ");
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max)
+}
+
+/// A fresh, empty scratch folder for one test, unique to this process; the test
+/// removes it when done (a failure leaves it to look at).
+pub fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("unicorn-test-{}-{name}", std::process::id()));
+    std::fs::remove_dir_all(&d).ok();
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}

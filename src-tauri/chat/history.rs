@@ -1,0 +1,186 @@
+//! The chat history in the library database: which model the main chat worker
+//! holds, which stored conversation the next turn continues, and the sink wrapper
+//! that stores each reply with its measured figures.
+
+use super::types::ChatEvent;
+use crate::jobs::Sink;
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+/// The chat history in the library database: which model the worker holds, which
+/// stored conversation the next turn continues, and the wrapper that stores replies.
+pub struct History {
+    db: PathBuf,
+    state: Mutex<(Option<String>, Option<i64>)>,
+}
+
+impl History {
+    /// History kept in the library database at `db`.
+    pub fn new(db: PathBuf) -> Self {
+        Self {
+            db,
+            state: Mutex::new((None, None)),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, (Option<String>, Option<i64>)> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn library(&self) -> Result<unicorn_library::Library, String> {
+        unicorn_library::Library::open(&self.db).map_err(|e| e.to_string())
+    }
+
+    /// The worker now holds `model`; the next turn starts a new conversation.
+    pub fn loaded(&self, model: &str) {
+        *self.lock() = (Some(model.to_string()), None);
+    }
+
+    /// The next turn starts a new conversation.
+    pub fn reset(&self) {
+        self.lock().1 = None;
+    }
+
+    /// The next turn continues stored conversation `id`.
+    pub fn continue_chat(&self, id: i64) {
+        self.lock().1 = Some(id);
+    }
+
+    /// Conversation `id` was deleted: the next turn must not continue it.
+    pub fn forget(&self, id: i64) {
+        let mut st = self.lock();
+        if st.1 == Some(id) {
+            st.1 = None;
+        }
+    }
+
+    /// Stores the user's turn (and the system prompt, on a new conversation); returns
+    /// the conversation's id.
+    pub fn begin(&self, system: Option<&str>, user: &str) -> Result<i64, String> {
+        let mut st = self.lock();
+        let model =
+            st.0.clone()
+                .ok_or("no model is loaded: pick one in the library first")?;
+        let lib = self.library()?;
+        let id = match st.1 {
+            Some(id) => id,
+            None => {
+                let id = lib.chat_new(&model, user).map_err(|e| e.to_string())?;
+                if let Some(s) = system.filter(|s| !s.trim().is_empty()) {
+                    lib.chat_append(id, "system", s, None)
+                        .map_err(|e| e.to_string())?;
+                }
+                st.1 = Some(id);
+                id
+            }
+        };
+        lib.chat_append(id, "user", user, None)
+            .map_err(|e| e.to_string())?;
+        Ok(id)
+    }
+
+    /// `inner`, also storing the reply in conversation `id` when it is done.
+    pub fn storing(&self, id: i64, inner: Sink<ChatEvent>) -> Sink<ChatEvent> {
+        let db = self.db.clone();
+        let text = Mutex::new(String::new());
+        Box::new(move |e: ChatEvent| {
+            match &e {
+                ChatEvent::Token { text: t } => {
+                    if let Ok(mut s) = text.lock() {
+                        s.push_str(t);
+                    }
+                }
+                ChatEvent::Done { stats, .. } => {
+                    let reply = text.lock().map(|s| s.clone()).unwrap_or_default();
+                    let stored = unicorn_library::Library::open(&db)
+                        .and_then(|lib| lib.chat_append(id, "assistant", &reply, Some(stats)));
+                    if let Err(err) = stored {
+                        inner(ChatEvent::Error {
+                            message: format!("the reply was not saved: {err}"),
+                        });
+                    }
+                }
+                ChatEvent::Error { .. } => {}
+            }
+            inner(e)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chat::types::ChatSettings;
+    use crate::chat::worker::tests::{demo, load, reply};
+    use crate::chat::worker::ChatWorker;
+    use std::sync::mpsc::channel;
+    use unicorn_engine::Message;
+
+    /// A turn is stored with its reply and measured figures; the stored conversation
+    /// reopened in a fresh worker continues with its history in the prompt.
+    #[test]
+    fn conversations_are_stored_and_continue_after_reopening() {
+        let d = std::env::temp_dir().join(format!("unicorn-history-{}", std::process::id()));
+        std::fs::remove_dir_all(&d).ok();
+        let db = d.join("library.sqlite3");
+        let history = History::new(db.clone());
+        let w = ChatWorker::new();
+        assert!(history.begin(None, "hello").is_err(), "no model yet");
+        let s = load(&w, demo()).unwrap();
+        history.loaded(&s.path);
+        let say_stored = |w: &ChatWorker, text: &str| {
+            let id = history.begin(Some("Answer briefly."), text).unwrap();
+            let (tx, rx) = channel();
+            let sink = history.storing(
+                id,
+                Box::new(move |e| {
+                    let _ = tx.send(e);
+                }),
+            );
+            let settings = ChatSettings {
+                temperature: Some(0.0),
+                max_tokens: Some(24),
+                ..Default::default()
+            };
+            w.say(text.into(), Some("Answer briefly.".into()), settings, sink)
+                .unwrap();
+            (id, reply(&rx))
+        };
+        let (id, (text, _)) = say_stored(&w, "What is the capital of France?");
+        let lib = unicorn_library::Library::open(&db).unwrap();
+        let (model, stored) = lib.chat(id).unwrap().unwrap();
+        assert_eq!(model, s.path);
+        let roles: Vec<&str> = stored.iter().map(|m| m.role.as_str()).collect();
+        assert_eq!(roles, ["system", "user", "assistant"]);
+        assert_eq!(stored[2].content, text);
+        assert!(stored[2].stats.as_ref().unwrap().decode_tok_s > 0.0);
+
+        // A fresh worker (the app restarted): restore, then continue.
+        let w2 = ChatWorker::new();
+        load(&w2, demo()).unwrap();
+        let history_messages = stored
+            .iter()
+            .map(|m| Message {
+                role: m.role.clone(),
+                content: m.content.clone(),
+            })
+            .collect();
+        w2.restore(history_messages).unwrap();
+        history.continue_chat(id);
+        let (same, (_, done)) = say_stored(&w2, "And of Germany?");
+        assert_eq!(same, id);
+        let ChatEvent::Done { stats, .. } = done else {
+            panic!("{done:?}")
+        };
+        // The whole history is in the prompt, computed once (the cache was empty).
+        assert!(
+            stats.prompt_tokens > 40,
+            "{} prompt tokens",
+            stats.prompt_tokens
+        );
+        assert_eq!(stats.prefill_tokens, stats.prompt_tokens);
+        assert_eq!(lib.chat(id).unwrap().unwrap().1.len(), 5);
+        assert_eq!(lib.chats().unwrap().len(), 1);
+        std::fs::remove_dir_all(&d).ok();
+    }
+}

@@ -1,0 +1,177 @@
+//! Chat: loading a model into a slot (the conversation's, or side-by-side mode's
+//! second one), sending turns whose replies stream through a channel, stopping,
+//! starting over, and the stored conversations. The models live on the workers'
+//! threads ([`worker`]); the main slot's turns are stored ([`history`]).
+
+pub mod history;
+pub mod types;
+pub mod worker;
+
+use crate::error::{existing, message_text, CommandError, CommandResult};
+use crate::state::AppState;
+use crate::to_channel;
+use tauri::ipc::Channel;
+use tauri::State;
+use types::{ChatEvent, ChatSettings, LoadEvent, LoadedSummary, OpenedChat, Slot};
+use unicorn_engine::template::Message;
+use unicorn_library::chats::ChatRecord;
+
+/// Loads a model into `slot` (replacing the one there), off the async runtime; the
+/// load's progress streams through `on_progress`.
+#[tauri::command]
+pub async fn chat_load(
+    path: String,
+    device: Option<String>,
+    slot: Option<Slot>,
+    on_progress: Channel<LoadEvent>,
+    state: State<'_, AppState>,
+) -> CommandResult<LoadedSummary> {
+    let slot = slot.unwrap_or_default();
+    let p = existing(&path)?;
+    let device = device
+        .unwrap_or_else(|| "auto".into())
+        .parse()
+        .map_err(CommandError::Invalid)?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    // The worker does the loading; this task only waits for its answer.
+    state
+        .worker(slot)
+        .load_async(p, device, to_channel(on_progress), tx)
+        .map_err(CommandError::Engine)?;
+    let loaded = tauri::async_runtime::spawn_blocking(move || rx.recv())
+        .await?
+        .map_err(|_| CommandError::Engine("the chat worker stopped".into()))?
+        .map_err(CommandError::Engine)?;
+    if slot == Slot::Main {
+        state.history.loaded(&loaded.path);
+    }
+    Ok(loaded)
+}
+
+/// Cancels the loads in progress (both slots').
+#[tauri::command]
+pub fn chat_load_cancel(state: State<'_, AppState>) {
+    for slot in [Slot::Main, Slot::Side] {
+        state.worker(slot).cancel_load();
+    }
+}
+
+/// Frees the model in `slot` (for the side slot: leaves side-by-side mode).
+#[tauri::command]
+pub fn chat_unload(slot: Option<Slot>, state: State<'_, AppState>) -> CommandResult<()> {
+    state
+        .worker(slot.unwrap_or_default())
+        .unload()
+        .map_err(CommandError::Engine)
+}
+
+/// Sends the next user turn to `slot`'s model; the reply streams through
+/// `on_event`. Turns of the main slot are stored. The front end sends the side
+/// slot its turn after the main reply is done: run together, the two would share
+/// the cores and neither speed would be the model's own.
+#[tauri::command]
+pub fn chat_send(
+    text: String,
+    system: Option<String>,
+    settings: ChatSettings,
+    slot: Option<Slot>,
+    on_event: Channel<ChatEvent>,
+    state: State<'_, AppState>,
+) -> CommandResult<()> {
+    check_turn(&text, system.as_deref(), &settings)?;
+    let slot = slot.unwrap_or_default();
+    let sink = match slot {
+        Slot::Main => {
+            let id = state
+                .history
+                .begin(system.as_deref(), &text)
+                .map_err(CommandError::Engine)?;
+            state.history.storing(id, to_channel(on_event))
+        }
+        Slot::Side => to_channel(on_event),
+    };
+    state
+        .worker(slot)
+        .say(text, system, settings, sink)
+        .map_err(CommandError::Engine)
+}
+
+/// A turn the workers accept, or why not.
+fn check_turn(text: &str, system: Option<&str>, settings: &ChatSettings) -> CommandResult<()> {
+    if text.trim().is_empty() {
+        return Err(CommandError::Invalid("the message is empty".into()));
+    }
+    message_text(text, "message")?;
+    message_text(system.unwrap_or_default(), "system prompt")?;
+    if settings
+        .temperature
+        .is_some_and(|t| !(0.0..=5.0).contains(&t))
+        || settings.top_p.is_some_and(|p| !(0.0..=1.0).contains(&p))
+        || settings.max_tokens.is_some_and(|m| m == 0 || m > 1 << 20)
+    {
+        return Err(CommandError::Invalid(
+            "sampling: temperature 0-5, top-p 0-1, max tokens 1-1048576".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Stops the replies being generated (both slots').
+#[tauri::command]
+pub fn chat_stop(state: State<'_, AppState>) {
+    for slot in [Slot::Main, Slot::Side] {
+        state.worker(slot).stop();
+    }
+}
+
+/// Starts a new conversation with the loaded models.
+#[tauri::command]
+pub fn chat_reset(state: State<'_, AppState>) -> CommandResult<()> {
+    state.history.reset();
+    for slot in [Slot::Main, Slot::Side] {
+        state.worker(slot).reset().map_err(CommandError::Engine)?;
+    }
+    Ok(())
+}
+
+/// Stored conversations, newest first.
+#[tauri::command]
+pub fn chat_list(state: State<'_, AppState>) -> CommandResult<Vec<ChatRecord>> {
+    Ok(state.library()?.chats()?)
+}
+
+/// Reopens stored conversation `id`: loads its model into the main slot if another
+/// is held, and the next turn continues it (in both slots). Returns the model and
+/// the messages.
+#[tauri::command]
+pub async fn chat_open(id: i64, state: State<'_, AppState>) -> CommandResult<OpenedChat> {
+    let (model, messages) = state
+        .library()?
+        .chat(id)?
+        .ok_or_else(|| CommandError::Invalid(format!("no stored chat {id}")))?;
+    // Reopening shows no progress of its own: the view says it is loading.
+    let quiet = Channel::new(|_| Ok(()));
+    let loaded = chat_load(model, None, Some(Slot::Main), quiet, state.clone()).await?;
+    let history: Vec<Message> = messages
+        .iter()
+        .map(|m| Message {
+            role: m.role.clone(),
+            content: m.content.clone(),
+        })
+        .collect();
+    for slot in [Slot::Side, Slot::Main] {
+        state
+            .worker(slot)
+            .restore(history.clone())
+            .map_err(CommandError::Engine)?;
+    }
+    state.history.continue_chat(id);
+    Ok(OpenedChat { loaded, messages })
+}
+
+/// Deletes stored conversation `id`.
+#[tauri::command]
+pub fn chat_delete(id: i64, state: State<'_, AppState>) -> CommandResult<bool> {
+    state.history.forget(id);
+    Ok(state.library()?.chat_delete(id)?)
+}

@@ -1,0 +1,110 @@
+//! What the chat commands send the front end, and the settings it sends them.
+
+use serde::{Deserialize, Serialize};
+use ts_rs::TS;
+use unicorn_engine::stats::Stats;
+use unicorn_engine::Progress;
+
+/// Which chat model a command is for: the one the conversation belongs to, or
+/// side-by-side mode's second model (sent the same turns, replies not stored).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, TS)]
+#[serde(rename_all = "snake_case")]
+pub enum Slot {
+    /// The conversation's model.
+    #[default]
+    Main,
+    /// Side-by-side mode's second model.
+    Side,
+}
+
+/// A chat reply as it happens: tokens, then `done` or `error`.
+#[derive(Debug, Clone, Serialize, TS)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum ChatEvent {
+    /// Text completed by the next token (may be empty while a character or a
+    /// possible stop string is held back).
+    Token {
+        /// The text.
+        text: String,
+    },
+    /// The reply is complete (or was stopped); its measured figures.
+    Done {
+        /// `eos`, `stop_string`, `max_tokens`, `cancelled` or `context_full`.
+        stop_reason: String,
+        /// Measured prompt, TTFT, speed and memory figures.
+        stats: Stats,
+    },
+    /// The reply failed.
+    Error {
+        /// What went wrong, naming the file where there is one.
+        message: String,
+    },
+}
+
+/// A model being loaded: progress events, at most one per percent.
+#[derive(Debug, Clone, Serialize, TS)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum LoadEvent {
+    /// Weight bytes held so far, of all (item: the tensor).
+    Progress {
+        /// Where the load stands.
+        progress: Progress,
+    },
+}
+
+/// Sampling settings the chat view sends; unset ones take the model's defaults.
+#[derive(Debug, Clone, Default, Deserialize, TS)]
+pub struct ChatSettings {
+    /// 0 = greedy.
+    pub temperature: Option<f32>,
+    /// 0 = off.
+    pub top_k: Option<usize>,
+    /// 1 = off.
+    pub top_p: Option<f32>,
+    /// Upper bound on the reply's tokens.
+    pub max_tokens: Option<usize>,
+    /// Seed for reproducible sampling.
+    #[ts(type = "number | null")]
+    pub seed: Option<u64>,
+}
+
+/// The model a chat worker holds.
+#[derive(Debug, Clone, Serialize, TS)]
+pub struct LoadedSummary {
+    /// Its file or folder.
+    pub path: String,
+    /// Architecture as the engine names it.
+    pub architecture: String,
+    /// Bytes of weights in memory.
+    #[ts(type = "number")]
+    pub weights_bytes: u64,
+    /// Number of weights.
+    #[ts(type = "number")]
+    pub parameters: u64,
+    /// `Q4_K_M`, `BF16`, `NF4`, ...
+    pub quantization: String,
+    /// Bits per weight of the stored tensors.
+    pub bits_per_weight: f64,
+    /// Size on disk.
+    #[ts(type = "number")]
+    pub file_bytes: u64,
+    /// Context length in tokens.
+    pub context_length: usize,
+    /// Whether it has a chat template (otherwise plain completion).
+    pub has_chat_template: bool,
+    /// Load time, measured.
+    pub load_ms: f64,
+    /// Where it runs: `cpu`, `cuda:0`, `metal`.
+    pub device: String,
+    /// Why `auto` chose the CPU, when a GPU might have been expected.
+    pub device_note: Option<String>,
+}
+
+/// A stored conversation reopened: the model now loaded, and its messages.
+#[derive(Debug, Clone, Serialize, TS)]
+pub struct OpenedChat {
+    /// The model, loaded again if another was held.
+    pub loaded: LoadedSummary,
+    /// The messages, oldest first.
+    pub messages: Vec<unicorn_library::chats::StoredMessage>,
+}

@@ -1,0 +1,448 @@
+//! The chat worker: one thread owns the loaded model and its conversation (the
+//! engine's `ChatSession` borrows the model, so both live on that thread's stack)
+//! and serves requests in order. Heavy work never runs on the async runtime.
+
+use super::types::{ChatEvent, ChatSettings, LoadEvent, LoadedSummary};
+use crate::jobs::Sink;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::{Arc, Mutex};
+use unicorn_engine::device::DeviceChoice;
+use unicorn_engine::session::{GenerationParams, LoadOptions, LoadedModel};
+use unicorn_engine::template::Message;
+
+enum Request {
+    Load {
+        path: PathBuf,
+        device: DeviceChoice,
+        progress: Box<dyn Fn(LoadEvent) + Send>,
+        reply: Sender<Result<LoadedSummary, String>>,
+    },
+    Send {
+        user: String,
+        system: Option<String>,
+        settings: ChatSettings,
+        sink: Sink<ChatEvent>,
+    },
+    Reset,
+    Restore(Vec<Message>),
+    Unload,
+}
+
+/// Handle to the worker thread.
+pub struct ChatWorker {
+    tx: Mutex<Sender<Request>>,
+    stop: Arc<AtomicBool>,
+    cancel_load: Arc<AtomicBool>,
+}
+
+impl Default for ChatWorker {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ChatWorker {
+    /// Starts the thread (it holds no model yet).
+    pub fn new() -> Self {
+        let (tx, rx) = channel();
+        let stop = Arc::new(AtomicBool::new(false));
+        let cancel_load = Arc::new(AtomicBool::new(false));
+        let (flag, cancel) = (stop.clone(), cancel_load.clone());
+        std::thread::Builder::new()
+            .name("unicorn-chat".into())
+            .spawn(move || serve(rx, flag, cancel))
+            .expect("the chat thread starts");
+        Self {
+            tx: Mutex::new(tx),
+            stop,
+            cancel_load,
+        }
+    }
+
+    fn send(&self, r: Request) -> Result<(), String> {
+        self.tx
+            .lock()
+            .map_err(|_| "the chat worker is gone".to_string())?
+            .send(r)
+            .map_err(|_| "the chat worker stopped".to_string())
+    }
+
+    /// Queues a load; its progress goes to `progress`, the outcome to `reply`.
+    pub fn load_async(
+        &self,
+        path: PathBuf,
+        device: DeviceChoice,
+        progress: Box<dyn Fn(LoadEvent) + Send>,
+        reply: Sender<Result<LoadedSummary, String>>,
+    ) -> Result<(), String> {
+        self.stop();
+        self.cancel_load.store(false, Ordering::SeqCst);
+        self.send(Request::Load {
+            path,
+            device,
+            progress,
+            reply,
+        })
+    }
+
+    /// Cancels the load in progress (it ends with a "cancelled" error; the model held
+    /// before it is gone either way).
+    pub fn cancel_load(&self) {
+        self.cancel_load.store(true, Ordering::SeqCst);
+    }
+
+    /// Queues the next user turn; the reply streams to `sink`.
+    pub fn say(
+        &self,
+        user: String,
+        system: Option<String>,
+        settings: ChatSettings,
+        sink: Sink<ChatEvent>,
+    ) -> Result<(), String> {
+        self.stop.store(false, Ordering::SeqCst);
+        self.send(Request::Send {
+            user,
+            system,
+            settings,
+            sink,
+        })
+    }
+
+    /// Stops the reply being generated (it ends with `stop_reason: cancelled`).
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+
+    /// Continues a stored conversation with the loaded model.
+    pub fn restore(&self, messages: Vec<Message>) -> Result<(), String> {
+        self.send(Request::Restore(messages))
+    }
+
+    /// Starts a new conversation with the same model.
+    pub fn reset(&self) -> Result<(), String> {
+        self.send(Request::Reset)
+    }
+
+    /// Frees the model (the next turn is refused until another is loaded).
+    pub fn unload(&self) -> Result<(), String> {
+        self.stop();
+        self.send(Request::Unload)
+    }
+}
+
+fn serve(rx: Receiver<Request>, stop: Arc<AtomicBool>, cancel_load: Arc<AtomicBool>) {
+    let mut next: Option<Request> = None;
+    loop {
+        let Some(request) = next.take().or_else(|| rx.recv().ok()) else {
+            return;
+        };
+        match request {
+            Request::Load {
+                path,
+                device,
+                progress,
+                reply,
+            } => {
+                let loaded = catch(|| load(&path, device, &*progress, &cancel_load));
+                let (model, summary) = match loaded {
+                    Ok(m) => m,
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                        continue;
+                    }
+                };
+                let _ = reply.send(Ok(summary));
+                let mut session = model.chat_session();
+                // Serve this model until another is asked for.
+                while let Ok(r) = rx.recv() {
+                    match r {
+                        Request::Load { .. } => {
+                            next = Some(r);
+                            break;
+                        }
+                        Request::Reset => session.reset(),
+                        Request::Restore(messages) => session.restore(messages),
+                        Request::Unload => break,
+                        Request::Send {
+                            user,
+                            system,
+                            settings,
+                            sink,
+                        } => {
+                            let mut turn = Vec::new();
+                            if session.messages().is_empty() {
+                                if let Some(s) = system.filter(|s| !s.trim().is_empty()) {
+                                    turn.push(Message::system(s));
+                                }
+                            }
+                            turn.push(Message::user(user));
+                            let params = params(&model, &settings);
+                            let mut on_token = |t: &unicorn_engine::session::TokenEvent| {
+                                if !t.text.is_empty() {
+                                    sink(ChatEvent::Token {
+                                        text: t.text.clone(),
+                                    });
+                                }
+                                !stop.load(Ordering::SeqCst)
+                            };
+                            let sent = catch(|| {
+                                session
+                                    .send(&turn, &params, &mut on_token)
+                                    .map_err(|e| e.to_string())
+                            });
+                            match sent {
+                                Ok(reply) => sink(ChatEvent::Done {
+                                    stop_reason: serde_json::to_value(reply.stop_reason)
+                                        .ok()
+                                        .and_then(|v| v.as_str().map(str::to_string))
+                                        .unwrap_or_default(),
+                                    stats: reply.stats,
+                                }),
+                                Err(message) => {
+                                    // After a panic mid-turn the cache may be half
+                                    // written: start the conversation over.
+                                    session.reset();
+                                    sink(ChatEvent::Error { message })
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            Request::Send { sink, .. } => sink(ChatEvent::Error {
+                message: "no model is loaded: pick one in the library first".into(),
+            }),
+            Request::Reset | Request::Restore(_) | Request::Unload => {}
+        }
+    }
+}
+
+/// Runs `f`, turning a panic into an error: the worker (and the app) must survive
+/// whatever slips through the engine's checks.
+fn catch<T>(f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+        .unwrap_or_else(|p| Err(crate::error::panic_message(p)))
+}
+
+/// Loads `path`, reporting at most one progress event per percent (and the last).
+fn load(
+    path: &std::path::Path,
+    device: DeviceChoice,
+    progress: &(dyn Fn(LoadEvent) + Send),
+    cancel: &AtomicBool,
+) -> Result<(LoadedModel, LoadedSummary), String> {
+    let t0 = std::time::Instant::now();
+    let opts = LoadOptions {
+        device,
+        ..Default::default()
+    };
+    let mut shown = u64::MAX;
+    let mut report = |p: &unicorn_engine::Progress| {
+        let percent = p.done * 100 / p.total.max(1);
+        if percent != shown || p.finished() {
+            shown = percent;
+            progress(LoadEvent::Progress {
+                progress: p.clone(),
+            });
+        }
+        !cancel.load(Ordering::SeqCst)
+    };
+    let model =
+        LoadedModel::load_with_progress(path, &opts, &mut report).map_err(|e| e.to_string())?;
+    let info = unicorn_engine::info::inspect(path, Some(1)).map_err(|e| e.to_string())?;
+    let quantization = unicorn_library::quantization_of(path, &info).map_err(|e| e.to_string())?;
+    let summary = LoadedSummary {
+        path: path.display().to_string(),
+        architecture: model.config().architecture().to_string(),
+        weights_bytes: model.model().weight_bytes().total as u64,
+        parameters: info.parameters,
+        quantization,
+        bits_per_weight: info.bits_per_weight,
+        file_bytes: info.file_bytes,
+        device: model.placement().label.clone(),
+        device_note: model.placement().fallback.clone(),
+        context_length: model.config().context_length(),
+        has_chat_template: model.has_chat_template(),
+        load_ms: t0.elapsed().as_secs_f64() * 1e3,
+    };
+    Ok((model, summary))
+}
+
+/// The model's recommended sampling, overridden by what the user set.
+fn params(model: &LoadedModel, s: &ChatSettings) -> GenerationParams {
+    let mut p = GenerationParams::greedy(s.max_tokens.unwrap_or(512));
+    if let Some(d) = model.default_sampling() {
+        p.sampling = d.clone();
+    } else {
+        p.sampling = Default::default();
+    }
+    if let Some(t) = s.temperature {
+        p.sampling.temperature = t;
+    }
+    if let Some(k) = s.top_k {
+        p.sampling.top_k = k;
+    }
+    if let Some(v) = s.top_p {
+        p.sampling.top_p = v;
+    }
+    if let Some(seed) = s.seed {
+        p.sampling.seed = seed;
+    }
+    p
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use std::sync::mpsc::Receiver;
+    use std::time::Duration;
+
+    pub(crate) fn demo() -> PathBuf {
+        crate::library::demo_model_path()
+            .expect("demo model missing: run scripts/fetch-test-models")
+            .into()
+    }
+
+    pub(crate) fn load(w: &ChatWorker, path: PathBuf) -> Result<LoadedSummary, String> {
+        let (tx, rx) = channel();
+        w.load_async(path, DeviceChoice::Auto, Box::new(|_| {}), tx)?;
+        rx.recv().unwrap()
+    }
+
+    pub(crate) fn say(w: &ChatWorker, text: &str, max_tokens: usize) -> Receiver<ChatEvent> {
+        let (tx, rx) = channel();
+        let settings = ChatSettings {
+            temperature: Some(0.0),
+            max_tokens: Some(max_tokens),
+            ..Default::default()
+        };
+        w.say(
+            text.into(),
+            None,
+            settings,
+            Box::new(move |e| {
+                let _ = tx.send(e);
+            }),
+        )
+        .unwrap();
+        rx
+    }
+
+    /// Tokens until `Done`; the text and the final event.
+    pub(crate) fn reply(rx: &Receiver<ChatEvent>) -> (String, ChatEvent) {
+        let mut text = String::new();
+        loop {
+            match rx.recv_timeout(Duration::from_secs(120)).expect("an event") {
+                ChatEvent::Token { text: t } => text.push_str(&t),
+                done => return (text, done),
+            }
+        }
+    }
+
+    #[test]
+    fn chats_over_turns_on_the_cache_and_stops_when_asked() {
+        let w = ChatWorker::new();
+        let s = load(&w, demo()).unwrap();
+        assert_eq!(s.architecture, "llama");
+        assert!(s.has_chat_template && s.weights_bytes > 50 << 20);
+        assert_eq!(s.quantization, "Q4_1");
+        assert!(
+            (4.5..6.0).contains(&s.bits_per_weight) && s.parameters > 100_000_000,
+            "{s:?}"
+        );
+
+        let (text, done) = reply(&say(&w, "What is the capital of France?", 24));
+        assert!(text.contains("Paris"), "{text}");
+        let ChatEvent::Done { stop_reason, stats } = done else {
+            panic!("{done:?}")
+        };
+        assert_eq!(stop_reason, "eos");
+        assert!(stats.decode_tok_s > 0.0 && stats.ttft_ms > 0.0);
+
+        // The second turn reuses the first turn's cache.
+        let (_, done) = reply(&say(&w, "And of Germany?", 24));
+        let ChatEvent::Done { stats, .. } = done else {
+            panic!("{done:?}")
+        };
+        assert!(
+            stats.prefill_tokens < stats.prompt_tokens,
+            "{} of {} prompt tokens computed again",
+            stats.prefill_tokens,
+            stats.prompt_tokens
+        );
+
+        // Stop: a long reply ends early with `cancelled`.
+        let rx = say(&w, "Write a long story about a dragon.", 400);
+        let first = rx.recv_timeout(Duration::from_secs(60)).unwrap();
+        assert!(matches!(first, ChatEvent::Token { .. }), "{first:?}");
+        w.stop();
+        let (_, done) = reply(&rx);
+        let ChatEvent::Done { stop_reason, stats } = done else {
+            panic!("{done:?}")
+        };
+        assert_eq!(stop_reason, "cancelled");
+        assert!(stats.generated_tokens < 400);
+    }
+
+    /// Loading streams its progress up to the weights' bytes, and can be cancelled;
+    /// the worker loads again afterwards.
+    #[test]
+    fn loading_reports_progress_and_can_be_cancelled() {
+        let w = Arc::new(ChatWorker::new());
+        let (ptx, prx) = channel();
+        let (tx, rx) = channel();
+        w.load_async(
+            demo(),
+            DeviceChoice::Cpu,
+            Box::new(move |e| {
+                let _ = ptx.send(e);
+            }),
+            tx,
+        )
+        .unwrap();
+        let loaded = rx.recv().unwrap().unwrap();
+        let events: Vec<(u64, u64)> = prx
+            .try_iter()
+            .map(|LoadEvent::Progress { progress: p }| (p.done, p.total))
+            .collect();
+        assert!(events.len() >= 10, "{} events", events.len());
+        assert!(events.len() <= 101, "at most one per percent");
+        assert_eq!(
+            *events.last().unwrap(),
+            (loaded.weights_bytes, loaded.weights_bytes)
+        );
+
+        let (tx, rx) = channel();
+        let canceller = w.clone();
+        w.load_async(
+            demo(),
+            DeviceChoice::Cpu,
+            Box::new(move |_| canceller.cancel_load()),
+            tx,
+        )
+        .unwrap();
+        let e = rx.recv().unwrap().unwrap_err();
+        assert_eq!(e, "cancelled");
+        assert!(load(&w, demo()).is_ok());
+    }
+
+    #[test]
+    fn a_bad_model_or_no_model_is_an_error_not_a_panic() {
+        let w = ChatWorker::new();
+        let (_, done) = reply(&say(&w, "hello", 4));
+        assert!(
+            matches!(&done, ChatEvent::Error { message } if message.contains("no model")),
+            "{done:?}"
+        );
+        let bad =
+            std::env::temp_dir().join(format!("unicorn-chat-bad-{}.gguf", std::process::id()));
+        std::fs::write(&bad, b"GGUF but not really").unwrap();
+        let e = load(&w, bad.clone()).unwrap_err();
+        assert!(e.contains("unicorn-chat-bad"), "{e}");
+        std::fs::remove_file(&bad).ok();
+        // The worker still serves after a failed load.
+        assert!(load(&w, demo()).is_ok());
+    }
+}
