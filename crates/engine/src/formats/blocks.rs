@@ -67,7 +67,10 @@ pub trait BlockFormat: Copy + Sync {
 }
 
 /// Implements [`BlockFormat`] for a format file's block type by delegating to the
-/// file's `dot_scalar`, `dot_avx2` and `dot4_avx2` functions.
+/// file's `dot_scalar`, `dot_avx2` and `dot4_avx2` functions. Every kernel function
+/// is `#[inline]`: it is then compiled into the driver's codegen unit and inlined
+/// there, whichever module it lives in (across units it stayed a call, measured
+/// 10-15 % slower at prefill).
 macro_rules! block_format {
     ($block:ty, $variant:ident, $weights:expr) => {
         impl $crate::formats::blocks::BlockFormat for $block {
@@ -75,14 +78,17 @@ macro_rules! block_format {
             fn rows(w: &[Self]) -> $crate::formats::blocks::Rows<'_> {
                 $crate::formats::blocks::Rows::$variant(w)
             }
+            #[inline]
             fn dot_scalar(w: &[Self], x: &[BlockQ16]) -> f32 {
                 dot_scalar(w, x)
             }
             #[cfg(target_arch = "x86_64")]
+            #[inline]
             unsafe fn dot_avx2(w: &[Self], x: &[BlockQ16]) -> f32 {
                 dot_avx2(w, x)
             }
             #[cfg(target_arch = "x86_64")]
+            #[inline]
             unsafe fn dot4_avx2(w: &[Self], x: [&[BlockQ16]; 4]) -> [f32; 4] {
                 dot4_avx2(w, x)
             }
@@ -248,6 +254,7 @@ pub fn matmul_many(x: &[f32], m: usize, k: usize, mats: &[(Rows<'_>, usize)]) ->
 
 /// Sum of the 8 lanes.
 #[cfg(target_arch = "x86_64")]
+#[inline]
 #[target_feature(enable = "avx2,fma")]
 pub(crate) unsafe fn hsum_avx(v: std::arch::x86_64::__m256) -> f32 {
     use std::arch::x86_64::*;

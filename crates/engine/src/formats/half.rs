@@ -97,6 +97,7 @@ mod avx512 {
     ///
     /// # Safety
     /// Only where AVX-512F was detected.
+    #[inline]
     #[target_feature(enable = "avx512f")]
     pub unsafe fn dot_bf16(w: HalfRows<'_>, row: usize, k: usize, x: &[f32]) -> f32 {
         let bits = w.bits(row, k);
@@ -156,6 +157,7 @@ mod avx2 {
     ///
     /// # Safety
     /// Only where AVX2, FMA and F16C were detected.
+    #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn dot<const R: usize>(
         w: HalfRows<'_>,

@@ -32,6 +32,7 @@ fn dot_scalar(w: &[BlockQ4_1], x: &[BlockQ16]) -> f32 {
 }
 
 #[cfg(target_arch = "x86_64")]
+#[inline]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn dot_avx2(w: &[BlockQ4_1], x: &[BlockQ16]) -> f32 {
     use std::arch::x86_64::*;
@@ -54,6 +55,7 @@ unsafe fn dot_avx2(w: &[BlockQ4_1], x: &[BlockQ16]) -> f32 {
 }
 
 #[cfg(target_arch = "x86_64")]
+#[inline]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn dot4_avx2(w: &[BlockQ4_1], x: [&[BlockQ16]; 4]) -> [f32; 4] {
     use std::arch::x86_64::*;

@@ -69,6 +69,7 @@ unsafe fn unpack(b: &BlockQ5_0) -> (std::arch::x86_64::__m256i, std::arch::x86_6
 }
 
 #[cfg(target_arch = "x86_64")]
+#[inline]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn dot_avx2(w: &[BlockQ5_0], x: &[BlockQ16]) -> f32 {
     use std::arch::x86_64::*;
@@ -88,6 +89,7 @@ unsafe fn dot_avx2(w: &[BlockQ5_0], x: &[BlockQ16]) -> f32 {
 }
 
 #[cfg(target_arch = "x86_64")]
+#[inline]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn dot4_avx2(w: &[BlockQ5_0], x: [&[BlockQ16]; 4]) -> [f32; 4] {
     use std::arch::x86_64::*;

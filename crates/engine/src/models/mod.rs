@@ -680,10 +680,7 @@ pub(crate) fn gguf_vocab(g: &GgufFile, arch: &str) -> Result<usize> {
 /// The tensors every architecture here has, in llama.cpp's order: the embedding, per
 /// block the attention and MLP projections (plus whatever `extra(layer)` adds), the
 /// final norm and, untied, the output projection.
-pub(crate) fn common_tensors(
-    c: &Config,
-    block_extra: &[(&str, usize)],
-) -> Tensors {
+pub(crate) fn common_tensors(c: &Config, block_extra: &[(&str, usize)]) -> Tensors {
     let (h, heads, kv, hd, ff) = c.shape();
     let mut t = vec![("token_embd.weight".to_string(), vec![c.vocab_size, h])];
     for i in 0..c.num_hidden_layers {

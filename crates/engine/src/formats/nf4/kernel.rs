@@ -135,6 +135,7 @@ pub fn dot_scalar(w: &Nf4Matrix, row: usize, q: &[i16], d: &[f32]) -> f32 {
 /// # Safety
 /// Only where AVX2 and FMA were detected, for a matrix in [`integer_layout`].
 #[cfg(target_arch = "x86_64")]
+#[inline]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn dot_avx2<const R: usize>(
     w: &Nf4Matrix,
@@ -185,6 +186,7 @@ unsafe fn dot_avx2<const R: usize>(
 /// # Safety
 /// Only for a matrix in [`integer_layout`].
 #[cfg(target_arch = "aarch64")]
+#[inline]
 #[target_feature(enable = "neon")]
 unsafe fn dot_neon<const R: usize>(
     w: &Nf4Matrix,

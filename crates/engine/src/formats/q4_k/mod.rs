@@ -78,6 +78,7 @@ unsafe fn pair_avx2(
 }
 
 #[cfg(target_arch = "x86_64")]
+#[inline]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn dot_avx2(w: &[BlockQ4K], x: &[BlockQ16]) -> f32 {
     use std::arch::x86_64::*;
@@ -100,6 +101,7 @@ unsafe fn dot_avx2(w: &[BlockQ4K], x: &[BlockQ16]) -> f32 {
 
 /// Four activation rows: each sub-block is unpacked once.
 #[cfg(target_arch = "x86_64")]
+#[inline]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn dot4_avx2(w: &[BlockQ4K], x: [&[BlockQ16]; 4]) -> [f32; 4] {
     use std::arch::x86_64::*;

@@ -111,6 +111,7 @@ unsafe fn group(
 }
 
 #[cfg(target_arch = "x86_64")]
+#[inline]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn dot_avx2(w: &[BlockQ6K], x: &[BlockQ16]) -> f32 {
     use std::arch::x86_64::*;
@@ -130,6 +131,7 @@ unsafe fn dot_avx2(w: &[BlockQ6K], x: &[BlockQ16]) -> f32 {
 
 /// Four activation rows: each group is unpacked once.
 #[cfg(target_arch = "x86_64")]
+#[inline]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn dot4_avx2(w: &[BlockQ6K], x: [&[BlockQ16]; 4]) -> [f32; 4] {
     use std::arch::x86_64::*;
