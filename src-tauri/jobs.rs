@@ -22,6 +22,25 @@ pub trait JobEvent: Send + 'static {
     fn failed(message: String) -> Self;
 }
 
+/// Implements [`JobEvent`] for an event enum with the usual variants: `Progress {
+/// progress }`, `Error { message }`, and the given variant for a cancelled job.
+macro_rules! job_event {
+    ($event:ty, $cancelled:ident) => {
+        impl $crate::jobs::JobEvent for $event {
+            fn progress(progress: unicorn_engine::Progress) -> Self {
+                Self::Progress { progress }
+            }
+            fn cancelled() -> Self {
+                Self::$cancelled
+            }
+            fn failed(message: String) -> Self {
+                Self::Error { message }
+            }
+        }
+    };
+}
+pub(crate) use job_event;
+
 /// What a running job sees: its cancel flag and its sink.
 pub struct Job<E> {
     cancel: Arc<AtomicBool>,

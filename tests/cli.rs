@@ -30,12 +30,7 @@ fn chat_answers_paris_and_streams_json_events() {
     let tokens: Vec<_> = lines.iter().filter(|l| l["event"] == "token").collect();
     let streamed: String = tokens.iter().map(|t| t["text"].as_str().unwrap()).collect();
     assert_eq!(streamed, "The capital of France is Paris.");
-    let ids: Vec<u64> = done["token_ids"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_u64().unwrap())
-        .collect();
+    let ids = done_ids(&out);
     // The reference greedy ids up to and including <|im_end|> (id 2).
     assert_eq!(ids, vec![504, 3575, 282, 4649, 314, 7042, 30, 2]);
     assert_eq!(done["prompt_tokens"], 37);
@@ -127,12 +122,7 @@ fn generate_from_prompt_ids_follows_the_gemma_reference() {
     );
     assert_ok(&out);
     let done = json_lines(&out).pop().unwrap();
-    let ids: Vec<u64> = done["token_ids"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_u64().unwrap())
-        .collect();
+    let ids = done_ids(&out);
     // Reference greedy ids before the first near-tie (step 11, margin 0.0136).
     assert_eq!(
         ids,

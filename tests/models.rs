@@ -44,13 +44,7 @@ fn tiny_hf_folder_runs_from_prompt_ids_without_a_tokenizer() {
         None,
     );
     assert_ok(&out);
-    let done = json_lines(&out).pop().unwrap();
-    let got: Vec<u64> = done["token_ids"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_u64().unwrap())
-        .collect();
+    let got = done_ids(&out);
     assert_eq!(got, want);
     // Text needs a tokenizer: a clear error, not a panic.
     let out = run(&["generate", &d, "--prompt", "hello"], None);

@@ -1,6 +1,5 @@
 //! What the download view's commands send the front end.
 
-use crate::jobs::JobEvent;
 use serde::Serialize;
 use ts_rs::TS;
 use unicorn_engine::Progress;
@@ -31,17 +30,7 @@ pub enum PullEvent {
     },
 }
 
-impl JobEvent for PullEvent {
-    fn progress(progress: Progress) -> Self {
-        Self::Progress { progress }
-    }
-    fn cancelled() -> Self {
-        Self::Paused
-    }
-    fn failed(message: String) -> Self {
-        Self::Error { message }
-    }
-}
+crate::jobs::job_event!(PullEvent, Paused);
 
 /// A repository's files and whether it fits this machine.
 #[derive(Debug, Clone, Serialize, TS)]

@@ -1,6 +1,5 @@
 //! What the quantize view's commands send the front end.
 
-use crate::jobs::JobEvent;
 use serde::Serialize;
 use ts_rs::TS;
 use unicorn_engine::Progress;
@@ -28,17 +27,7 @@ pub enum QuantizeEvent {
     },
 }
 
-impl JobEvent for QuantizeEvent {
-    fn progress(progress: Progress) -> Self {
-        Self::Progress { progress }
-    }
-    fn cancelled() -> Self {
-        Self::Cancelled
-    }
-    fn failed(message: String) -> Self {
-        Self::Error { message }
-    }
-}
+crate::jobs::job_event!(QuantizeEvent, Cancelled);
 
 /// A quality measurement (perplexity and KL divergence against the source) as it
 /// happens: progress (windows of text), then `done`, `cancelled` or `error`.
@@ -64,17 +53,7 @@ pub enum CompareEvent {
     },
 }
 
-impl JobEvent for CompareEvent {
-    fn progress(progress: Progress) -> Self {
-        Self::Progress { progress }
-    }
-    fn cancelled() -> Self {
-        Self::Cancelled
-    }
-    fn failed(message: String) -> Self {
-        Self::Error { message }
-    }
-}
+crate::jobs::job_event!(CompareEvent, Cancelled);
 
 /// The compression report of one quantization, GGUF or NF4 alike.
 #[derive(Debug, Clone, Serialize, TS)]

@@ -248,14 +248,10 @@ fn is_hex(s: &str, len: usize) -> bool {
 /// `refs/` and part of a URL: ASCII letters, digits and `._-/`, components that are
 /// neither empty, `.` nor `..`, at most 255 bytes.
 pub fn check_revision(revision: &str) -> Result<()> {
-    let ok = !revision.is_empty()
-        && revision.len() <= 255
+    let ok = relative_names(revision, 255)
         && revision
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-/".contains(&b))
-        && revision
-            .split('/')
-            .all(|c| !c.is_empty() && c != "." && c != "..");
+            .all(|b| b.is_ascii_alphanumeric() || b"._-/".contains(&b));
     if ok {
         Ok(())
     } else {
@@ -269,12 +265,7 @@ pub fn check_revision(revision: &str) -> Result<()> {
 /// Checks a file name from a listing before it becomes a path in the snapshot:
 /// relative, no empty, `.` or `..` components, no backslashes or control characters.
 fn check_file_name(repo: &str, path: &str) -> Result<()> {
-    let ok = !path.is_empty()
-        && path.len() <= 1024
-        && !path.chars().any(|c| c.is_control() || c == '\\')
-        && path
-            .split('/')
-            .all(|c| !c.is_empty() && c != "." && c != "..");
+    let ok = relative_names(path, 1024) && !path.chars().any(|c| c.is_control() || c == '\\');
     if ok {
         Ok(())
     } else {
@@ -283,6 +274,12 @@ fn check_file_name(repo: &str, path: &str) -> Result<()> {
             path.escape_debug()
         )))
     }
+}
+
+/// Whether `s` (at most `max` bytes) is `/`-separated names, none empty, `.` or `..`:
+/// a relative path that cannot climb.
+fn relative_names(s: &str, max: usize) -> bool {
+    !s.is_empty() && s.len() <= max && s.split('/').all(|c| !c.is_empty() && c != "." && c != "..")
 }
 
 /// Whether `path` is inside `root`: below it by plain names only (every part that

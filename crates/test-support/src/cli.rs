@@ -61,6 +61,18 @@ pub fn json_lines(out: &Output) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// The token ids of the last `done` event a `--json` run printed.
+pub fn done_ids(out: &Output) -> Vec<u64> {
+    let lines = json_lines(out);
+    let done = lines.last().expect("a done event");
+    done["token_ids"]
+        .as_array()
+        .expect("token_ids")
+        .iter()
+        .map(|v| v.as_u64().expect("an id"))
+        .collect()
+}
+
 /// Fails with both output streams shown when the command did not succeed.
 pub fn assert_ok(out: &Output) {
     assert!(

@@ -32,14 +32,7 @@ pub fn repo_root() -> PathBuf {
 pub fn model(name: &str) -> PathBuf {
     let dir = std::env::var_os("UNICORN_TEST_MODELS")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let cache = std::env::var_os("XDG_CACHE_HOME")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| {
-                    PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache")
-                });
-            cache.join("unicorn/test-models")
-        });
+        .unwrap_or_else(|| cache_home().join("unicorn/test-models"));
     let p = dir.join(name);
     assert!(
         p.exists(),
@@ -47,6 +40,14 @@ pub fn model(name: &str) -> PathBuf {
         p.display()
     );
     p
+}
+
+/// `XDG_CACHE_HOME`, else `~/.cache`: where scripts/setup and
+/// scripts/fetch-test-models keep what they fetch.
+pub fn cache_home() -> PathBuf {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache"))
 }
 
 /// The golden reference data, `tests/golden` in this repository.

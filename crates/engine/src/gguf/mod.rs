@@ -28,36 +28,33 @@ pub struct GgufFile {
 impl GgufFile {
     /// Opens and parses the header of `path`.
     pub fn open(path: &Path) -> Result<Self> {
-        let io = |source| Error::Io {
-            path: path.to_path_buf(),
-            source,
-        };
         let file = crate::source::open_regular(path)?;
-        let len = file.metadata().map_err(io)?.len();
-        let mut reader = BufReader::with_capacity(1 << 20, file);
-        let content = reader::read(&mut reader, len).map_err(|message| Error::BadFile {
-            path: path.to_path_buf(),
-            message,
-        })?;
-        Ok(Self {
-            path: path.to_path_buf(),
-            content,
-            reader: Mutex::new(Box::new(reader)),
-        })
+        let len = file
+            .metadata()
+            .map_err(|source| Error::Io {
+                path: path.to_path_buf(),
+                source,
+            })?
+            .len();
+        Self::read(path, BufReader::with_capacity(1 << 20, file), len)
     }
 
     /// A GGUF held in memory, named `path` in errors.
     pub fn from_bytes(path: &Path, bytes: Vec<u8>) -> Result<Self> {
-        let mut reader = std::io::Cursor::new(bytes);
-        let len = reader.get_ref().len() as u64;
-        let content = reader::read(&mut reader, len).map_err(|message| Error::BadFile {
+        let len = bytes.len() as u64;
+        Self::read(path, std::io::Cursor::new(bytes), len)
+    }
+
+    /// Reads the header of `len` bytes of GGUF from `data`, keeping it for tensors.
+    fn read(path: &Path, mut data: impl Data + 'static, len: u64) -> Result<Self> {
+        let content = reader::read(&mut data, len).map_err(|message| Error::BadFile {
             path: path.to_path_buf(),
             message,
         })?;
         Ok(Self {
             path: path.to_path_buf(),
             content,
-            reader: Mutex::new(Box::new(reader)),
+            reader: Mutex::new(Box::new(data)),
         })
     }
 

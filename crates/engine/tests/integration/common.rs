@@ -41,3 +41,23 @@ pub fn check_tiny_golden(arch: &str, model: &unicorn_engine::models::Model) {
     }
     assert_eq!(got_ids, want_ids, "{arch}: greedy ids");
 }
+
+/// The question every chat test asks.
+pub const PARIS_Q: &str = "What is the capital of France?";
+
+/// `model`'s greedy chat reply to [`PARIS_Q`] must be the reference answer; returns
+/// the rendered prompt's ids for further checks.
+pub fn check_paris(model: &unicorn_engine::LoadedModel) -> Vec<u32> {
+    use unicorn_engine::{GenerationParams, Message};
+    let prompt = model.render_chat(&[Message::user(PARIS_Q)]).unwrap();
+    let reply = model
+        .chat_session()
+        .send(
+            &[Message::user(PARIS_Q)],
+            &GenerationParams::greedy(24),
+            &mut |_| true,
+        )
+        .unwrap();
+    assert_eq!(reply.text, "The capital of France is Paris.");
+    prompt
+}

@@ -9,7 +9,7 @@ use crate::common::*;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use unicorn_engine::convert::{gguf_to_hf, OutDType};
-use unicorn_engine::{GenerationParams, LoadOptions, LoadedModel, Message};
+use unicorn_engine::{GenerationParams, LoadOptions, LoadedModel};
 
 fn converted(gguf: &str, cell: &'static OnceLock<PathBuf>) -> &'static Path {
     cell.get_or_init(|| {
@@ -111,19 +111,8 @@ fn converted_smollm2_matches_transformers_f32_reference() {
     let m = load_dir(converted(SMOLLM, &SMOLLM_DIR));
     check_full_pass(&m, "smollm2-135m-instruct__ppl_jargon");
     // The chat template travelled through tokenizer_config.json.
-    let prompt = m
-        .render_chat(&[Message::user("What is the capital of France?")])
-        .unwrap();
+    let prompt = check_paris(&m);
     check_greedy(&m, "smollm2-135m-instruct__chat_capital_of_france", &prompt);
-    let reply = m
-        .chat_session()
-        .send(
-            &[Message::user("What is the capital of France?")],
-            &GenerationParams::greedy(24),
-            &mut |_| true,
-        )
-        .unwrap();
-    assert_eq!(reply.text, "The capital of France is Paris.");
 }
 
 #[test]

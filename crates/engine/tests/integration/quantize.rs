@@ -254,14 +254,7 @@ fn requantizing_a_gguf_warns_and_cancelling_leaves_nothing() {
 fn gguf_py_path() -> PathBuf {
     std::env::var_os("UNICORN_PYTHONPATH")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let cache = std::env::var_os("XDG_CACHE_HOME")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| {
-                    PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache")
-                });
-            cache.join("unicorn/python")
-        })
+        .unwrap_or_else(|| cache_home().join("unicorn/python"))
 }
 
 /// llama.cpp's own reader (PyPI `gguf`) sees every key and tensor we wrote, with
