@@ -799,6 +799,22 @@ fn link_snapshot(cache: &Path, snap: &Path, path: &str, etag: &str) -> Result<()
 mod tests {
     use super::*;
 
+    /// The fuzzing corpus of listings (tests/corpus/listing) returns without a panic.
+    #[test]
+    fn listing_corpus_replays() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/corpus/listing");
+        let mut n = 0;
+        for e in std::fs::read_dir(&dir).unwrap().flatten() {
+            let data = std::fs::read(e.path()).unwrap();
+            let outcome = std::panic::catch_unwind(|| fuzz::listing(&data));
+            assert!(outcome.is_ok(), "{}: panicked", e.path().display());
+            n += 1;
+        }
+        assert!(n > 0);
+        let good = std::fs::read(dir.join("good")).unwrap();
+        assert!(fuzz::listing(&good).is_ok());
+    }
+
     #[test]
     fn tokens_are_saved_whole_checked_and_removed() {
         let d = std::env::temp_dir().join(format!("unicorn-token-{}", std::process::id()));

@@ -6,6 +6,7 @@
 mod architectures;
 mod common;
 mod convert_real;
+mod corpus;
 mod generation;
 mod golden_real;
 mod golden_tiny_gguf;

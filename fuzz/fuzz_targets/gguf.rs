@@ -1,0 +1,5 @@
+//! `unicorn_engine::fuzz::gguf` under libFuzzer: any input must return, not panic.
+#![no_main]
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    let _ = unicorn_engine::fuzz::gguf(data);
+});
