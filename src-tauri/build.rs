@@ -25,6 +25,7 @@ fn main() {
         "hub_token_present",
         "chat_unload",
         "chat_load_cancel",
+        "open_external",
     ]);
     if let Err(e) = tauri_build::try_build(tauri_build::Attributes::new().app_manifest(manifest)) {
         eprintln!("tauri build step failed: {e:#}");

@@ -14,6 +14,14 @@ pub enum CommandError {
     Engine(String),
 }
 
+impl std::fmt::Display for CommandError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Invalid(m) | Self::Engine(m) => f.write_str(m),
+        }
+    }
+}
+
 impl From<unicorn_engine::Error> for CommandError {
     fn from(e: unicorn_engine::Error) -> Self {
         Self::Engine(e.to_string())

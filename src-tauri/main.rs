@@ -1,8 +1,9 @@
 //! The Unicorn desktop app: a thin Tauri shell. Commands check their input, call
 //! the engine, and stream its events; no model logic lives here. One module per
 //! domain, each with its commands, its jobs and its types: [`chat`], [`quantize`],
-//! [`hub`] (download), [`library`], and the dashboard's [`system`] figures. Long
-//! work runs as [`jobs`]; every command returns [`error::CommandError`].
+//! [`hub`] (download), [`library`], [`links`] (replies' links open in the browser,
+//! never in the window), and the dashboard's [`system`] figures. Long work runs as
+//! [`jobs`]; every command returns [`error::CommandError`].
 #![cfg_attr(not(debug_assertions), windows_subsystem = "windows")]
 
 mod bindings;
@@ -11,6 +12,7 @@ mod error;
 mod hub;
 mod jobs;
 mod library;
+mod links;
 mod quantize;
 mod state;
 mod system;
@@ -39,6 +41,7 @@ fn job_cancel(id: u64, state: tauri::State<'_, state::AppState>) -> bool {
 fn app<R: tauri::Runtime>(builder: tauri::Builder<R>, state: state::AppState) -> tauri::Builder<R> {
     builder
         .manage(state)
+        .plugin(links::navigation_guard())
         .invoke_handler(tauri::generate_handler![
             library::model_info,
             library::demo_model_path,
@@ -57,6 +60,7 @@ fn app<R: tauri::Runtime>(builder: tauri::Builder<R>, state: state::AppState) ->
             quantize::quantize_predict,
             quantize::compare_start,
             job_cancel,
+            links::open_external,
             system::system_stats,
             hub::hub_list,
             hub::hub_pull,

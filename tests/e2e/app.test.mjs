@@ -3,10 +3,10 @@
 // Run by scripts/e2e, which sets APP, MODELS, DATA, OUT and starts tauri-driver.
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { writeFileSync, mkdirSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { Builder, By, until } from "selenium-webdriver";
 
-const { APP, MODELS, OUT, SMOL_FOLDER } = process.env;
+const { APP, MODELS, OUT, SMOL_FOLDER, OPENED } = process.env;
 const demo = `${MODELS}/SmolLM2-135M-Instruct.Q4_1.gguf`;
 const gemma = `${MODELS}/gemma-3-270m-q4_k_m.gguf`;
 let driver;
@@ -74,6 +74,29 @@ test("chat: streamed reply with its measured speed", async () => {
   assert.match(await back.getText(), /Paris/);
 });
 
+test("links: a reply's link opens in the browser, never in the window", async () => {
+  const home = await driver.getCurrentUrl();
+  // A link as the chat view renders a reply's Markdown link (markdown.test.ts checks
+  // the rendering); the click goes through the view's handler and `open_external`.
+  await driver.executeScript(`
+    const a = document.createElement("a");
+    a.id = "reply-link"; a.href = "https://example.com/unicorn?q=1&r=2"; a.textContent = "docs";
+    document.querySelector("#main-messages .msg.assistant .text").appendChild(a);`);
+  await driver.findElement(By.id("reply-link")).click();
+  // scripts/e2e points xdg-open's $BROWSER at a script that records what it opens.
+  await wait(() => existsSync(OPENED) && readFileSync(OPENED, "utf8").includes("https://example.com/unicorn?q=1&r=2"), 10);
+  assert.equal(await driver.getCurrentUrl(), home);
+  // Script in the page (a reply cannot run any, but say one did) cannot leave the app:
+  // the shell's navigation guard refuses every page outside it, and no window opens.
+  await driver.executeScript('location.href = "https://example.com/elsewhere"');
+  await driver.executeScript('window.open("https://example.com/popup")');
+  await driver.sleep(1000);
+  assert.equal(await driver.getCurrentUrl(), home);
+  assert.equal((await driver.getAllWindowHandles()).length, 1);
+  assert.doesNotMatch(readFileSync(OPENED, "utf8"), /elsewhere|popup/);
+  await driver.findElement(By.css("#chat"));
+});
+
 test("quantize: the demo model folder to Q8_0, with the report", async () => {
   await driver.findElement(By.id("tab-library")).click();
   await type("#import-path", SMOL_FOLDER);
@@ -90,7 +113,7 @@ test("quantize: the demo model folder to Q8_0, with the report", async () => {
   await driver.findElement(By.id("quantize-start")).click();
   const ratio = await wait(until.elementLocated(By.id("report-ratio")), 300);
   assert.match(await ratio.getText(), /^\d+\.\d\dx$/);
-  assert.ok(Number.parseFloat(await ratio.getText()) > 1.5, "BF16 -> Q8_0 roughly halves");
+  assert.ok(Number.parseFloat(await ratio.getText()) > 1.5, `BF16 -> Q8_0 roughly halves, not ${await ratio.getText()}`);
   await wait(until.elementLocated(By.id("tensor-errors")));
   await driver.findElement(By.id("measure")).click();
   const quality = await wait(until.elementLocated(By.id("quality")), 300);

@@ -23,6 +23,8 @@ export function errorText(e: unknown): string {
 }
 
 export const api = {
+  // Opens a link from a reply in the system browser (http and https only).
+  openExternal: (url: string) => invoke<void>("open_external", { url }),
   libraryList: () => invoke<Entry[]>("library_list"),
   libraryImport: (path: string) => invoke<Entry>("library_import", { path }),
   demoModelPath: () => invoke<string | null>("demo_model_path"),

@@ -14,6 +14,12 @@ describe("renderMarkdown", () => {
     expect(html).not.toContain("<script");
     expect(html).toContain("hi");
   });
+  it("shows a link's real address and drops javascript: links", () => {
+    const html = renderMarkdown("[docs](https://example.com/x) and [y](javascript:alert(1))");
+    expect(html).toContain('href="https://example.com/x"');
+    expect(html).toContain('title="https://example.com/x"');
+    expect(html).not.toContain("javascript:");
+  });
   it("copes with a half-streamed code fence", () => {
     expect(renderMarkdown("```py\nprint(1")).toContain("print(1");
   });

@@ -54,9 +54,18 @@ function stream(slot: Slot, text: string, system: string | null, settings: ChatS
   });
 }
 
-function Messages({ id, turns }: { id: string; turns: Turn[] }) {
+/** A click on a link in a reply: never followed in the app's window (the shell's
+ * navigation guard would refuse it anyway); web links open in the system browser. */
+function openLink(e: MouseEvent, onError: (m: string) => void) {
+  const a = (e.target as Element | null)?.closest?.("a[href]") as HTMLAnchorElement | null;
+  if (!a) return;
+  e.preventDefault();
+  api.openExternal(a.href).catch((err) => onError(errorText(err)));
+}
+
+function Messages({ id, turns, onError }: { id: string; turns: Turn[]; onError: (m: string) => void }) {
   return (
-    <div class="messages" id={id}>
+    <div class="messages" id={id} onClick={(e) => openLink(e, onError)}>
       {turns.map((t) => (
         <div class={`msg ${t.role}`}>
           {t.role === "assistant"
@@ -197,7 +206,7 @@ export function Chat() {
         <select id="chat-model" value={model ?? ""} onChange={(e) => (selected.value = (e.target as HTMLSelectElement).value)}>
           <option value="" disabled>Pick a model…</option>
           {library.value.filter((m) => m.present).map((m) => (
-            <option value={m.path}>{m.repo ?? baseName(m.path)} ({m.quantization})</option>
+            <option key={m.path} value={m.path}>{m.repo ?? baseName(m.path)} ({m.quantization})</option>
           ))}
         </select>
         <span id="chat-status" class="hint">
@@ -226,7 +235,7 @@ export function Chat() {
             onChange={(e) => void loadSide((e.target as HTMLSelectElement).value)}>
             <option value="" disabled>Pick a second model…</option>
             {library.value.filter((m) => m.present).map((m) => (
-              <option value={m.path}>{m.repo ?? baseName(m.path)} ({m.quantization})</option>
+              <option key={m.path} value={m.path}>{m.repo ?? baseName(m.path)} ({m.quantization})</option>
             ))}
           </select>
         )}
@@ -245,7 +254,7 @@ export function Chat() {
           <summary>Previous chats ({history.length})</summary>
           <ul>
             {history.map((c) => (
-              <li>
+              <li key={c.id}>
                 <button class="link" onClick={() => reopen(c.id)} disabled={busy}>{c.title}</button>{" "}
                 <span class="hint">{baseName(c.model)} · {c.messages} messages · {new Date(c.created_at * 1000).toLocaleString()}</span>{" "}
                 <button class="link" onClick={async () => { await api.chatDelete(c.id); void refreshHistory(); }}>delete</button>
@@ -258,11 +267,11 @@ export function Chat() {
       {side
         ? (
           <div class="side-by-side">
-            <div><h3>{baseName(loaded.value?.path ?? "")}</h3><Messages id="main-messages" turns={turns} /></div>
-            <div><h3>{baseName(side.path)}</h3><Messages id="side-messages" turns={sideTurns} /></div>
+            <div><h3>{baseName(loaded.value?.path ?? "")}</h3><Messages id="main-messages" turns={turns} onError={setError} /></div>
+            <div><h3>{baseName(side.path)}</h3><Messages id="side-messages" turns={sideTurns} onError={setError} /></div>
           </div>
         )
-        : <Messages id="main-messages" turns={turns} />}
+        : <Messages id="main-messages" turns={turns} onError={setError} />}
       <div ref={end} />
       <form class="row composer" onSubmit={(e) => { e.preventDefault(); void send(); }}>
         <textarea id="prompt" placeholder={loaded.value ? "Message" : "Load a model first"} value={input}

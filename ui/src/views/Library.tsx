@@ -53,7 +53,9 @@ export function Library(props: { dropErrors: string[] }) {
         </thead>
         <tbody>
           {library.value.map((m) => (
-            <tr class={m.present ? "" : "missing"} data-path={m.path}>
+            // Keyed by path: a refresh that reorders rows must not hand a row's buttons
+            // (and a click in flight) to another model.
+            <tr key={m.path} class={m.present ? "" : "missing"} data-path={m.path}>
               <td title={m.path}>{m.repo ?? baseName(m.path)}</td>
               <td>{m.format}</td>
               <td>{m.quantization}</td>

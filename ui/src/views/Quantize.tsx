@@ -85,7 +85,7 @@ export function Quantize() {
         <select id="quantize-source" value={source ?? ""} onChange={(e) => (selected.value = (e.target as HTMLSelectElement).value)}>
           <option value="" disabled>Pick a model…</option>
           {library.value.filter((m) => m.present).map((m) => (
-            <option value={m.path}>{m.repo ?? baseName(m.path)} ({m.quantization})</option>
+            <option key={m.path} value={m.path}>{m.repo ?? baseName(m.path)} ({m.quantization})</option>
           ))}
         </select>
         <select id="quantize-to" value={to} onChange={(e) => setTo((e.target as HTMLSelectElement).value)}>
