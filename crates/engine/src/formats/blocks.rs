@@ -67,12 +67,21 @@ pub trait BlockFormat: Copy + Sync {
 }
 
 /// Implements [`BlockFormat`] for a format file's block type by delegating to the
-/// file's `dot_scalar`, `dot_avx2` and `dot4_avx2` functions. Every kernel function
-/// is `#[inline]`: it is then compiled into the driver's codegen unit and inlined
-/// there, whichever module it lives in (across units it stayed a call, measured
-/// 10-15 % slower at prefill).
+/// file's `dot_scalar`, and to its `dot_avx2` and `dot4_avx2` functions, or (with
+/// `Block32`) to the shared kernels of the 32-weight formats, [`dot_block32_avx2`]
+/// and [`dot4_block32_avx2`]. Every kernel function is `#[inline]`: it is then
+/// compiled into the driver's codegen unit and inlined there, whichever module it
+/// lives in (across units it stayed a call, measured 10-15 % slower at prefill).
 macro_rules! block_format {
+    ($block:ty, $variant:ident, 32, Block32) => {
+        $crate::formats::blocks::block_format!(@impl $block, $variant, 32,
+            $crate::formats::blocks::dot_block32_avx2,
+            $crate::formats::blocks::dot4_block32_avx2);
+    };
     ($block:ty, $variant:ident, $weights:expr) => {
+        $crate::formats::blocks::block_format!(@impl $block, $variant, $weights, dot_avx2, dot4_avx2);
+    };
+    (@impl $block:ty, $variant:ident, $weights:expr, $dot:path, $dot4:path) => {
         impl $crate::formats::blocks::BlockFormat for $block {
             const WEIGHTS: usize = $weights;
             fn rows(w: &[Self]) -> $crate::formats::blocks::Rows<'_> {
@@ -85,12 +94,12 @@ macro_rules! block_format {
             #[cfg(target_arch = "x86_64")]
             #[inline]
             unsafe fn dot_avx2(w: &[Self], x: &[BlockQ16]) -> f32 {
-                dot_avx2(w, x)
+                $dot(w, x)
             }
             #[cfg(target_arch = "x86_64")]
             #[inline]
             unsafe fn dot4_avx2(w: &[Self], x: [&[BlockQ16]; 4]) -> [f32; 4] {
-                dot4_avx2(w, x)
+                $dot4(w, x)
             }
         }
     };
@@ -250,6 +259,85 @@ pub fn matmul_many(x: &[f32], m: usize, k: usize, mats: &[(Rows<'_>, usize)]) ->
         });
     });
     outs
+}
+
+/// A 32-weight block (Q4_1, Q5_0, Q8_0) as the shared AVX2 kernels see it: its dot
+/// with an activation block `a` is `scale·a.d·Σ q·y + OFFSET_FACTOR·offset·a.s`,
+/// where `a.s` is the exact sum of `a`'s quants (Q4_1: offset m; Q5_0, stored as
+/// q + 16: offset d and factor −16, applied once at the end as its scalar path does;
+/// Q8_0: none). Each format says only how its quants unpack.
+#[cfg(target_arch = "x86_64")]
+pub trait Block32: Copy {
+    /// Whether the dot has an offset term (without one the kernels leave it out).
+    const OFFSET: bool;
+    /// Multiplies the summed offset terms once per row.
+    const OFFSET_FACTOR: f32 = 1.0;
+    /// The 32 quants widened to i16: elements 0..16 and 16..32.
+    ///
+    /// # Safety
+    /// Only where AVX2 was detected (called from the kernels below, where it inlines).
+    unsafe fn quants(&self) -> (std::arch::x86_64::__m256i, std::arch::x86_64::__m256i);
+    /// The block's scale.
+    fn scale(&self) -> f32;
+    /// The coefficient of the activations' sum, given the block's [`Block32::scale`]
+    /// (0 without [`Block32::OFFSET`]).
+    fn offset(&self, scale: f32) -> f32;
+}
+
+/// AVX2 dot product of one row of a [`Block32`] format with one activation row.
+///
+/// # Safety
+/// Only where AVX2 and FMA were detected.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn dot_block32_avx2<B: Block32>(w: &[B], x: &[BlockQ16]) -> f32 {
+    use std::arch::x86_64::*;
+    let mut acc = _mm256_setzero_ps();
+    let mut offset = 0f32;
+    for (b, a) in w.iter().zip(x) {
+        let (q0, q1) = b.quants();
+        let y0 = _mm256_loadu_si256(a.qs.as_ptr() as *const __m256i);
+        let y1 = _mm256_loadu_si256(a.qs.as_ptr().add(16) as *const __m256i);
+        // 8 lanes of 4 products each: |q| ≤ 128 and |y| ≤ 32767 cannot overflow i32.
+        let p = _mm256_add_epi32(_mm256_madd_epi16(q0, y0), _mm256_madd_epi16(q1, y1));
+        let d = b.scale();
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d * a.d), _mm256_cvtepi32_ps(p), acc);
+        if B::OFFSET {
+            offset += b.offset(d) * a.s;
+        }
+    }
+    hsum_avx(acc) + B::OFFSET_FACTOR * offset
+}
+
+/// [`dot_block32_avx2`] for four activation rows: each weight block is unpacked
+/// once and used four times (prefill's shape).
+///
+/// # Safety
+/// Only where AVX2 and FMA were detected.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn dot4_block32_avx2<B: Block32>(w: &[B], x: [&[BlockQ16]; 4]) -> [f32; 4] {
+    use std::arch::x86_64::*;
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut offset = [0f32; 4];
+    for (i, b) in w.iter().enumerate() {
+        let (q0, q1) = b.quants();
+        let d = b.scale();
+        let c = b.offset(d);
+        for r in 0..4 {
+            let a = &x[r][i];
+            let y0 = _mm256_loadu_si256(a.qs.as_ptr() as *const __m256i);
+            let y1 = _mm256_loadu_si256(a.qs.as_ptr().add(16) as *const __m256i);
+            let p = _mm256_add_epi32(_mm256_madd_epi16(q0, y0), _mm256_madd_epi16(q1, y1));
+            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d * a.d), _mm256_cvtepi32_ps(p), acc[r]);
+            if B::OFFSET {
+                offset[r] += c * a.s;
+            }
+        }
+    }
+    std::array::from_fn(|r| hsum_avx(acc[r]) + B::OFFSET_FACTOR * offset[r])
 }
 
 /// Sum of the 8 lanes.

@@ -32,54 +32,29 @@ fn dot_scalar(w: &[BlockQ4_1], x: &[BlockQ16]) -> f32 {
 }
 
 #[cfg(target_arch = "x86_64")]
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn dot_avx2(w: &[BlockQ4_1], x: &[BlockQ16]) -> f32 {
-    use std::arch::x86_64::*;
-    let low = _mm_set1_epi8(0x0F);
-    let mut acc = _mm256_setzero_ps();
-    let mut mins = 0f32;
-    for (b, a) in w.iter().zip(x) {
-        let packed = _mm_loadu_si128(b.qs.as_ptr() as *const __m128i);
-        let q0 = _mm256_cvtepu8_epi16(_mm_and_si128(packed, low)); // elements 0..16
-        let q1 = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(packed, 4), low)); // 16..32
-        let y0 = _mm256_loadu_si256(a.qs.as_ptr() as *const __m256i);
-        let y1 = _mm256_loadu_si256(a.qs.as_ptr().add(16) as *const __m256i);
-        // 15 × 32767 × 32 fits i32.
-        let p = _mm256_add_epi32(_mm256_madd_epi16(q0, y0), _mm256_madd_epi16(q1, y1));
-        let scale = _mm256_set1_ps(b.d.to_f32() * a.d);
-        acc = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(p), acc);
-        mins += b.m.to_f32() * a.s;
+impl super::blocks::Block32 for BlockQ4_1 {
+    const OFFSET: bool = true;
+    #[inline(always)]
+    unsafe fn quants(&self) -> (std::arch::x86_64::__m256i, std::arch::x86_64::__m256i) {
+        use std::arch::x86_64::*;
+        let low = _mm_set1_epi8(0x0F);
+        let packed = _mm_loadu_si128(self.qs.as_ptr() as *const __m128i);
+        (
+            _mm256_cvtepu8_epi16(_mm_and_si128(packed, low)),
+            _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(packed, 4), low)),
+        )
     }
-    super::blocks::hsum_avx(acc) + mins
+    #[inline(always)]
+    fn scale(&self) -> f32 {
+        self.d.to_f32()
+    }
+    #[inline(always)]
+    fn offset(&self, _scale: f32) -> f32 {
+        self.m.to_f32()
+    }
 }
 
-#[cfg(target_arch = "x86_64")]
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn dot4_avx2(w: &[BlockQ4_1], x: [&[BlockQ16]; 4]) -> [f32; 4] {
-    use std::arch::x86_64::*;
-    let low = _mm_set1_epi8(0x0F);
-    let mut acc = [_mm256_setzero_ps(); 4];
-    let mut extra = [0f32; 4];
-    for (i, b) in w.iter().enumerate() {
-        let packed = _mm_loadu_si128(b.qs.as_ptr() as *const __m128i);
-        let q0 = _mm256_cvtepu8_epi16(_mm_and_si128(packed, low));
-        let q1 = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(packed, 4), low));
-        let (d, mn) = (b.d.to_f32(), b.m.to_f32());
-        for r in 0..4 {
-            let a = &x[r][i];
-            let y0 = _mm256_loadu_si256(a.qs.as_ptr() as *const __m256i);
-            let y1 = _mm256_loadu_si256(a.qs.as_ptr().add(16) as *const __m256i);
-            let p = _mm256_add_epi32(_mm256_madd_epi16(q0, y0), _mm256_madd_epi16(q1, y1));
-            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d * a.d), _mm256_cvtepi32_ps(p), acc[r]);
-            extra[r] += mn * a.s;
-        }
-    }
-    std::array::from_fn(|r| super::blocks::hsum_avx(acc[r]) + extra[r])
-}
-
-super::blocks::block_format!(BlockQ4_1, Q4_1, 32);
+super::blocks::block_format!(BlockQ4_1, Q4_1, 32, Block32);
 
 #[cfg(test)]
 mod tests {

@@ -42,75 +42,47 @@ fn dot_scalar(w: &[BlockQ5_0], x: &[BlockQ16]) -> f32 {
         .sum()
 }
 
-/// The block's 32 unsigned 5-bit quants as two vectors of 16 i16.
 #[cfg(target_arch = "x86_64")]
-#[inline(always)]
-unsafe fn unpack(b: &BlockQ5_0) -> (std::arch::x86_64::__m256i, std::arch::x86_64::__m256i) {
-    use std::arch::x86_64::*;
-    let low = _mm256_set1_epi8(0x0F);
-    // Byte i of the spread word holds byte i/8 of qh; OR-ing all bits but bit i%8
-    // and comparing with all-ones tests that bit.
-    let spread = _mm256_set_epi64x(
-        0x0303030303030303,
-        0x0202020202020202,
-        0x0101010101010101,
-        0,
-    );
-    let others = _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe);
-    let packed = _mm_loadu_si128(b.qs.as_ptr() as *const __m128i);
-    let nib = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(packed, 4), packed), low);
-    let bits = _mm256_shuffle_epi8(_mm256_set1_epi32(i32::from_le_bytes(b.qh)), spread);
-    let set = _mm256_cmpeq_epi8(_mm256_or_si256(bits, others), _mm256_set1_epi64x(-1));
-    let q = _mm256_or_si256(nib, _mm256_and_si256(set, _mm256_set1_epi8(0x10)));
-    (
-        _mm256_cvtepu8_epi16(_mm256_castsi256_si128(q)),
-        _mm256_cvtepu8_epi16(_mm256_extracti128_si256::<1>(q)),
-    )
-}
-
-#[cfg(target_arch = "x86_64")]
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn dot_avx2(w: &[BlockQ5_0], x: &[BlockQ16]) -> f32 {
-    use std::arch::x86_64::*;
-    let mut acc = _mm256_setzero_ps();
-    let mut offset = 0f32;
-    for (b, a) in w.iter().zip(x) {
-        let (q0, q1) = unpack(b);
-        let y0 = _mm256_loadu_si256(a.qs.as_ptr() as *const __m256i);
-        let y1 = _mm256_loadu_si256(a.qs.as_ptr().add(16) as *const __m256i);
-        // 31 × 32767 × 32 fits i32.
-        let p = _mm256_add_epi32(_mm256_madd_epi16(q0, y0), _mm256_madd_epi16(q1, y1));
-        let d = b.d.to_f32();
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d * a.d), _mm256_cvtepi32_ps(p), acc);
-        offset += d * a.s;
+impl super::blocks::Block32 for BlockQ5_0 {
+    const OFFSET: bool = true;
+    const OFFSET_FACTOR: f32 = -16.0;
+    /// The 32 unsigned 5-bit quants (the kernels subtract 16 through the offset).
+    #[inline(always)]
+    unsafe fn quants(&self) -> (std::arch::x86_64::__m256i, std::arch::x86_64::__m256i) {
+        use std::arch::x86_64::*;
+        let low = _mm256_set1_epi8(0x0F);
+        // Byte i of the spread word holds byte i/8 of qh; OR-ing all bits but bit i%8
+        // and comparing with all-ones tests that bit.
+        let spread = _mm256_set_epi64x(
+            0x0303030303030303,
+            0x0202020202020202,
+            0x0101010101010101,
+            0,
+        );
+        let others = _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe);
+        let packed = _mm_loadu_si128(self.qs.as_ptr() as *const __m128i);
+        let nib = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(packed, 4), packed), low);
+        let bits = _mm256_shuffle_epi8(_mm256_set1_epi32(i32::from_le_bytes(self.qh)), spread);
+        let set = _mm256_cmpeq_epi8(_mm256_or_si256(bits, others), _mm256_set1_epi64x(-1));
+        let q = _mm256_or_si256(nib, _mm256_and_si256(set, _mm256_set1_epi8(0x10)));
+        (
+            _mm256_cvtepu8_epi16(_mm256_castsi256_si128(q)),
+            _mm256_cvtepu8_epi16(_mm256_extracti128_si256::<1>(q)),
+        )
     }
-    super::blocks::hsum_avx(acc) - 16.0 * offset
-}
-
-#[cfg(target_arch = "x86_64")]
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn dot4_avx2(w: &[BlockQ5_0], x: [&[BlockQ16]; 4]) -> [f32; 4] {
-    use std::arch::x86_64::*;
-    let mut acc = [_mm256_setzero_ps(); 4];
-    let mut extra = [0f32; 4];
-    for (i, b) in w.iter().enumerate() {
-        let (q0, q1) = unpack(b);
-        let d = b.d.to_f32();
-        for r in 0..4 {
-            let a = &x[r][i];
-            let y0 = _mm256_loadu_si256(a.qs.as_ptr() as *const __m256i);
-            let y1 = _mm256_loadu_si256(a.qs.as_ptr().add(16) as *const __m256i);
-            let p = _mm256_add_epi32(_mm256_madd_epi16(q0, y0), _mm256_madd_epi16(q1, y1));
-            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d * a.d), _mm256_cvtepi32_ps(p), acc[r]);
-            extra[r] += d * a.s;
-        }
+    #[inline(always)]
+    fn scale(&self) -> f32 {
+        self.d.to_f32()
     }
-    std::array::from_fn(|r| super::blocks::hsum_avx(acc[r]) - 16.0 * extra[r])
+    /// d, times −16 once at the end: a −16·d per block costs a register, and the
+    /// spilled accumulators made prefill 5 % slower (Gemma 3 270M, measured).
+    #[inline(always)]
+    fn offset(&self, scale: f32) -> f32 {
+        scale
+    }
 }
 
-super::blocks::block_format!(BlockQ5_0, Q5_0, 32);
+super::blocks::block_format!(BlockQ5_0, Q5_0, 32, Block32);
 
 #[cfg(test)]
 mod tests {

@@ -30,47 +30,28 @@ fn dot_scalar(w: &[BlockQ8_0], x: &[BlockQ16]) -> f32 {
 }
 
 #[cfg(target_arch = "x86_64")]
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn dot_avx2(w: &[BlockQ8_0], x: &[BlockQ16]) -> f32 {
-    use std::arch::x86_64::*;
-    let mut acc = _mm256_setzero_ps();
-    for (b, a) in w.iter().zip(x) {
-        let q0 = _mm256_cvtepi8_epi16(_mm_loadu_si128(b.qs.as_ptr() as *const __m128i));
-        let q1 = _mm256_cvtepi8_epi16(_mm_loadu_si128(b.qs.as_ptr().add(16) as *const __m128i));
-        let y0 = _mm256_loadu_si256(a.qs.as_ptr() as *const __m256i);
-        let y1 = _mm256_loadu_si256(a.qs.as_ptr().add(16) as *const __m256i);
-        // 128 × 32767 × 32 fits i32.
-        let p = _mm256_add_epi32(_mm256_madd_epi16(q0, y0), _mm256_madd_epi16(q1, y1));
-        let scale = _mm256_set1_ps(b.d.to_f32() * a.d);
-        acc = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(p), acc);
+impl super::blocks::Block32 for BlockQ8_0 {
+    const OFFSET: bool = false;
+    #[inline(always)]
+    unsafe fn quants(&self) -> (std::arch::x86_64::__m256i, std::arch::x86_64::__m256i) {
+        use std::arch::x86_64::*;
+        let p = self.qs.as_ptr() as *const __m128i;
+        (
+            _mm256_cvtepi8_epi16(_mm_loadu_si128(p)),
+            _mm256_cvtepi8_epi16(_mm_loadu_si128(p.add(1))),
+        )
     }
-    super::blocks::hsum_avx(acc)
+    #[inline(always)]
+    fn scale(&self) -> f32 {
+        self.d.to_f32()
+    }
+    #[inline(always)]
+    fn offset(&self, _scale: f32) -> f32 {
+        0.0
+    }
 }
 
-#[cfg(target_arch = "x86_64")]
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn dot4_avx2(w: &[BlockQ8_0], x: [&[BlockQ16]; 4]) -> [f32; 4] {
-    use std::arch::x86_64::*;
-
-    let mut acc = [_mm256_setzero_ps(); 4];
-    for (i, b) in w.iter().enumerate() {
-        let q0 = _mm256_cvtepi8_epi16(_mm_loadu_si128(b.qs.as_ptr() as *const __m128i));
-        let q1 = _mm256_cvtepi8_epi16(_mm_loadu_si128(b.qs.as_ptr().add(16) as *const __m128i));
-        let d = b.d.to_f32();
-        for r in 0..4 {
-            let a = &x[r][i];
-            let y0 = _mm256_loadu_si256(a.qs.as_ptr() as *const __m256i);
-            let y1 = _mm256_loadu_si256(a.qs.as_ptr().add(16) as *const __m256i);
-            let p = _mm256_add_epi32(_mm256_madd_epi16(q0, y0), _mm256_madd_epi16(q1, y1));
-            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d * a.d), _mm256_cvtepi32_ps(p), acc[r]);
-        }
-    }
-    std::array::from_fn(|r| super::blocks::hsum_avx(acc[r]))
-}
-
-super::blocks::block_format!(BlockQ8_0, Q8_0, 32);
+super::blocks::block_format!(BlockQ8_0, Q8_0, 32, Block32);
 
 #[cfg(test)]
 mod tests {
