@@ -16,15 +16,6 @@ fn corpus() -> PathBuf {
     repo_root().join("tests/bad-inputs")
 }
 
-fn cases() -> Vec<serde_json::Value> {
-    let text = std::fs::read_to_string(corpus().join("cases.json")).unwrap();
-    serde_json::from_str::<serde_json::Value>(&text)
-        .unwrap()
-        .as_array()
-        .unwrap()
-        .clone()
-}
-
 /// Every file under `dir` with its size and modification time.
 fn snapshot(dir: &Path) -> Vec<(PathBuf, u64, std::time::SystemTime)> {
     let mut out = Vec::new();
@@ -73,14 +64,10 @@ fn refused(case: &str, want: &str, args: &[&str], work: &Path) {
 /// turn; and the references, which must work (so each case's damage is what fails).
 #[test]
 fn every_bad_input_is_refused_clearly_quickly_and_cheaply() {
-    let all = cases();
+    let all = bad_inputs();
     assert!(all.len() >= 40, "{} cases", all.len());
     for c in &all {
-        let (name, use_, want) = (
-            c["name"].as_str().unwrap(),
-            c["use"].as_str().unwrap(),
-            c["want"].as_str().unwrap(),
-        );
+        let (name, use_, want) = (c.name.as_str(), c.kind.as_str(), c.want.as_str());
         // Each case in a scratch copy, so nothing can touch the corpus.
         let work = scratch(&format!("bad-{}", name.replace('/', "_")));
         let model = if name.starts_with('/') {

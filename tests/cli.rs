@@ -9,27 +9,16 @@ pub(crate) fn path(name: &str) -> String {
 
 #[test]
 fn chat_answers_paris_and_streams_json_events() {
-    let out = run(
-        &[
-            "chat",
-            &path(SMOLLM),
-            "--prompt",
-            "What is the capital of France?",
-            "--temperature",
-            "0",
-            "--json",
-        ],
-        None,
-    );
+    let out = chat_paris(&path(SMOLLM), &["--json"]);
     assert_ok(&out);
     let lines = json_lines(&out);
     let done = lines.last().expect("a done event");
     assert_eq!(done["event"], "done");
-    assert_eq!(done["text"], "The capital of France is Paris.");
+    assert_eq!(done["text"], PARIS_ANSWER);
     assert_eq!(done["stop_reason"], "eos");
     let tokens: Vec<_> = lines.iter().filter(|l| l["event"] == "token").collect();
     let streamed: String = tokens.iter().map(|t| t["text"].as_str().unwrap()).collect();
-    assert_eq!(streamed, "The capital of France is Paris.");
+    assert_eq!(streamed, PARIS_ANSWER);
     let ids = done_ids(&out);
     // The reference greedy ids up to and including <|im_end|> (id 2).
     assert_eq!(ids, vec![504, 3575, 282, 4649, 314, 7042, 30, 2]);
@@ -48,17 +37,7 @@ fn chat_answers_paris_and_streams_json_events() {
 
 #[test]
 fn chat_prints_human_text_and_stats() {
-    let out = run(
-        &[
-            "chat",
-            &path(SMOLLM),
-            "--prompt",
-            "What is the capital of France?",
-            "--temperature",
-            "0",
-        ],
-        None,
-    );
+    let out = chat_paris(&path(SMOLLM), &[]);
     assert_ok(&out);
     assert!(String::from_utf8_lossy(&out.stdout).contains("Paris"));
     let err = String::from_utf8_lossy(&out.stderr);

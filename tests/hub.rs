@@ -154,36 +154,12 @@ fn pull_lists_files_resumes_a_dropped_connection_and_fills_the_hf_cache() {
         0
     );
     // The repo id is now a MODEL argument.
-    let g: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(golden_path("tiny/llama/golden.json")).unwrap(),
-    )
-    .unwrap();
-    let ids: Vec<String> = g["input_ids"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.to_string())
-        .collect();
+    let (input, want) = tiny_greedy("llama");
     let h = hf_home.display().to_string();
-    let out = run_env(
-        &[
-            "generate",
-            REPO,
-            "--prompt-ids",
-            &ids.join(" "),
-            "--max-tokens",
-            "16",
-            "--temperature",
-            "0",
-            "--ignore-eos",
-            "--json",
-        ],
-        None,
-        &[("HF_HOME", h.as_str())],
+    assert_eq!(
+        generate_ids(REPO, &input, 16, &[("HF_HOME", h.as_str())]),
+        want
     );
-    assert_ok(&out);
-    let done = json_lines(&out).pop().unwrap();
-    assert_eq!(done["token_ids"], g["greedy_ids"]);
     std::fs::remove_dir_all(&hf_home).ok();
 }
 

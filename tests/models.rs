@@ -4,48 +4,12 @@
 use unicorn_test_support::cli::*;
 use unicorn_test_support::*;
 
-fn scratch(tag: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("unicorn-e2e-{tag}-{}", std::process::id()));
-    std::fs::remove_dir_all(&d).ok();
-    d
-}
-
 #[test]
 fn tiny_hf_folder_runs_from_prompt_ids_without_a_tokenizer() {
     let dir = golden_path("tiny/qwen3");
-    let g: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("golden.json")).unwrap()).unwrap();
-    let input: Vec<String> = g["input_ids"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.to_string())
-        .collect();
-    let want: Vec<u64> = g["greedy_ids"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_u64().unwrap())
-        .collect();
     let d = dir.display().to_string();
-    let out = run(
-        &[
-            "generate",
-            &d,
-            "--prompt-ids",
-            &input.join(" "),
-            "--max-tokens",
-            "16",
-            "--temperature",
-            "0",
-            "--ignore-eos",
-            "--json",
-        ],
-        None,
-    );
-    assert_ok(&out);
-    let got = done_ids(&out);
-    assert_eq!(got, want);
+    let (input, want) = tiny_greedy("qwen3");
+    assert_eq!(generate_ids(&d, &input, 16, &[]), want);
     // Text needs a tokenizer: a clear error, not a panic.
     let out = run(&["generate", &d, "--prompt", "hello"], None);
     assert!(!out.status.success());
@@ -65,7 +29,8 @@ fn tiny_hf_folder_runs_from_prompt_ids_without_a_tokenizer() {
 
 #[test]
 fn convert_writes_a_folder_that_chats_like_the_gguf() {
-    let out_dir = scratch("convert");
+    // convert writes the folder itself.
+    let out_dir = scratch("convert").join("out");
     let o = out_dir.display().to_string();
     let src = model(SMOLLM).display().to_string();
     let out = run(
@@ -104,7 +69,6 @@ fn convert_writes_a_folder_that_chats_like_the_gguf() {
     // It is in the model library, as converted.
     let data = scratch("convert-lib");
     let d = data.display().to_string();
-    std::fs::create_dir_all(&data).unwrap();
     let env = [("UNICORN_DATA_DIR", d.as_str()), ("HF_HOME", d.as_str())];
     let out = run_env(&["import", &src, "--json"], None, &env);
     assert_ok(&out);
@@ -145,22 +109,10 @@ fn convert_writes_a_folder_that_chats_like_the_gguf() {
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
     // The BF16 folder (weights rounded, compute in f32) answers like the GGUF.
-    let out = run(
-        &[
-            "chat",
-            &o,
-            "--prompt",
-            "What is the capital of France?",
-            "--temperature",
-            "0",
-            "--json",
-        ],
-        None,
-    );
+    let out = chat_paris(&o, &["--json"]);
     assert_ok(&out);
-    let done = json_lines(&out).pop().unwrap();
-    assert_eq!(done["text"], "The capital of France is Paris.");
-    std::fs::remove_dir_all(&out_dir).ok();
+    assert_eq!(json_lines(&out).pop().unwrap()["text"], PARIS_ANSWER);
+    std::fs::remove_dir_all(out_dir.parent().unwrap()).ok();
 }
 
 /// `info --ctx N` estimates peak resident memory before loading; a real run with a
@@ -207,7 +159,6 @@ fn memory_estimate_is_within_a_quarter_of_measured_peak_rss() {
 #[test]
 fn quantize_and_compare_from_the_command_line() {
     let dir = scratch("quantize");
-    std::fs::create_dir_all(&dir).unwrap();
     let out = dir.join("tiny.gguf");
     let o = out.display().to_string();
     let src = golden_path("tiny/qwen2").display().to_string();

@@ -445,4 +445,54 @@ pub(crate) mod tests {
         // The worker still serves after a failed load.
         assert!(load(&w, demo()).is_ok());
     }
+
+    /// The bad-input corpus through the app's commands: import and `model_info`
+    /// refuse what has bad headers, the worker refuses to load what has bad headers
+    /// or values, and a hostile template ends a chat turn with an error; each names
+    /// the file and the problem, and the worker keeps serving.
+    #[test]
+    fn the_bad_input_corpus_is_refused_through_the_app() {
+        let d = std::env::temp_dir().join(format!("unicorn-app-bad-{}", std::process::id()));
+        std::fs::remove_dir_all(&d).ok();
+        std::fs::create_dir_all(&d).unwrap();
+        let db = d.join("library.sqlite3");
+        let w = ChatWorker::new();
+        let named = |m: &str, c: &unicorn_test_support::BadInput| {
+            let file = c.path().file_name().unwrap().to_string_lossy().into_owned();
+            assert!(m.contains(&file) && m.contains(&c.want), "{}: {m}", c.name);
+        };
+        let mut seen = 0;
+        for c in unicorn_test_support::bad_inputs() {
+            let path = c.path().display().to_string();
+            match c.kind.as_str() {
+                "load" if c.name.starts_with('/') => {
+                    // The webview's paths are checked before any reading.
+                    assert!(crate::library::import_at(&db, &path).is_err(), "{}", c.name);
+                }
+                "load" => {
+                    let m = match crate::library::import_at(&db, &path) {
+                        Err(crate::error::CommandError::Engine(m)) => m,
+                        other => panic!("{}: {other:?}", c.name),
+                    };
+                    named(&m, &c);
+                    named(&load(&w, c.path()).unwrap_err(), &c);
+                }
+                "weights" => named(&load(&w, c.path()).unwrap_err(), &c),
+                "chat" => {
+                    load(&w, c.path()).unwrap();
+                    let (_, done) = reply(&say(&w, "hi", 1));
+                    let ChatEvent::Error { message } = done else {
+                        panic!("{}: {done:?}", c.name)
+                    };
+                    assert!(message.contains(&c.want), "{}: {message}", c.name);
+                }
+                _ => continue,
+            }
+            seen += 1;
+        }
+        assert!(seen >= 40, "{seen} cases");
+        // Still serving.
+        assert!(load(&w, demo()).is_ok());
+        std::fs::remove_dir_all(&d).ok();
+    }
 }

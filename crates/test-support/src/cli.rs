@@ -128,3 +128,48 @@ pub fn run_bounded(args: &[&str], cwd: &std::path::Path, data_bytes: u64, second
         killed,
     }
 }
+
+/// The question every chat test asks, and SmolLM2's greedy answer to it.
+pub const PARIS_PROMPT: &str = "What is the capital of France?";
+/// See [`PARIS_PROMPT`].
+pub const PARIS_ANSWER: &str = "The capital of France is Paris.";
+
+/// `unicorn chat MODEL --prompt PARIS_PROMPT --temperature 0` plus `extra` arguments.
+pub fn chat_paris(model: &str, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "chat",
+        model,
+        "--prompt",
+        PARIS_PROMPT,
+        "--temperature",
+        "0",
+    ];
+    args.extend_from_slice(extra);
+    run(&args, None)
+}
+
+/// The ids `unicorn generate MODEL` decodes greedily for `n` tokens after the prompt
+/// `ids` (ignoring end-of-sequence), with extra environment variables; fails the
+/// test when the command fails.
+pub fn generate_ids(model: &str, ids: &[u32], n: usize, env: &[(&str, &str)]) -> Vec<u64> {
+    let prompt: Vec<String> = ids.iter().map(u32::to_string).collect();
+    let n = n.to_string();
+    let out = run_env(
+        &[
+            "generate",
+            model,
+            "--prompt-ids",
+            &prompt.join(" "),
+            "--max-tokens",
+            &n,
+            "--temperature",
+            "0",
+            "--ignore-eos",
+            "--json",
+        ],
+        None,
+        env,
+    );
+    assert_ok(&out);
+    done_ids(&out)
+}

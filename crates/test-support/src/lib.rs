@@ -76,6 +76,23 @@ pub fn tiny(arch: &str) -> PathBuf {
     golden_path(&format!("tiny/{arch}"))
 }
 
+/// A tiny model's prompt ids and transformers' 16 greedy ids after it (golden.json).
+pub fn tiny_greedy(arch: &str) -> (Vec<u32>, Vec<u64>) {
+    let p = golden_path(&format!("tiny/{arch}/golden.json"));
+    let g: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap())
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    let list = |key: &str| -> Vec<u64> {
+        g[key]
+            .as_array()
+            .unwrap_or_else(|| panic!("{}: no {key}", p.display()))
+            .iter()
+            .map(|v| v.as_u64().expect("an id"))
+            .collect()
+    };
+    let input = list("input_ids").into_iter().map(|i| i as u32).collect();
+    (input, list("greedy_ids"))
+}
+
 /// Token ids of an int64 golden tensor.
 pub fn ids(t: &Tensor) -> Vec<u32> {
     t.flatten_all()
@@ -108,4 +125,46 @@ pub fn scratch(name: &str) -> PathBuf {
     std::fs::remove_dir_all(&d).ok();
     std::fs::create_dir_all(&d).unwrap();
     d
+}
+
+/// One case of the bad-input corpus (`tests/bad-inputs/cases.json`, written by
+/// `scripts/make-bad-inputs`).
+#[derive(Debug, Clone)]
+pub struct BadInput {
+    /// File or folder name in the corpus (or an absolute path: `/dev/zero`).
+    pub name: String,
+    /// The class of fault, for the report.
+    pub class: String,
+    /// How it is used: `sound` (must work), `load` (bad headers), `weights` (bad
+    /// values), `chat` (a chat turn fails), `fifo` (a pipe made at test time).
+    pub kind: String,
+    /// What the one error line must say.
+    pub want: String,
+}
+
+impl BadInput {
+    /// Where the case is in the corpus.
+    pub fn path(&self) -> PathBuf {
+        if self.name.starts_with('/') {
+            PathBuf::from(&self.name)
+        } else {
+            repo_root().join("tests/bad-inputs").join(&self.name)
+        }
+    }
+}
+
+/// Every case of the bad-input corpus.
+pub fn bad_inputs() -> Vec<BadInput> {
+    let p = repo_root().join("tests/bad-inputs/cases.json");
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|c| BadInput {
+            name: c["name"].as_str().unwrap().into(),
+            class: c["class"].as_str().unwrap().into(),
+            kind: c["use"].as_str().unwrap().into(),
+            want: c["want"].as_str().unwrap().into(),
+        })
+        .collect()
 }
