@@ -129,14 +129,16 @@ pub fn read(r: &mut impl Read, file_len: u64) -> Result<Content, HeaderError> {
     ranges.sort();
     for w in ranges.windows(2) {
         let ((a, a_len, a_name), (b, _, b_name)) = (w[0], w[1]);
-        if a + a_len > b {
+        // Saturating: offsets come from the file (the end check below refuses a
+        // range that does not fit).
+        if a.saturating_add(a_len) > b {
             return Err(format!(
                 "tensors `{a_name}` and `{b_name}` share bytes (data at {a} + {a_len} and at {b})"
             ));
         }
     }
     if let Some(&(off, len, name)) = ranges.last() {
-        let end = data + off + len;
+        let end = data.saturating_add(off).saturating_add(len);
         if end > file_len {
             return Err(format!(
                 "tensor `{name}` ends at byte {end}, past the end of the file ({file_len} bytes): the file is truncated or damaged"
@@ -360,6 +362,13 @@ mod tests {
             "power of two",
         );
         refused(gguf(&[], &[("a", &[8], 0, 0)], 16), "past the end");
+        // Offsets near 2^64 must not wrap into range (found by fuzzing).
+        let far = u64::MAX - 31;
+        refused(gguf(&[], &[("a", &[8], 0, far)], 64), "past the end");
+        refused(
+            gguf(&[], &[("a", &[8], 0, 0), ("b", &[8], 0, far)], 64),
+            "past the end",
+        );
         refused(
             gguf(&[], &[("a", &[8], 0, 0), ("a", &[8], 0, 32)], 64),
             "twice",
