@@ -272,3 +272,105 @@ fn quantize_and_compare_from_the_command_line() {
     assert_eq!(c["tokens_scored"], 510);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// The vocabulary of a GGUF written from a synthetic Gemma 3 with the real Gemma
+/// tokenizer: token count, token types, and the embedding's rows.
+fn gguf_vocab(path: &std::path::Path) -> (usize, Vec<i32>, usize, String) {
+    use candle_core::quantized::gguf_file::{Content, Value};
+    let mut f = std::fs::File::open(path).unwrap();
+    let c = Content::read(&mut f).unwrap();
+    let strings = |v: &Value| -> Vec<String> {
+        v.to_vec()
+            .unwrap()
+            .iter()
+            .map(|s| s.to_string().unwrap().clone())
+            .collect()
+    };
+    let tokens = strings(&c.metadata["tokenizer.ggml.tokens"]);
+    let types: Vec<i32> = c.metadata["tokenizer.ggml.token_type"]
+        .to_vec()
+        .unwrap()
+        .iter()
+        .map(|t| t.to_i32().unwrap())
+        .collect();
+    let rows = c.tensor_infos["token_embd.weight"].shape.dims()[0];
+    (tokens.len(), types, rows, tokens.last().unwrap().clone())
+}
+
+/// Gemma 3 4B-27B have 262208 embedding rows for a 262145-token tokenizer, 270M-1B
+/// 262144 rows for the same tokenizer: GGUFs get exactly one vocabulary entry per
+/// row (padded, or trimmed with a warning), as llama.cpp's converter makes them,
+/// and load and chat. Tested at a tiny shape with the real vocabulary and tokenizer.
+#[test]
+fn synthetic_gemma_with_the_real_tokenizer_pads_or_trims_its_vocabulary() {
+    let dir = scratch("vocab");
+    let tok = model(GEMMA_TOKENIZER).display().to_string();
+    let tok_config = model("gemma3-tokenizer_config.json").display().to_string();
+    for (rows, last, warned) in [
+        (262208, "[PAD262207]", false),
+        (262144, "<unused6241>", true),
+    ] {
+        let shape = dir.join(format!("gemma3-{rows}.json"));
+        let mut config = serde_json::json!({
+            "architectures": ["Gemma3ForCausalLM"], "model_type": "gemma3_text",
+            "bos_token_id": 2, "eos_token_id": [1, 106], "head_dim": 32,
+            "hidden_activation": "gelu_pytorch_tanh", "hidden_size": 64,
+            "intermediate_size": 128, "layer_types": ["sliding_attention", "full_attention"],
+            "max_position_embeddings": 4096, "num_attention_heads": 2, "num_hidden_layers": 2,
+            "num_key_value_heads": 1, "query_pre_attn_scalar": 32, "rms_norm_eps": 1e-6,
+            "rope_local_base_freq": 10000.0, "rope_theta": 1000000.0, "sliding_window": 512,
+            "tie_word_embeddings": true});
+        config["vocab_size"] = rows.into();
+        std::fs::write(&shape, config.to_string()).unwrap();
+        let out = dir.join(format!("gemma3-{rows}.gguf"));
+        let o = out.display().to_string();
+        let s = shape.display().to_string();
+        let r = run(
+            &[
+                "synth",
+                "--arch",
+                "gemma3",
+                "--shape",
+                &s,
+                "--tokenizer",
+                &tok,
+                "--tokenizer-config",
+                &tok_config,
+                "--to",
+                "Q8_0",
+                "--out",
+                &o,
+            ],
+            None,
+        );
+        assert_ok(&r);
+        let err = String::from_utf8_lossy(&r.stderr);
+        assert_eq!(err.contains("<image_soft_token>"), warned, "{err}");
+        if warned {
+            assert!(err.contains(&tok), "the warning names the tokenizer: {err}");
+        }
+        let (n, types, embd_rows, last_token) = gguf_vocab(&out);
+        assert_eq!((n, embd_rows), (rows, rows));
+        assert_eq!(last_token, last);
+        // Padding is "unused" (5): never produced, never matched in text.
+        let unused = types.iter().filter(|&&t| t == 5).count();
+        assert_eq!(unused, rows.saturating_sub(262145));
+        // It loads, and the real chat template and tokenizer work on it.
+        let chat = run(
+            &[
+                "chat",
+                &o,
+                "--prompt",
+                PARIS_PROMPT,
+                "--max-tokens",
+                "4",
+                "--json",
+            ],
+            None,
+        );
+        assert_ok(&chat);
+        let done = json_lines(&chat).pop().unwrap();
+        assert!(done["prompt_tokens"].as_u64().unwrap() > 8, "{done}");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}

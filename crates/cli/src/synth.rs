@@ -29,6 +29,15 @@ pub struct SynthArgs {
     /// beside OUT, and removed after).
     #[arg(long)]
     to: Option<String>,
+    /// A tokenizer.json to ship with the model: text prompts, chat templates, and a
+    /// GGUF vocabulary llama.cpp loads (padded or trimmed to the embedding's rows, as
+    /// its converter does). Gemma 3's is in the test assets.
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
+    /// The tokenizer_config.json that goes with --tokenizer (special tokens, chat
+    /// template).
+    #[arg(long, requires = "tokenizer")]
+    tokenizer_config: Option<PathBuf>,
     /// Seed of the random weights (the same seed and shape give the same model).
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -64,6 +73,13 @@ pub fn run(a: SynthArgs) -> Result<()> {
     if a.out.exists() {
         bail!("{}: already exists; give a new path", a.out.display());
     }
+    let tokenizer = match &a.tokenizer {
+        Some(t) => Some(synth::TokenizerFiles::check(
+            t,
+            a.tokenizer_config.as_deref(),
+        )?),
+        None => None,
+    };
     let target = a.to.as_deref().map(str::to_ascii_uppercase);
     let gguf = match target.as_deref() {
         None | Some("NF4") => None,
@@ -88,15 +104,25 @@ pub fn run(a: SynthArgs) -> Result<()> {
     // NF4 and plain folders write the weights.
     let mut shown = Reporter::bytes(a.json, "random weights");
     let r = match gguf {
-        Some(_) => synth::write_headers(&config, &a.dtype, &folder),
-        None => synth::write(&config, &a.dtype, a.seed, &folder, &mut |p| shown.show(p)),
+        Some(_) => synth::write_headers(&config, &a.dtype, tokenizer.as_ref(), &folder),
+        None => synth::write_with(
+            &config,
+            &a.dtype,
+            a.seed,
+            tokenizer.as_ref(),
+            &folder,
+            &mut |p| shown.show(p),
+        ),
     }
     .with_context(|| format!("writing {}", folder.display()))?;
+    let mut warnings = Vec::new();
     let quantized = match (&target, gguf) {
         (None, _) => Ok(None),
         (Some(_), Some(to)) => {
-            quantize_synthetic(&folder, a.seed, &a.out, to, &mut |p| shown.show(p))
-                .map(|q| Some((q.output_bytes, q.bits_per_weight)))
+            quantize_synthetic(&folder, a.seed, &a.out, to, &mut |p| shown.show(p)).map(|q| {
+                warnings = q.warnings;
+                Some((q.output_bytes, q.bits_per_weight))
+            })
         }
         (Some(_), None) => {
             nf4_export::export(&folder, &a.out, 64, true, false, &mut |p| shown.show(p))
@@ -109,6 +135,14 @@ pub fn run(a: SynthArgs) -> Result<()> {
     }
     let quantized = quantized.with_context(|| format!("quantizing to {}", a.out.display()))?;
     let (bytes, bpw) = quantized.unwrap_or((r.bytes, r.bytes as f64 * 8.0 / parameters as f64));
+    // The quantizer read the tokenizer from the temporary folder: name the user's file.
+    let copied = folder.join("tokenizer.json").display().to_string();
+    for w in &warnings {
+        match &a.tokenizer {
+            Some(t) => eprintln!("warning: {}", w.replace(&copied, &t.display().to_string())),
+            None => eprintln!("warning: {w}"),
+        }
+    }
     if a.json {
         json_line(
             &serde_json::json!({"out": a.out, "parameters": parameters, "bytes": bytes,

@@ -166,19 +166,25 @@ pub fn read_folder_file(dir: &Path, name: &str, max_bytes: u64) -> Result<Option
             ),
         });
     }
-    let mut f = open_regular(&path)?;
-    let len = f.metadata().map_err(io(&path))?.len();
+    read_regular(&path, max_bytes).map(Some)
+}
+
+/// Reads regular file `path` whole, refusing one over `max_bytes`.
+pub fn read_regular(path: &Path, max_bytes: u64) -> Result<Vec<u8>> {
+    let io = |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut f = open_regular(path)?;
+    let len = f.metadata().map_err(io)?.len();
     if len > max_bytes {
         return Err(Error::BadFile {
-            path,
+            path: path.to_path_buf(),
             message: format!("{len} bytes; at most {max_bytes} are read for this file"),
         });
     }
     let mut buf = Vec::with_capacity(len as usize);
     use std::io::Read;
-    (&mut f)
-        .take(max_bytes)
-        .read_to_end(&mut buf)
-        .map_err(io(&path))?;
-    Ok(Some(buf))
+    (&mut f).take(max_bytes).read_to_end(&mut buf).map_err(io)?;
+    Ok(buf)
 }

@@ -98,20 +98,82 @@ pub fn write(
     out: &Path,
     progress: &mut dyn FnMut(&Progress) -> bool,
 ) -> Result<SynthReport> {
-    write_folder(config, dtype, Some(seed), out, progress)
+    write_with(config, dtype, seed, None, out, progress)
+}
+
+/// [`write`], shipping a real tokenizer with the model (see [`TokenizerFiles`]).
+pub fn write_with(
+    config: &Config,
+    dtype: &str,
+    seed: u64,
+    tokenizer: Option<&TokenizerFiles>,
+    out: &Path,
+    progress: &mut dyn FnMut(&Progress) -> bool,
+) -> Result<SynthReport> {
+    write_folder(config, dtype, Some(seed), tokenizer, out, progress)
+}
+
+/// A real tokenizer (Gemma 3's, from the test assets) for a synthetic model: with
+/// it the model takes text prompts and chat templates, and its GGUF carries the
+/// vocabulary llama.cpp needs. The weights stay random, so the text it writes is
+/// noise; what it measures is speed and memory at the real vocabulary.
+#[derive(Debug, Clone)]
+pub struct TokenizerFiles {
+    json: std::path::PathBuf,
+    config: Option<std::path::PathBuf>,
+}
+
+impl TokenizerFiles {
+    /// Checks that `json` is a tokenizer and `tokenizer_config` (bos/eos tokens, chat
+    /// template) is JSON. Its size may differ from the shape's vocabulary, as real
+    /// checkpoints' do: GGUF outputs pad or trim it to the embedding's rows.
+    pub fn check(json: &Path, tokenizer_config: Option<&Path>) -> Result<Self> {
+        crate::tokenizer::Tokenizer::from_file(json, None, None, None)?;
+        if let Some(c) = tokenizer_config {
+            let bytes = crate::source::read_regular(c, 64 << 20)?;
+            serde_json::from_slice::<serde_json::Value>(&bytes)
+                .map_err(|e| Error::Invalid(format!("{}: not JSON: {e}", c.display())))?;
+        }
+        Ok(Self {
+            json: json.to_path_buf(),
+            config: tokenizer_config.map(Path::to_path_buf),
+        })
+    }
+
+    fn copy_into(&self, dir: &Path) -> Result<()> {
+        let files = [
+            (Some(&self.json), "tokenizer.json"),
+            (self.config.as_ref(), "tokenizer_config.json"),
+        ];
+        for (src, name) in files {
+            if let Some(src) = src {
+                std::fs::copy(src, dir.join(name)).map_err(|source| Error::Io {
+                    path: src.clone(),
+                    source,
+                })?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The folder [`write`] makes, with every tensor described in the safetensors headers
 /// but none stored (the files are holes): what
 /// [`crate::quantize::quantize_synthetic`] plans from. Not a model to load.
-pub fn write_headers(config: &Config, dtype: &str, out: &Path) -> Result<SynthReport> {
-    write_folder(config, dtype, None, out, &mut |_| true)
+pub fn write_headers(
+    config: &Config,
+    dtype: &str,
+    tokenizer: Option<&TokenizerFiles>,
+    out: &Path,
+) -> Result<SynthReport> {
+    write_folder(config, dtype, None, tokenizer, out, &mut |_| true)
 }
 
 fn write_folder(
     config: &Config,
     dtype: &str,
     seed: Option<u64>,
+    tokenizer: Option<&TokenizerFiles>,
     out: &Path,
     progress: &mut dyn FnMut(&Progress) -> bool,
 ) -> Result<SynthReport> {
@@ -202,6 +264,9 @@ fn write_folder(
         });
         let p = tmp.join("config.json");
         std::fs::write(&p, serde_json::to_vec_pretty(&c).expect("json")).map_err(io(&p))?;
+        if let Some(t) = tokenizer {
+            t.copy_into(tmp)?;
+        }
         Ok(SynthReport {
             parameters,
             bytes: total,

@@ -24,6 +24,8 @@ use tokenizers::{AddedToken, NormalizerWrapper, SplitDelimiterBehavior};
 const TOKEN_NORMAL: i64 = 1;
 const TOKEN_CONTROL: i64 = 3;
 const TOKEN_USER_DEFINED: i64 = 4;
+/// A slot with no piece (llama.cpp's vocabulary padding): never produced or matched.
+const TOKEN_UNUSED: i64 = 5;
 
 /// SentencePiece's visible space.
 const SPIECE_SPACE: &str = "\u{2581}";
@@ -481,7 +483,21 @@ impl Tokenizer {
     /// 2) becomes `llama` with scores that rank pieces in merge order, so the merges
     /// derived from them (ours, and llama.cpp's score-driven merging) follow the same
     /// order.
-    pub fn gguf_metadata(&self) -> Result<Vec<(String, candle_core::quantized::gguf_file::Value)>> {
+    ///
+    /// The vocabulary has exactly `rows` entries (the embedding's rows), as
+    /// llama.cpp's converter makes it: a shorter tokenizer is padded (Gemma 3 4B-27B
+    /// have 262208 rows for 262145 tokens; padding and holes are unused `[PAD{id}]`
+    /// pieces), and tokens whose ids are past the rows are left out (Gemma 3 270M-1B's
+    /// `<image_soft_token>`, id 262144 of 262144 rows), returned as the second value
+    /// for a warning. A GGUF whose vocabulary and embedding differ loads nowhere.
+    #[allow(clippy::type_complexity)]
+    pub fn gguf_metadata(
+        &self,
+        rows: usize,
+    ) -> Result<(
+        Vec<(String, candle_core::quantized::gguf_file::Value)>,
+        Vec<String>,
+    )> {
         use candle_core::quantized::gguf_file::Value;
         let json: serde_json::Value = serde_json::from_str(
             &self
@@ -497,14 +513,20 @@ impl Tokenizer {
                 model["type"]
             )));
         }
-        let n = self.inner.get_vocab_size(true);
+        let n = rows;
         let mut tokens: Vec<String> = (0..n).map(|i| format!("[PAD{i}]")).collect();
-        let mut types = vec![TOKEN_NORMAL; n];
+        let mut types = vec![TOKEN_UNUSED; n];
+        let mut dropped = Vec::new();
         for (tok, id) in self.inner.get_vocab(true) {
-            if let Some(slot) = tokens.get_mut(id as usize) {
-                *slot = tok;
+            match tokens.get_mut(id as usize) {
+                Some(slot) => {
+                    *slot = tok;
+                    types[id as usize] = TOKEN_NORMAL;
+                }
+                None => dropped.push(tok),
             }
         }
+        dropped.sort();
         for a in json["added_tokens"].as_array().into_iter().flatten() {
             if let Some(id) = a["id"].as_u64().map(|x| x as usize).filter(|&i| i < n) {
                 types[id] = if a["special"] == true {
@@ -606,6 +628,6 @@ impl Tokenizer {
             "tokenizer.ggml.add_bos_token".into(),
             Value::Bool(self.add_bos),
         ));
-        Ok(meta)
+        Ok((meta, dropped))
     }
 }

@@ -3,7 +3,7 @@
 //! [`super::types`]) and how the source stores it.
 
 use super::types::{tensor_type, QuantType, TensorRole};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::gguf::GgufFile;
 use crate::hf::names;
 use crate::models::{Config, Stored};
@@ -81,7 +81,22 @@ pub(super) fn plan(source: &Source, config: &Config, to: QuantType) -> Result<Pl
             metadata = config.gguf_metadata();
             let files = crate::hf::tokenizer_files::read(h.dir(), h.config().json())?;
             match &files.tokenizer {
-                Some(t) => metadata.extend(t.gguf_metadata()?),
+                Some(t) => {
+                    let path = h.dir().join("tokenizer.json");
+                    let (meta, dropped) = t
+                        .gguf_metadata(config.vocab_size)
+                        .map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))?;
+                    metadata.extend(meta);
+                    if !dropped.is_empty() {
+                        warnings.push(format!(
+                            "{}: {} token(s) with ids past the embedding's {} rows were left out of the vocabulary, as llama.cpp's converter does: {}",
+                            path.display(),
+                            dropped.len(),
+                            config.vocab_size,
+                            dropped.iter().take(5).cloned().collect::<Vec<_>>().join(", ")
+                        ));
+                    }
+                }
                 None => warnings.push(
                     "the folder has no tokenizer.json: the GGUF has no vocabulary and llama.cpp will not load it".into(),
                 ),

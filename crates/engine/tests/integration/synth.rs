@@ -146,7 +146,7 @@ fn a_synthetic_folder_runs_and_quantizes() {
     // Generated where quantized, from a folder of headers only (its files are holes):
     // the same bytes as quantizing the written folder.
     let headers = temp("headers");
-    synth::write_headers(&config, "bf16", &headers).unwrap();
+    synth::write_headers(&config, "bf16", None, &headers).unwrap();
     let st = headers.join("model.safetensors");
     use std::os::unix::fs::MetadataExt;
     let meta = std::fs::metadata(&st).unwrap();
