@@ -4,6 +4,8 @@
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+import { dirname } from "node:path";
 import { Builder, By, until } from "selenium-webdriver";
 
 const { APP, MODELS, OUT, SMOL_FOLDER, OPENED } = process.env;
@@ -95,6 +97,31 @@ test("links: a reply's link opens in the browser, never in the window", async ()
   assert.equal((await driver.getAllWindowHandles()).length, 1);
   assert.doesNotMatch(readFileSync(OPENED, "utf8"), /elsewhere|popup/);
   await driver.findElement(By.css("#chat"));
+});
+
+test("long reply: the app decodes as fast as the CLI", async () => {
+  // A long greedy reply: the view renders each finished Markdown block once, so the
+  // webview's work per token stays constant and leaves the cores to the engine.
+  const prompt = "Write a long story about a unicorn who lives in Paris, with many chapters.";
+  await driver.findElement(By.id("new-chat")).click();
+  await wait(async () => (await driver.findElements(By.css(".msg"))).length === 0, 10);
+  await type("#max-tokens", "512");
+  await type("#prompt", prompt);
+  await driver.findElement(By.id("send")).click();
+  const speed = await wait(until.elementLocated(By.css(".msg.assistant .tok-s")), 300);
+  const app = Number.parseFloat(await speed.getText());
+  const stats = await driver.findElement(By.css(".msg.assistant .stats")).getText();
+  const appTokens = Number(/(\d+) tokens/.exec(stats)[1]);
+  // The same request from the command line, right after, on the same machine.
+  const cli = JSON.parse(execFileSync(`${dirname(APP)}/unicorn`, ["chat", demo, "--prompt", prompt,
+    "--temperature", "0", "--max-tokens", "512", "--json"]).toString().trim().split("\n").pop());
+  const ratio = app / cli.decode_tok_s;
+  console.log(`long reply: app ${app.toFixed(1)} tok/s over ${appTokens} tokens, CLI ${cli.decode_tok_s.toFixed(1)} tok/s over ${cli.generated_tokens}: ${ratio.toFixed(2)}x`);
+  assert.equal(appTokens, cli.generated_tokens, "greedy: the same reply");
+  assert.ok(appTokens >= 256, `a long reply, not ${appTokens} tokens`);
+  // Whole re-renders measured 0.52x here; the bound catches that kind of regression
+  // with room for a noisy machine (the closing note quotes the measured ratio).
+  assert.ok(ratio > 0.75, `app decode ${ratio.toFixed(2)}x the CLI's`);
 });
 
 test("quantize: the demo model folder to Q8_0, with the report", async () => {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { renderMarkdown } from "./markdown";
+import { renderMarkdown, splitBlocks } from "./markdown";
 
 describe("renderMarkdown", () => {
   it("renders code blocks, inline code and emphasis", () => {
@@ -22,5 +22,31 @@ describe("renderMarkdown", () => {
   });
   it("copes with a half-streamed code fence", () => {
     expect(renderMarkdown("```py\nprint(1")).toContain("print(1");
+  });
+});
+
+describe("splitBlocks", () => {
+  const stable = (t: string) => splitBlocks(t).blocks.join("");
+  it("cuts at each blank line that more text follows", () => {
+    const t = "# Title\n\nFirst paragraph.\n\nSecond, still strea";
+    const { blocks, tail } = splitBlocks(t);
+    expect(blocks).toEqual(["# Title\n\n", "First paragraph.\n\n"]);
+    expect(tail).toBe("Second, still strea");
+  });
+  it("never cuts inside a code fence", () => {
+    expect(stable("Intro.\n\n```py\nx = 1\n\ny = 2\n")).toBe("Intro.\n\n");
+    const closed = "Intro.\n\n```py\nx = 1\n\ny = 2\n```\n\nAfter";
+    expect(splitBlocks(closed).tail).toBe("After");
+    expect(splitBlocks("~~~\na\n\n```\nb\n").blocks).toEqual([]);
+  });
+  it("keeps everything in the tail until a block is closed", () => {
+    expect(stable("one line")).toBe("");
+    expect(stable("para\n\n")).toBe("");
+  });
+  it("renders piecewise to what the whole renders, for blocks that stand alone", () => {
+    const t = "Some **bold**.\n\n- a\n- b\n\n```js\nlet x;\n\n```\n\nEnd.";
+    const { blocks, tail } = splitBlocks(t);
+    expect(blocks.length).toBe(3);
+    expect([...blocks, tail].map(renderMarkdown).join("")).toBe(renderMarkdown(t));
   });
 });

@@ -3,7 +3,7 @@
 // each turn also goes to a second model (typically the quantization's source) once
 // the first has answered: run together they would share the cores, and neither
 // measured speed would be the model's own.
-import { useEffect, useRef, useState } from "preact/hooks";
+import { useEffect, useMemo, useRef, useState } from "preact/hooks";
 import { api, errorText } from "../api";
 import type { ChatRecord } from "../bindings/ChatRecord";
 import type { ChatSettings } from "../bindings/ChatSettings";
@@ -12,10 +12,11 @@ import type { LoadedSummary } from "../bindings/LoadedSummary";
 import type { Slot } from "../bindings/Slot";
 import type { Stats } from "../bindings/Stats";
 import { baseName, bytes, tokS } from "../format";
-import { renderMarkdown } from "../markdown";
+import { renderMarkdown, splitBlocks } from "../markdown";
 import { device, library, loaded, replies, selected } from "../store";
 
-type Turn = { role: "user" | "assistant"; text: string; stats?: Stats; stop?: string; error?: string };
+// `live`: a reply still streaming in.
+type Turn = { role: "user" | "assistant"; text: string; live?: boolean; stats?: Stats; stop?: string; error?: string };
 type Setter = (f: (t: Turn[]) => Turn[]) => void;
 
 /** Streams `slot`'s reply into the last turn of `setTurns`; resolves with its figures. */
@@ -41,14 +42,14 @@ function stream(slot: Slot, text: string, system: string | null, settings: ChatS
       if (timer) clearTimeout(timer);
       flush();
       if (e.event === "done") {
-        update((a) => ({ ...a, stats: e.stats, stop: e.stop_reason }));
+        update((a) => ({ ...a, live: false, stats: e.stats, stop: e.stop_reason }));
         resolve(e.stats);
       } else {
-        update((a) => ({ ...a, error: e.message }));
+        update((a) => ({ ...a, live: false, error: e.message }));
         resolve(null);
       }
     }).catch((err) => {
-      update((a) => ({ ...a, error: errorText(err) }));
+      update((a) => ({ ...a, live: false, error: errorText(err) }));
       resolve(null);
     });
   });
@@ -63,13 +64,33 @@ function openLink(e: MouseEvent, onError: (m: string) => void) {
   api.openExternal(a.href).catch((err) => onError(errorText(err)));
 }
 
+/** Markdown rendered once per distinct text (a memo per block). */
+function Html({ md }: { md: string }) {
+  const html = useMemo(() => renderMarkdown(md), [md]);
+  return <div dangerouslySetInnerHTML={{ __html: html }} />;
+}
+
+/** A reply: while it streams, its closed blocks are rendered once each and only the
+ * open tail again on each update (constant work per token); finished, it is
+ * rendered whole, once. Earlier replies are not re-rendered at all. */
+function Reply({ text, live }: { text: string; live: boolean }) {
+  if (!live) return <div class="text"><Html md={text} /></div>;
+  const { blocks, tail } = splitBlocks(text);
+  return (
+    <div class="text">
+      {blocks.map((b, i) => <Html key={i} md={b} />)}
+      <Html key="tail" md={tail} />
+    </div>
+  );
+}
+
 function Messages({ id, turns, onError }: { id: string; turns: Turn[]; onError: (m: string) => void }) {
   return (
     <div class="messages" id={id} onClick={(e) => openLink(e, onError)}>
       {turns.map((t) => (
         <div class={`msg ${t.role}`}>
           {t.role === "assistant"
-            ? <div class="text" dangerouslySetInnerHTML={{ __html: renderMarkdown(t.text) }} />
+            ? <Reply text={t.text} live={t.live === true} />
             : <div class="text">{t.text}</div>}
           {t.error && <p class="error">{t.error}</p>}
           {t.stats && (
@@ -187,7 +208,7 @@ export function Chat() {
     setInput("");
     setBusy(true);
     const settings: ChatSettings = { temperature: num(temperature), top_p: num(topP), top_k: null, max_tokens: num(maxTokens), seed: null };
-    const ask = (t: Turn[]) => [...t, { role: "user", text } as Turn, { role: "assistant", text: "" } as Turn];
+    const ask = (t: Turn[]) => [...t, { role: "user", text } as Turn, { role: "assistant", text: "", live: true } as Turn];
     setTurns(ask);
     const stats = await stream("main", text, system || null, settings, setTurns);
     if (stats) replies.value = [...replies.value, { at: Date.now(), stats }];
