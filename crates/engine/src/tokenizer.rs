@@ -130,6 +130,11 @@ impl Tokenizer {
         eos_token: Option<&str>,
         add_bos: Option<bool>,
     ) -> Result<Self> {
+        // The JSON is checked whole first: the tokenizers crate panics (an
+        // `expect`, decoders/mod.rs) on a syntax error inside `decoder` (found by
+        // fuzzing), where on valid JSON it returns errors.
+        serde_json::from_slice::<serde::de::IgnoredAny>(bytes)
+            .map_err(|e| Error::Tokenizer(format!("{}: not valid JSON: {e}", path.display())))?;
         let mut inner = tokenizers::Tokenizer::from_bytes(bytes)
             .map_err(|e| Error::Tokenizer(format!("{}: {e}", path.display())))?;
         let bos_id = bos_token.and_then(|t| inner.token_to_id(t));
