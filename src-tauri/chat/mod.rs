@@ -13,6 +13,8 @@ use crate::to_channel;
 use tauri::ipc::Channel;
 use tauri::State;
 use types::{ChatEvent, ChatSettings, LoadEvent, LoadedSummary, OpenedChat, Slot};
+use unicorn_engine::attention::KvType;
+use unicorn_engine::session::LoadOptions;
 use unicorn_engine::template::Message;
 use unicorn_library::chats::ChatRecord;
 
@@ -22,6 +24,7 @@ use unicorn_library::chats::ChatRecord;
 pub async fn chat_load(
     path: String,
     device: Option<String>,
+    kv_type: Option<String>,
     slot: Option<Slot>,
     on_progress: Channel<LoadEvent>,
     state: State<'_, AppState>,
@@ -32,11 +35,20 @@ pub async fn chat_load(
         .unwrap_or_else(|| "auto".into())
         .parse()
         .map_err(CommandError::Invalid)?;
+    let kv_type = kv_type
+        .map(|k| KvType::parse(&k))
+        .transpose()
+        .map_err(CommandError::Invalid)?;
+    let opts = LoadOptions {
+        device,
+        kv_type,
+        ..Default::default()
+    };
     let (tx, rx) = std::sync::mpsc::channel();
     // The worker does the loading; this task only waits for its answer.
     state
         .worker(slot)
-        .load_async(p, device, to_channel(on_progress), tx)
+        .load_async(p, opts, to_channel(on_progress), tx)
         .map_err(CommandError::Engine)?;
     let loaded = tauri::async_runtime::spawn_blocking(move || rx.recv())
         .await?
@@ -151,7 +163,7 @@ pub async fn chat_open(id: i64, state: State<'_, AppState>) -> CommandResult<Ope
         .ok_or_else(|| CommandError::Invalid(format!("no stored chat {id}")))?;
     // Reopening shows no progress of its own: the view says it is loading.
     let quiet = Channel::new(|_| Ok(()));
-    let loaded = chat_load(model, None, Some(Slot::Main), quiet, state.clone()).await?;
+    let loaded = chat_load(model, None, None, Some(Slot::Main), quiet, state.clone()).await?;
     let history: Vec<Message> = messages
         .iter()
         .map(|m| Message {

@@ -98,6 +98,8 @@ pub struct LoadedSummary {
     pub device: String,
     /// Why `auto` chose the CPU, when a GPU might have been expected.
     pub device_note: Option<String>,
+    /// How its KV cache holds keys and values.
+    pub kv_type: unicorn_engine::attention::KvType,
 }
 
 /// A stored conversation reopened: the model now loaded, and its messages.

@@ -8,14 +8,13 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Mutex};
-use unicorn_engine::device::DeviceChoice;
 use unicorn_engine::session::{GenerationParams, LoadOptions, LoadedModel};
 use unicorn_engine::template::Message;
 
 enum Request {
     Load {
         path: PathBuf,
-        device: DeviceChoice,
+        opts: LoadOptions,
         progress: Box<dyn Fn(LoadEvent) + Send>,
         reply: Sender<Result<LoadedSummary, String>>,
     },
@@ -73,7 +72,7 @@ impl ChatWorker {
     pub fn load_async(
         &self,
         path: PathBuf,
-        device: DeviceChoice,
+        opts: LoadOptions,
         progress: Box<dyn Fn(LoadEvent) + Send>,
         reply: Sender<Result<LoadedSummary, String>>,
     ) -> Result<(), String> {
@@ -81,7 +80,7 @@ impl ChatWorker {
         self.cancel_load.store(false, Ordering::SeqCst);
         self.send(Request::Load {
             path,
-            device,
+            opts,
             progress,
             reply,
         })
@@ -141,11 +140,11 @@ fn serve(rx: Receiver<Request>, stop: Arc<AtomicBool>, cancel_load: Arc<AtomicBo
         match request {
             Request::Load {
                 path,
-                device,
+                opts,
                 progress,
                 reply,
             } => {
-                let loaded = catch(|| load(&path, device, &*progress, &cancel_load));
+                let loaded = catch(|| load(&path, &opts, &*progress, &cancel_load));
                 let (model, summary) = match loaded {
                     Ok(m) => m,
                     Err(e) => {
@@ -229,15 +228,11 @@ fn catch<T>(f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
 /// Loads `path`, reporting at most one progress event per percent (and the last).
 fn load(
     path: &std::path::Path,
-    device: DeviceChoice,
+    opts: &LoadOptions,
     progress: &(dyn Fn(LoadEvent) + Send),
     cancel: &AtomicBool,
 ) -> Result<(LoadedModel, LoadedSummary), String> {
     let t0 = std::time::Instant::now();
-    let opts = LoadOptions {
-        device,
-        ..Default::default()
-    };
     let mut shown = u64::MAX;
     let mut report = |p: &unicorn_engine::Progress| {
         let percent = p.done * 100 / p.total.max(1);
@@ -250,7 +245,7 @@ fn load(
         !cancel.load(Ordering::SeqCst)
     };
     let model =
-        LoadedModel::load_with_progress(path, &opts, &mut report).map_err(|e| e.to_string())?;
+        LoadedModel::load_with_progress(path, opts, &mut report).map_err(|e| e.to_string())?;
     let info = unicorn_engine::info::inspect(path, Some(1)).map_err(|e| e.to_string())?;
     let quantization = unicorn_library::quantization_of(path, &info).map_err(|e| e.to_string())?;
     let summary = LoadedSummary {
@@ -262,6 +257,7 @@ fn load(
         bits_per_weight: info.bits_per_weight,
         file_bytes: info.file_bytes,
         device: model.placement().label.clone(),
+        kv_type: model.model().kv_type(),
         device_note: model.placement().fallback.clone(),
         context_length: model.config().context_length(),
         has_chat_template: model.has_chat_template(),
@@ -298,6 +294,7 @@ pub(crate) mod tests {
     use super::*;
     use std::sync::mpsc::Receiver;
     use std::time::Duration;
+    use unicorn_engine::device::DeviceChoice;
 
     pub(crate) fn demo() -> PathBuf {
         crate::library::demo_model_path()
@@ -307,7 +304,7 @@ pub(crate) mod tests {
 
     pub(crate) fn load(w: &ChatWorker, path: PathBuf) -> Result<LoadedSummary, String> {
         let (tx, rx) = channel();
-        w.load_async(path, DeviceChoice::Auto, Box::new(|_| {}), tx)?;
+        w.load_async(path, LoadOptions::default(), Box::new(|_| {}), tx)?;
         rx.recv().unwrap()
     }
 
@@ -395,7 +392,10 @@ pub(crate) mod tests {
         let (tx, rx) = channel();
         w.load_async(
             demo(),
-            DeviceChoice::Cpu,
+            LoadOptions {
+                device: DeviceChoice::Cpu,
+                ..Default::default()
+            },
             Box::new(move |e| {
                 let _ = ptx.send(e);
             }),
@@ -418,7 +418,10 @@ pub(crate) mod tests {
         let canceller = w.clone();
         w.load_async(
             demo(),
-            DeviceChoice::Cpu,
+            LoadOptions {
+                device: DeviceChoice::Cpu,
+                ..Default::default()
+            },
             Box::new(move |_| canceller.cancel_load()),
             tx,
         )

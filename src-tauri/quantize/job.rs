@@ -83,7 +83,13 @@ impl QuantizeJob {
             let ctx = unicorn_engine::models::Config::from_source(&src)?
                 .context_length()
                 .clamp(1, PREDICT_CTX);
-            unicorn_engine::memory::estimate_with_weights(&src, ctx, 0, p.resident_weight_bytes)
+            unicorn_engine::memory::estimate_with_weights(
+                &src,
+                ctx,
+                unicorn_engine::attention::KvType::default(),
+                0,
+                p.resident_weight_bytes,
+            )
         };
         let m = estimate().map_err(|e| e.to_string())?;
         Ok(QuantizePrediction {

@@ -55,7 +55,7 @@ test("chat: streamed reply with its measured speed", async () => {
   await driver.findElement(By.css(`tr[data-path="${demo}"] button.chat`)).click();
   const status = await wait(until.elementLocated(By.id("chat-status")), 10);
   await wait(until.elementTextContains(status, "loaded in"));
-  assert.match(await status.getText(), /^llama on (cpu|cuda:0|metal), loaded in/);
+  assert.match(await status.getText(), /^llama on (cpu \(KV cache f16\)|cuda:0 \(KV cache f32\)|metal \(KV cache f32\)), loaded in/);
   await driver.findElement(By.css("#chat details summary")).click();
   await type("#temperature", "0");
   await type("#prompt", "What is the capital of France?");

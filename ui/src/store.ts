@@ -3,6 +3,7 @@ import { signal } from "@preact/signals";
 import type { Entry } from "./bindings/Entry";
 import type { LoadedSummary } from "./bindings/LoadedSummary";
 import type { Stats } from "./bindings/Stats";
+import type { KvType } from "./bindings/KvType";
 
 export const library = signal<Entry[]>([]);
 export const loaded = signal<LoadedSummary | null>(null);
@@ -14,3 +15,6 @@ export const selected = signal<string | null>(null);
 /** Where models run: auto (CUDA, then Metal, then the CPU), cpu, cuda, cuda:N, metal. */
 export const device = signal(localStorage.getItem("device") ?? "auto");
 device.subscribe((d) => localStorage.setItem("device", d));
+/** How the KV cache holds keys and values: f16 (the engine's default on the CPU), q8_0, f32. */
+export const kvType = signal<KvType>((localStorage.getItem("kvType") as KvType | null) ?? "f16");
+kvType.subscribe((k) => localStorage.setItem("kvType", k));

@@ -6,6 +6,7 @@ use crate::output::Reporter;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use std::path::PathBuf;
+use unicorn_engine::attention::KvType;
 use unicorn_engine::device::DeviceChoice;
 use unicorn_engine::{GenerationParams, LoadOptions, LoadedModel, SamplingParams};
 
@@ -50,6 +51,10 @@ pub struct ModelArgs {
     /// auto (CUDA, then Metal, then the CPU), cpu, cuda, cuda:N or metal.
     #[arg(long, default_value = "auto")]
     pub device: DeviceChoice,
+    /// How the KV cache holds keys and values on the CPU: f16 (default), q8_0 or f32.
+    /// A model on a GPU keeps an f32 cache.
+    #[arg(long, value_parser = KvType::parse)]
+    pub kv_type: Option<KvType>,
     #[command(flatten)]
     pub run: RunArgs,
 }
@@ -61,6 +66,7 @@ impl ModelArgs {
         let opts = LoadOptions {
             tokenizer_json: self.tokenizer.clone(),
             device: self.device,
+            kv_type: self.kv_type,
         };
         let path = model_path(&self.model)?;
         let mut shown = Reporter::bytes(self.run.json, "loading").quiet();

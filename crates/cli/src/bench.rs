@@ -20,6 +20,9 @@ pub struct BenchArgs {
     /// Repetitions.
     #[arg(long, default_value_t = 5)]
     reps: usize,
+    /// Tokens already in the KV cache when each run starts (llama-bench's `-d`).
+    #[arg(long, default_value_t = 0)]
+    depth: usize,
 }
 
 pub fn run(a: BenchArgs) -> Result<()> {
@@ -29,6 +32,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         pp: a.pp,
         tg: a.tg,
         reps: a.reps,
+        depth: a.depth,
     };
     let r = bench::run(&model, opts, &mut |label| {
         if !json {
@@ -41,19 +45,27 @@ pub fn run(a: BenchArgs) -> Result<()> {
     }
     eprintln!("\r{:<30}", "");
     println!(
-        "model      {} ({}) on {}, {} threads, loaded in {:.2} s",
-        r.model, r.architecture, r.device, r.threads, r.load_s
+        "model      {} ({}) on {}, {} threads, KV cache {}, loaded in {:.2} s",
+        r.model, r.architecture, r.device, r.threads, r.kv_type, r.load_s
     );
+    let at = match r.depth {
+        0 => String::new(),
+        d => format!(" @ d{d}"),
+    };
     if let Some(p) = &r.pp {
         println!(
-            "pp{:<8} {:>9.1} ± {:.1} tok/s",
-            p.tokens, p.mean_tok_s, p.sd_tok_s
+            "{:<10} {:>9.1} ± {:.1} tok/s",
+            format!("pp{}{at}", p.tokens),
+            p.mean_tok_s,
+            p.sd_tok_s
         );
     }
     if let Some(t) = &r.tg {
         println!(
-            "tg{:<8} {:>9.1} ± {:.1} tok/s",
-            t.tokens, t.mean_tok_s, t.sd_tok_s
+            "{:<10} {:>9.1} ± {:.1} tok/s",
+            format!("tg{}{at}", t.tokens),
+            t.mean_tok_s,
+            t.sd_tok_s
         );
     }
     println!(

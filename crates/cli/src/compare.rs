@@ -4,6 +4,7 @@ use crate::args::{model_path, RunArgs, ScoreArgs};
 use crate::output::{json_line, Reporter};
 use anyhow::{Context, Result};
 use clap::Args;
+use unicorn_engine::attention::KvType;
 use unicorn_engine::device::DeviceChoice;
 use unicorn_engine::{compare::compare, LoadOptions, LoadedModel};
 
@@ -20,18 +21,26 @@ pub struct CompareArgs {
     /// auto, cpu, cuda, cuda:N or metal (both models).
     #[arg(long, default_value = "auto")]
     pub(crate) device: DeviceChoice,
+    /// The KV cache type of QUANT (f16 by default on the CPU, q8_0, f32).
+    #[arg(long, value_parser = KvType::parse)]
+    kv_type: Option<KvType>,
+    /// The KV cache type of BASE. Comparing a model with itself, `--base-kv-type f32
+    /// --kv-type q8_0` measures what the cache's type costs.
+    #[arg(long, value_parser = KvType::parse)]
+    base_kv_type: Option<KvType>,
 }
 
 pub fn run(a: CompareArgs) -> Result<()> {
     a.run.apply()?;
-    let load = |m: &str| -> Result<LoadedModel> {
+    let load = |m: &str, kv_type| -> Result<LoadedModel> {
         let opts = LoadOptions {
             device: a.device,
+            kv_type,
             ..Default::default()
         };
         LoadedModel::load(&model_path(m)?, &opts).with_context(|| format!("loading {m}"))
     };
-    let (base, quant) = (load(&a.base)?, load(&a.quant)?);
+    let (base, quant) = (load(&a.base, a.base_kv_type)?, load(&a.quant, a.kv_type)?);
     let text = a.score.read()?;
     let json = a.run.json;
     let mut shown = Reporter::count(json, "scoring");

@@ -5,6 +5,7 @@ use crate::args::model_path;
 use crate::output::human_bytes;
 use anyhow::Result;
 use clap::Args;
+use unicorn_engine::attention::KvType;
 use unicorn_engine::info;
 
 #[derive(Args)]
@@ -14,13 +15,16 @@ pub struct InfoArgs {
     /// Context length for the memory estimate (default: the model's, at most 4096).
     #[arg(long)]
     ctx: Option<usize>,
+    /// The KV cache type the estimate assumes: f16, q8_0 or f32.
+    #[arg(long, default_value = "f16", value_parser = KvType::parse)]
+    kv_type: KvType,
     /// Print JSON.
     #[arg(long)]
     json: bool,
 }
 
 pub fn run(a: InfoArgs) -> Result<()> {
-    let i = info::inspect(&model_path(&a.model)?, a.ctx)?;
+    let i = info::inspect_kv(&model_path(&a.model)?, a.ctx, a.kv_type)?;
     let gpus = unicorn_engine::device::gpus();
     if a.json {
         let mut v = serde_json::to_value(&i)?;
@@ -51,9 +55,10 @@ pub fn run(a: InfoArgs) -> Result<()> {
         i.bits_per_weight
     );
     println!(
-        "  context        {} tokens, KV cache {} per token",
+        "  context        {} tokens, KV cache {} per token ({})",
         i.context_length,
-        human_bytes(i.kv_bytes_per_token as f64)
+        human_bytes(i.kv_bytes_per_token as f64),
+        i.kv_type
     );
     println!(
         "  shape          hidden {}, {} heads / {} kv heads × {}, ffn {}, vocab {}",

@@ -19,6 +19,9 @@ pub struct BenchOptions {
     pub tg: usize,
     /// Repetitions of each.
     pub reps: usize,
+    /// Tokens already in the cache before each run (llama-bench's `-d`): prefill
+    /// and decode measured at this depth. The filling is not timed.
+    pub depth: usize,
 }
 
 /// Throughput of one kind of run.
@@ -43,6 +46,8 @@ pub struct BenchReport {
     pub architecture: String,
     /// Worker threads.
     pub threads: usize,
+    /// Tokens in the cache when each run started.
+    pub depth: usize,
     /// Seconds to load the model.
     pub load_s: f64,
     /// Bytes of weights held.
@@ -67,6 +72,8 @@ pub struct BenchReport {
     pub device: String,
     /// GPU memory in use on that device after the runs (NVML), on a GPU.
     pub vram_bytes: Option<u64>,
+    /// How the KV cache held keys and values.
+    pub kv_type: crate::attention::KvType,
 }
 
 /// Runs the benchmark. `progress(label)` is called before each run.
@@ -76,16 +83,30 @@ pub fn run(
     progress: &mut dyn FnMut(&str),
 ) -> Result<BenchReport> {
     let ctx = model.config().context_length();
-    if opts.reps == 0 || opts.pp + opts.tg + 1 >= ctx {
+    if opts.reps == 0 || opts.depth + opts.pp.max(opts.tg) + 1 >= ctx {
         return Err(Error::Invalid(format!(
-            "bench needs reps > 0 and pp + tg below the context ({ctx})"
+            "bench needs reps > 0 and depth + pp and depth + tg below the context ({ctx})"
         )));
     }
     let vocab = model.config().vocab_size() as u64;
-    // Fixed pseudo-random prompt, like llama-bench's random tokens.
-    let prompt: Vec<u32> = (0..opts.pp.max(1) as u64)
-        .map(|i| ((i * 2_654_435_761 + 12_345) % vocab.max(1)) as u32)
-        .collect();
+    // Fixed pseudo-random tokens, like llama-bench's.
+    let random = |n: usize, salt: u64| -> Vec<u32> {
+        (0..n as u64)
+            .map(|i| (((i + salt) * 2_654_435_761 + 12_345) % vocab.max(1)) as u32)
+            .collect()
+    };
+    let prompt = random(opts.pp.max(1), 0);
+    let context = random(opts.depth, 1 << 20);
+    // A cache holding `depth` tokens already (untimed).
+    let filled = || -> Result<crate::attention::KvCache> {
+        let mut cache = model.model().new_cache();
+        if !context.is_empty() {
+            model
+                .model()
+                .forward(&context, &mut cache, context.len() - 1)?;
+        }
+        Ok(cache)
+    };
     progress("warm-up");
     {
         let mut cache = model.model().new_cache();
@@ -98,7 +119,7 @@ pub fn run(
     for r in 0..opts.reps {
         if opts.pp > 0 {
             progress(&format!("pp{} run {}/{}", opts.pp, r + 1, opts.reps));
-            let mut cache = model.model().new_cache();
+            let mut cache = filled()?;
             let t = Instant::now();
             model
                 .model()
@@ -107,7 +128,7 @@ pub fn run(
         }
         if opts.tg > 0 {
             progress(&format!("tg{} run {}/{}", opts.tg, r + 1, opts.reps));
-            let mut cache = model.model().new_cache();
+            let mut cache = filled()?;
             let mut tok = prompt[0];
             let t = Instant::now();
             for _ in 0..opts.tg {
@@ -128,7 +149,10 @@ pub fn run(
         device_bandwidth(model.device())?
     };
     let wb = model.model().weight_bytes();
-    let kv_read = model.config().kv_bytes_per_position() * opts.tg / 2;
+    let kv_read = model
+        .config()
+        .kv_bytes_per_position(model.model().kv_type())
+        * (opts.depth + opts.tg / 2);
     let bytes_per_token = wb.read_per_token + kv_read;
     let roofline = bw / bytes_per_token as f64;
     let summarize = |tokens, s: Vec<f64>| {
@@ -148,7 +172,9 @@ pub fn run(
     Ok(BenchReport {
         model: model.path().display().to_string(),
         architecture: model.config().architecture().to_string(),
-        threads: rayon::current_num_threads(),
+        threads: crate::pool::threads(),
+        kv_type: model.model().kv_type(),
+        depth: opts.depth,
         load_s: model.load_time().as_secs_f64(),
         weights_bytes: wb.total,
         bytes_per_token,

@@ -62,8 +62,10 @@ pub struct ModelInfo {
     pub vocab_size: usize,
     /// Which layers attend globally, which through a window.
     pub layer_pattern: String,
-    /// KV-cache bytes per token of context (F32 cache).
+    /// KV-cache bytes per token of context, with the cache as `kv_type`.
     pub kv_bytes_per_token: usize,
+    /// The KV cache type the figures assume.
+    pub kv_type: crate::attention::KvType,
     /// `tokenizer.ggml.model`, or `tokenizer.json` for a folder that has one.
     pub tokenizer: Option<String>,
     /// Whether a chat template is embedded.
@@ -75,8 +77,18 @@ pub struct ModelInfo {
 }
 
 /// Reads the summary of a `.gguf` file or HF folder, with a memory estimate for `ctx`
-/// tokens of context (default: the trained context, at most 4096).
+/// tokens of context (default: the trained context, at most 4096) and the default
+/// KV cache.
 pub fn inspect(path: &Path, ctx: Option<usize>) -> Result<ModelInfo> {
+    inspect_kv(path, ctx, crate::attention::KvType::default())
+}
+
+/// [`inspect`] with the KV cache held as `kv`.
+pub fn inspect_kv(
+    path: &Path,
+    ctx: Option<usize>,
+    kv: crate::attention::KvType,
+) -> Result<ModelInfo> {
     let baseline = crate::stats::rss_bytes();
     let src = Source::open(path)?;
     let cfg = Config::from_source(&src)?;
@@ -142,7 +154,7 @@ pub fn inspect(path: &Path, ctx: Option<usize>) -> Result<ModelInfo> {
     }
     let chat_template = chat_template.is_some();
     let ctx = ctx.unwrap_or_else(|| cfg.context_length().min(4096));
-    let memory = crate::memory::estimate(&src, ctx, baseline)?;
+    let memory = crate::memory::estimate(&src, ctx, kv, baseline)?;
     let (hidden_size, heads, kv_heads, head_dim, feed_forward) = cfg.shape();
     let mut tensor_types: Vec<TypeStat> = by_type.into_values().collect();
     tensor_types.sort_by_key(|t| std::cmp::Reverse(t.bytes));
@@ -169,7 +181,8 @@ pub fn inspect(path: &Path, ctx: Option<usize>) -> Result<ModelInfo> {
         feed_forward,
         vocab_size: cfg.vocab_size(),
         layer_pattern: cfg.layer_pattern(),
-        kv_bytes_per_token: cfg.kv_bytes_per_position(),
+        kv_bytes_per_token: cfg.kv_bytes_per_position(kv),
+        kv_type: kv,
         tokenizer,
         chat_template,
         memory_estimate_bytes: memory.memory_estimate_bytes,

@@ -53,6 +53,7 @@ pub mod gguf;
 pub mod hf;
 pub mod memory;
 pub mod models;
+pub mod pool;
 pub mod source;
 pub mod tokenizer;
 

@@ -17,7 +17,7 @@
 //! built) and serving (weights + tokenizer + KV cache + activations). It is an
 //! estimate and says so; `tests/` checks it against measured peak RSS.
 
-use crate::attention::KvCache;
+use crate::attention::{KvCache, KvType};
 use crate::error::Result;
 use crate::models::Config;
 use crate::source::Source;
@@ -117,8 +117,13 @@ fn tokenizer_bytes(src: &Source, cfg: &Config) -> (u64, u64) {
 
 /// Estimates the resident memory of serving `src` with `ctx` tokens of context.
 /// `baseline_bytes` is the process's resident memory before loading.
-pub fn estimate(src: &Source, ctx: usize, baseline_bytes: u64) -> Result<MemoryEstimate> {
-    estimate_with_weights(src, ctx, baseline_bytes, resident_weight_bytes(src))
+pub fn estimate(
+    src: &Source,
+    ctx: usize,
+    kv: KvType,
+    baseline_bytes: u64,
+) -> Result<MemoryEstimate> {
+    estimate_with_weights(src, ctx, kv, baseline_bytes, resident_weight_bytes(src))
 }
 
 /// [`estimate`] for a model with `src`'s shape and tokenizer whose weights will take
@@ -126,20 +131,21 @@ pub fn estimate(src: &Source, ctx: usize, baseline_bytes: u64) -> Result<MemoryE
 pub fn estimate_with_weights(
     src: &Source,
     ctx: usize,
+    kv: KvType,
     baseline_bytes: u64,
     weights_bytes: u64,
 ) -> Result<MemoryEstimate> {
     let cfg = Config::from_source(src)?;
-    let (h, heads, kv, hd, ff) = cfg.shape();
+    let (h, heads, kv_heads, hd, ff) = cfg.shape();
     let prompt = ctx.min(PROMPT_TOKENS);
-    let per_position = 2 * kv * hd * 4;
+    let per_position = 2 * kv_heads * kv.row_bytes(hd);
     let kv_cache_bytes: u64 = cfg
         .layer_windows()
         .iter()
         .map(|&w| (KvCache::capacity_for(w, prompt, ctx) * per_position) as u64)
         .sum();
     let q_out = heads * hd;
-    let kv_out = kv * hd;
+    let kv_out = kv_heads * hd;
     let cap = KvCache::capacity_for(None, prompt, prompt);
     let per_token = 4 * h + 2 * q_out + 4 * kv_out + 4 * ff;
     let activation_bytes = (4 * prompt * per_token

@@ -23,6 +23,8 @@ pub struct LoadOptions {
     pub tokenizer_json: Option<PathBuf>,
     /// Where to run it.
     pub device: crate::device::DeviceChoice,
+    /// How the KV cache holds keys and values (default: f16 on the CPU, f32 on a GPU).
+    pub kv_type: Option<crate::attention::KvType>,
 }
 
 /// A model with everything needed to turn text into text.
@@ -183,7 +185,12 @@ impl LoadedModel {
             )?),
             _ => None,
         };
-        let model = Model::load_with_progress(&src, &device, progress)?;
+        let mut model = Model::load_with_progress(&src, &device, progress)?;
+        if let Some(kv) = opts.kv_type {
+            model
+                .set_kv_type(kv)
+                .map_err(|e| Error::Invalid(format!("--kv-type {kv}: {e}")))?;
+        }
         // Chat models end a turn with these, whatever their config calls EOS.
         if let Some(tok) = &tokenizer {
             for t in [

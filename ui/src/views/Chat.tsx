@@ -10,10 +10,11 @@ import type { ChatSettings } from "../bindings/ChatSettings";
 import type { LoadEvent } from "../bindings/LoadEvent";
 import type { LoadedSummary } from "../bindings/LoadedSummary";
 import type { Slot } from "../bindings/Slot";
+import type { KvType } from "../bindings/KvType";
 import type { Stats } from "../bindings/Stats";
 import { baseName, bytes, tokS } from "../format";
 import { renderMarkdown, splitBlocks } from "../markdown";
-import { device, library, loaded, replies, selected } from "../store";
+import { device, kvType, library, loaded, replies, selected } from "../store";
 
 // `live`: a reply still streaming in.
 type Turn = { role: "user" | "assistant"; text: string; live?: boolean; stats?: Stats; stop?: string; error?: string };
@@ -156,7 +157,7 @@ export function Chat() {
     setLoading(true);
     setError("");
     try {
-      loaded.value = await api.chatLoad("main", path, device.value, onProgress);
+      loaded.value = await api.chatLoad("main", path, device.value, kvType.value, onProgress);
       setTurns([]);
       setSideTurns([]);
     } catch (e) {
@@ -179,7 +180,7 @@ export function Chat() {
     setSideLoading(true);
     setError("");
     try {
-      setSide(await api.chatLoad("side", path, device.value, onProgress));
+      setSide(await api.chatLoad("side", path, device.value, kvType.value, onProgress));
       setSideTurns([]);
       // The side model starts afresh: so must the first, to answer the same prompts.
       await api.chatReset();
@@ -231,7 +232,7 @@ export function Chat() {
           ))}
         </select>
         <span id="chat-status" class="hint">
-          {loading ? "Loading…" : loaded.value ? `${loaded.value.architecture} on ${loaded.value.device}, loaded in ${loaded.value.load_ms.toFixed(0)} ms${loaded.value.has_chat_template ? "" : " — no chat template: plain completion"}` : "No model loaded"}
+          {loading ? "Loading…" : loaded.value ? `${loaded.value.architecture} on ${loaded.value.device} (KV cache ${loaded.value.kv_type}), loaded in ${loaded.value.load_ms.toFixed(0)} ms${loaded.value.has_chat_template ? "" : " — no chat template: plain completion"}` : "No model loaded"}
         </span>
         <button id="new-chat" onClick={async () => { await api.chatReset(); setTurns([]); setSideTurns([]); }} disabled={busy || !loaded.value}>New chat</button>
       </div>
@@ -244,7 +245,10 @@ export function Chat() {
           <label>top-p <input size={4} placeholder="model" value={topP} onInput={(e) => setTopP((e.target as HTMLInputElement).value)} /></label>
           <label>max tokens <input id="max-tokens" size={5} value={maxTokens} onInput={(e) => setMaxTokens((e.target as HTMLInputElement).value)} /></label>
           <label>device <select id="device" value={device.value} onChange={(e) => { device.value = (e.target as HTMLSelectElement).value; if (model) void load(model); }}>
-            {["auto", "cpu", "cuda", "metal"].map((d) => <option value={d}>{d}</option>)}
+            {["auto", "cpu", "cuda", "metal"].map((d) => <option key={d} value={d}>{d}</option>)}
+          </select></label>
+          <label title="How the KV cache holds keys and values: f16 halves f32's memory, q8_0 quarters it (on the CPU; a GPU keeps f32)">KV cache <select id="kv-type" value={kvType.value} onChange={(e) => { kvType.value = (e.target as HTMLSelectElement).value as KvType; if (model) void load(model); }}>
+            {(["f16", "q8_0", "f32"] as KvType[]).map((k) => <option key={k} value={k}>{k}</option>)}
           </select></label>
         </div>
       </details>

@@ -1,172 +1,14 @@
-//! The pieces every decoder-only architecture shares: the KV cache, rotary position
-//! tables, and causal (optionally sliding-window) grouped-query attention.
+//! The pieces every decoder-only architecture shares: the KV cache ([`cache`]),
+//! rotary position tables, and causal (optionally sliding-window) grouped-query
+//! attention.
 
+mod cache;
+
+pub use cache::{KvCache, KvType, ROLLBACK_SLACK};
+
+use crate::pool::SyncPtr;
 use candle_core::{DType, Device, Result, Tensor};
-
-/// Keys and values of one layer, preallocated in power-of-two sizes (at least 64
-/// positions) so that a decode step appends in place, and so the size after `n`
-/// positions is predictable: `n.next_power_of_two()` (see [`KvCache::capacity_for`]).
-/// Buffer slot `j` holds position `base + j`. A sliding-window layer drops positions
-/// no future query can see (keeping [`ROLLBACK_SLACK`] more so a chat can roll back
-/// the tail of a turn), so its memory stays bounded by about two windows.
-/// Positions a sliding layer keeps beyond its window, so that re-rendering the last
-/// few tokens of a conversation can still reuse the cache.
-pub const ROLLBACK_SLACK: usize = 64;
-
-#[derive(Debug, Default, Clone)]
-struct LayerKv {
-    k: Option<Tensor>,
-    v: Option<Tensor>,
-    base: usize,
-    window: Option<usize>,
-}
-
-/// The KV cache of a whole model: one entry per layer, `len` positions filled.
-/// It lives outside the model (in the chat session) so one model can serve many.
-#[derive(Debug, Clone)]
-pub struct KvCache {
-    layers: Vec<LayerKv>,
-    len: usize,
-}
-
-impl KvCache {
-    /// An empty cache with one entry per layer: `None` for a global layer, the window
-    /// for a sliding-window layer.
-    pub fn new(windows: &[Option<usize>]) -> Self {
-        Self {
-            layers: windows
-                .iter()
-                .map(|&window| LayerKv {
-                    window,
-                    ..Default::default()
-                })
-                .collect(),
-            len: 0,
-        }
-    }
-
-    /// Number of positions held.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    /// Whether nothing is cached.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// Forgets everything from position `len` on (used to roll back to a shared
-    /// prefix) and returns how many positions are kept: fewer than asked (none) when
-    /// a sliding layer has already dropped keys that continuing from `len` would need.
-    pub fn truncate(&mut self, len: usize) -> usize {
-        let len = self.len.min(len);
-        let servable = self.layers.iter().all(|l| match l.window {
-            Some(w) => l.base <= (len + 1).saturating_sub(w),
-            None => true,
-        });
-        if servable {
-            self.len = len;
-        } else {
-            self.clear();
-        }
-        self.len
-    }
-
-    /// Forgets everything.
-    pub fn clear(&mut self) {
-        self.len = 0;
-        for l in &mut self.layers {
-            l.base = 0;
-        }
-    }
-
-    /// Positions a layer's buffers hold after a prompt of `prompt` tokens and decoding
-    /// up to `n` positions in all: the growth and dropping rules of `append`, without
-    /// running them.
-    pub fn capacity_for(window: Option<usize>, prompt: usize, n: usize) -> usize {
-        let live = match window {
-            // After the prompt, single tokens arrive; dropping keeps `w + slack` of them.
-            Some(w) => n.min((w + ROLLBACK_SLACK + 1).max(prompt)),
-            None => n,
-        };
-        live.max(64).next_power_of_two()
-    }
-
-    /// Bytes allocated for keys and values.
-    pub fn bytes(&self) -> usize {
-        self.layers
-            .iter()
-            .flat_map(|l| [&l.k, &l.v])
-            .flatten()
-            .map(|t| t.elem_count() * t.dtype().size_in_bytes())
-            .sum()
-    }
-
-    /// Marks `n` more positions as filled; called once per forward pass, after all layers.
-    pub(crate) fn advance(&mut self, n: usize) {
-        self.len += n;
-    }
-
-    /// Appends `k`, `v` (`[1, kv_heads, t, head_dim]`) to layer `layer` at the current
-    /// position. Returns the layer's key and value buffers (`[1, kv_heads, capacity,
-    /// head_dim]`) and the position of their first slot; slots up to position
-    /// `len + t` are filled.
-    pub(crate) fn append(
-        &mut self,
-        layer: usize,
-        k: &Tensor,
-        v: &Tensor,
-    ) -> Result<(Tensor, Tensor, usize)> {
-        let start = self.len;
-        let t = k.dim(2)?;
-        let entry = &mut self.layers[layer];
-        let mut held = start - entry.base;
-        let cap = entry.k.as_ref().map(|x| x.dim(2)).transpose()?.unwrap_or(0);
-        if held + t > cap {
-            if let Some(w) = entry.window {
-                let keep_from = start.saturating_sub(w + ROLLBACK_SLACK).max(entry.base);
-                let drop = keep_from - entry.base;
-                if drop > 0 {
-                    for buf in [&entry.k, &entry.v].into_iter().flatten() {
-                        // With one kv head the narrowed view is already contiguous, and
-                        // `contiguous()` would hand back the buffer it is written into.
-                        let view = buf.narrow(2, drop, held - drop)?;
-                        let kept = if view.is_contiguous() {
-                            view.copy()?
-                        } else {
-                            view.contiguous()?
-                        };
-                        buf.slice_set(&kept, 2, 0)?;
-                    }
-                    entry.base = keep_from;
-                    held -= drop;
-                }
-            }
-        }
-        if held + t > cap {
-            let new_cap = (held + t).max(64).next_power_of_two();
-            let grow = |old: &Option<Tensor>, like: &Tensor| -> Result<Tensor> {
-                let (b, h, _, d) = like.dims4()?;
-                let fresh = Tensor::zeros((b, h, new_cap, d), like.dtype(), like.device())?;
-                if let Some(old) = old {
-                    if held > 0 {
-                        fresh.slice_set(&old.narrow(2, 0, held)?.contiguous()?, 2, 0)?;
-                    }
-                }
-                Ok(fresh)
-            };
-            entry.k = Some(grow(&entry.k, k)?);
-            entry.v = Some(grow(&entry.v, v)?);
-        }
-        let (ck, cv) = match (&entry.k, &entry.v) {
-            (Some(ck), Some(cv)) => (ck, cv),
-            _ => candle_core::bail!("kv cache layer {layer} not allocated"),
-        };
-        ck.slice_set(&k.contiguous()?, 2, held)?;
-        cv.slice_set(&v.contiguous()?, 2, held)?;
-        Ok((ck.clone(), cv.clone(), entry.base))
-    }
-}
+use half::f16;
 
 /// Rotary embedding parameters of one kind of layer.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -241,15 +83,24 @@ pub fn attend(
             "kv cache dropped position {first_key} that attention still needs (kept from {base})"
         );
     }
-    if t == 1 && q.device().is_cpu() && q.dtype() == DType::F32 && k.dtype() == DType::F32 {
+    if t == 1 && q.device().is_cpu() && q.dtype() == DType::F32 {
         return attend_one_cpu(q, k, v, first_key - base, total - base, scale as f32);
     }
     let (_, heads, _, d) = q.dims4()?;
     let kv_heads = k.dim(1)?;
     let group = heads / kv_heads;
     let n_keys = total - first_key;
-    let k = k.narrow(2, first_key - base, n_keys)?;
-    let v = v.narrow(2, first_key - base, n_keys)?;
+    // The visible rows in the query's type (an f16 or Q8_0 cache is converted here,
+    // once per layer and prefill; the matmuls dominate).
+    let computable = |x: &Tensor| -> Result<Tensor> {
+        let x = x.narrow(2, first_key - base, n_keys)?;
+        match x.dtype() {
+            DType::U8 => cache::dequantize_q8_0(&x, d)?.to_dtype(q.dtype()),
+            dt if dt != q.dtype() => x.to_dtype(q.dtype()),
+            _ => Ok(x),
+        }
+    };
+    let (k, v) = (computable(k)?, computable(v)?);
     // Fold the query heads that share a KV head into the row dimension, so K and V are
     // used as they are instead of being repeated `group` times.
     let q = q.reshape((1, kv_heads, group * t, d))?;
@@ -267,7 +118,8 @@ pub fn attend(
                 }
             }
         }
-        let mask = Tensor::from_vec(mask, (1, 1, group * t, n_keys), q.device())?;
+        let mask = Tensor::from_vec(mask, (1, 1, group * t, n_keys), q.device())?
+            .to_dtype(scores.dtype())?;
         scores.broadcast_add(&mask)?
     } else {
         scores
@@ -279,8 +131,9 @@ pub fn attend(
         .reshape((1, t, heads * d))
 }
 
-/// One query (a decode step) straight over the cache buffers: no transposed copy of
-/// the keys, no mask, heads in parallel. Buffer slots `first_key .. total` are visible.
+/// One query (a decode step) straight over the cache buffers, in the type they hold:
+/// no transposed copy of the keys, no mask, heads in parallel. Buffer slots
+/// `first_key .. total` are visible.
 fn attend_one_cpu(
     q: &Tensor,
     k: &Tensor,
@@ -301,21 +154,21 @@ fn attend_one_cpu(
     if !kl.is_contiguous() || !vl.is_contiguous() {
         candle_core::bail!("kv cache buffers must be contiguous");
     }
-    let kd = &kc.as_slice::<f32>()?[kl.start_offset()..];
-    let vd = &vc.as_slice::<f32>()?[vl.start_offset()..];
+    let (kd, vd) = (
+        Rows::of(kc, kl.start_offset())?,
+        Rows::of(vc, vl.start_offset())?,
+    );
     let mut out = vec![0f32; heads * d];
     let out_ptr = SyncPtr(out.as_mut_ptr());
-    candle_core::utils::barrier_pool().execute_chunked(heads, |hs| {
+    crate::pool::run_chunked(heads, |hs| {
         let mut scores = vec![0f32; total - first_key];
+        let mut buf = vec![0f32; d];
         for h in hs {
-            let base = (h / group) * cap * d;
+            let base = (h / group) * cap;
             let qh = &qv[h * d..(h + 1) * d];
             let mut max = f32::NEG_INFINITY;
-            for (s, krow) in scores
-                .iter_mut()
-                .zip(kd[base + first_key * d..].chunks_exact(d))
-            {
-                *s = dot(qh, krow) * scale;
+            for (j, s) in scores.iter_mut().enumerate() {
+                *s = dot(qh, kd.row(base + first_key + j, d, &mut buf)) * scale;
                 max = max.max(*s);
             }
             let mut sum = 0f32;
@@ -326,12 +179,9 @@ fn attend_one_cpu(
             // SAFETY: head h owns out[h*d .. (h+1)*d]; no other work item writes it.
             let oh = unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add(h * d), d) };
             let inv = 1.0 / sum;
-            for (s, vrow) in scores
-                .iter()
-                .zip(vd[base + first_key * d..].chunks_exact(d))
-            {
+            for (j, s) in scores.iter().enumerate() {
                 let w = s * inv;
-                for (o, x) in oh.iter_mut().zip(vrow) {
+                for (o, x) in oh.iter_mut().zip(vd.row(base + first_key + j, d, &mut buf)) {
                     *o += w * x;
                 }
             }
@@ -339,6 +189,52 @@ fn attend_one_cpu(
     });
     drop((ks, vs));
     Tensor::from_vec(out, (1, 1, heads * d), q.device())
+}
+
+/// A cache buffer's rows as stored.
+enum Rows<'a> {
+    F32(&'a [f32]),
+    F16(&'a [f16]),
+    /// Q8_0 blocks: 34 bytes per 32 values.
+    Q8_0(&'a [u8]),
+}
+
+impl<'a> Rows<'a> {
+    /// The rows of a cache buffer from element `offset` on.
+    fn of(s: &'a candle_core::CpuStorage, offset: usize) -> Result<Self> {
+        Ok(match s {
+            candle_core::CpuStorage::F32(x) => Rows::F32(&x[offset..]),
+            candle_core::CpuStorage::F16(x) => Rows::F16(&x[offset..]),
+            candle_core::CpuStorage::U8(x) => Rows::Q8_0(&x[offset..]),
+            _ => candle_core::bail!("no attention over a cache of this type"),
+        })
+    }
+
+    /// Row `i` of `d` values as f32: the stored slice, or converted into `buf`.
+    #[inline]
+    fn row<'b>(&'b self, i: usize, d: usize, buf: &'b mut [f32]) -> &'b [f32] {
+        match self {
+            Rows::F32(x) => &x[i * d..(i + 1) * d],
+            Rows::F16(x) => {
+                use half::slice::HalfFloatSliceExt;
+                x[i * d..(i + 1) * d].convert_to_f32_slice(buf);
+                buf
+            }
+            Rows::Q8_0(x) => {
+                let n = d / 32 * 34;
+                for (block, out) in x[i * n..(i + 1) * n]
+                    .chunks_exact(34)
+                    .zip(buf.chunks_exact_mut(32))
+                {
+                    let s = f16::from_le_bytes([block[0], block[1]]).to_f32();
+                    for (o, &q) in out.iter_mut().zip(&block[2..]) {
+                        *o = s * q as i8 as f32;
+                    }
+                }
+                buf
+            }
+        }
+    }
 }
 
 /// Dot product with eight independent accumulators and no bounds checks in the loop,
@@ -360,17 +256,6 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
-/// A raw pointer shared by work items that write disjoint parts.
-#[derive(Clone, Copy)]
-struct SyncPtr(*mut f32);
-unsafe impl Send for SyncPtr {}
-unsafe impl Sync for SyncPtr {}
-impl SyncPtr {
-    fn get(self) -> *mut f32 {
-        self.0
-    }
-}
-
 /// RMS normalisation over the last dimension with a multiplier `w`
 /// (for Gemma the stored `1 + w`; loaders resolve that).
 pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
@@ -385,7 +270,7 @@ mod tests {
     fn capacity_for_predicts_the_allocated_size() {
         for window in [None, Some(8), Some(100), Some(512)] {
             for prompt in [1, 5, 300, 700] {
-                let mut c = KvCache::new(&[window]);
+                let mut c = KvCache::new(&[window], KvType::F32);
                 let kv = |t: usize| Tensor::zeros((1, 1, t, 2), DType::F32, &Device::Cpu).unwrap();
                 c.append(0, &kv(prompt), &kv(prompt)).unwrap();
                 c.advance(prompt);
@@ -454,5 +339,97 @@ mod tests {
                 "heads {heads} kv {kv} d {d} window {window:?}: {diff}"
             );
         }
+    }
+
+    /// Attention over a cache of each type equals the reference (f64, general path)
+    /// over the values that type stores: decode (one query, the fast path) and
+    /// prefill (several queries) alike, with and without a window.
+    #[test]
+    fn every_cache_type_attends_over_what_it_stores() {
+        for kind in KvType::ALL {
+            for (heads, kv, d, window, t) in [
+                (4, 1, 64, None, 1),
+                (4, 2, 32, Some(5), 1),
+                (4, 1, 64, None, 6),
+                (2, 2, 32, Some(3), 4),
+            ] {
+                let total = 11;
+                let start = total - t;
+                let mut cache = KvCache::new(&[window], kind);
+                let k = random((1, kv, total, d), 1);
+                let v = random((1, kv, total, d), 2);
+                cache
+                    .append(
+                        0,
+                        &k.narrow(2, 0, start).unwrap(),
+                        &v.narrow(2, 0, start).unwrap(),
+                    )
+                    .unwrap();
+                cache.advance(start);
+                let (ck, cv, base) = cache
+                    .append(
+                        0,
+                        &k.narrow(2, start, t).unwrap(),
+                        &v.narrow(2, start, t).unwrap(),
+                    )
+                    .unwrap();
+                let q = random((1, heads, t, d), 3);
+                let got = attend(&q, &ck, &cv, (start, base), 0.125, window).unwrap();
+                // What the cache holds, as f64.
+                let stored = |x: &Tensor| -> Tensor {
+                    match x.dtype() {
+                        DType::U8 => cache::dequantize_q8_0(x, d).unwrap(),
+                        _ => x.clone(),
+                    }
+                    .to_dtype(DType::F64)
+                    .unwrap()
+                };
+                let want = attend(
+                    &q.to_dtype(DType::F64).unwrap(),
+                    &stored(&ck),
+                    &stored(&cv),
+                    (start, base),
+                    0.125,
+                    window,
+                )
+                .unwrap()
+                .to_dtype(DType::F32)
+                .unwrap();
+                let diff = (got - want)
+                    .unwrap()
+                    .abs()
+                    .unwrap()
+                    .max_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap();
+                assert!(
+                    diff < 1e-5,
+                    "{kind} heads {heads} kv {kv} t {t} window {window:?}: {diff}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn cache_bytes_follow_the_type() {
+        for (kind, per_value) in [
+            (KvType::F32, 4.0),
+            (KvType::F16, 2.0),
+            (KvType::Q8_0, 34.0 / 32.0),
+        ] {
+            let mut c = KvCache::new(&[None], kind);
+            let kv = Tensor::zeros((1, 2, 64, 64), DType::F32, &Device::Cpu).unwrap();
+            c.append(0, &kv, &kv).unwrap();
+            assert_eq!(
+                c.bytes() as f64,
+                2.0 * 2.0 * 64.0 * 64.0 * per_value,
+                "{kind}"
+            );
+            assert_eq!(kind.row_bytes(64) as f64, 64.0 * per_value);
+        }
+        assert!(KvType::Q8_0.unsupported(48).is_some());
+        assert_eq!(KvType::parse("Q8_0"), Ok(KvType::Q8_0));
+        assert!(KvType::parse("q4").is_err());
     }
 }

@@ -239,7 +239,7 @@ pub fn matmul_many(x: &[f32], m: usize, k: usize, mats: &[(Rows<'_>, usize)]) ->
         }
     } else {
         let xq_ptr = SyncPtr(xq.as_mut_ptr());
-        candle_core::utils::barrier_pool().execute_chunked(m, |rows| {
+        crate::pool::run_chunked(m, |rows| {
             for r in rows {
                 // SAFETY: each activation row r is written by exactly one work item.
                 let out = unsafe { std::slice::from_raw_parts_mut(xq_ptr.get().add(r * kb), kb) };

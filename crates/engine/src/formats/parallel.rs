@@ -2,11 +2,12 @@
 //! one parallel region, and within an item, activation rows four at a time. Written
 //! once here; each format supplies only its dot products.
 
+pub(crate) use crate::pool::SyncPtr;
 use std::ops::Range;
 
 /// Runs `f(matrix, rows)` over runs of 8 rows of every matrix (`ns[i]` rows each) in
-/// one region of candle's barrier pool, the one its quantized matmuls use: the many
-/// small matmuls of a decode step pay microseconds, not thread wake-ups.
+/// one region of [`crate::pool`]: several matrices that read the same activations
+/// (q, k and v; gate and up) share one region.
 pub(crate) fn for_row_runs(ns: &[usize], f: impl Fn(usize, Range<usize>) + Sync) {
     const ROWS: usize = 8;
     // Work item c covers rows c*ROWS.. of the concatenation of all matrices' rows.
@@ -16,7 +17,7 @@ pub(crate) fn for_row_runs(ns: &[usize], f: impl Fn(usize, Range<usize>) + Sync)
         starts.push(total);
         total += n.div_ceil(ROWS);
     }
-    candle_core::utils::barrier_pool().execute_chunked(total, |chunks| {
+    crate::pool::run_chunked(total, |chunks| {
         for c in chunks {
             let i = starts.partition_point(|&s| s <= c) - 1;
             let first = (c - starts[i]) * ROWS;
@@ -95,16 +96,5 @@ impl Out {
         );
         // SAFETY: inside the buffer (checked), and row r belongs to this item only.
         unsafe { *self.ptr.get().add(j * self.n + r) = v };
-    }
-}
-
-/// A raw pointer that work items share; each writes a disjoint part.
-#[derive(Clone, Copy)]
-pub(crate) struct SyncPtr<T>(pub(crate) *mut T);
-unsafe impl<T> Send for SyncPtr<T> {}
-unsafe impl<T> Sync for SyncPtr<T> {}
-impl<T> SyncPtr<T> {
-    pub(crate) fn get(self) -> *mut T {
-        self.0
     }
 }

@@ -12,7 +12,7 @@
 pub mod gemma3;
 pub mod llama;
 
-use crate::attention::KvCache;
+use crate::attention::{KvCache, KvType};
 use crate::error::{Error, Result};
 use crate::formats::Weight;
 use crate::gguf::GgufFile;
@@ -164,6 +164,8 @@ pub trait Forward: Send + Sync {
 pub struct Model {
     config: Config,
     net: Box<dyn Forward>,
+    kv: KvType,
+    cpu: bool,
 }
 
 impl Model {
@@ -191,7 +193,19 @@ impl Model {
             items: src.tensor_count(),
         };
         let net = (config.arch.load)(&config, &loader)?;
-        Ok(Self { config, net })
+        // What computes on the GPU stays in its type there (f16 and Q8_0 rows are
+        // converted by the CPU kernels).
+        let cpu = device.is_cpu();
+        let kv = match cpu {
+            true => KvType::default(),
+            false => KvType::F32,
+        };
+        Ok(Self {
+            config,
+            net,
+            kv,
+            cpu,
+        })
     }
 
     /// Runs `ids` after what the cache holds and returns the logits of positions
@@ -206,9 +220,27 @@ impl Model {
         self.net.forward(ids, cache, logits_from)
     }
 
-    /// A fresh, empty cache sized for this model.
+    /// A fresh, empty cache for this model, of its [`Model::kv_type`].
     pub fn new_cache(&self) -> KvCache {
-        KvCache::new(&self.config.layer_windows)
+        KvCache::new(&self.config.layer_windows, self.kv)
+    }
+
+    /// How its caches hold keys and values.
+    pub fn kv_type(&self) -> KvType {
+        self.kv
+    }
+
+    /// Makes later caches on the CPU hold keys and values as `kv` (refused where the
+    /// heads do not fit the type). A model on a GPU keeps an f32 cache whatever is
+    /// asked: the converting kernels are the CPU's; [`Model::kv_type`] says which.
+    pub fn set_kv_type(&mut self, kv: KvType) -> Result<()> {
+        if let Some(why) = kv.unsupported(self.config.head_dim) {
+            return Err(Error::Invalid(why));
+        }
+        if self.cpu {
+            self.kv = kv;
+        }
+        Ok(())
     }
 
     /// The hyper-parameters.
@@ -456,9 +488,9 @@ impl Config {
         self.layer_windows.clone()
     }
 
-    /// Bytes of keys and values one cached position takes over all layers (F32 cache).
-    pub fn kv_bytes_per_position(&self) -> usize {
-        self.num_hidden_layers * 2 * self.num_key_value_heads * self.head_dim * 4
+    /// Bytes of keys and values one cached position takes over all layers.
+    pub fn kv_bytes_per_position(&self, kv: KvType) -> usize {
+        self.num_hidden_layers * 2 * self.num_key_value_heads * kv.row_bytes(self.head_dim)
     }
 
     /// One line describing which layers attend globally and which through a window.

@@ -20,7 +20,7 @@ const TINY: &[(&str, &str)] = &[
 ];
 
 fn logits(dir: &Path, input: &[u32]) -> Vec<f32> {
-    let m = Model::load(&Source::open(dir).unwrap(), &candle_core::Device::Cpu).unwrap();
+    let m = f32_cache(Model::load(&Source::open(dir).unwrap(), &candle_core::Device::Cpu).unwrap());
     let mut cache = m.new_cache();
     floats(&m.forward(input, &mut cache, 0).unwrap())
 }

@@ -3,6 +3,22 @@
 
 pub use unicorn_test_support::*;
 
+/// `m` with its KV cache in f32, as the float32 references were computed (the
+/// default f16 cache is held to the real models' perplexity bounds in golden_real).
+pub fn f32_cache(mut m: unicorn_engine::models::Model) -> unicorn_engine::models::Model {
+    m.set_kv_type(unicorn_engine::attention::KvType::F32)
+        .unwrap();
+    m
+}
+
+/// Load options with an f32 KV cache (see [`f32_cache`]).
+pub fn f32_options() -> unicorn_engine::LoadOptions {
+    unicorn_engine::LoadOptions {
+        kv_type: Some(unicorn_engine::attention::KvType::F32),
+        ..Default::default()
+    }
+}
+
 /// Logit tolerance of the tiny goldens (golden README): 2e-4 absolute.
 pub const LOGIT_TOL: f32 = 2e-4;
 

@@ -9,7 +9,7 @@ use crate::common::*;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use unicorn_engine::convert::{gguf_to_hf, OutDType};
-use unicorn_engine::{LoadOptions, LoadedModel};
+use unicorn_engine::LoadedModel;
 
 fn converted(gguf: &str, cell: &'static OnceLock<PathBuf>) -> &'static Path {
     cell.get_or_init(|| {
@@ -25,7 +25,7 @@ static SMOLLM_DIR: OnceLock<PathBuf> = OnceLock::new();
 static GEMMA_DIR: OnceLock<PathBuf> = OnceLock::new();
 
 fn load_dir(dir: &Path) -> LoadedModel {
-    LoadedModel::load(dir, &LoadOptions::default()).unwrap()
+    LoadedModel::load(dir, &f32_options()).unwrap()
 }
 
 fn log_softmax_at(row: &[f32], id: usize) -> f64 {
@@ -129,7 +129,7 @@ fn converted_gemma3_matches_transformers_f32_reference() {
 fn converted_folders_give_the_ggufs_logits() {
     for (gguf, cell) in [(SMOLLM, &SMOLLM_DIR), (GEMMA, &GEMMA_DIR)] {
         let folder = load_dir(converted(gguf, cell));
-        let file = LoadedModel::load(&model(gguf), &LoadOptions::default()).unwrap();
+        let file = LoadedModel::load(&model(gguf), &f32_options()).unwrap();
         let prompt = file
             .tokenizer()
             .unwrap()

@@ -55,7 +55,7 @@ fn write_gguf(name: &str, meta: Vec<(&str, Value)>, tensors: Vec<(String, Tensor
 
 fn check(arch: &str, path: &PathBuf) {
     let g = GgufFile::open(path).unwrap();
-    let model = Model::load(&Source::Gguf(g), &Device::Cpu).unwrap();
+    let model = f32_cache(Model::load(&Source::Gguf(g), &Device::Cpu).unwrap());
     check_tiny_golden(arch, &model);
     std::fs::remove_file(path).ok();
 }
@@ -146,7 +146,7 @@ fn per_layer_sliding_flags_give_the_same_model() {
 fn sliding_window_cache_drops_old_keys_without_changing_results() {
     let path = tiny_gemma3_gguf("window", vec![]);
     let g = GgufFile::open(&path).unwrap();
-    let model = Model::load(&Source::Gguf(g), &Device::Cpu).unwrap();
+    let model = f32_cache(Model::load(&Source::Gguf(g), &Device::Cpu).unwrap());
     let gold = golden("tiny/gemma3_text/golden.safetensors");
     let mut seq = ids(&gold["input_ids"]);
     let mut cache = model.new_cache();
@@ -211,7 +211,7 @@ fn converted_tiny_ggufs_match_transformers_again() {
         })
         .unwrap();
         assert_eq!(calls, r.tensors);
-        let model = Model::load(&Source::open(&out).unwrap(), &Device::Cpu).unwrap();
+        let model = f32_cache(Model::load(&Source::open(&out).unwrap(), &Device::Cpu).unwrap());
         check_tiny_golden(arch, &model);
         // The output exists now: no silent overwrite, and --force replaces it.
         let e = gguf_to_hf(&gguf, &out, OutDType::F32, false, &mut |_| true).unwrap_err();

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use unicorn_engine::models::Model;
 use unicorn_engine::source::Source;
-use unicorn_engine::{LoadOptions, LoadedModel};
+use unicorn_engine::LoadedModel;
 
 const ARCHS: [&str; 5] = [
     "llama",
@@ -31,7 +31,7 @@ fn scratch(tag: &str) -> PathBuf {
 }
 
 fn load(dir: &Path) -> Model {
-    Model::load(&Source::open(dir).unwrap(), &Device::Cpu).unwrap()
+    f32_cache(Model::load(&Source::open(dir).unwrap(), &Device::Cpu).unwrap())
 }
 
 fn load_err(dir: &Path) -> String {
@@ -45,7 +45,7 @@ fn load_err(dir: &Path) -> String {
 fn every_tiny_model_matches_transformers_logits_and_greedy_ids() {
     for arch in ARCHS {
         // Through the same entry point as the CLI: no tokenizer files, ids only.
-        let m = LoadedModel::load(&tiny(arch), &LoadOptions::default()).unwrap();
+        let m = LoadedModel::load(&tiny(arch), &f32_options()).unwrap();
         assert!(!m.has_tokenizer(), "{arch}");
         assert!(m
             .tokenizer()

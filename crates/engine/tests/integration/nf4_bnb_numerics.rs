@@ -220,7 +220,9 @@ fn golden_logits_are_bitsandbytes_bf16_cpu_arithmetic_on_the_weights_we_load() {
     let exact = tiny.forward(&input, linear_f32);
     let engine = {
         let dir = golden_dir().join("nf4/tiny_llama_bnb_nf4");
-        let m = Model::load(&Source::open(&dir).unwrap(), &candle_core::Device::Cpu).unwrap();
+        let m = f32_cache(
+            Model::load(&Source::open(&dir).unwrap(), &candle_core::Device::Cpu).unwrap(),
+        );
         floats(&m.forward(&input, &mut m.new_cache(), 0).unwrap())
     };
     let (bnb_gap, engine_gap, exact_gap, engine_vs_golden) = (
