@@ -13,6 +13,9 @@ pub struct CpuFeatures {
     pub f16c: bool,
     /// x86-64 AVX-512F: BF16 rows at decode.
     pub avx512f: bool,
+    /// x86-64 AVX-512F with BW and VNNI (byte dot products into 32-bit lanes): the
+    /// k-quant kernels' wide path.
+    pub avx512vnni: bool,
     /// aarch64 NEON (part of every aarch64 target).
     pub neon: bool,
 }
@@ -27,6 +30,10 @@ impl CpuFeatures {
                 avx2_fma: has!("avx2") && has!("fma"),
                 f16c: has!("f16c"),
                 avx512f: has!("avx512f"),
+                avx512vnni: has!("avx512f")
+                    && has!("avx512bw")
+                    && has!("avx512vnni")
+                    && has!("fma"),
                 neon: false,
             }
         }
@@ -36,6 +43,7 @@ impl CpuFeatures {
                 avx2_fma: false,
                 f16c: false,
                 avx512f: false,
+                avx512vnni: false,
                 neon: cfg!(target_arch = "aarch64"),
             }
         }
@@ -47,12 +55,26 @@ impl CpuFeatures {
         avx2_fma: false,
         f16c: false,
         avx512f: false,
+        avx512vnni: false,
         neon: false,
     };
 }
 
-/// This CPU's features (detected on the first call).
+/// This CPU's features (detected on the first call), narrowed by `UNICORN_CPU`:
+/// `avx2` leaves out AVX-512, `portable` every SIMD path. For comparing the kernels
+/// on one machine, and for ruling them out when chasing a bug.
 pub fn features() -> CpuFeatures {
     static FEATURES: OnceLock<CpuFeatures> = OnceLock::new();
-    *FEATURES.get_or_init(CpuFeatures::detect)
+    *FEATURES.get_or_init(|| {
+        let found = CpuFeatures::detect();
+        match std::env::var("UNICORN_CPU").as_deref() {
+            Ok("portable") => CpuFeatures::PORTABLE,
+            Ok("avx2") => CpuFeatures {
+                avx512f: false,
+                avx512vnni: false,
+                ..found
+            },
+            _ => found,
+        }
+    })
 }

@@ -10,8 +10,18 @@
 
 use super::parallel::{by_fours, for_row_runs, SyncPtr};
 
-/// Activations quantized for integer dot products: 32 values, their scale, and the
-/// exact sum of the original values (so weight minimums and offsets add no rounding).
+/// Activations quantized for integer dot products, as one format's kernels read them.
+pub trait Activation: Copy + Sync + Send {
+    /// Values per block.
+    const WEIGHTS: usize;
+    /// A block of zeros (to allocate before quantizing).
+    const ZERO: Self;
+    /// Quantizes one row (length a multiple of [`Activation::WEIGHTS`]) into `out`.
+    fn quantize_row(x: &[f32], out: &mut [Self]);
+}
+
+/// Activations for the 32-weight formats: 32 values, their scale, and the exact sum
+/// of the original values (so weight minimums and offsets add no rounding).
 #[derive(Clone, Copy, Debug)]
 #[repr(C)]
 pub struct BlockQ16 {
@@ -24,16 +34,92 @@ pub struct BlockQ16 {
 }
 const _: () = assert!(std::mem::size_of::<BlockQ16>() == 72);
 
+/// The 16-bit quantization of 32 values: scale `amax / 32767`, values rounded.
+#[inline(always)]
+fn q16_block(xs: &[f32]) -> (f32, impl Iterator<Item = i16> + '_) {
+    let amax = xs.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let d = amax / 32767.0;
+    let id = if d > 0.0 { 1.0 / d } else { 0.0 };
+    (d, xs.iter().map(move |v| (v * id).round() as i16))
+}
+
 /// Quantizes one row (length a multiple of 32) into `out`.
 pub fn quantize_row_q16(x: &[f32], out: &mut [BlockQ16]) {
     for (xs, b) in x.chunks_exact(32).zip(out.iter_mut()) {
-        let amax = xs.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let d = amax / 32767.0;
-        let id = if d > 0.0 { 1.0 / d } else { 0.0 };
+        let (d, qs) = q16_block(xs);
         b.d = d;
         b.s = xs.iter().sum();
-        for (q, v) in b.qs.iter_mut().zip(xs) {
-            *q = (v * id).round() as i16;
+        for (q, v) in b.qs.iter_mut().zip(qs) {
+            *q = v;
+        }
+    }
+}
+
+impl Activation for BlockQ16 {
+    const WEIGHTS: usize = 32;
+    const ZERO: Self = Self {
+        d: 0.0,
+        s: 0.0,
+        qs: [0; 32],
+    };
+    fn quantize_row(x: &[f32], out: &mut [Self]) {
+        quantize_row_q16(x, out)
+    }
+}
+
+/// Activations for the k-quant formats: 256 values quantized exactly as eight
+/// [`BlockQ16`] (a 16-bit value and a scale per 32), but with each value split into
+/// its low byte (unsigned) and high byte (signed), `q = lo + 256·hi`. Byte dot
+/// products (`vpdpbusd`, `vpmaddubsw`) then multiply 4-bit or 6-bit weights with
+/// 16-bit activations in two passes and no widening, and the scales sit in arrays a
+/// vector load reads. Results equal [`BlockQ16`]'s up to float summation order.
+#[derive(Clone, Copy, Debug)]
+#[repr(C, align(64))]
+pub struct BlockQ16K {
+    /// Low bytes of the 256 quantized values.
+    pub lo: [u8; 256],
+    /// High bytes (signed) of the 256 quantized values.
+    pub hi: [i8; 256],
+    /// Scale of each block of 32: value ≈ d × q.
+    pub d: [f32; 8],
+    /// Sum of the 32 original values of each block of 32.
+    pub s: [f32; 8],
+    /// Sum of the quantized values of each group of 16 (exact: at most 16 × 32767).
+    pub qsum16: [f32; 16],
+}
+const _: () = assert!(std::mem::size_of::<BlockQ16K>() == 640);
+
+impl BlockQ16K {
+    /// Quantized value `i` (0..256).
+    #[inline(always)]
+    pub fn q(&self, i: usize) -> i32 {
+        self.lo[i] as i32 + 256 * self.hi[i] as i32
+    }
+}
+
+impl Activation for BlockQ16K {
+    const WEIGHTS: usize = 256;
+    const ZERO: Self = Self {
+        lo: [0; 256],
+        hi: [0; 256],
+        d: [0.0; 8],
+        s: [0.0; 8],
+        qsum16: [0.0; 16],
+    };
+    fn quantize_row(x: &[f32], out: &mut [Self]) {
+        for (xs, b) in x.chunks_exact(256).zip(out.iter_mut()) {
+            for (j, xs) in xs.chunks_exact(32).enumerate() {
+                let (d, qs) = q16_block(xs);
+                b.d[j] = d;
+                b.s[j] = xs.iter().sum();
+                for (l, q) in qs.enumerate() {
+                    b.lo[32 * j + l] = q as u8;
+                    b.hi[32 * j + l] = (q >> 8) as i8;
+                }
+            }
+            for g in 0..16 {
+                b.qsum16[g] = (16 * g..16 * g + 16).map(|i| b.q(i)).sum::<i32>() as f32;
+            }
         }
     }
 }
@@ -44,12 +130,14 @@ pub fn quantize_row_q16(x: &[f32], out: &mut [BlockQ16]) {
 pub trait BlockFormat: Copy + Sync {
     /// Weights per block: 32, or 256 for k-quants (whose rows are a multiple of 256).
     const WEIGHTS: usize;
+    /// The activations this format's kernels read.
+    type Act: Activation;
     /// The matrix as the [`Rows`] variant of this format.
     fn rows(w: &[Self]) -> Rows<'_>;
     /// Portable dot product of one weight row with one activation row.
-    fn dot_scalar(w: &[Self], x: &[BlockQ16]) -> f32;
+    fn dot_scalar(w: &[Self], x: &[Self::Act]) -> f32;
     /// Portable dot products of one weight row with four activation rows.
-    fn dot4_scalar(w: &[Self], x: [&[BlockQ16]; 4]) -> [f32; 4] {
+    fn dot4_scalar(w: &[Self], x: [&[Self::Act]; 4]) -> [f32; 4] {
         std::array::from_fn(|r| Self::dot_scalar(w, x[r]))
     }
     /// AVX2 + FMA [`BlockFormat::dot_scalar`].
@@ -57,75 +145,148 @@ pub trait BlockFormat: Copy + Sync {
     /// # Safety
     /// Only where AVX2 and FMA were detected.
     #[cfg(target_arch = "x86_64")]
-    unsafe fn dot_avx2(w: &[Self], x: &[BlockQ16]) -> f32;
+    unsafe fn dot_avx2(w: &[Self], x: &[Self::Act]) -> f32;
     /// AVX2 + FMA [`BlockFormat::dot4_scalar`].
     ///
     /// # Safety
     /// Only where AVX2 and FMA were detected.
     #[cfg(target_arch = "x86_64")]
-    unsafe fn dot4_avx2(w: &[Self], x: [&[BlockQ16]; 4]) -> [f32; 4];
+    unsafe fn dot4_avx2(w: &[Self], x: [&[Self::Act]; 4]) -> [f32; 4];
+    /// AVX-512 (F, BW, VNNI) [`BlockFormat::dot_scalar`]; formats without one use AVX2.
+    ///
+    /// # Safety
+    /// Only where AVX-512F, BW and VNNI, AVX2 and FMA were detected.
+    #[cfg(target_arch = "x86_64")]
+    #[inline]
+    unsafe fn dot_avx512(w: &[Self], x: &[Self::Act]) -> f32 {
+        Self::dot_avx2(w, x)
+    }
+    /// AVX-512 [`BlockFormat::dot4_scalar`]; formats without one use AVX2.
+    ///
+    /// # Safety
+    /// As [`BlockFormat::dot_avx512`].
+    #[cfg(target_arch = "x86_64")]
+    #[inline]
+    unsafe fn dot4_avx512(w: &[Self], x: [&[Self::Act]; 4]) -> [f32; 4] {
+        Self::dot4_avx2(w, x)
+    }
+}
+
+/// Which kernels a matmul runs: the widest this CPU has ([`Simd::best`]), or a
+/// narrower one (tests run each against the portable reference).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Simd {
+    /// Portable Rust.
+    Portable,
+    /// x86-64 AVX2 + FMA.
+    Avx2,
+    /// x86-64 AVX-512F, BW and VNNI (k-quants; other formats take their AVX2 path).
+    Avx512,
+}
+
+impl Simd {
+    /// The widest path this CPU runs.
+    pub fn best() -> Self {
+        let cpu = crate::cpu::features();
+        if cpu.avx512vnni && cpu.avx2_fma {
+            Self::Avx512
+        } else if cpu.avx2_fma {
+            Self::Avx2
+        } else {
+            Self::Portable
+        }
+    }
+
+    /// Every path this CPU runs, narrowest first.
+    pub fn available() -> Vec<Self> {
+        [Self::Portable, Self::Avx2, Self::Avx512]
+            .into_iter()
+            .filter(|&s| s as u8 <= Self::best() as u8)
+            .collect()
+    }
 }
 
 /// Implements [`BlockFormat`] for a format file's block type by delegating to the
-/// file's `dot_scalar`, and to its `dot_avx2` and `dot4_avx2` functions, or (with
-/// `Block32`) to the shared kernels of the 32-weight formats, [`dot_block32_avx2`]
-/// and [`dot4_block32_avx2`]. Every kernel function is `#[inline]`: it is then
-/// compiled into the driver's codegen unit and inlined there, whichever module it
-/// lives in (across units it stayed a call, measured 10-15 % slower at prefill).
+/// file's `dot_scalar`, and either (with `Block32`, on [`BlockQ16`] activations) to
+/// the shared kernels of the 32-weight formats, [`dot_block32_avx2`] and
+/// [`dot4_block32_avx2`], or (with `KQuant`, on [`BlockQ16K`]) to the file's
+/// `dot_avx2`, `dot4_avx2`, `dot_avx512` and `dot4_avx512`. Every kernel function is
+/// `#[inline]`: it is then compiled into the driver's codegen unit and inlined there,
+/// whichever module it lives in (across units it stayed a call, measured 10-15 %
+/// slower at prefill).
 macro_rules! block_format {
     ($block:ty, $variant:ident, 32, Block32) => {
         $crate::formats::blocks::block_format!(@impl $block, $variant, 32,
+            $crate::formats::blocks::BlockQ16,
             $crate::formats::blocks::dot_block32_avx2,
-            $crate::formats::blocks::dot4_block32_avx2);
+            $crate::formats::blocks::dot4_block32_avx2, {});
     };
-    ($block:ty, $variant:ident, $weights:expr) => {
-        $crate::formats::blocks::block_format!(@impl $block, $variant, $weights, dot_avx2, dot4_avx2);
+    ($block:ty, $variant:ident, 256, KQuant) => {
+        $crate::formats::blocks::block_format!(@impl $block, $variant, 256,
+            $crate::formats::blocks::BlockQ16K, dot_avx2, dot4_avx2, {
+            #[cfg(target_arch = "x86_64")]
+            #[inline]
+            unsafe fn dot_avx512(w: &[Self], x: &[Self::Act]) -> f32 {
+                dot_avx512(w, x)
+            }
+            #[cfg(target_arch = "x86_64")]
+            #[inline]
+            unsafe fn dot4_avx512(w: &[Self], x: [&[Self::Act]; 4]) -> [f32; 4] {
+                dot4_avx512(w, x)
+            }
+        });
     };
-    (@impl $block:ty, $variant:ident, $weights:expr, $dot:path, $dot4:path) => {
+    (@impl $block:ty, $variant:ident, $weights:expr, $act:ty, $dot:path, $dot4:path, { $($extra:tt)* }) => {
         impl $crate::formats::blocks::BlockFormat for $block {
             const WEIGHTS: usize = $weights;
+            type Act = $act;
             fn rows(w: &[Self]) -> $crate::formats::blocks::Rows<'_> {
                 $crate::formats::blocks::Rows::$variant(w)
             }
-            #[inline]
-            fn dot_scalar(w: &[Self], x: &[BlockQ16]) -> f32 {
+            fn dot_scalar(w: &[Self], x: &[Self::Act]) -> f32 {
                 dot_scalar(w, x)
             }
             #[cfg(target_arch = "x86_64")]
             #[inline]
-            unsafe fn dot_avx2(w: &[Self], x: &[BlockQ16]) -> f32 {
+            unsafe fn dot_avx2(w: &[Self], x: &[Self::Act]) -> f32 {
                 $dot(w, x)
             }
             #[cfg(target_arch = "x86_64")]
             #[inline]
-            unsafe fn dot4_avx2(w: &[Self], x: [&[BlockQ16]; 4]) -> [f32; 4] {
+            unsafe fn dot4_avx2(w: &[Self], x: [&[Self::Act]; 4]) -> [f32; 4] {
                 $dot4(w, x)
             }
+            $($extra)*
         }
     };
 }
 pub(crate) use block_format;
 
+/// One weight row by one activation row on the `simd` path (which must be one this
+/// CPU runs: [`Simd::best`] or narrower).
 #[inline(always)]
-fn dot<B: BlockFormat>(w: &[B], x: &[BlockQ16], simd: bool) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    if simd {
-        // SAFETY: `simd` is true only where AVX2 and FMA were detected.
-        return unsafe { B::dot_avx2(w, x) };
+pub(crate) fn dot<B: BlockFormat>(w: &[B], x: &[B::Act], simd: Simd) -> f32 {
+    match simd {
+        // SAFETY: only paths this CPU runs are ever chosen (Simd::best).
+        #[cfg(target_arch = "x86_64")]
+        Simd::Avx512 => unsafe { B::dot_avx512(w, x) },
+        #[cfg(target_arch = "x86_64")]
+        Simd::Avx2 => unsafe { B::dot_avx2(w, x) },
+        _ => B::dot_scalar(w, x),
     }
-    let _ = simd;
-    B::dot_scalar(w, x)
 }
 
+/// One weight row by four activation rows on the `simd` path (see [`dot`]).
 #[inline(always)]
-fn dot4<B: BlockFormat>(w: &[B], x: [&[BlockQ16]; 4], simd: bool) -> [f32; 4] {
-    #[cfg(target_arch = "x86_64")]
-    if simd {
-        // SAFETY: `simd` is true only where AVX2 and FMA were detected.
-        return unsafe { B::dot4_avx2(w, x) };
+pub(crate) fn dot4<B: BlockFormat>(w: &[B], x: [&[B::Act]; 4], simd: Simd) -> [f32; 4] {
+    match simd {
+        // SAFETY: only paths this CPU runs are ever chosen (Simd::best).
+        #[cfg(target_arch = "x86_64")]
+        Simd::Avx512 => unsafe { B::dot4_avx512(w, x) },
+        #[cfg(target_arch = "x86_64")]
+        Simd::Avx2 => unsafe { B::dot4_avx2(w, x) },
+        _ => B::dot4_scalar(w, x),
     }
-    let _ = simd;
-    B::dot4_scalar(w, x)
 }
 
 /// `y[m, n] = x[m, k] · W[n, k]ᵀ` for one matrix (row-major, k/32 blocks a row).
@@ -161,14 +322,18 @@ impl Rows<'_> {
         }
     }
 
-    /// Rows `rows` (`kb` activation blocks of 32 long) dotted with every activation row of `xq`;
-    /// `out(j, r, v)` stores a result. The format is matched once per run of rows.
+    /// Whether this format's kernels read [`BlockQ16K`] activations (else [`BlockQ16`]).
+    fn k_activations(&self) -> bool {
+        matches!(self, Self::Q4K(_) | Self::Q6K(_))
+    }
+
+    /// Rows `rows` dotted with every activation row of `acts`; `out(j, r, v)` stores
+    /// a result. The format is matched once per run of rows.
     fn dot_rows(
         &self,
         rows: std::ops::Range<usize>,
-        kb: usize,
-        xq: &[BlockQ16],
-        simd: bool,
+        acts: &Acts,
+        simd: Simd,
         out: impl FnMut(usize, usize, f32),
     ) {
         // Kept out of line: inlined into the work-item closure it was measured 1.8x
@@ -177,13 +342,14 @@ impl Rows<'_> {
         fn run<B: BlockFormat>(
             w: &[B],
             rows: std::ops::Range<usize>,
-            kb: usize,
-            xq: &[BlockQ16],
-            simd: bool,
+            k: usize,
+            xq: &[B::Act],
+            simd: Simd,
             out: impl FnMut(usize, usize, f32),
         ) {
+            let kb = k / <B::Act as Activation>::WEIGHTS; // activation blocks per row
             let m = xq.len() / kb;
-            let wb = kb * 32 / B::WEIGHTS; // weight blocks per row
+            let wb = k / B::WEIGHTS; // weight blocks per row
             let act = |j: usize| &xq[j * kb..(j + 1) * kb];
             let row = |r: usize| &w[r * wb..(r + 1) * wb];
             by_fours(
@@ -194,48 +360,34 @@ impl Rows<'_> {
                 out,
             );
         }
+        let k = acts.k;
         match self {
-            Self::Q4_1(w) => run(w, rows, kb, xq, simd, out),
-            Self::Q5_0(w) => run(w, rows, kb, xq, simd, out),
-            Self::Q8_0(w) => run(w, rows, kb, xq, simd, out),
-            Self::Q4K(w) => run(w, rows, kb, xq, simd, out),
-            Self::Q6K(w) => run(w, rows, kb, xq, simd, out),
+            Self::Q4_1(w) => run(w, rows, k, &acts.q16, simd, out),
+            Self::Q5_0(w) => run(w, rows, k, &acts.q16, simd, out),
+            Self::Q8_0(w) => run(w, rows, k, &acts.q16, simd, out),
+            Self::Q4K(w) => run(w, rows, k, &acts.q16k, simd, out),
+            Self::Q6K(w) => run(w, rows, k, &acts.q16k, simd, out),
         }
     }
 }
 
-/// `y_i[m, n_i] = x[m, k] · W_iᵀ` for matrices that share their input (q, k, v; gate
-/// and up): x is quantized once and all rows run in one parallel region on candle's
-/// spinning barrier pool (the one its own quantized matmuls use), so the many small
-/// matmuls of a decode step pay microseconds, not thread wake-ups. Each work item is
-/// a run of rows for all m activation rows, so a weight row is read once.
-pub fn matmul_many(x: &[f32], m: usize, k: usize, mats: &[(Rows<'_>, usize)]) -> Vec<Vec<f32>> {
-    assert!(
-        k.is_multiple_of(32) && x.len() == m * k,
-        "activations [{m}, {k}] do not fit {}",
-        x.len()
-    );
-    let kb = k / 32;
-    for (w, n) in mats {
-        assert_eq!(
-            w.weights(),
-            n * k,
-            "matrix of {n} rows does not match k = {k}"
-        );
-    }
-    let simd = crate::cpu::features().avx2_fma;
-    let mut xq = vec![
-        BlockQ16 {
-            d: 0.0,
-            s: 0.0,
-            qs: [0; 32]
-        };
-        m * kb
-    ];
+/// One matmul's activations, quantized once for every kind of kernel that reads them
+/// (only the kinds its matrices need).
+struct Acts {
+    /// Values per row.
+    k: usize,
+    q16: Vec<BlockQ16>,
+    q16k: Vec<BlockQ16K>,
+}
+
+/// `x` (`m` rows of `k`) quantized to `A`, rows in parallel when there are many.
+fn quantize_rows<A: Activation>(x: &[f32], m: usize, k: usize) -> Vec<A> {
+    let kb = k / A::WEIGHTS;
+    let mut xq = vec![A::ZERO; m * kb];
     if m <= 4 {
         // A few rows quantize faster than the pool can be woken.
         for (r, out) in xq.chunks_mut(kb).enumerate() {
-            quantize_row_q16(&x[r * k..(r + 1) * k], out);
+            A::quantize_row(&x[r * k..(r + 1) * k], out);
         }
     } else {
         let xq_ptr = SyncPtr(xq.as_mut_ptr());
@@ -243,17 +395,55 @@ pub fn matmul_many(x: &[f32], m: usize, k: usize, mats: &[(Rows<'_>, usize)]) ->
             for r in rows {
                 // SAFETY: each activation row r is written by exactly one work item.
                 let out = unsafe { std::slice::from_raw_parts_mut(xq_ptr.get().add(r * kb), kb) };
-                quantize_row_q16(&x[r * k..(r + 1) * k], out);
+                A::quantize_row(&x[r * k..(r + 1) * k], out);
             }
         });
     }
+    xq
+}
+
+/// `y_i[m, n_i] = x[m, k] · W_iᵀ` for matrices that share their input (q, k, v; gate
+/// and up): x is quantized once (per kind of activation the formats read) and all
+/// rows run in one parallel region of our pool, so the many small matmuls of a
+/// decode step pay microseconds, not thread wake-ups. Each work item is a run of rows
+/// for all m activation rows, so a weight row is read once.
+pub fn matmul_many(x: &[f32], m: usize, k: usize, mats: &[(Rows<'_>, usize)]) -> Vec<Vec<f32>> {
+    assert!(
+        k.is_multiple_of(32) && x.len() == m * k,
+        "activations [{m}, {k}] do not fit {}",
+        x.len()
+    );
+    for (w, n) in mats {
+        assert_eq!(
+            w.weights(),
+            n * k,
+            "matrix of {n} rows does not match k = {k}"
+        );
+    }
+    let simd = Simd::best();
+    // A k-quant matrix has rows of whole 256-weight blocks (checked above through
+    // its weight count), so k is a multiple of 256 wherever q16k is built.
+    let acts = Acts {
+        k,
+        q16: if mats.iter().any(|(w, _)| !w.k_activations()) {
+            quantize_rows(x, m, k)
+        } else {
+            Vec::new()
+        },
+        q16k: if mats.iter().any(|(w, _)| w.k_activations()) {
+            assert!(k.is_multiple_of(256), "k-quant rows of {k} weights");
+            quantize_rows(x, m, k)
+        } else {
+            Vec::new()
+        },
+    };
     let mut outs: Vec<Vec<f32>> = mats.iter().map(|(_, n)| vec![0f32; m * n]).collect();
     let ptrs: Vec<SyncPtr<f32>> = outs.iter_mut().map(|o| SyncPtr(o.as_mut_ptr())).collect();
     let ns: Vec<usize> = mats.iter().map(|(_, n)| *n).collect();
     for_row_runs(&ns, |i, rows| {
         let (w, n) = mats[i];
         let out = ptrs[i];
-        w.dot_rows(rows, kb, &xq, simd, |j, r, v| {
+        w.dot_rows(rows, &acts, simd, |j, r, v| {
             // SAFETY: output (j, r) of matrix i is written by the one item owning row r.
             unsafe { *out.get().add(j * n + r) = v };
         });
@@ -340,6 +530,58 @@ pub unsafe fn dot4_block32_avx2<B: Block32>(w: &[B], x: [&[BlockQ16]; 4]) -> [f3
     std::array::from_fn(|r| hsum_avx(acc[r]) + B::OFFSET_FACTOR * offset[r])
 }
 
+/// Σ w·q over 32 activation values as 8 i32 lanes (4 values each), from 32 weight
+/// bytes (0..=63, unsigned) and the activations' low and high bytes
+/// ([`BlockQ16K`]): byte products summed in pairs (at most 2·255·63 and 2·63·128,
+/// so no i16 saturation), then pairs of pairs, the high bytes' weighted by 256.
+///
+/// # Safety
+/// Only where AVX2 was detected (inlined into the kernels); `lo` and `hi` must
+/// point to 32 readable bytes.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(crate) unsafe fn bytes_dot_avx2(
+    w: std::arch::x86_64::__m256i,
+    lo: *const u8,
+    hi: *const i8,
+) -> std::arch::x86_64::__m256i {
+    use std::arch::x86_64::*;
+    let ones = _mm256_set1_epi16(1);
+    let l = _mm256_maddubs_epi16(_mm256_loadu_si256(lo as *const __m256i), w);
+    let h = _mm256_maddubs_epi16(w, _mm256_loadu_si256(hi as *const __m256i));
+    _mm256_add_epi32(
+        _mm256_madd_epi16(l, ones),
+        _mm256_slli_epi32::<8>(_mm256_madd_epi16(h, ones)),
+    )
+}
+
+/// [`bytes_dot_avx2`] over 64 values with AVX-512 VNNI: two `vpdpbusd`, the high
+/// bytes' sums shifted into the accumulator the low bytes' add to (16 lanes of 4
+/// values; at most 4·63·128·256 + 4·255·63, far inside i32).
+///
+/// # Safety
+/// Only where AVX-512F, BW and VNNI were detected; `lo` and `hi` must point to 64
+/// readable bytes.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(crate) unsafe fn bytes_dot_avx512(
+    w: std::arch::x86_64::__m512i,
+    lo: *const u8,
+    hi: *const i8,
+) -> std::arch::x86_64::__m512i {
+    use std::arch::x86_64::*;
+    let h = _mm512_dpbusd_epi32(
+        _mm512_setzero_si512(),
+        w,
+        _mm512_loadu_si512(hi as *const _),
+    );
+    _mm512_dpbusd_epi32(
+        _mm512_slli_epi32::<8>(h),
+        _mm512_loadu_si512(lo as *const _),
+        w,
+    )
+}
+
 /// Sum of the 8 lanes.
 #[cfg(target_arch = "x86_64")]
 #[inline]
@@ -368,7 +610,7 @@ pub fn blocks<B: Copy>(bytes: &[u8]) -> Option<&[B]> {
 
 #[cfg(test)]
 pub(crate) mod testing {
-    use super::{quantize_row_q16, BlockFormat, BlockQ16};
+    use super::{Activation, BlockFormat};
 
     pub fn lcg(seed: &mut u64) -> f32 {
         *seed = seed
@@ -399,15 +641,38 @@ pub(crate) mod testing {
             .collect()
     }
 
-    fn quantized(x: &[f32]) -> Vec<BlockQ16> {
-        let zero = BlockQ16 {
-            d: 0.0,
-            s: 0.0,
-            qs: [0; 32],
-        };
-        let mut q = vec![zero; x.len() / 32];
-        quantize_row_q16(x, &mut q);
+    fn quantized<A: Activation>(x: &[f32]) -> Vec<A> {
+        let mut q = vec![A::ZERO; x.len() / A::WEIGHTS];
+        A::quantize_row(x, &mut q);
         q
+    }
+
+    /// The k-quant activations hold exactly the 32-value blocks' quantization, split
+    /// into bytes, with exact group sums; extremes (±32767, a zero block) included.
+    #[test]
+    fn split_activations_equal_the_16_bit_blocks() {
+        let mut seed = 5;
+        let mut x: Vec<f32> = (0..512).map(|_| lcg(&mut seed) * 7.0).collect();
+        x[3] = -40.0;
+        x[300] = 1e-30;
+        x[256..288].iter_mut().for_each(|v| *v = 0.0);
+        let blocks: Vec<super::BlockQ16> = quantized(&x);
+        let split: Vec<super::BlockQ16K> = quantized(&x);
+        for (i, b) in blocks.iter().enumerate() {
+            let a = &split[i / 8];
+            let j = i % 8;
+            assert_eq!((a.d[j], a.s[j]), (b.d, b.s), "block {i}");
+            for l in 0..32 {
+                assert_eq!(a.q(32 * j + l), b.qs[l] as i32, "block {i} value {l}");
+            }
+        }
+        assert!(blocks.iter().any(|b| b.qs.contains(&-32767)));
+        for a in &split {
+            for g in 0..16 {
+                let sum: i32 = (16 * g..16 * g + 16).map(|i| a.q(i)).sum();
+                assert_eq!(a.qsum16[g], sum as f32);
+            }
+        }
     }
 
     /// A format's kernels on random blocks: our reading of its layout (`dequant`)
@@ -459,7 +724,7 @@ pub(crate) mod testing {
         super::matmul(&x, m, k, &w, n, &mut y);
         for i in 0..m {
             let xi = &x[i * k..(i + 1) * k];
-            let xq = quantized(xi);
+            let xq: Vec<B::Act> = quantized(xi);
             for r in 0..n {
                 let row = &w[r * wb..(r + 1) * wb];
                 let wr: Vec<f32> = row.iter().flat_map(&dequant).collect();
@@ -475,6 +740,26 @@ pub(crate) mod testing {
                     (got - reference).abs() <= 1e-4 * reference.abs().max(1.0),
                     "simd {got} vs scalar {reference}"
                 );
+            }
+        }
+        // Every path this CPU runs (not only the widest, which the matmul took),
+        // one row and four rows at a time, against the portable reference.
+        let xq: Vec<Vec<B::Act>> = (0..4).map(|i| quantized(&x[i * k..(i + 1) * k])).collect();
+        for simd in super::Simd::available() {
+            for r in 0..n {
+                let row = &w[r * wb..(r + 1) * wb];
+                let four = super::dot4(row, std::array::from_fn(|i| xq[i].as_slice()), simd);
+                for i in 0..4 {
+                    let reference = B::dot_scalar(row, &xq[i]);
+                    let close = |v: f32| (v - reference).abs() <= 1e-4 * reference.abs().max(1.0);
+                    let one = super::dot(row, &xq[i], simd);
+                    assert!(close(one), "{simd:?} row {r}: {one} vs scalar {reference}");
+                    assert!(
+                        close(four[i]),
+                        "{simd:?} dot4 row {r}: {} vs scalar {reference}",
+                        four[i]
+                    );
+                }
             }
         }
     }

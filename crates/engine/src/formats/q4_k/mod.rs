@@ -6,8 +6,8 @@
 
 pub mod quantize;
 
-use super::blocks::BlockQ16;
-use super::kquant::scale_min_k4;
+use super::blocks::BlockQ16K;
+use super::kquant::{scale_min_k4, scales_mins_k4};
 use half::f16;
 
 /// One super-block.
@@ -36,125 +36,177 @@ fn q4(b: &BlockQ4K, i: usize, l: usize) -> u8 {
 }
 
 /// Portable reference dot product.
-fn dot_scalar(w: &[BlockQ4K], x: &[BlockQ16]) -> f32 {
+fn dot_scalar(w: &[BlockQ4K], x: &[BlockQ16K]) -> f32 {
     let mut sum = 0f32;
-    for (b, xs) in w.iter().zip(x.chunks_exact(8)) {
+    for (b, a) in w.iter().zip(x) {
         let (d, dmin) = (b.d.to_f32(), b.dmin.to_f32());
-        for (i, a) in xs.iter().enumerate() {
+        for i in 0..8 {
             let (sc, m) = scale_min_k4(i, &b.scales);
-            let isum: i32 = (0..32).map(|l| q4(b, i, l) as i32 * a.qs[l] as i32).sum();
-            sum += d * sc as f32 * a.d * isum as f32 - dmin * m as f32 * a.s;
+            let isum: i32 = (0..32).map(|l| q4(b, i, l) as i32 * a.q(32 * i + l)).sum();
+            sum += d * sc as f32 * a.d[i] * isum as f32 - dmin * m as f32 * a.s[i];
         }
     }
     sum
 }
 
-/// Integer dot products of sub-blocks 2t and 2t+1 with their activations, as floats.
+/// The super-block's eight scales (d·scⱼ) and minimums (dmin·mⱼ) as vectors.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn pair_avx2(
-    b: &BlockQ4K,
-    t: usize,
-    a0: &BlockQ16,
-    a1: &BlockQ16,
-) -> (std::arch::x86_64::__m256, std::arch::x86_64::__m256) {
+unsafe fn weight_scales(b: &BlockQ4K) -> (std::arch::x86_64::__m256, std::arch::x86_64::__m256) {
     use std::arch::x86_64::*;
-    let low = _mm256_set1_epi8(0x0F);
-    let q = _mm256_loadu_si256(b.qs.as_ptr().add(32 * t) as *const __m256i);
-    let lo = _mm256_and_si256(q, low);
-    let hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), low);
-    let ints = |v: __m256i, a: &BlockQ16| {
-        let q0 = _mm256_cvtepu8_epi16(_mm256_castsi256_si128(v));
-        let q1 = _mm256_cvtepu8_epi16(_mm256_extracti128_si256::<1>(v));
-        let y0 = _mm256_loadu_si256(a.qs.as_ptr() as *const __m256i);
-        let y1 = _mm256_loadu_si256(a.qs.as_ptr().add(16) as *const __m256i);
-        // 15 × 32767 × 32 fits i32.
-        _mm256_cvtepi32_ps(_mm256_add_epi32(
-            _mm256_madd_epi16(q0, y0),
-            _mm256_madd_epi16(q1, y1),
-        ))
+    let (sc, m) = scales_mins_k4(&b.scales);
+    let f = |v: [u8; 8]| {
+        _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(
+            v.as_ptr() as *const __m128i
+        )))
     };
-    (ints(lo, a0), ints(hi, a1))
+    (
+        _mm256_mul_ps(_mm256_set1_ps(b.d.to_f32()), f(sc)),
+        _mm256_mul_ps(_mm256_set1_ps(b.dmin.to_f32()), f(m)),
+    )
 }
 
+/// One super-block against one activation block with AVX2: each sub-block's byte
+/// products as 8 lanes, scaled by d·scⱼ·a.dⱼ (picked from one vector of 8); the
+/// minimums meet the exact activation sums in `mins`.
 #[cfg(target_arch = "x86_64")]
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn dot_avx2(w: &[BlockQ4K], x: &[BlockQ16]) -> f32 {
+#[inline(always)]
+unsafe fn superblock_avx2(
+    q: &[std::arch::x86_64::__m256i; 8],
+    (d, m): (std::arch::x86_64::__m256, std::arch::x86_64::__m256),
+    a: &BlockQ16K,
+    acc: &mut std::arch::x86_64::__m256,
+    mins: &mut std::arch::x86_64::__m256,
+) {
     use std::arch::x86_64::*;
-    let mut acc = _mm256_setzero_ps();
-    let mut mins = 0f32;
-    for (b, xs) in w.iter().zip(x.chunks_exact(8)) {
-        let (d, dmin) = (b.d.to_f32(), b.dmin.to_f32());
-        for t in 0..4 {
-            let (a0, a1) = (&xs[2 * t], &xs[2 * t + 1]);
-            let (p0, p1) = pair_avx2(b, t, a0, a1);
-            let (sc0, m0) = scale_min_k4(2 * t, &b.scales);
-            let (sc1, m1) = scale_min_k4(2 * t + 1, &b.scales);
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(d * sc0 as f32 * a0.d), p0, acc);
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(d * sc1 as f32 * a1.d), p1, acc);
-            mins += dmin * (m0 as f32 * a0.s + m1 as f32 * a1.s);
-        }
+    let s = _mm256_mul_ps(d, _mm256_loadu_ps(a.d.as_ptr()));
+    for (j, &w) in q.iter().enumerate() {
+        let p =
+            super::blocks::bytes_dot_avx2(w, a.lo.as_ptr().add(32 * j), a.hi.as_ptr().add(32 * j));
+        let sj = _mm256_permutevar8x32_ps(s, _mm256_set1_epi32(j as i32));
+        *acc = _mm256_fmadd_ps(sj, _mm256_cvtepi32_ps(p), *acc);
     }
-    super::blocks::hsum_avx(acc) - mins
+    *mins = _mm256_fmadd_ps(m, _mm256_loadu_ps(a.s.as_ptr()), *mins);
 }
 
-/// Four activation rows: each sub-block is unpacked once.
+/// The eight sub-blocks' quants as 32 bytes each (sub-block 2t: low nibbles of
+/// `qs[32t..]`, 2t+1: high nibbles).
 #[cfg(target_arch = "x86_64")]
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn dot4_avx2(w: &[BlockQ4K], x: [&[BlockQ16]; 4]) -> [f32; 4] {
+#[inline(always)]
+unsafe fn unpack_avx2(b: &BlockQ4K) -> [std::arch::x86_64::__m256i; 8] {
     use std::arch::x86_64::*;
     let low = _mm256_set1_epi8(0x0F);
-    let mut acc = [_mm256_setzero_ps(); 4];
-    let mut mins = [0f32; 4];
-    for (bi, b) in w.iter().enumerate() {
-        let (d, dmin) = (b.d.to_f32(), b.dmin.to_f32());
-        for t in 0..4 {
-            let q = _mm256_loadu_si256(b.qs.as_ptr().add(32 * t) as *const __m256i);
-            let lo = _mm256_and_si256(q, low);
-            let hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), low);
-            let (lo0, lo1) = (
-                _mm256_cvtepu8_epi16(_mm256_castsi256_si128(lo)),
-                _mm256_cvtepu8_epi16(_mm256_extracti128_si256::<1>(lo)),
-            );
-            let (hi0, hi1) = (
-                _mm256_cvtepu8_epi16(_mm256_castsi256_si128(hi)),
-                _mm256_cvtepu8_epi16(_mm256_extracti128_si256::<1>(hi)),
-            );
-            let (sc0, m0) = scale_min_k4(2 * t, &b.scales);
-            let (sc1, m1) = scale_min_k4(2 * t + 1, &b.scales);
-            for r in 0..4 {
-                let (a0, a1) = (&x[r][bi * 8 + 2 * t], &x[r][bi * 8 + 2 * t + 1]);
-                let y = |a: &BlockQ16, o: usize| {
-                    _mm256_loadu_si256(a.qs.as_ptr().add(o) as *const __m256i)
-                };
-                let p0 = _mm256_add_epi32(
-                    _mm256_madd_epi16(lo0, y(a0, 0)),
-                    _mm256_madd_epi16(lo1, y(a0, 16)),
-                );
-                let p1 = _mm256_add_epi32(
-                    _mm256_madd_epi16(hi0, y(a1, 0)),
-                    _mm256_madd_epi16(hi1, y(a1, 16)),
-                );
-                acc[r] = _mm256_fmadd_ps(
-                    _mm256_set1_ps(d * sc0 as f32 * a0.d),
-                    _mm256_cvtepi32_ps(p0),
-                    acc[r],
-                );
-                acc[r] = _mm256_fmadd_ps(
-                    _mm256_set1_ps(d * sc1 as f32 * a1.d),
-                    _mm256_cvtepi32_ps(p1),
-                    acc[r],
-                );
-                mins[r] += dmin * (m0 as f32 * a0.s + m1 as f32 * a1.s);
-            }
-        }
+    let mut q = [_mm256_setzero_si256(); 8];
+    for t in 0..4 {
+        let v = _mm256_loadu_si256(b.qs.as_ptr().add(32 * t) as *const __m256i);
+        q[2 * t] = _mm256_and_si256(v, low);
+        q[2 * t + 1] = _mm256_and_si256(_mm256_srli_epi16::<4>(v), low);
     }
-    std::array::from_fn(|r| super::blocks::hsum_avx(acc[r]) - mins[r])
+    q
 }
 
-super::blocks::block_format!(BlockQ4K, Q4K, 256);
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dot_avx2(w: &[BlockQ4K], x: &[BlockQ16K]) -> f32 {
+    use std::arch::x86_64::*;
+    let (mut acc, mut mins) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+    for (b, a) in w.iter().zip(x) {
+        superblock_avx2(&unpack_avx2(b), weight_scales(b), a, &mut acc, &mut mins);
+    }
+    super::blocks::hsum_avx(_mm256_sub_ps(acc, mins))
+}
+
+/// Four activation rows: each super-block is unpacked once.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dot4_avx2(w: &[BlockQ4K], x: [&[BlockQ16K]; 4]) -> [f32; 4] {
+    use std::arch::x86_64::*;
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut mins = [_mm256_setzero_ps(); 4];
+    for (i, b) in w.iter().enumerate() {
+        let (q, scales) = (unpack_avx2(b), weight_scales(b));
+        for r in 0..4 {
+            superblock_avx2(&q, scales, &x[r][i], &mut acc[r], &mut mins[r]);
+        }
+    }
+    std::array::from_fn(|r| super::blocks::hsum_avx(_mm256_sub_ps(acc[r], mins[r])))
+}
+
+/// The super-block's quants as four vectors of 64 bytes in activation order: vector
+/// t holds sub-block 2t (the low nibbles of `qs[32t..]`) then 2t+1 (their high
+/// nibbles), from one 32-byte load shifted in its upper half.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn unpack_avx512(b: &BlockQ4K) -> [std::arch::x86_64::__m512i; 4] {
+    use std::arch::x86_64::*;
+    let low = _mm512_set1_epi8(0x0F);
+    std::array::from_fn(|t| {
+        let v = _mm512_broadcast_i64x4(_mm256_loadu_si256(
+            b.qs.as_ptr().add(32 * t) as *const __m256i
+        ));
+        _mm512_and_si512(_mm512_mask_srli_epi16::<4>(v, 0xFFFF_0000, v), low)
+    })
+}
+
+/// One super-block against one activation block with AVX-512 VNNI: per vector of
+/// two sub-blocks, the byte products as 16 lanes, scaled lane by lane (lanes 0-7 by
+/// d·sc₂ₜ·a.d₂ₜ, 8-15 by the next), so nothing is reduced until the row ends.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn superblock_avx512(
+    q: &[std::arch::x86_64::__m512i; 4],
+    (d, m): (std::arch::x86_64::__m256, std::arch::x86_64::__m256),
+    a: &BlockQ16K,
+    acc: &mut std::arch::x86_64::__m512,
+    mins: &mut std::arch::x86_64::__m256,
+) {
+    use std::arch::x86_64::*;
+    let s = _mm512_castps256_ps512(_mm256_mul_ps(d, _mm256_loadu_ps(a.d.as_ptr())));
+    let halves = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+    for (t, &w) in q.iter().enumerate() {
+        let p = super::blocks::bytes_dot_avx512(
+            w,
+            a.lo.as_ptr().add(64 * t),
+            a.hi.as_ptr().add(64 * t),
+        );
+        let idx = _mm512_add_epi32(halves, _mm512_set1_epi32(2 * t as i32));
+        *acc = _mm512_fmadd_ps(_mm512_permutexvar_ps(idx, s), _mm512_cvtepi32_ps(p), *acc);
+    }
+    *mins = _mm256_fmadd_ps(m, _mm256_loadu_ps(a.s.as_ptr()), *mins);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma")]
+unsafe fn dot_avx512(w: &[BlockQ4K], x: &[BlockQ16K]) -> f32 {
+    use std::arch::x86_64::*;
+    let (mut acc, mut mins) = (_mm512_setzero_ps(), _mm256_setzero_ps());
+    for (b, a) in w.iter().zip(x) {
+        superblock_avx512(&unpack_avx512(b), weight_scales(b), a, &mut acc, &mut mins);
+    }
+    _mm512_reduce_add_ps(acc) - super::blocks::hsum_avx(mins)
+}
+
+/// [`dot_avx512`] for four activation rows (each super-block unpacked once).
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma")]
+unsafe fn dot4_avx512(w: &[BlockQ4K], x: [&[BlockQ16K]; 4]) -> [f32; 4] {
+    use std::arch::x86_64::*;
+    let mut acc = [_mm512_setzero_ps(); 4];
+    let mut mins = [_mm256_setzero_ps(); 4];
+    for (i, b) in w.iter().enumerate() {
+        let (q, scales) = (unpack_avx512(b), weight_scales(b));
+        for r in 0..4 {
+            superblock_avx512(&q, scales, &x[r][i], &mut acc[r], &mut mins[r]);
+        }
+    }
+    std::array::from_fn(|r| _mm512_reduce_add_ps(acc[r]) - super::blocks::hsum_avx(mins[r]))
+}
+
+super::blocks::block_format!(BlockQ4K, Q4K, 256, KQuant);
 
 #[cfg(test)]
 mod tests {

@@ -5,7 +5,7 @@
 
 pub mod quantize;
 
-use super::blocks::BlockQ16;
+use super::blocks::BlockQ16K;
 use half::f16;
 
 /// One super-block.
@@ -38,120 +38,250 @@ fn scale(b: &BlockQ6K, g: usize, l: usize) -> f32 {
 }
 
 /// Portable reference dot product.
-fn dot_scalar(w: &[BlockQ6K], x: &[BlockQ16]) -> f32 {
+fn dot_scalar(w: &[BlockQ6K], x: &[BlockQ16K]) -> f32 {
     let mut sum = 0f32;
-    for (b, xs) in w.iter().zip(x.chunks_exact(8)) {
+    for (b, a) in w.iter().zip(x) {
         let d = b.d.to_f32();
-        for (g, a) in xs.iter().enumerate() {
+        for g in 0..8 {
             for half in [0, 16] {
                 let isum: i32 = (half..half + 16)
-                    .map(|l| q6(b, g, l) * a.qs[l] as i32)
+                    .map(|l| q6(b, g, l) * a.q(32 * g + l))
                     .sum();
-                sum += d * scale(b, g, half) * a.d * isum as f32;
+                sum += d * scale(b, g, half) * a.d[g] * isum as f32;
             }
         }
     }
     sum
 }
 
-/// The signed quants (−32..31) of the four 32-groups of half `half` of a super-block,
-/// each as two vectors of 16 i16.
+/// The super-block's 16 group scales times the activations' block scales,
+/// d·scᵢ·a.d_(i/2), as two vectors of 8 (groups 0-7, 8-15).
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn unpack_half(
-    b: &BlockQ6K,
-    half: usize,
-) -> [(std::arch::x86_64::__m256i, std::arch::x86_64::__m256i); 4] {
+unsafe fn group_scales_avx2(b: &BlockQ6K, a: &BlockQ16K) -> [std::arch::x86_64::__m256; 2] {
+    use std::arch::x86_64::*;
+    let d = _mm256_set1_ps(b.d.to_f32());
+    let ad = _mm256_loadu_ps(a.d.as_ptr());
+    std::array::from_fn(|h| {
+        let sc = _mm_loadl_epi64(b.scales.as_ptr().add(8 * h) as *const __m128i);
+        let sc = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(sc));
+        let i = 4 * h as i32;
+        let pairs = _mm256_setr_epi32(i, i, i + 1, i + 1, i + 2, i + 2, i + 3, i + 3);
+        _mm256_mul_ps(_mm256_mul_ps(d, sc), _mm256_permutevar8x32_ps(ad, pairs))
+    })
+}
+
+/// The unsigned quants (0..=63) of the four 32-groups of half `half` of a
+/// super-block, as 32 bytes each (the −32 is applied through the activation sums).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn groups_half(b: &BlockQ6K, half: usize) -> [std::arch::x86_64::__m256i; 4] {
     use std::arch::x86_64::*;
     let low = _mm256_set1_epi8(0x0F);
     let three = _mm256_set1_epi8(3);
     let ql0 = _mm256_loadu_si256(b.ql.as_ptr().add(64 * half) as *const __m256i);
     let ql1 = _mm256_loadu_si256(b.ql.as_ptr().add(64 * half + 32) as *const __m256i);
     let qh = _mm256_loadu_si256(b.qh.as_ptr().add(32 * half) as *const __m256i);
-    let high = |h: __m256i| _mm256_slli_epi16(_mm256_and_si256(h, three), 4);
-    let groups = [
+    let high = |h: __m256i| _mm256_slli_epi16::<4>(_mm256_and_si256(h, three));
+    [
         _mm256_or_si256(_mm256_and_si256(ql0, low), high(qh)),
-        _mm256_or_si256(_mm256_and_si256(ql1, low), high(_mm256_srli_epi16(qh, 2))),
+        _mm256_or_si256(_mm256_and_si256(ql1, low), high(_mm256_srli_epi16::<2>(qh))),
         _mm256_or_si256(
-            _mm256_and_si256(_mm256_srli_epi16(ql0, 4), low),
-            high(_mm256_srli_epi16(qh, 4)),
+            _mm256_and_si256(_mm256_srli_epi16::<4>(ql0), low),
+            high(_mm256_srli_epi16::<4>(qh)),
         ),
         _mm256_or_si256(
-            _mm256_and_si256(_mm256_srli_epi16(ql1, 4), low),
-            high(_mm256_srli_epi16(qh, 6)),
+            _mm256_and_si256(_mm256_srli_epi16::<4>(ql1), low),
+            high(_mm256_srli_epi16::<6>(qh)),
         ),
-    ];
-    groups.map(|q| {
-        let q = _mm256_sub_epi8(q, _mm256_set1_epi8(32));
-        (
-            _mm256_cvtepi8_epi16(_mm256_castsi256_si128(q)),
-            _mm256_cvtepi8_epi16(_mm256_extracti128_si256::<1>(q)),
-        )
+    ]
+}
+
+/// One super-block against one activation block with AVX2: per 32-group the byte
+/// products as 8 lanes (lanes 0-3 the first 16 weights, 4-7 the next), each half
+/// scaled by its group's scale; `offset` gathers Σ scale·(sum of the group's
+/// activation quants), which times 32 is subtracted at the end.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn superblock_avx2(
+    q: &[std::arch::x86_64::__m256i; 8],
+    b: &BlockQ6K,
+    a: &BlockQ16K,
+    acc: &mut std::arch::x86_64::__m256,
+    offset: &mut std::arch::x86_64::__m256,
+) {
+    use std::arch::x86_64::*;
+    let s = group_scales_avx2(b, a);
+    for (g, &w) in q.iter().enumerate() {
+        let p =
+            super::blocks::bytes_dot_avx2(w, a.lo.as_ptr().add(32 * g), a.hi.as_ptr().add(32 * g));
+        let i = 2 * (g % 4) as i32;
+        let idx = _mm256_setr_epi32(i, i, i, i, i + 1, i + 1, i + 1, i + 1);
+        *acc = _mm256_fmadd_ps(
+            _mm256_permutevar8x32_ps(s[g / 4], idx),
+            _mm256_cvtepi32_ps(p),
+            *acc,
+        );
+    }
+    *offset = _mm256_fmadd_ps(s[0], _mm256_loadu_ps(a.qsum16.as_ptr()), *offset);
+    *offset = _mm256_fmadd_ps(s[1], _mm256_loadu_ps(a.qsum16.as_ptr().add(8)), *offset);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn unpack_avx2(b: &BlockQ6K) -> [std::arch::x86_64::__m256i; 8] {
+    let (h0, h1) = (groups_half(b, 0), groups_half(b, 1));
+    [h0[0], h0[1], h0[2], h0[3], h1[0], h1[1], h1[2], h1[3]]
+}
+
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dot_avx2(w: &[BlockQ6K], x: &[BlockQ16K]) -> f32 {
+    use std::arch::x86_64::*;
+    let (mut acc, mut offset) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+    for (b, a) in w.iter().zip(x) {
+        superblock_avx2(&unpack_avx2(b), b, a, &mut acc, &mut offset);
+    }
+    super::blocks::hsum_avx(_mm256_fnmadd_ps(_mm256_set1_ps(32.0), offset, acc))
+}
+
+/// Four activation rows: each super-block is unpacked once.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dot4_avx2(w: &[BlockQ6K], x: [&[BlockQ16K]; 4]) -> [f32; 4] {
+    use std::arch::x86_64::*;
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut offset = [_mm256_setzero_ps(); 4];
+    for (i, b) in w.iter().enumerate() {
+        let q = unpack_avx2(b);
+        for r in 0..4 {
+            superblock_avx2(&q, b, &x[r][i], &mut acc[r], &mut offset[r]);
+        }
+    }
+    std::array::from_fn(|r| {
+        super::blocks::hsum_avx(_mm256_fnmadd_ps(_mm256_set1_ps(32.0), offset[r], acc[r]))
     })
 }
 
-/// One 32-group against one activation block; each half of 16 has its own scale
-/// (32 × 32767 × 2 per lane fits i32).
+/// The super-block's unsigned quants as four vectors of 64 bytes in activation order
+/// (vector c holds weights 64c..64c+64): per half, the low nibbles of `ql[64h..]`
+/// with `qh`'s bits 0-1 (first 32) and 2-3 (next 32), then the high nibbles with
+/// bits 4-5 and 6-7, the `qh` bytes loaded once into both halves and shifted by
+/// lane.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn group(
-    (q0, q1): (std::arch::x86_64::__m256i, std::arch::x86_64::__m256i),
-    a: &BlockQ16,
-    s0: f32,
-    s1: f32,
-    acc: std::arch::x86_64::__m256,
-) -> std::arch::x86_64::__m256 {
+unsafe fn unpack_avx512(b: &BlockQ6K) -> [std::arch::x86_64::__m512i; 4] {
     use std::arch::x86_64::*;
-    let y0 = _mm256_loadu_si256(a.qs.as_ptr() as *const __m256i);
-    let y1 = _mm256_loadu_si256(a.qs.as_ptr().add(16) as *const __m256i);
-    let p0 = _mm256_cvtepi32_ps(_mm256_madd_epi16(q0, y0));
-    let p1 = _mm256_cvtepi32_ps(_mm256_madd_epi16(q1, y1));
-    let acc = _mm256_fmadd_ps(_mm256_set1_ps(s0 * a.d), p0, acc);
-    _mm256_fmadd_ps(_mm256_set1_ps(s1 * a.d), p1, acc)
+    let low = _mm512_set1_epi8(0x0F);
+    let bits45 = _mm512_set1_epi8(0x30);
+    // Shift counts per 16-bit lane: lower 256 bits, then upper.
+    let up = _mm512_inserti64x4::<1>(_mm512_set1_epi16(4), _mm256_set1_epi16(2));
+    let down = _mm512_inserti64x4::<1>(_mm512_setzero_si512(), _mm256_set1_epi16(2));
+    let mut q = [_mm512_setzero_si512(); 4];
+    for h in 0..2 {
+        let ql = _mm512_loadu_si512(b.ql.as_ptr().add(64 * h) as *const _);
+        let qh = _mm512_broadcast_i64x4(_mm256_loadu_si256(
+            b.qh.as_ptr().add(32 * h) as *const __m256i
+        ));
+        // 16-bit shifts move bits between a lane's two bytes; the masks keep only
+        // each byte's own bits.
+        let high_a = _mm512_and_si512(_mm512_sllv_epi16(qh, up), bits45);
+        let high_b = _mm512_and_si512(_mm512_srlv_epi16(qh, down), bits45);
+        q[2 * h] = _mm512_or_si512(_mm512_and_si512(ql, low), high_a);
+        q[2 * h + 1] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16::<4>(ql), low), high_b);
+    }
+    q
+}
+
+/// The 16 group scales times the activations' block scales, d·scᵢ·a.d_(i/2).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn group_scales_avx512(
+    sc: std::arch::x86_64::__m512,
+    a: &BlockQ16K,
+) -> std::arch::x86_64::__m512 {
+    use std::arch::x86_64::*;
+    let pairs = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
+    let ad = _mm512_castps256_ps512(_mm256_loadu_ps(a.d.as_ptr()));
+    _mm512_mul_ps(sc, _mm512_permutexvar_ps(pairs, ad))
+}
+
+/// d·scᵢ for the 16 groups.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn weight_scales_avx512(b: &BlockQ6K) -> std::arch::x86_64::__m512 {
+    use std::arch::x86_64::*;
+    let sc = _mm512_cvtepi8_epi32(_mm_loadu_si128(b.scales.as_ptr() as *const __m128i));
+    _mm512_mul_ps(_mm512_set1_ps(b.d.to_f32()), _mm512_cvtepi32_ps(sc))
+}
+
+/// One super-block against one activation block with AVX-512 VNNI: per 64 weights
+/// the byte products as 16 lanes of 4, each lane scaled by its group's scale
+/// (lanes 4i..4i+4 by group 4c+i), nothing reduced until the row ends.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn superblock_avx512(
+    q: &[std::arch::x86_64::__m512i; 4],
+    sc: std::arch::x86_64::__m512,
+    a: &BlockQ16K,
+    acc: &mut std::arch::x86_64::__m512,
+    offset: &mut std::arch::x86_64::__m512,
+) {
+    use std::arch::x86_64::*;
+    let s = group_scales_avx512(sc, a);
+    let quads = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
+    for (c, &w) in q.iter().enumerate() {
+        let p = super::blocks::bytes_dot_avx512(
+            w,
+            a.lo.as_ptr().add(64 * c),
+            a.hi.as_ptr().add(64 * c),
+        );
+        let idx = _mm512_add_epi32(quads, _mm512_set1_epi32(4 * c as i32));
+        *acc = _mm512_fmadd_ps(_mm512_permutexvar_ps(idx, s), _mm512_cvtepi32_ps(p), *acc);
+    }
+    *offset = _mm512_fmadd_ps(s, _mm512_loadu_ps(a.qsum16.as_ptr()), *offset);
 }
 
 #[cfg(target_arch = "x86_64")]
 #[inline]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn dot_avx2(w: &[BlockQ6K], x: &[BlockQ16]) -> f32 {
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma")]
+unsafe fn dot_avx512(w: &[BlockQ6K], x: &[BlockQ16K]) -> f32 {
     use std::arch::x86_64::*;
-    let mut acc = _mm256_setzero_ps();
-    for (b, xs) in w.iter().zip(x.chunks_exact(8)) {
-        let d = b.d.to_f32();
-        for half in 0..2 {
-            for (g, q) in unpack_half(b, half).into_iter().enumerate() {
-                let s = 8 * half + 2 * g;
-                let (s0, s1) = (d * b.scales[s] as f32, d * b.scales[s + 1] as f32);
-                acc = group(q, &xs[4 * half + g], s0, s1, acc);
-            }
-        }
+    let (mut acc, mut offset) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+    for (b, a) in w.iter().zip(x) {
+        superblock_avx512(
+            &unpack_avx512(b),
+            weight_scales_avx512(b),
+            a,
+            &mut acc,
+            &mut offset,
+        );
     }
-    super::blocks::hsum_avx(acc)
+    _mm512_reduce_add_ps(_mm512_fnmadd_ps(_mm512_set1_ps(32.0), offset, acc))
 }
 
-/// Four activation rows: each group is unpacked once.
+/// [`dot_avx512`] for four activation rows (each super-block unpacked once).
 #[cfg(target_arch = "x86_64")]
 #[inline]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn dot4_avx2(w: &[BlockQ6K], x: [&[BlockQ16]; 4]) -> [f32; 4] {
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma")]
+unsafe fn dot4_avx512(w: &[BlockQ6K], x: [&[BlockQ16K]; 4]) -> [f32; 4] {
     use std::arch::x86_64::*;
-    let mut acc = [_mm256_setzero_ps(); 4];
-    for (bi, b) in w.iter().enumerate() {
-        let d = b.d.to_f32();
-        for half in 0..2 {
-            for (g, q) in unpack_half(b, half).into_iter().enumerate() {
-                let s = 8 * half + 2 * g;
-                let (s0, s1) = (d * b.scales[s] as f32, d * b.scales[s + 1] as f32);
-                for r in 0..4 {
-                    acc[r] = group(q, &x[r][bi * 8 + 4 * half + g], s0, s1, acc[r]);
-                }
-            }
+    let mut acc = [_mm512_setzero_ps(); 4];
+    let mut offset = [_mm512_setzero_ps(); 4];
+    for (i, b) in w.iter().enumerate() {
+        let (q, sc) = (unpack_avx512(b), weight_scales_avx512(b));
+        for r in 0..4 {
+            superblock_avx512(&q, sc, &x[r][i], &mut acc[r], &mut offset[r]);
         }
     }
-    std::array::from_fn(|r| super::blocks::hsum_avx(acc[r]))
+    std::array::from_fn(|r| {
+        _mm512_reduce_add_ps(_mm512_fnmadd_ps(_mm512_set1_ps(32.0), offset[r], acc[r]))
+    })
 }
 
-super::blocks::block_format!(BlockQ6K, Q6K, 256);
+super::blocks::block_format!(BlockQ6K, Q6K, 256, KQuant);
 
 #[cfg(test)]
 mod tests {
