@@ -468,10 +468,9 @@ pub trait Block32: Copy {
     /// Only where AVX2 was detected (called from the kernels below, where it inlines).
     unsafe fn quants(&self) -> (std::arch::x86_64::__m256i, std::arch::x86_64::__m256i);
     /// The block's scale.
-    fn scale(&self) -> f32;
-    /// The coefficient of the activations' sum, given the block's [`Block32::scale`]
-    /// (0 without [`Block32::OFFSET`]).
-    fn offset(&self, scale: f32) -> f32;
+    fn scale(&self) -> half::f16;
+    /// The coefficient of the activations' sum (unused without [`Block32::OFFSET`]).
+    fn offset(&self) -> half::f16;
 }
 
 /// AVX2 dot product of one row of a [`Block32`] format with one activation row.
@@ -484,20 +483,20 @@ pub trait Block32: Copy {
 pub unsafe fn dot_block32_avx2<B: Block32>(w: &[B], x: &[BlockQ16]) -> f32 {
     use std::arch::x86_64::*;
     let mut acc = _mm256_setzero_ps();
-    let mut offset = 0f32;
+    let mut offset = _mm256_setzero_ps();
     for (b, a) in w.iter().zip(x) {
         let (q0, q1) = b.quants();
         let y0 = _mm256_loadu_si256(a.qs.as_ptr() as *const __m256i);
         let y1 = _mm256_loadu_si256(a.qs.as_ptr().add(16) as *const __m256i);
         // 8 lanes of 4 products each: |q| ≤ 128 and |y| ≤ 32767 cannot overflow i32.
         let p = _mm256_add_epi32(_mm256_madd_epi16(q0, y0), _mm256_madd_epi16(q1, y1));
-        let d = b.scale();
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d * a.d), _mm256_cvtepi32_ps(p), acc);
+        let d = _mm256_mul_ps(splat_f16(b.scale()), _mm256_set1_ps(a.d));
+        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc);
         if B::OFFSET {
-            offset += b.offset(d) * a.s;
+            offset = _mm256_fmadd_ps(splat_f16(b.offset()), _mm256_set1_ps(a.s), offset);
         }
     }
-    hsum_avx(acc) + B::OFFSET_FACTOR * offset
+    hsum_avx(acc) + B::OFFSET_FACTOR * _mm256_cvtss_f32(offset)
 }
 
 /// [`dot_block32_avx2`] for four activation rows: each weight block is unpacked
@@ -511,23 +510,39 @@ pub unsafe fn dot_block32_avx2<B: Block32>(w: &[B], x: &[BlockQ16]) -> f32 {
 pub unsafe fn dot4_block32_avx2<B: Block32>(w: &[B], x: [&[BlockQ16]; 4]) -> [f32; 4] {
     use std::arch::x86_64::*;
     let mut acc = [_mm256_setzero_ps(); 4];
-    let mut offset = [0f32; 4];
+    let mut offset = [_mm256_setzero_ps(); 4];
     for (i, b) in w.iter().enumerate() {
         let (q0, q1) = b.quants();
-        let d = b.scale();
-        let c = b.offset(d);
+        let d = splat_f16(b.scale());
+        let c = splat_f16(b.offset());
         for r in 0..4 {
             let a = &x[r][i];
             let y0 = _mm256_loadu_si256(a.qs.as_ptr() as *const __m256i);
             let y1 = _mm256_loadu_si256(a.qs.as_ptr().add(16) as *const __m256i);
             let p = _mm256_add_epi32(_mm256_madd_epi16(q0, y0), _mm256_madd_epi16(q1, y1));
-            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d * a.d), _mm256_cvtepi32_ps(p), acc[r]);
+            let da = _mm256_mul_ps(d, _mm256_set1_ps(a.d));
+            acc[r] = _mm256_fmadd_ps(da, _mm256_cvtepi32_ps(p), acc[r]);
             if B::OFFSET {
-                offset[r] += c * a.s;
+                offset[r] = _mm256_fmadd_ps(c, _mm256_set1_ps(a.s), offset[r]);
             }
         }
     }
-    std::array::from_fn(|r| hsum_avx(acc[r]) + B::OFFSET_FACTOR * offset[r])
+    std::array::from_fn(|r| hsum_avx(acc[r]) + B::OFFSET_FACTOR * _mm256_cvtss_f32(offset[r]))
+}
+
+/// An f16 scale in all 8 lanes: a broadcast load writes the whole register.
+/// Converting to a scalar f32 instead (the `half` crate, or `vcvtph2ps` on one
+/// lane) lets LLVM insert the 16 bits into whichever register it likes, and when
+/// that was a loop's accumulator every block waited for the one before it (SmolLM2's
+/// Q4_1 decode ran 1.5x slower after an unrelated change moved registers).
+///
+/// # Safety
+/// Only where AVX2 and F16C were detected (every x86-64-v3 build).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(crate) unsafe fn splat_f16(h: half::f16) -> std::arch::x86_64::__m256 {
+    use std::arch::x86_64::*;
+    _mm256_cvtph_ps(_mm_set1_epi16(h.to_bits() as i16))
 }
 
 /// Σ w·q over 32 activation values as 8 i32 lanes (4 values each), from 32 weight

@@ -45,12 +45,12 @@ impl super::blocks::Block32 for BlockQ4_1 {
         )
     }
     #[inline(always)]
-    fn scale(&self) -> f32 {
-        self.d.to_f32()
+    fn scale(&self) -> f16 {
+        self.d
     }
     #[inline(always)]
-    fn offset(&self, _scale: f32) -> f32 {
-        self.m.to_f32()
+    fn offset(&self) -> f16 {
+        self.m
     }
 }
 

@@ -42,12 +42,12 @@ impl super::blocks::Block32 for BlockQ8_0 {
         )
     }
     #[inline(always)]
-    fn scale(&self) -> f32 {
-        self.d.to_f32()
+    fn scale(&self) -> f16 {
+        self.d
     }
     #[inline(always)]
-    fn offset(&self, _scale: f32) -> f32 {
-        0.0
+    fn offset(&self) -> f16 {
+        f16::ZERO
     }
 }
 

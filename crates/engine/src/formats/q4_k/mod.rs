@@ -61,8 +61,8 @@ unsafe fn weight_scales(b: &BlockQ4K) -> (std::arch::x86_64::__m256, std::arch::
         )))
     };
     (
-        _mm256_mul_ps(_mm256_set1_ps(b.d.to_f32()), f(sc)),
-        _mm256_mul_ps(_mm256_set1_ps(b.dmin.to_f32()), f(m)),
+        _mm256_mul_ps(super::blocks::splat_f16(b.d), f(sc)),
+        _mm256_mul_ps(super::blocks::splat_f16(b.dmin), f(m)),
     )
 }
 

@@ -60,7 +60,7 @@ fn dot_scalar(w: &[BlockQ6K], x: &[BlockQ16K]) -> f32 {
 #[inline(always)]
 unsafe fn group_scales_avx2(b: &BlockQ6K, a: &BlockQ16K) -> [std::arch::x86_64::__m256; 2] {
     use std::arch::x86_64::*;
-    let d = _mm256_set1_ps(b.d.to_f32());
+    let d = super::blocks::splat_f16(b.d);
     let ad = _mm256_loadu_ps(a.d.as_ptr());
     std::array::from_fn(|h| {
         let sc = _mm_loadl_epi64(b.scales.as_ptr().add(8 * h) as *const __m128i);
@@ -214,7 +214,10 @@ unsafe fn group_scales_avx512(
 unsafe fn weight_scales_avx512(b: &BlockQ6K) -> std::arch::x86_64::__m512 {
     use std::arch::x86_64::*;
     let sc = _mm512_cvtepi8_epi32(_mm_loadu_si128(b.scales.as_ptr() as *const __m128i));
-    _mm512_mul_ps(_mm512_set1_ps(b.d.to_f32()), _mm512_cvtepi32_ps(sc))
+    _mm512_mul_ps(
+        _mm512_cvtph_ps(_mm256_set1_epi16(b.d.to_bits() as i16)),
+        _mm512_cvtepi32_ps(sc),
+    )
 }
 
 /// One super-block against one activation block with AVX-512 VNNI: per 64 weights
