@@ -33,6 +33,8 @@ pub struct SafetensorsWriter {
     out: BufWriter<File>,
     plan: Vec<PlannedTensor>,
     next: usize,
+    /// Bytes of the next tensor already written by [`SafetensorsWriter::write_part`].
+    partial: usize,
 }
 
 impl SafetensorsWriter {
@@ -70,6 +72,7 @@ impl SafetensorsWriter {
             out,
             plan,
             next: 0,
+            partial: 0,
         })
     }
 
@@ -80,24 +83,52 @@ impl SafetensorsWriter {
 
     /// Writes the data of the next planned tensor (little-endian bytes).
     pub fn write_next(&mut self, data: &[u8]) -> Result<()> {
+        if let Some(t) = self.plan.get(self.next) {
+            if self.partial != 0 || data.len() != t.bytes() {
+                return Err(Error::Tensor {
+                    path: self.path.clone(),
+                    tensor: t.name.clone(),
+                    message: format!(
+                        "{} bytes given, {} planned",
+                        self.partial + data.len(),
+                        t.bytes()
+                    ),
+                });
+            }
+        }
+        self.write_part(data)
+    }
+
+    /// Writes the next piece of the next planned tensor's data; the tensor is done
+    /// when its planned bytes are all written (a tensor of zero bytes by one empty
+    /// piece). Lets a tensor larger than memory be copied through.
+    pub fn write_part(&mut self, data: &[u8]) -> Result<()> {
         let t = self.plan.get(self.next).ok_or_else(|| {
             Error::Invalid(format!(
                 "{}: more tensors written than planned",
                 self.path.display()
             ))
         })?;
-        if data.len() != t.bytes() {
+        let planned = t.bytes();
+        if self.partial + data.len() > planned {
             return Err(Error::Tensor {
                 path: self.path.clone(),
                 tensor: t.name.clone(),
-                message: format!("{} bytes given, {} planned", data.len(), t.bytes()),
+                message: format!(
+                    "{} bytes given, {planned} planned",
+                    self.partial + data.len()
+                ),
             });
         }
         self.out.write_all(data).map_err(|source| Error::Io {
             path: self.path.clone(),
             source,
         })?;
-        self.next += 1;
+        self.partial += data.len();
+        if self.partial == planned {
+            self.next += 1;
+            self.partial = 0;
+        }
         Ok(())
     }
 

@@ -88,6 +88,7 @@ fn plan_tensors(
     infos: &[(String, String, Vec<usize>)],
     blocksize: usize,
     double_quant: bool,
+    offsets: Option<&std::collections::HashMap<String, f32>>,
 ) -> Result<(Vec<PlannedTensor>, candle_core::DType)> {
     let mut plan = Vec::new();
     let mut compute = candle_core::DType::F32;
@@ -125,12 +126,14 @@ fn plan_tensors(
             dtype: "F32",
             shape: vec![16],
         });
-        let state = quant_state(shape, blocksize, d, double_quant.then_some(0.0));
+        // The offset's digits set the state's length: exact once the offsets are
+        // known, 0.0 for a prediction.
+        let offset =
+            double_quant.then(|| offsets.and_then(|o| o.get(name)).copied().unwrap_or(0.0));
         plan.push(PlannedTensor {
             name: format!("{name}.quant_state.bitsandbytes__nf4"),
             dtype: "U8",
-            // The offset's digits vary: the length is fixed when the value is known.
-            shape: vec![state.len()],
+            shape: vec![quant_state(shape, blocksize, d, offset).len()],
         });
         if double_quant {
             plan.push(PlannedTensor {
@@ -169,7 +172,7 @@ pub fn predict(
 ) -> Result<crate::quantize::Prediction> {
     let h = HfFolder::open(src)?;
     let infos = h.tensor_infos();
-    let (plan, _) = plan_tensors(&h, &infos, blocksize, double_quant)?;
+    let (plan, _) = plan_tensors(&h, &infos, blocksize, double_quant, None)?;
     let size = |t: &PlannedTensor| {
         t.shape.iter().product::<usize>() as u64
             * if t.dtype == "F32" {
@@ -232,6 +235,78 @@ pub fn predict(
     })
 }
 
+/// Each quantized tensor's double-quantization offset, from its block scales, read
+/// in pieces (whole blocks each: 16 MiB of any float type is whole blocks of any
+/// power-of-two blocksize up to 4096).
+fn scan_offsets(
+    h: &HfFolder,
+    infos: &[(String, String, Vec<usize>)],
+    blocksize: usize,
+    meter: &Meter,
+    progress: &mut dyn FnMut(&Progress) -> bool,
+) -> Result<std::collections::HashMap<String, f32>> {
+    let names: Vec<&String> = infos
+        .iter()
+        .filter(|(n, _, s)| quantized(n, s))
+        .map(|(n, _, _)| n)
+        .collect();
+    let total_bytes: u64 = infos
+        .iter()
+        .filter(|(n, _, s)| quantized(n, s))
+        .map(|(_, d, s)| s.iter().product::<usize>() as u64 * crate::hf::dtype_bytes(d))
+        .sum();
+    let (mut offsets, mut read) = (std::collections::HashMap::new(), 0u64);
+    let mut values = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let mut absmax = Vec::new();
+        h.read_tensor_chunks(name, 16 << 20, &mut |bytes, dtype| {
+            values.clear();
+            crate::hf::extend_f32(&mut values, bytes, dtype);
+            absmax.extend(super::block_absmax(&values, blocksize));
+            read += bytes.len() as u64;
+            Ok(())
+        })?;
+        offsets.insert(name.to_string(), super::double_quant_offset(&absmax));
+        // The first of two passes over the same bytes: progress runs to half.
+        let item = format!("{name} (block scales)");
+        if !progress(&meter.at(&item, i + 1, 2 * names.len(), read, 2 * total_bytes)) {
+            return Err(Error::Cancelled);
+        }
+    }
+    Ok(offsets)
+}
+
+/// The quantized tensor a planned entry belongs to (itself, or the base of one of its
+/// statistics), if any, and which part it is.
+fn part_of<'a>(
+    name: &'a str,
+    quantized: &std::collections::HashSet<&str>,
+) -> Option<(&'a str, &'a str)> {
+    if quantized.contains(name) {
+        return Some((name, ""));
+    }
+    for suffix in [
+        ".absmax",
+        ".nested_absmax",
+        ".nested_quant_map",
+        ".quant_map",
+        ".quant_state.bitsandbytes__nf4",
+    ] {
+        if let Some(base) = name.strip_suffix(suffix) {
+            if quantized.contains(base) {
+                return Some((base, suffix));
+            }
+        }
+    }
+    None
+}
+
+/// Streams the output. The header must give every quant state's length, which
+/// depends on the digits of its offset (the mean of the tensor's block scales), so
+/// with double quantization a first pass reads each tensor in pieces for its block
+/// scales alone. Then each tensor is read with positioned reads, quantized, written
+/// with its statistics, and dropped. Only one tensor is ever resident: peak memory
+/// follows the largest tensor, not the model (a 27B source does not fit in RAM).
 fn write(
     h: &HfFolder,
     dir: &Path,
@@ -241,92 +316,97 @@ fn write(
 ) -> Result<Nf4Report> {
     let infos = h.tensor_infos();
     let meter = Meter::start();
-    let (mut plan, compute) = plan_tensors(h, &infos, blocksize, double_quant)?;
-    // Quantize first (one tensor at a time) so quant-state lengths are known, keeping
-    // only the small results; then stream everything in the writer's order.
-    let mut results = std::collections::HashMap::new();
-    let total = infos.iter().filter(|(n, _, s)| quantized(n, s)).count();
+    let offsets = if double_quant {
+        Some(scan_offsets(h, &infos, blocksize, &meter, progress)?)
+    } else {
+        None
+    };
+    let (plan, compute) = plan_tensors(h, &infos, blocksize, double_quant, offsets.as_ref())?;
+    let quantized_names: std::collections::HashSet<&str> = infos
+        .iter()
+        .filter(|(n, _, s)| quantized(n, s))
+        .map(|(n, _, _)| n.as_str())
+        .collect();
+    let shapes: std::collections::HashMap<&str, &Vec<usize>> =
+        infos.iter().map(|(n, _, s)| (n.as_str(), s)).collect();
+    let total = quantized_names.len();
     let total_bytes: u64 = infos
         .iter()
         .filter(|(n, _, s)| quantized(n, s))
         .map(|(_, d, s)| s.iter().product::<usize>() as u64 * crate::hf::dtype_bytes(d))
         .sum();
-    let mut done = 0;
-    let (mut qw, mut qsrc, mut qbytes) = (0u64, 0u64, 0u64);
+    let (mut done, mut qw, mut qsrc, mut qbytes) = (0, 0u64, 0u64, 0u64);
     let mut tensors = Vec::new();
-    for (name, _, shape) in infos.iter().filter(|(n, _, s)| quantized(n, s)) {
-        let (bytes, dtype, _) = h.raw(name)?;
-        let x: Vec<f32> = candle_core::Tensor::from_raw_buffer(
-            bytes,
-            dtype,
-            &[bytes.len() / dtype.size_in_bytes()],
-            &candle_core::Device::Cpu,
-        )
-        .and_then(|t| t.to_dtype(candle_core::DType::F32))
-        .and_then(|t| t.to_vec1::<f32>())?;
-        let q = Nf4::quantize(&x, blocksize, double_quant);
-        let offset = match &q.absmax {
-            Absmax::Double { offset, .. } => Some(*offset),
-            Absmax::Plain(_) => None,
-        };
-        let state = quant_state(shape, blocksize, dtype, offset);
-        qw += x.len() as u64;
-        qsrc += bytes.len() as u64;
-        let stored = (q.packed.len() + state.len() + 64) as u64
-            + match &q.absmax {
-                Absmax::Plain(a) => a.len() as u64 * 4,
-                Absmax::Double { codes, nested, .. } => {
-                    codes.len() as u64 + nested.len() as u64 * 4 + 1024
-                }
-            };
-        qbytes += stored;
-        tensors.push(crate::quantize::TensorReport::measure(
-            name,
-            "NF4",
-            shape,
-            stored,
-            &x,
-            &q.dequantize(),
-        ));
-        results.insert(name.clone(), (q, state));
-        done += 1;
-        if !progress(&meter.at(name, done, total, qsrc, total_bytes)) {
-            return Err(Error::Cancelled);
-        }
-    }
-    for t in &mut plan {
-        if let Some(base) = t.name.strip_suffix(".quant_state.bitsandbytes__nf4") {
-            t.shape = vec![results[base].1.len()];
-        }
-    }
     let st_path = dir.join("model.safetensors");
     let mut w = SafetensorsWriter::create(&st_path, plan)?;
     let f32_bytes = |v: &[f32]| -> Vec<u8> { v.iter().flat_map(|x| x.to_le_bytes()).collect() };
+    // The tensor being written (its statistics follow it in name order) and its
+    // quant state.
+    let mut current: Option<(String, Nf4, Vec<u8>)> = None;
     for t in w.plan().to_vec() {
-        let data: Vec<u8> = if let Some((q, _)) = results.get(&t.name) {
-            q.packed.clone()
-        } else if let Some(base) = t.name.strip_suffix(".quant_map") {
-            let _ = &results[base];
-            f32_bytes(&NF4)
-        } else if let Some(base) = t.name.strip_suffix(".quant_state.bitsandbytes__nf4") {
-            results[base].1.clone()
-        } else if let Some(base) = t.name.strip_suffix(".nested_absmax") {
-            match &results[base].0.absmax {
-                Absmax::Double { nested, .. } => f32_bytes(nested),
-                Absmax::Plain(_) => unreachable!("planned only with double quantization"),
-            }
-        } else if let Some(base) = t.name.strip_suffix(".nested_quant_map") {
-            let _ = &results[base];
-            f32_bytes(&dynamic_map())
-        } else if let Some((q, _)) = t.name.strip_suffix(".absmax").and_then(|b| results.get(b)) {
-            match &q.absmax {
-                Absmax::Double { codes, .. } => codes.clone(),
-                Absmax::Plain(a) => f32_bytes(a),
-            }
-        } else {
-            h.raw(&t.name)?.0.to_vec()
+        let Some((base, part)) = part_of(&t.name, &quantized_names) else {
+            h.read_tensor_chunks(&t.name, 16 << 20, &mut |bytes, _| w.write_part(bytes))?;
+            continue;
         };
-        w.write_next(&data)?;
+        if current.as_ref().map(|c| c.0.as_str()) != Some(base) {
+            // The previous tensor goes before the next is read.
+            let _ = current.take();
+            let shape = shapes[base];
+            let x = h.read_tensor_f32(base)?;
+            let dtype = h.tensor_location(base)?.2;
+            let q = Nf4::quantize(&x, blocksize, double_quant);
+            let offset = match &q.absmax {
+                Absmax::Double { offset, .. } => Some(*offset),
+                Absmax::Plain(_) => None,
+            };
+            let state = quant_state(shape, blocksize, dtype, offset);
+            let source = x.len() as u64 * dtype.size_in_bytes() as u64;
+            qw += x.len() as u64;
+            qsrc += source;
+            let stored = (q.packed.len() + state.len() + 64) as u64
+                + match &q.absmax {
+                    Absmax::Plain(a) => a.len() as u64 * 4,
+                    Absmax::Double { codes, nested, .. } => {
+                        codes.len() as u64 + nested.len() as u64 * 4 + 1024
+                    }
+                };
+            qbytes += stored;
+            let (err2, sig2) = q.error_sums(&x);
+            tensors.push(crate::quantize::TensorReport::from_sums(
+                base, "NF4", shape, stored, err2, sig2,
+            ));
+            done += 1;
+            // With double quantization this is the second pass over the bytes.
+            let pass = u64::from(double_quant);
+            let (n, of) = (done + pass as usize * total, (1 + pass as usize) * total);
+            if !progress(&meter.at(
+                base,
+                n,
+                of,
+                qsrc + pass * total_bytes,
+                (1 + pass) * total_bytes,
+            )) {
+                return Err(Error::Cancelled);
+            }
+            current = Some((base.to_string(), q, state));
+        }
+        let Some((_, q, state)) = current.as_ref() else {
+            unreachable!("set above")
+        };
+        match part {
+            "" => w.write_next(&q.packed)?,
+            ".quant_map" => w.write_next(&f32_bytes(&NF4))?,
+            ".quant_state.bitsandbytes__nf4" => w.write_next(state)?,
+            ".nested_quant_map" => w.write_next(&f32_bytes(&dynamic_map()))?,
+            ".nested_absmax" => match &q.absmax {
+                Absmax::Double { nested, .. } => w.write_next(&f32_bytes(nested))?,
+                Absmax::Plain(_) => unreachable!("planned only with double quantization"),
+            },
+            _ => match &q.absmax {
+                Absmax::Double { codes, .. } => w.write_next(codes)?,
+                Absmax::Plain(a) => w.write_next(&f32_bytes(a))?,
+            },
+        }
     }
     w.finish()?;
 
@@ -410,10 +490,46 @@ fn quant_state(
 /// Python's `repr` of a float: the shortest digits that round-trip, with `.0` on
 /// integral values.
 fn python_float(x: f64) -> String {
+    if !x.is_finite() {
+        return format!("{x}");
+    }
+    // Shortest round-trip digits either way; Python switches to scientific notation
+    // below 1e-4 and from 1e16, with a signed exponent of at least two digits.
+    let sci = format!("{x:e}");
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    if x != 0.0 && !(-4..16).contains(&exp) {
+        let sign = if exp < 0 { '-' } else { '+' };
+        return format!("{mantissa}e{sign}{:02}", exp.abs());
+    }
     let s = format!("{x}");
-    if s.contains('.') || s.contains('e') || s.contains("inf") || s.contains("NaN") {
+    if s.contains('.') {
         s
     } else {
         format!("{s}.0")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn floats_print_as_python_repr_does() {
+        for (x, want) in [
+            (0.1, "0.1"),
+            (1.0, "1.0"),
+            (0.0, "0.0"),
+            (-2.5, "-2.5"),
+            (1e-5, "1e-05"),
+            (1.5e-7, "1.5e-07"),
+            (0.0001, "0.0001"),
+            (1e16, "1e+16"),
+            (123456789012345.0, "123456789012345.0"),
+            (0.1f32 as f64, "0.10000000149011612"),
+            (-1.1754943508222875e-38, "-1.1754943508222875e-38"),
+        ] {
+            assert_eq!(python_float(x), want);
+        }
     }
 }

@@ -150,6 +150,20 @@ fn torch_mean_f32(a: &[f32]) -> f32 {
     (s2[0] + s2[1]) / a.len() as f32
 }
 
+/// What double quantization subtracts from a tensor's block scales before coding
+/// them: their mean, as torch computes it. From the scales alone, so an exporter can
+/// know it (and the quant state's length) before it quantizes.
+pub fn double_quant_offset(absmax: &[f32]) -> f32 {
+    torch_mean_f32(absmax)
+}
+
+/// The scale (largest magnitude) of each block of `blocksize` values, the last
+/// block possibly shorter.
+pub fn block_absmax(x: &[f32], blocksize: usize) -> impl Iterator<Item = f32> + '_ {
+    x.chunks(blocksize)
+        .map(|b| b.iter().fold(0f32, |m, v| m.max(v.abs())))
+}
+
 /// Entries of bitsandbytes' quantization table over [-1, 1].
 const LUT_SIZE: usize = 65536;
 
@@ -190,23 +204,40 @@ fn quantize_blockwise(x: &[f32], code: &[f32; 256], blocksize: usize) -> (Vec<u8
 impl Nf4 {
     /// Quantizes `x` (a flattened tensor) like bitsandbytes.
     pub fn quantize(x: &[f32], blocksize: usize, double_quant: bool) -> Self {
-        let mut codes = Vec::with_capacity(x.len() + 1);
-        let mut absmax = Vec::with_capacity(x.len().div_ceil(blocksize));
-        for block in x.chunks(blocksize) {
-            let a = block.iter().fold(0f32, |m, v| m.max(v.abs()));
-            absmax.push(a);
-            if a == 0.0 {
-                // An all-zero block: every weight is the 0.0 level.
-                codes.extend(std::iter::repeat_n(7u8, block.len()));
-                continue;
+        use crate::pool::SyncPtr;
+        // Blocks are independent: groups of them run on the pool, each writing its
+        // own codes and scale.
+        let blocks = x.len().div_ceil(blocksize);
+        // bitsandbytes pads an odd count with a zero weight: the 0.0 level, code 7.
+        let mut codes = vec![7u8; x.len().next_multiple_of(2)];
+        let mut absmax = vec![0f32; blocks];
+        let (codes_ptr, absmax_ptr) = (SyncPtr(codes.as_mut_ptr()), SyncPtr(absmax.as_mut_ptr()));
+        const GROUP: usize = 256;
+        crate::pool::run_chunked(blocks.div_ceil(GROUP), |groups| {
+            for g in groups {
+                for b in g * GROUP..((g + 1) * GROUP).min(blocks) {
+                    let block = &x[b * blocksize..((b + 1) * blocksize).min(x.len())];
+                    let a = block.iter().fold(0f32, |m, v| m.max(v.abs()));
+                    // SAFETY: block b's scale and codes are written by this item only.
+                    let out = unsafe {
+                        *absmax_ptr.get().add(b) = a;
+                        std::slice::from_raw_parts_mut(
+                            codes_ptr.get().add(b * blocksize),
+                            block.len(),
+                        )
+                    };
+                    if a == 0.0 {
+                        // An all-zero block: every weight is the 0.0 level.
+                        out.fill(7);
+                        continue;
+                    }
+                    let inv = 1.0 / a;
+                    for (c, &v) in out.iter_mut().zip(block) {
+                        *c = nf4_code((v * inv).clamp(-1.0, 1.0));
+                    }
+                }
             }
-            let inv = 1.0 / a;
-            codes.extend(block.iter().map(|&v| nf4_code((v * inv).clamp(-1.0, 1.0))));
-        }
-        if codes.len() % 2 == 1 {
-            // bitsandbytes pads with a zero weight: the 0.0 level.
-            codes.push(7);
-        }
+        });
         let packed = codes.chunks_exact(2).map(|p| (p[0] << 4) | p[1]).collect();
         let absmax = if double_quant {
             let offset = torch_mean_f32(&absmax);
@@ -245,6 +276,21 @@ impl Nf4 {
                     .collect()
             }
         }
+    }
+
+    /// Σ (x − dequantized)² and Σ x² over the tensor (its quality report), without
+    /// building the dequantized copy.
+    pub fn error_sums(&self, x: &[f32]) -> (f64, f64) {
+        let scales = self.block_scales();
+        let (mut err2, mut sig2) = (0f64, 0f64);
+        for (i, &v) in x.iter().enumerate().take(self.len) {
+            let b = self.packed[i / 2];
+            let c = if i % 2 == 0 { b >> 4 } else { b & 0xF };
+            let back = NF4[c as usize] * scales[i / self.blocksize];
+            err2 += ((v - back) as f64).powi(2);
+            sig2 += (v as f64).powi(2);
+        }
+        (err2, sig2)
     }
 
     /// The weights back in f32.
