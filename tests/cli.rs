@@ -416,6 +416,131 @@ fn synth_writes_a_real_shape_that_benches() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// `--head-type q8_0` runs a dense output head from a Q8_0 copy: bench says so, the
+/// logits move by Q8_0's rounding only (and do move), and a GGUF's quantized head is
+/// left as stored.
+#[test]
+fn a_q8_0_head_copy_is_reported_and_close() {
+    let dir = std::env::temp_dir().join(format!("unicorn-e2e-head-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let tiny = unicorn_test_support::golden_dir().join("tiny/gemma3_text");
+    let tiny = tiny.to_str().unwrap();
+    let logits = |head: &str| -> Vec<f32> {
+        let file = dir.join(format!("{head}.f32"));
+        let r = run(
+            &[
+                "generate",
+                tiny,
+                "--prompt-ids",
+                "2 10 20 30",
+                "--max-tokens",
+                "1",
+                "--temperature",
+                "0",
+                "--head-type",
+                head,
+                "--logits-out",
+                file.to_str().unwrap(),
+            ],
+            None,
+        );
+        assert_ok(&r);
+        std::fs::read(&file)
+            .unwrap()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()
+    };
+    let (stored, q8) = (logits("stored"), logits("q8_0"));
+    let top = stored.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let diff = stored
+        .iter()
+        .zip(&q8)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(
+        diff > 0.0 && diff < 0.02 * top,
+        "largest change {diff} of {top}"
+    );
+    let head_of = |model: &str| -> String {
+        let r = run(
+            &[
+                "bench",
+                model,
+                "--pp",
+                "4",
+                "--tg",
+                "2",
+                "--reps",
+                "1",
+                "--head-type",
+                "q8_0",
+                "--json",
+            ],
+            None,
+        );
+        assert_ok(&r);
+        json_lines(&r).pop().unwrap()["head_type"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(head_of(tiny), "q8_0");
+    assert_eq!(
+        head_of(&path(GEMMA)),
+        "stored",
+        "a GGUF's quantized head stays as stored"
+    );
+    let bad = run(
+        &["generate", tiny, "--prompt-ids", "2", "--head-type", "q4"],
+        None,
+    );
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("not an output head type"));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// `synth --to nf4` generates each tensor where it is quantized (no BF16 folder):
+/// byte for byte what writing the folder and quantizing it gives, and nothing is
+/// left beside the output.
+#[test]
+fn synth_to_nf4_equals_the_folder_quantized() {
+    let dir = std::env::temp_dir().join(format!("unicorn-e2e-synth-nf4-{}", std::process::id()));
+    std::fs::remove_dir_all(&dir).ok();
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = unicorn_test_support::golden_dir().join("tiny/gemma3_text/config.json");
+    let c = config.to_str().unwrap();
+    let p = |n: &str| dir.join(n).display().to_string();
+    let (folder, direct, via) = (p("bf16"), p("direct-nf4"), p("via-nf4"));
+    let synth = |extra: &[&str]| {
+        let mut args = vec!["synth", "--arch", "gemma3", "--shape", c, "--seed", "7"];
+        args.extend_from_slice(extra);
+        let r = run(&args, None);
+        assert_ok(&r);
+    };
+    synth(&["--out", &folder]);
+    synth(&["--to", "nf4", "--out", &direct]);
+    assert_ok(&run(
+        &["quantize", &folder, "--to", "nf4", "--out", &via],
+        None,
+    ));
+    for f in ["model.safetensors", "config.json"] {
+        let a = std::fs::read(dir.join("direct-nf4").join(f)).unwrap();
+        let b = std::fs::read(dir.join("via-nf4").join(f)).unwrap();
+        assert!(a == b, "{f} differs");
+    }
+    let mut left: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(
+        left,
+        ["bf16", "direct-nf4", "via-nf4", "via-nf4.report.json"]
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 /// The real model's layer pattern, as `unicorn info --json` gives it.
 fn path_pattern_of(model: &str) -> serde_json::Value {
     let i = run(&["info", model, "--json"], None);

@@ -8,6 +8,7 @@ use clap::Args;
 use std::path::PathBuf;
 use unicorn_engine::attention::KvType;
 use unicorn_engine::device::DeviceChoice;
+use unicorn_engine::models::HeadType;
 use unicorn_engine::{GenerationParams, LoadOptions, LoadedModel, SamplingParams};
 
 /// Threads and output format: every command that computes takes them.
@@ -55,6 +56,11 @@ pub struct ModelArgs {
     /// A model on a GPU keeps an f32 cache.
     #[arg(long, value_parser = KvType::parse)]
     pub kv_type: Option<KvType>,
+    /// How the output head runs: stored (default), or q8_0, a Q8_0 copy of a dense
+    /// (BF16/F16/F32) head made at load, as for an NF4 model's tied head; the files
+    /// are unchanged.
+    #[arg(long, value_parser = HeadType::parse, default_value = "stored")]
+    pub head_type: HeadType,
     #[command(flatten)]
     pub run: RunArgs,
 }
@@ -67,6 +73,7 @@ impl ModelArgs {
             tokenizer_json: self.tokenizer.clone(),
             device: self.device,
             kv_type: self.kv_type,
+            head_type: self.head_type,
         };
         let path = model_path(&self.model)?;
         let mut shown = Reporter::bytes(self.run.json, "loading").quiet();

@@ -45,8 +45,8 @@ pub fn run(a: BenchArgs) -> Result<()> {
     }
     eprintln!("\r{:<30}", "");
     println!(
-        "model      {} ({}) on {}, {} threads, KV cache {}, loaded in {:.2} s",
-        r.model, r.architecture, r.device, r.threads, r.kv_type, r.load_s
+        "model      {} ({}) on {}, {} threads, KV cache {}, output head {}, loaded in {:.2} s",
+        r.model, r.architecture, r.device, r.threads, r.kv_type, r.head_type, r.load_s
     );
     let at = match r.depth {
         0 => String::new(),

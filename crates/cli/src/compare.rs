@@ -6,6 +6,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use unicorn_engine::attention::KvType;
 use unicorn_engine::device::DeviceChoice;
+use unicorn_engine::models::HeadType;
 use unicorn_engine::{compare::compare, LoadOptions, LoadedModel};
 
 #[derive(Args)]
@@ -28,19 +29,27 @@ pub struct CompareArgs {
     /// --kv-type q8_0` measures what the cache's type costs.
     #[arg(long, value_parser = KvType::parse)]
     base_kv_type: Option<KvType>,
+    /// How QUANT's output head runs (stored, or a q8_0 copy of a dense head). With
+    /// BASE the same model, measures what the Q8_0 head costs.
+    #[arg(long, value_parser = HeadType::parse, default_value = "stored")]
+    head_type: HeadType,
 }
 
 pub fn run(a: CompareArgs) -> Result<()> {
     a.run.apply()?;
-    let load = |m: &str, kv_type| -> Result<LoadedModel> {
+    let load = |m: &str, kv_type, head_type| -> Result<LoadedModel> {
         let opts = LoadOptions {
             device: a.device,
             kv_type,
+            head_type,
             ..Default::default()
         };
         LoadedModel::load(&model_path(m)?, &opts).with_context(|| format!("loading {m}"))
     };
-    let (base, quant) = (load(&a.base, a.base_kv_type)?, load(&a.quant, a.kv_type)?);
+    let (base, quant) = (
+        load(&a.base, a.base_kv_type, HeadType::Stored)?,
+        load(&a.quant, a.kv_type, a.head_type)?,
+    );
     let text = a.score.read()?;
     let json = a.run.json;
     let mut shown = Reporter::count(json, "scoring");

@@ -24,9 +24,9 @@ pub struct SynthArgs {
     #[arg(long, default_value = "bf16")]
     dtype: String,
     /// Write a quantized model instead of the folder: a GGUF type (Q4_K_M, Q8_0, ...;
-    /// OUT is then a .gguf file; the weights are generated as they are quantized, the
-    /// same model as the folder's) or NF4 (OUT a folder; the folder is made first,
-    /// beside OUT, and removed after).
+    /// OUT is then a .gguf file) or NF4 (OUT a folder). The weights are generated as
+    /// they are quantized (the same model as the folder's, byte for byte what
+    /// quantizing it gives), so no BF16 folder is ever written.
     #[arg(long)]
     to: Option<String>,
     /// A tokenizer.json to ship with the model: text prompts, chat templates, and a
@@ -100,10 +100,10 @@ pub fn run(a: SynthArgs) -> Result<()> {
         }
     };
     let _guard = Cancellable::start()?;
-    // A GGUF type is generated where it is quantized, from a folder of headers only;
-    // NF4 and plain folders write the weights.
+    // A GGUF type or NF4 is generated where it is quantized, from a folder of
+    // headers only; a plain folder gets the weights.
     let mut shown = Reporter::bytes(a.json, "random weights");
-    let r = match gguf {
+    let r = match target {
         Some(_) => synth::write_headers(&config, &a.dtype, tokenizer.as_ref(), &folder),
         None => synth::write_with(
             &config,
@@ -125,7 +125,7 @@ pub fn run(a: SynthArgs) -> Result<()> {
             })
         }
         (Some(_), None) => {
-            nf4_export::export(&folder, &a.out, 64, true, false, &mut |p| shown.show(p))
+            nf4_export::export_synthetic(&folder, a.seed, &a.out, &mut |p| shown.show(p))
                 .map(|q| Some((q.output_bytes, q.bits_per_weight)))
         }
     };

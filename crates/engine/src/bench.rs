@@ -74,6 +74,8 @@ pub struct BenchReport {
     pub vram_bytes: Option<u64>,
     /// How the KV cache held keys and values.
     pub kv_type: crate::attention::KvType,
+    /// How the output head ran.
+    pub head_type: crate::models::HeadType,
 }
 
 /// Runs the benchmark. `progress(label)` is called before each run.
@@ -174,6 +176,7 @@ pub fn run(
         architecture: model.config().architecture().to_string(),
         threads: crate::pool::threads(),
         kv_type: model.model().kv_type(),
+        head_type: model.model().head_type(),
         depth: opts.depth,
         load_s: model.load_time().as_secs_f64(),
         weights_bytes: wb.total,

@@ -25,6 +25,8 @@ pub struct LoadOptions {
     pub device: crate::device::DeviceChoice,
     /// How the KV cache holds keys and values (default: f16 on the CPU, f32 on a GPU).
     pub kv_type: Option<crate::attention::KvType>,
+    /// How the output head runs (default: as stored).
+    pub head_type: crate::models::HeadType,
 }
 
 /// A model with everything needed to turn text into text.
@@ -191,6 +193,9 @@ impl LoadedModel {
                 .set_kv_type(kv)
                 .map_err(|e| Error::Invalid(format!("--kv-type {kv}: {e}")))?;
         }
+        model
+            .set_head_type(opts.head_type)
+            .map_err(|e| Error::Invalid(format!("--head-type {}: {e}", opts.head_type)))?;
         // Chat models end a turn with these, whatever their config calls EOS.
         if let Some(tok) = &tokenizer {
             for t in [

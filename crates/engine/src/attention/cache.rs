@@ -73,7 +73,7 @@ impl KvType {
                 let values = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
                 let mut bytes = Vec::with_capacity(b * h * t * self.row_bytes(d));
                 for block in values.chunks_exact(32) {
-                    quantize_q8_0(block, &mut bytes);
+                    crate::formats::q8_0::quantize_block(block, &mut bytes);
                 }
                 Tensor::from_vec(bytes, (b, h, t, self.row_bytes(d)), x.device())
             }
@@ -85,16 +85,6 @@ impl std::fmt::Display for KvType {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
     }
-}
-
-/// llama.cpp's reference Q8_0 quantization of 32 values, appended to `out`: scale
-/// `max|x| / 127` as f16, then each value over the scale, rounded.
-fn quantize_q8_0(x: &[f32], out: &mut Vec<u8>) {
-    let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
-    let d = amax / 127.0;
-    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-    out.extend_from_slice(&f16::from_f32(d).to_le_bytes());
-    out.extend(x.iter().map(|v| (v * id).round() as i8 as u8));
 }
 
 /// Q8_0 rows (`[.., n, d / 32 * 34]` bytes) back to f32 values (`[.., n, d]`).

@@ -465,6 +465,10 @@ impl Forward for Gemma3 {
         Ok(self.output.forward(&x)?.squeeze(0)?)
     }
 
+    fn output_mut(&mut self) -> &mut Weight {
+        &mut self.output
+    }
+
     fn weight_bytes(&self) -> WeightBytes {
         let mut b = WeightBytes::default();
         b.add_vector(&self.output_norm);

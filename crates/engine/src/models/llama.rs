@@ -446,6 +446,10 @@ impl Forward for Llama {
     }
 
     /// Bytes held by the weights, and bytes read from memory to decode one token.
+    fn output_mut(&mut self) -> &mut Weight {
+        &mut self.output
+    }
+
     fn weight_bytes(&self) -> WeightBytes {
         let mut b = WeightBytes::default();
         b.add_vector(&self.output_norm);

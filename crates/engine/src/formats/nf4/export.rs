@@ -67,6 +67,47 @@ pub fn export(
     force: bool,
     progress: &mut dyn FnMut(&Progress) -> bool,
 ) -> Result<Nf4Report> {
+    export_from(
+        src,
+        Values::File,
+        out,
+        blocksize,
+        double_quant,
+        force,
+        progress,
+    )
+}
+
+/// [`export`] of the random model `unicorn synth` makes with `seed`, from a folder
+/// of its headers only ([`crate::synth::write_headers`]): each tensor is generated
+/// where it is quantized, so a 27B NF4 needs no 54 GB BF16 folder first. The output
+/// is byte for byte what exporting the written folder gives.
+pub fn export_synthetic(
+    headers: &Path,
+    seed: u64,
+    out: &Path,
+    progress: &mut dyn FnMut(&Progress) -> bool,
+) -> Result<Nf4Report> {
+    export_from(
+        headers,
+        Values::Synthetic(seed),
+        out,
+        64,
+        true,
+        false,
+        progress,
+    )
+}
+
+fn export_from(
+    src: &Path,
+    values: Values,
+    out: &Path,
+    blocksize: usize,
+    double_quant: bool,
+    force: bool,
+    progress: &mut dyn FnMut(&Progress) -> bool,
+) -> Result<Nf4Report> {
     let t0 = Instant::now();
     if !(32..=4096).contains(&blocksize) || !blocksize.is_power_of_two() {
         return Err(Error::Invalid(format!(
@@ -75,10 +116,86 @@ pub fn export(
     }
     atomic::check_target(out, atomic::Kind::Folder, force, Some(src))?;
     let h = HfFolder::open(src)?;
-    let mut r = atomic::folder(out, |tmp| write(&h, tmp, blocksize, double_quant, progress))?;
+    let mut r = atomic::folder(out, |tmp| {
+        let source = Source { h: &h, values };
+        write(&source, tmp, blocksize, double_quant, progress)
+    })?;
     r.output = out.display().to_string();
     r.seconds = t0.elapsed().as_secs_f64();
     Ok(r)
+}
+
+/// Where the exporter's tensor values come from.
+#[derive(Clone, Copy)]
+enum Values {
+    /// The folder's files.
+    File,
+    /// `unicorn synth`'s generator with this seed (the folder holds headers only).
+    Synthetic(u64),
+}
+
+/// The folder being exported, and where its values come from.
+struct Source<'a> {
+    h: &'a HfFolder,
+    values: Values,
+}
+
+impl Source<'_> {
+    /// The synthetic values of elements `range` of `name` (as stored, rounded to its
+    /// dtype), as `unicorn synth` writes them.
+    fn synthetic(&self, seed: u64, name: &str, range: std::ops::Range<usize>) -> Result<Vec<f32>> {
+        let (_, _, dtype, shape) = self.h.tensor_location(name)?;
+        let dtype = crate::hf::float_dtype_name(dtype);
+        Ok(if shape.len() == 1 {
+            let cfg = crate::models::Config::from_hf(self.h.config())?;
+            vec![crate::synth::vector_value(&cfg, name); range.len()]
+        } else {
+            crate::synth::values(seed, name, dtype, range)
+        })
+    }
+
+    /// `name`'s stored bytes, in pieces of about `chunk` bytes (whole elements).
+    fn chunks(
+        &self,
+        name: &str,
+        chunk: usize,
+        sink: &mut dyn FnMut(&[u8], candle_core::DType) -> Result<()>,
+    ) -> Result<()> {
+        let Values::Synthetic(seed) = self.values else {
+            return self.h.read_tensor_chunks(name, chunk, sink);
+        };
+        let (_, _, dtype, shape) = self.h.tensor_location(name)?;
+        let n: usize = shape.iter().product();
+        let per = (chunk / dtype.size_in_bytes()).max(1);
+        let mut bytes = Vec::new();
+        for start in (0..n).step_by(per) {
+            let v = self.synthetic(seed, name, start..(start + per).min(n))?;
+            bytes.clear();
+            match dtype {
+                candle_core::DType::BF16 => bytes.extend(
+                    v.iter()
+                        .flat_map(|x| half::bf16::from_f32(*x).to_le_bytes()),
+                ),
+                candle_core::DType::F16 => {
+                    bytes.extend(v.iter().flat_map(|x| half::f16::from_f32(*x).to_le_bytes()))
+                }
+                _ => bytes.extend(v.iter().flat_map(|x| x.to_le_bytes())),
+            }
+            sink(&bytes, dtype)?;
+        }
+        Ok(())
+    }
+
+    /// `name`'s values in f32, flattened.
+    fn f32s(&self, name: &str) -> Result<Vec<f32>> {
+        match self.values {
+            Values::File => self.h.read_tensor_f32(name),
+            Values::Synthetic(seed) => {
+                let n: usize = self.h.tensor_location(name)?.3.iter().product();
+                self.synthetic(seed, name, 0..n)
+            }
+        }
+    }
 }
 
 /// The output's tensors (quantized ones as packed codes, absmax, maps and quant
@@ -239,7 +356,7 @@ pub fn predict(
 /// in pieces (whole blocks each: 16 MiB of any float type is whole blocks of any
 /// power-of-two blocksize up to 4096).
 fn scan_offsets(
-    h: &HfFolder,
+    src: &Source,
     infos: &[(String, String, Vec<usize>)],
     blocksize: usize,
     meter: &Meter,
@@ -259,7 +376,7 @@ fn scan_offsets(
     let mut values = Vec::new();
     for (i, name) in names.iter().enumerate() {
         let mut absmax = Vec::new();
-        h.read_tensor_chunks(name, 16 << 20, &mut |bytes, dtype| {
+        src.chunks(name, 16 << 20, &mut |bytes, dtype| {
             values.clear();
             crate::hf::extend_f32(&mut values, bytes, dtype);
             absmax.extend(super::block_absmax(&values, blocksize));
@@ -308,16 +425,17 @@ fn part_of<'a>(
 /// with its statistics, and dropped. Only one tensor is ever resident: peak memory
 /// follows the largest tensor, not the model (a 27B source does not fit in RAM).
 fn write(
-    h: &HfFolder,
+    src: &Source,
     dir: &Path,
     blocksize: usize,
     double_quant: bool,
     progress: &mut dyn FnMut(&Progress) -> bool,
 ) -> Result<Nf4Report> {
+    let h = src.h;
     let infos = h.tensor_infos();
     let meter = Meter::start();
     let offsets = if double_quant {
-        Some(scan_offsets(h, &infos, blocksize, &meter, progress)?)
+        Some(scan_offsets(src, &infos, blocksize, &meter, progress)?)
     } else {
         None
     };
@@ -345,14 +463,14 @@ fn write(
     let mut current: Option<(String, Nf4, Vec<u8>)> = None;
     for t in w.plan().to_vec() {
         let Some((base, part)) = part_of(&t.name, &quantized_names) else {
-            h.read_tensor_chunks(&t.name, 16 << 20, &mut |bytes, _| w.write_part(bytes))?;
+            src.chunks(&t.name, 16 << 20, &mut |bytes, _| w.write_part(bytes))?;
             continue;
         };
         if current.as_ref().map(|c| c.0.as_str()) != Some(base) {
             // The previous tensor goes before the next is read.
             let _ = current.take();
             let shape = shapes[base];
-            let x = h.read_tensor_f32(base)?;
+            let x = src.f32s(base)?;
             let dtype = h.tensor_location(base)?.2;
             let q = Nf4::quantize(&x, blocksize, double_quant);
             let offset = match &q.absmax {
