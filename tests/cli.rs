@@ -421,8 +421,7 @@ fn synth_writes_a_real_shape_that_benches() {
 /// left as stored.
 #[test]
 fn a_q8_0_head_copy_is_reported_and_close() {
-    let dir = std::env::temp_dir().join(format!("unicorn-e2e-head-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch("head");
     let tiny = unicorn_test_support::golden_dir().join("tiny/gemma3_text");
     let tiny = tiny.to_str().unwrap();
     let logits = |head: &str| -> Vec<f32> {
@@ -453,11 +452,7 @@ fn a_q8_0_head_copy_is_reported_and_close() {
     };
     let (stored, q8) = (logits("stored"), logits("q8_0"));
     let top = stored.iter().fold(0f32, |m, v| m.max(v.abs()));
-    let diff = stored
-        .iter()
-        .zip(&q8)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0f32, f32::max);
+    let diff = max_abs_diff(&stored, &q8);
     assert!(
         diff > 0.0 && diff < 0.02 * top,
         "largest change {diff} of {top}"
@@ -504,9 +499,7 @@ fn a_q8_0_head_copy_is_reported_and_close() {
 /// left beside the output.
 #[test]
 fn synth_to_nf4_equals_the_folder_quantized() {
-    let dir = std::env::temp_dir().join(format!("unicorn-e2e-synth-nf4-{}", std::process::id()));
-    std::fs::remove_dir_all(&dir).ok();
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch("synth-nf4");
     let config = unicorn_test_support::golden_dir().join("tiny/gemma3_text/config.json");
     let c = config.to_str().unwrap();
     let p = |n: &str| dir.join(n).display().to_string();

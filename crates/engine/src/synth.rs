@@ -284,7 +284,9 @@ fn constant(n: usize, v: f32, dtype: &str) -> Vec<u8> {
     out
 }
 
-fn push(out: &mut Vec<u8>, v: f32, dtype: &str) {
+/// Appends `v` in `dtype`'s (`BF16`, `F16`, `F32`) little-endian bytes, as the
+/// synthetic folder stores it.
+pub(crate) fn push(out: &mut Vec<u8>, v: f32, dtype: &str) {
     match dtype {
         "BF16" => out.extend_from_slice(&half::bf16::from_f32(v).to_le_bytes()),
         "F16" => out.extend_from_slice(&half::f16::from_f32(v).to_le_bytes()),

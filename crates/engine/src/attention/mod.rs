@@ -265,6 +265,7 @@ pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use unicorn_test_support::{floats, max_abs_diff};
 
     #[test]
     fn capacity_for_predicts_the_allocated_size() {
@@ -326,14 +327,7 @@ mod tests {
             .unwrap()
             .to_dtype(DType::F32)
             .unwrap();
-            let diff = (fast - slow)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
+            let diff = max_abs_diff(&floats(&fast), &floats(&slow));
             assert!(
                 diff < 1e-5,
                 "heads {heads} kv {kv} d {d} window {window:?}: {diff}"
@@ -395,14 +389,7 @@ mod tests {
                 .unwrap()
                 .to_dtype(DType::F32)
                 .unwrap();
-                let diff = (got - want)
-                    .unwrap()
-                    .abs()
-                    .unwrap()
-                    .max_all()
-                    .unwrap()
-                    .to_scalar::<f32>()
-                    .unwrap();
+                let diff = max_abs_diff(&floats(&got), &floats(&want));
                 assert!(
                     diff < 1e-5,
                     "{kind} heads {heads} kv {kv} t {t} window {window:?}: {diff}"

@@ -245,6 +245,19 @@ unsafe fn candidates_avx2(
     }
 }
 
+/// (Σ w·v·l, Σ w·l²) with weights w = v² of the levels `l` that scale `iscale`
+/// gives `x`: one candidate of [`make_qx_quants`], as ggml's reference sums it.
+fn qx_sums(nmax: i32, iscale: f32, x: &[f32]) -> (f32, f32) {
+    let (mut sumlx, mut suml2) = (0f32, 0f32);
+    for &v in x {
+        let l = nearest_int(iscale * v).clamp(-nmax, nmax - 1) as f32;
+        let w = v * v;
+        sumlx += w * v * l;
+        suml2 += w * l * l;
+    }
+    (sumlx, suml2)
+}
+
 /// Symmetric fit `x ≈ scale · (L − nmax)` with weights x², trying 19 scales around
 /// `nmax / max`. Returns the scale (0 for an all-zero group).
 pub(crate) fn make_qx_quants(nmax: i32, x: &[f32], l_out: &mut [i8]) -> f32 {
@@ -259,16 +272,7 @@ pub(crate) fn make_qx_quants(nmax: i32, x: &[f32], l_out: &mut [i8]) -> f32 {
         l_out.iter_mut().for_each(|l| *l = 0);
         return 0.0;
     }
-    let fit = |iscale: f32| -> (f32, f32) {
-        let (mut sumlx, mut suml2) = (0f32, 0f32);
-        for &v in x {
-            let l = nearest_int(iscale * v).clamp(-nmax, nmax - 1) as f32;
-            let w = v * v;
-            sumlx += w * v * l;
-            suml2 += w * l * l;
-        }
-        (sumlx, suml2)
-    };
+    let fit = |iscale: f32| qx_sums(nmax, iscale, x);
     let mut iscale = -(nmax as f32) / max;
     let (sumlx, suml2) = fit(iscale);
     for (o, &v) in l_out.iter_mut().zip(x) {
@@ -460,12 +464,7 @@ mod tests {
             return;
         }
         let mut seed = 3u64;
-        let mut r = || {
-            seed = seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        };
+        let mut r = || crate::formats::blocks::testing::lcg(&mut seed);
         for case in 0..20_000 {
             let x: Vec<f32> = (0..16)
                 .map(|_| {
@@ -487,13 +486,7 @@ mod tests {
             let got = unsafe { super::qx_candidates_avx2(nmax, max, &x) };
             for (k, is) in (-9..=9).filter(|&is| is != 0).enumerate() {
                 let iscale = -(nmax as f32 + 0.1 * is as f32) / max;
-                let (mut sumlx, mut suml2) = (0f32, 0f32);
-                for &v in &x {
-                    let l = super::nearest_int(iscale * v).clamp(-nmax, nmax - 1) as f32;
-                    let w = v * v;
-                    sumlx += w * v * l;
-                    suml2 += w * l * l;
-                }
+                let (sumlx, suml2) = super::qx_sums(nmax, iscale, &x);
                 assert_eq!(
                     (got[k].0.to_bits(), got[k].1.to_bits()),
                     (sumlx.to_bits(), suml2.to_bits()),
@@ -512,12 +505,7 @@ mod tests {
             return;
         }
         let mut seed = 11u64;
-        let mut r = || {
-            seed = seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        };
+        let mut r = || crate::formats::blocks::testing::lcg(&mut seed);
         for case in 0..20_000 {
             let x: Vec<f32> = (0..32)
                 .map(|i| match case % 5 {
@@ -538,7 +526,7 @@ mod tests {
             let av_x = (sum_x2 / 32.0).sqrt();
             let w: Vec<f32> = x.iter().map(|v| av_x + v.abs()).collect();
             for (nmax, rmin, nstep) in [(15, -1.0, 20), (31, -0.5, 15)] {
-                let mut min = x.iter().fold(f32::INFINITY, |m, &v| m.min(v)).min(0.0);
+                let min = x.iter().fold(f32::INFINITY, |m, &v| m.min(v)).min(0.0);
                 let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
                 if max == min {
                     continue;
@@ -554,7 +542,6 @@ mod tests {
                     sum_x,
                     max,
                 };
-                min = min.min(0.0);
                 let start = (1.0, min, f32::INFINITY);
                 let (mut a, mut b) = (start, start);
                 let (mut la, mut lb) = ([0u8; 32], [0u8; 32]);

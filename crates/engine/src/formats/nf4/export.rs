@@ -116,8 +116,17 @@ fn export_from(
     }
     atomic::check_target(out, atomic::Kind::Folder, force, Some(src))?;
     let h = HfFolder::open(src)?;
+    // A synthetic model's vectors take their values from its config.
+    let config = match values {
+        Values::Synthetic(_) => Some(crate::models::Config::from_hf(h.config())?),
+        Values::File => None,
+    };
     let mut r = atomic::folder(out, |tmp| {
-        let source = Source { h: &h, values };
+        let source = Source {
+            h: &h,
+            values,
+            config,
+        };
         write(&source, tmp, blocksize, double_quant, progress)
     })?;
     r.output = out.display().to_string();
@@ -138,6 +147,8 @@ enum Values {
 struct Source<'a> {
     h: &'a HfFolder,
     values: Values,
+    /// The model's config, for [`Values::Synthetic`].
+    config: Option<crate::models::Config>,
 }
 
 impl Source<'_> {
@@ -146,11 +157,9 @@ impl Source<'_> {
     fn synthetic(&self, seed: u64, name: &str, range: std::ops::Range<usize>) -> Result<Vec<f32>> {
         let (_, _, dtype, shape) = self.h.tensor_location(name)?;
         let dtype = crate::hf::float_dtype_name(dtype);
-        Ok(if shape.len() == 1 {
-            let cfg = crate::models::Config::from_hf(self.h.config())?;
-            vec![crate::synth::vector_value(&cfg, name); range.len()]
-        } else {
-            crate::synth::values(seed, name, dtype, range)
+        Ok(match (&self.config, shape.len()) {
+            (Some(cfg), 1) => vec![crate::synth::vector_value(cfg, name); range.len()],
+            _ => crate::synth::values(seed, name, dtype, range),
         })
     }
 
@@ -171,16 +180,9 @@ impl Source<'_> {
         for start in (0..n).step_by(per) {
             let v = self.synthetic(seed, name, start..(start + per).min(n))?;
             bytes.clear();
-            match dtype {
-                candle_core::DType::BF16 => bytes.extend(
-                    v.iter()
-                        .flat_map(|x| half::bf16::from_f32(*x).to_le_bytes()),
-                ),
-                candle_core::DType::F16 => {
-                    bytes.extend(v.iter().flat_map(|x| half::f16::from_f32(*x).to_le_bytes()))
-                }
-                _ => bytes.extend(v.iter().flat_map(|x| x.to_le_bytes())),
-            }
+            let name = crate::hf::float_dtype_name(dtype);
+            v.iter()
+                .for_each(|&x| crate::synth::push(&mut bytes, x, name));
             sink(&bytes, dtype)?;
         }
         Ok(())
@@ -357,21 +359,12 @@ pub fn predict(
 /// power-of-two blocksize up to 4096).
 fn scan_offsets(
     src: &Source,
-    infos: &[(String, String, Vec<usize>)],
+    names: &[&str],
+    total_bytes: u64,
     blocksize: usize,
     meter: &Meter,
     progress: &mut dyn FnMut(&Progress) -> bool,
 ) -> Result<std::collections::HashMap<String, f32>> {
-    let names: Vec<&String> = infos
-        .iter()
-        .filter(|(n, _, s)| quantized(n, s))
-        .map(|(n, _, _)| n)
-        .collect();
-    let total_bytes: u64 = infos
-        .iter()
-        .filter(|(n, _, s)| quantized(n, s))
-        .map(|(_, d, s)| s.iter().product::<usize>() as u64 * crate::hf::dtype_bytes(d))
-        .sum();
     let (mut offsets, mut read) = (std::collections::HashMap::new(), 0u64);
     let mut values = Vec::new();
     for (i, name) in names.iter().enumerate() {
@@ -434,25 +427,35 @@ fn write(
     let h = src.h;
     let infos = h.tensor_infos();
     let meter = Meter::start();
-    let offsets = if double_quant {
-        Some(scan_offsets(src, &infos, blocksize, &meter, progress)?)
-    } else {
-        None
-    };
-    let (plan, compute) = plan_tensors(h, &infos, blocksize, double_quant, offsets.as_ref())?;
-    let quantized_names: std::collections::HashSet<&str> = infos
+    // The quantized tensors, in the source's order, and their source bytes (both
+    // passes report progress over them).
+    let names: Vec<&str> = infos
         .iter()
         .filter(|(n, _, s)| quantized(n, s))
         .map(|(n, _, _)| n.as_str())
         .collect();
-    let shapes: std::collections::HashMap<&str, &Vec<usize>> =
-        infos.iter().map(|(n, _, s)| (n.as_str(), s)).collect();
-    let total = quantized_names.len();
     let total_bytes: u64 = infos
         .iter()
         .filter(|(n, _, s)| quantized(n, s))
         .map(|(_, d, s)| s.iter().product::<usize>() as u64 * crate::hf::dtype_bytes(d))
         .sum();
+    let offsets = if double_quant {
+        Some(scan_offsets(
+            src,
+            &names,
+            total_bytes,
+            blocksize,
+            &meter,
+            progress,
+        )?)
+    } else {
+        None
+    };
+    let (plan, compute) = plan_tensors(h, &infos, blocksize, double_quant, offsets.as_ref())?;
+    let quantized_names: std::collections::HashSet<&str> = names.iter().copied().collect();
+    let shapes: std::collections::HashMap<&str, &Vec<usize>> =
+        infos.iter().map(|(n, _, s)| (n.as_str(), s)).collect();
+    let total = names.len();
     let (mut done, mut qw, mut qsrc, mut qbytes) = (0, 0u64, 0u64, 0u64);
     let mut tensors = Vec::new();
     let st_path = dir.join("model.safetensors");
