@@ -42,6 +42,7 @@
 //! [`bench`] measures.
 #![deny(missing_docs)]
 
+pub mod activation;
 pub mod attention;
 pub mod cpu;
 pub mod device;

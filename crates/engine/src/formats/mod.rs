@@ -18,6 +18,7 @@ pub mod q5_0;
 pub mod q5_k;
 pub mod q6_k;
 pub mod q8_0;
+pub mod wide;
 
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Module, Result, Tensor, D};

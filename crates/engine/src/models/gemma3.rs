@@ -455,7 +455,7 @@ impl Forward for Gemma3 {
             x = (x + a)?;
             let h = rms_norm(&x, &b.ffn_norm, eps)?;
             let [gate, up] = Weight::forward_n([&b.ffn_gate, &b.ffn_up], &h)?;
-            let m = (gate.gelu()? * up)?;
+            let m = crate::activation::gated(crate::activation::Gate::GeluTanh, &gate, &up)?;
             let m = rms_norm(&b.ffn_down.forward(&m)?, &b.post_ffw_norm, eps)?;
             x = (x + m)?;
         }

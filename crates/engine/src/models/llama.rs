@@ -436,7 +436,7 @@ impl Forward for Llama {
             x = (x + b.attn_output.forward(&a)?)?;
             let h = rms_norm(&x, &b.ffn_norm, c.rms_norm_eps)?;
             let [gate, up] = Weight::forward_n([&b.ffn_gate, &b.ffn_up], &h)?;
-            let m = (candle_nn::ops::silu(&gate)? * up)?;
+            let m = crate::activation::gated(crate::activation::Gate::Silu, &gate, &up)?;
             x = (x + b.ffn_down.forward(&m)?)?;
         }
         cache.advance(t);

@@ -13,8 +13,18 @@ use unicorn_engine::LoadedModel;
 
 fn converted(gguf: &str, cell: &'static OnceLock<PathBuf>) -> &'static Path {
     cell.get_or_init(|| {
-        // A fixed place under target/ so repeated runs reuse the space, not pile up.
-        let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("converted-{gguf}"));
+        // One folder per test process (nextest runs each test in its own, and two
+        // sharing one folder removed it under each other), under target/; folders
+        // of processes that have ended are removed so runs do not pile up.
+        let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("converted");
+        let procfs = Path::new("/proc/self").exists();
+        for e in std::fs::read_dir(&root).into_iter().flatten().flatten() {
+            let pid = e.file_name().to_string_lossy().into_owned();
+            if procfs && pid.parse::<u32>().is_ok() && !Path::new("/proc").join(&pid).exists() {
+                std::fs::remove_dir_all(e.path()).ok();
+            }
+        }
+        let out = root.join(std::process::id().to_string()).join(gguf);
         std::fs::remove_dir_all(&out).ok();
         gguf_to_hf(&model(gguf), &out, OutDType::F32, false, &mut |_| true).unwrap();
         out

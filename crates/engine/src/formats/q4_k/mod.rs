@@ -217,6 +217,51 @@ unsafe fn dot4_avx512(w: &[BlockQ4K], x: [&[BlockQ16K]; 4]) -> [f32; 4] {
 
 super::blocks::block_format!(BlockQ4K, Q4K, 256, KQuant);
 
+impl super::wide::WideFormat for BlockQ4K {
+    const MINS: bool = true;
+    fn widen(&self) -> super::wide::Wide {
+        let (sc, m) = scales_mins_k4(&self.scales);
+        let dmin = self.dmin.to_f32();
+        super::wide::Wide {
+            q: std::array::from_fn(|i| q4(self, i / 32, i % 32) as i16 * sc[i / 32] as i16),
+            d: self.d.to_f32(),
+            mins: std::array::from_fn(|j| dmin * m[j] as f32),
+        }
+    }
+
+    /// Sub-block 2t from the low nibbles of `qs[32t..]`, 2t+1 from the high ones,
+    /// each widened to 32 i16 and multiplied by its 6-bit scale (at most 945).
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn widen_avx512(&self) -> super::wide::WideRegs {
+        use std::arch::x86_64::*;
+        let (sc, m) = scales_mins_k4(&self.scales);
+        let low = _mm256_set1_epi8(0x0F);
+        let mut q = [_mm512_setzero_si512(); 8];
+        for t in 0..4 {
+            let v = _mm256_loadu_si256(self.qs.as_ptr().add(32 * t) as *const __m256i);
+            let (l, h) = (
+                _mm256_and_si256(v, low),
+                _mm256_and_si256(_mm256_srli_epi16::<4>(v), low),
+            );
+            q[2 * t] =
+                _mm512_mullo_epi16(_mm512_cvtepu8_epi16(l), _mm512_set1_epi16(sc[2 * t] as i16));
+            q[2 * t + 1] = _mm512_mullo_epi16(
+                _mm512_cvtepu8_epi16(h),
+                _mm512_set1_epi16(sc[2 * t + 1] as i16),
+            );
+        }
+        let mins = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(
+            m.as_ptr() as *const __m128i
+        )));
+        super::wide::WideRegs {
+            q,
+            d: _mm512_cvtph_ps(_mm256_set1_epi16(self.d.to_bits() as i16)),
+            mins: _mm256_mul_ps(super::blocks::splat_f16(self.dmin), mins),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -250,5 +295,6 @@ mod tests {
             b.dmin = f16::from_f32(lcg(seed) * 0.01);
         };
         check_format(Some(candle_core::quantized::GgmlDType::Q4K), tame, dequant);
+        crate::formats::wide::testing::check_wide(tame, dequant);
     }
 }

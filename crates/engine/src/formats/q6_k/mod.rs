@@ -286,6 +286,54 @@ unsafe fn dot4_avx512(w: &[BlockQ6K], x: [&[BlockQ16K]; 4]) -> [f32; 4] {
 
 super::blocks::block_format!(BlockQ6K, Q6K, 256, KQuant);
 
+impl super::wide::WideFormat for BlockQ6K {
+    const MINS: bool = false;
+    fn widen(&self) -> super::wide::Wide {
+        super::wide::Wide {
+            q: std::array::from_fn(|i| {
+                let (g, l) = (i / 32, i % 32);
+                (q6(self, g, l) * scale(self, g, l) as i32) as i16
+            }),
+            d: self.d.to_f32(),
+            mins: [0.0; 8],
+        }
+    }
+
+    /// The byte unpacking of the decode kernel, then per 32 weights: widened,
+    /// −32, times the two 16-weight groups' scales (|q| ≤ 32·128).
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn widen_avx512(&self) -> super::wide::WideRegs {
+        use std::arch::x86_64::*;
+        let bytes = unpack_avx512(self);
+        // The 16 scales as i16 in lanes 0-15 (the upper lanes are never picked).
+        let sc = _mm512_castsi256_si512(_mm256_cvtepi8_epi16(_mm_loadu_si128(
+            self.scales.as_ptr() as *const __m128i,
+        )));
+        let thirty_two = _mm512_set1_epi16(32);
+        let halves = _mm512_inserti64x4::<1>(_mm512_setzero_si512(), _mm256_set1_epi16(1));
+        let mut q = [_mm512_setzero_si512(); 8];
+        for j in 0..8 {
+            let v = bytes[j / 2];
+            let v = if j % 2 == 0 {
+                _mm512_castsi512_si256(v)
+            } else {
+                _mm512_extracti64x4_epi64::<1>(v)
+            };
+            let idx = _mm512_add_epi16(halves, _mm512_set1_epi16(2 * j as i16));
+            q[j] = _mm512_mullo_epi16(
+                _mm512_sub_epi16(_mm512_cvtepu8_epi16(v), thirty_two),
+                _mm512_permutexvar_epi16(idx, sc),
+            );
+        }
+        super::wide::WideRegs {
+            q,
+            d: _mm512_cvtph_ps(_mm256_set1_epi16(self.d.to_bits() as i16)),
+            mins: _mm256_setzero_ps(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -316,5 +364,6 @@ mod tests {
     fn kernels_match_the_layout_and_each_other() {
         let tame = |b: &mut BlockQ6K, seed: &mut u64| b.d = f16::from_f32(lcg(seed) * 0.001);
         check_format(Some(candle_core::quantized::GgmlDType::Q6K), tame, dequant);
+        crate::formats::wide::testing::check_wide(tame, dequant);
     }
 }
