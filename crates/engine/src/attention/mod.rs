@@ -86,6 +86,9 @@ pub fn attend(
     if t == 1 && q.device().is_cpu() && q.dtype() == DType::F32 {
         return attend_one_cpu(q, k, v, first_key - base, total - base, scale as f32);
     }
+    if q.device().is_cpu() && q.dtype() == DType::F32 {
+        return attend_many_cpu(q, k, v, (start, base), scale as f32, window);
+    }
     let (_, heads, _, d) = q.dims4()?;
     let kv_heads = k.dim(1)?;
     let group = heads / kv_heads;
@@ -192,6 +195,95 @@ fn attend_one_cpu(
 }
 
 /// A cache buffer's rows as stored.
+/// Query rows per work item of [`attend_many_cpu`]: their keys are converted to
+/// f32 once per item (a sixteenth of the item's multiply-adds at most).
+const QUERY_CHUNK: usize = 16;
+
+/// Prefill attention on the CPU: each work item is one head and a run of query
+/// rows; it converts the keys and values those rows see to f32 once, then per row
+/// scores only the visible keys (causal, and inside the window), softmax, and the
+/// weighted sum of values. candle's path computed every score, masked half of them
+/// away, and multiplied on one thread.
+fn attend_many_cpu(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    (start, base): (usize, usize),
+    scale: f32,
+    window: Option<usize>,
+) -> Result<Tensor> {
+    let (_, heads, t, d) = q.dims4()?;
+    let (_, kv_heads, _, _) = k.dims4()?;
+    let group = heads / kv_heads;
+    let cap = k.dim(2)?;
+    let qv = q.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+    let (ks, kl) = k.storage_and_layout();
+    let (vs, vl) = v.storage_and_layout();
+    let (candle_core::Storage::Cpu(kc), candle_core::Storage::Cpu(vc)) = (&*ks, &*vs) else {
+        candle_core::bail!("attention needs CPU tensors");
+    };
+    if !kl.is_contiguous() || !vl.is_contiguous() {
+        candle_core::bail!("kv cache buffers must be contiguous");
+    }
+    let (kd, vd) = (
+        Rows::of(kc, kl.start_offset())?,
+        Rows::of(vc, vl.start_offset())?,
+    );
+    // Keys visible from position p: (lo(p)..=p), lo never below the cache's base
+    // (checked by the caller for the first query; later ones see less).
+    let lo = |p: usize| window.map_or(0, |w| (p + 1).saturating_sub(w)).max(base);
+    let mut out = vec![0f32; t * heads * d];
+    let out_ptr = SyncPtr(out.as_mut_ptr());
+    let chunks = t.div_ceil(QUERY_CHUNK);
+    crate::pool::run_chunked(heads * chunks, |items| {
+        let (mut keys, mut vals, mut scores) = (Vec::new(), Vec::new(), Vec::new());
+        let mut buf = vec![0f32; d];
+        for item in items {
+            let (h, c) = (item / chunks, item % chunks);
+            let rows = c * QUERY_CHUNK..((c + 1) * QUERY_CHUNK).min(t);
+            let kv = (h / group) * cap;
+            // Keys this run of queries sees, as f32 rows.
+            let (first, last) = (lo(start + rows.start), start + rows.end - 1);
+            keys.clear();
+            vals.clear();
+            for p in first..=last {
+                keys.extend_from_slice(kd.row(kv + p - base, d, &mut buf));
+                vals.extend_from_slice(vd.row(kv + p - base, d, &mut buf));
+            }
+            for i in rows {
+                let p = start + i;
+                let qh = &qv[(h * t + i) * d..(h * t + i + 1) * d];
+                let visible = lo(p) - first..p + 1 - first;
+                scores.clear();
+                let mut max = f32::NEG_INFINITY;
+                for j in visible.clone() {
+                    let s = dot(qh, &keys[j * d..(j + 1) * d]) * scale;
+                    max = max.max(s);
+                    scores.push(s);
+                }
+                let mut sum = 0f32;
+                for s in scores.iter_mut() {
+                    *s = crate::activation::exp(*s - max);
+                    sum += *s;
+                }
+                // SAFETY: output row i, head h is written by this item only.
+                let oh = unsafe {
+                    std::slice::from_raw_parts_mut(out_ptr.get().add((i * heads + h) * d), d)
+                };
+                let inv = 1.0 / sum;
+                for (s, j) in scores.iter().zip(visible) {
+                    let w = s * inv;
+                    for (o, x) in oh.iter_mut().zip(&vals[j * d..(j + 1) * d]) {
+                        *o += w * x;
+                    }
+                }
+            }
+        }
+    });
+    drop((ks, vs));
+    Tensor::from_vec(out, (1, t, heads * d), q.device())
+}
+
 enum Rows<'a> {
     F32(&'a [f32]),
     F16(&'a [f16]),
@@ -346,8 +438,11 @@ mod tests {
                 (4, 2, 32, Some(5), 1),
                 (4, 1, 64, None, 6),
                 (2, 2, 32, Some(3), 4),
+                // Several work items of queries, after earlier tokens.
+                (8, 2, 32, Some(7), 40),
+                (4, 1, 64, None, 37),
             ] {
-                let total = 11;
+                let total = 11.max(t + 5);
                 let start = total - t;
                 let mut cache = KvCache::new(&[window], kind);
                 let k = random((1, kv, total, d), 1);

@@ -1,4 +1,4 @@
-//! The GGUF block formats our kernels multiply (Q4_1, Q5_0, Q8_0, Q4_K, Q6_K), and the
+//! The GGUF block formats our kernels multiply (Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q6_K), and the
 //! driver they share. Activations are quantized to **16** bits per block of 32 (with
 //! an exact f32 block sum), not to 8 bits as llama.cpp does: 8-bit activations put
 //! about ±0.3 logits of noise on Gemma 3 270M, enough to flip greedy choices whose
@@ -36,7 +36,7 @@ const _: () = assert!(std::mem::size_of::<BlockQ16>() == 72);
 
 /// The 16-bit quantization of 32 values: scale `amax / 32767`, values rounded.
 #[inline(always)]
-fn q16_block(xs: &[f32]) -> (f32, impl Iterator<Item = i16> + '_) {
+pub(crate) fn q16_block(xs: &[f32]) -> (f32, impl Iterator<Item = i16> + '_) {
     let amax = xs.iter().fold(0f32, |m, v| m.max(v.abs()));
     let d = amax / 32767.0;
     let id = if d > 0.0 { 1.0 / d } else { 0.0 };
@@ -298,6 +298,8 @@ pub fn matmul<B: BlockFormat>(x: &[f32], m: usize, k: usize, w: &[B], n: usize, 
 /// A quantized matrix our kernels multiply: its rows as blocks of one format.
 #[derive(Clone, Copy, Debug)]
 pub enum Rows<'a> {
+    /// Q4_0 blocks.
+    Q4_0(&'a [super::q4_0::BlockQ4_0]),
     /// Q4_1 blocks.
     Q4_1(&'a [super::q4_1::BlockQ4_1]),
     /// Q5_0 blocks.
@@ -314,6 +316,7 @@ impl Rows<'_> {
     /// Number of weights stored.
     fn weights(&self) -> usize {
         match self {
+            Self::Q4_0(w) => w.len() * 32,
             Self::Q4_1(w) => w.len() * 32,
             Self::Q5_0(w) => w.len() * 32,
             Self::Q8_0(w) => w.len() * 32,
@@ -360,26 +363,25 @@ impl Rows<'_> {
                 out,
             );
         }
-        /// The k-quants' prefill kernels ([`super::wide`]), AVX-512 only.
+        /// The tiled prefill kernels ([`super::wide`]), AVX-512 only.
         #[cfg(target_arch = "x86_64")]
         #[inline(never)]
-        fn run_wide<B: super::wide::WideFormat>(
+        fn run_tiles<B: super::wide::Tile>(
             w: &[B],
             rows: std::ops::Range<usize>,
             k: usize,
-            xq: &[super::wide::BlockQ16W],
-            out: impl FnMut(usize, usize, f32),
+            xq: &[B::Act],
+            mut out: impl FnMut(usize, usize, f32),
         ) {
-            use super::wide::dot_tile_avx512;
-            let kb = k / 256;
+            let kb = k / <B::Act as Activation>::WEIGHTS;
             let m = xq.len() / kb;
+            let wb = kb * B::PER_ACT;
             let act = |j: usize| &xq[j * kb..(j + 1) * kb];
-            let row = |r: usize| &w[r * kb..(r + 1) * kb];
-            // Tiles of 8 weight rows (a whole work item) by 4 activation rows; the
-            // ragged edges one weight row and one activation row at a time.
-            // SAFETY: wide activations are only built where AVX-512 VNNI was
+            let row = |r: usize| &w[r * wb..(r + 1) * wb];
+            // Tiles of 8 weight rows (a whole work item) by 8 activation rows; the
+            // ragged edges one weight row at a time, then by 4 and 1 activation rows.
+            // SAFETY: tiled activations are only built where AVX-512 VNNI was
             // detected (matmul_many); every slice is one row of k values.
-            let mut out = out;
             let mut j = 0;
             while j < m {
                 let n = if m - j >= 8 {
@@ -391,56 +393,55 @@ impl Rows<'_> {
                 };
                 let mut r = rows.start;
                 while r < rows.end {
-                    if rows.end - r >= 8 && n == 8 {
+                    let whole = n == 8 && rows.end - r >= 8;
+                    let mut put = |ri: usize, v: &[f32]| {
+                        v.iter()
+                            .enumerate()
+                            .for_each(|(i, &v)| out(j + i, r + ri, v))
+                    };
+                    if whole {
                         let t = unsafe {
-                            dot_tile_avx512::<B, 8, 8>(
+                            B::tile::<8, 8>(
                                 std::array::from_fn(|i| row(r + i)),
                                 std::array::from_fn(|i| act(j + i)),
                             )
                         };
-                        for (ri, v) in t.iter().enumerate() {
-                            v.iter()
-                                .enumerate()
-                                .for_each(|(i, &v)| out(j + i, r + ri, v));
-                        }
-                        r += 8;
+                        t.iter().enumerate().for_each(|(ri, v)| put(ri, v));
                     } else if n == 8 {
                         let [v] = unsafe {
-                            dot_tile_avx512::<B, 1, 8>(
-                                [row(r)],
-                                std::array::from_fn(|i| act(j + i)),
-                            )
+                            B::tile::<1, 8>([row(r)], std::array::from_fn(|i| act(j + i)))
                         };
-                        v.iter().enumerate().for_each(|(i, &v)| out(j + i, r, v));
-                        r += 1;
+                        put(0, &v);
                     } else if n == 4 {
                         let [v] = unsafe {
-                            dot_tile_avx512::<B, 1, 4>(
-                                [row(r)],
-                                std::array::from_fn(|i| act(j + i)),
-                            )
+                            B::tile::<1, 4>([row(r)], std::array::from_fn(|i| act(j + i)))
                         };
-                        v.iter().enumerate().for_each(|(i, &v)| out(j + i, r, v));
-                        r += 1;
+                        put(0, &v);
                     } else {
-                        let [[v]] = unsafe { dot_tile_avx512::<B, 1, 1>([row(r)], [act(j)]) };
-                        out(j, r, v);
-                        r += 1;
+                        let [v] = unsafe { B::tile::<1, 1>([row(r)], [act(j)]) };
+                        put(0, &v);
                     }
+                    r += if whole { 8 } else { 1 };
                 }
                 j += n;
             }
         }
         let k = acts.k;
         #[cfg(target_arch = "x86_64")]
-        if !acts.wide.is_empty() {
+        {
+            let (wide, pairs) = (&acts.wide, &acts.pairs);
             match self {
-                Self::Q4K(w) => return run_wide(w, rows, k, &acts.wide, out),
-                Self::Q6K(w) => return run_wide(w, rows, k, &acts.wide, out),
+                Self::Q4K(w) if !wide.is_empty() => return run_tiles(w, rows, k, wide, out),
+                Self::Q6K(w) if !wide.is_empty() => return run_tiles(w, rows, k, wide, out),
+                Self::Q4_0(w) if !pairs.is_empty() => return run_tiles(w, rows, k, pairs, out),
+                Self::Q4_1(w) if !pairs.is_empty() => return run_tiles(w, rows, k, pairs, out),
+                Self::Q5_0(w) if !pairs.is_empty() => return run_tiles(w, rows, k, pairs, out),
+                Self::Q8_0(w) if !pairs.is_empty() => return run_tiles(w, rows, k, pairs, out),
                 _ => {}
             }
         }
         match self {
+            Self::Q4_0(w) => run(w, rows, k, &acts.q16, simd, out),
             Self::Q4_1(w) => run(w, rows, k, &acts.q16, simd, out),
             Self::Q5_0(w) => run(w, rows, k, &acts.q16, simd, out),
             Self::Q8_0(w) => run(w, rows, k, &acts.q16, simd, out),
@@ -459,10 +460,12 @@ struct Acts {
     q16k: Vec<BlockQ16K>,
     /// For the k-quants at prefill with AVX-512 (then `q16k` is empty).
     wide: Vec<super::wide::BlockQ16W>,
+    /// For the 32-weight formats at prefill with AVX-512 (then `q16` is empty).
+    pairs: Vec<super::wide::BlockQ16P>,
 }
 
-/// Activation rows from which the k-quants take their prefill kernels
-/// ([`super::wide`]): a super-block's widening then serves at least four rows.
+/// Activation rows from which the tiled prefill kernels ([`super::wide`]) run: a
+/// block's widening then serves at least four rows.
 const WIDE_MIN_ROWS: usize = 4;
 
 /// `x` (`m` rows of `k`) quantized to `A`, rows in parallel when there are many.
@@ -509,14 +512,22 @@ pub fn matmul_many(x: &[f32], m: usize, k: usize, mats: &[(Rows<'_>, usize)]) ->
     // A k-quant matrix has rows of whole 256-weight blocks (checked above through
     // its weight count), so k is a multiple of 256 wherever q16k is built.
     let k_quants = mats.iter().any(|(w, _)| w.k_activations());
+    let blocks32 = mats.iter().any(|(w, _)| !w.k_activations());
     assert!(
         !k_quants || k.is_multiple_of(256),
         "k-quant rows of {k} weights"
     );
-    let wide = k_quants && simd == Simd::Avx512 && m >= WIDE_MIN_ROWS;
+    let tiles = cfg!(target_arch = "x86_64") && simd == Simd::Avx512 && m >= WIDE_MIN_ROWS;
+    let wide = k_quants && tiles;
+    let pairs = blocks32 && tiles && k.is_multiple_of(64);
     let acts = Acts {
         k,
-        q16: if mats.iter().any(|(w, _)| !w.k_activations()) {
+        q16: if blocks32 && !pairs {
+            quantize_rows(x, m, k)
+        } else {
+            Vec::new()
+        },
+        pairs: if pairs {
             quantize_rows(x, m, k)
         } else {
             Vec::new()
@@ -546,7 +557,7 @@ pub fn matmul_many(x: &[f32], m: usize, k: usize, mats: &[(Rows<'_>, usize)]) ->
     outs
 }
 
-/// A 32-weight block (Q4_1, Q5_0, Q8_0) as the shared AVX2 kernels see it: its dot
+/// A 32-weight block (Q4_0, Q4_1, Q5_0, Q8_0) as the shared AVX2 kernels see it: its dot
 /// with an activation block `a` is `scale·a.d·Σ q·y + OFFSET_FACTOR·offset·a.s`,
 /// where `a.s` is the exact sum of `a`'s quants (Q4_1: offset m; Q5_0, stored as
 /// q + 16: offset d and factor −16, applied once at the end as its scalar path does;
@@ -557,6 +568,10 @@ pub trait Block32: Copy {
     const OFFSET: bool;
     /// Multiplies the summed offset terms once per row.
     const OFFSET_FACTOR: f32 = 1.0;
+    /// Where the offset is d·OFFSET_FACTOR, the integer −OFFSET_FACTOR each quant
+    /// is stored above its value (Q4_0: 8, Q5_0: 16; else 0): the prefill kernels
+    /// subtract it from the widened quants instead of carrying an offset term.
+    const ZERO_POINT: i16 = 0;
     /// The 32 quants widened to i16: elements 0..16 and 16..32.
     ///
     /// # Safety

@@ -12,6 +12,7 @@ pub mod half;
 pub mod kquant;
 pub mod nf4;
 pub mod parallel;
+pub mod q4_0;
 pub mod q4_1;
 pub mod q4_k;
 pub mod q5_0;
@@ -162,7 +163,12 @@ impl Weight {
 fn has_own_kernel(t: GgmlDType) -> bool {
     matches!(
         t,
-        GgmlDType::Q4_1 | GgmlDType::Q5_0 | GgmlDType::Q8_0 | GgmlDType::Q4K | GgmlDType::Q6K
+        GgmlDType::Q4_0
+            | GgmlDType::Q4_1
+            | GgmlDType::Q5_0
+            | GgmlDType::Q8_0
+            | GgmlDType::Q4K
+            | GgmlDType::Q6K
     )
 }
 
@@ -241,6 +247,7 @@ fn own_kernel_forward(qs: &[&QTensor], x: &Tensor) -> Result<Vec<Tensor>> {
             ))
         };
         let rows = match q.dtype() {
+            GgmlDType::Q4_0 => Rows::Q4_0(blocks(data).ok_or_else(bad)?),
             GgmlDType::Q4_1 => Rows::Q4_1(blocks(data).ok_or_else(bad)?),
             GgmlDType::Q5_0 => Rows::Q5_0(blocks(data).ok_or_else(bad)?),
             GgmlDType::Q8_0 => Rows::Q8_0(blocks(data).ok_or_else(bad)?),

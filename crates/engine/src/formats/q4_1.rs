@@ -80,5 +80,7 @@ mod tests {
             b.m = f16::from_f32(lcg(seed) * 0.5);
         };
         check_format(Some(candle_core::quantized::GgmlDType::Q4_1), tame, deq);
+        #[cfg(target_arch = "x86_64")]
+        crate::formats::wide::testing::check_pairs(tame);
     }
 }

@@ -46,6 +46,7 @@ fn dot_scalar(w: &[BlockQ5_0], x: &[BlockQ16]) -> f32 {
 impl super::blocks::Block32 for BlockQ5_0 {
     const OFFSET: bool = true;
     const OFFSET_FACTOR: f32 = -16.0;
+    const ZERO_POINT: i16 = 16;
     /// The 32 unsigned 5-bit quants (the kernels subtract 16 through the offset).
     #[inline(always)]
     unsafe fn quants(&self) -> (std::arch::x86_64::__m256i, std::arch::x86_64::__m256i) {
@@ -98,5 +99,7 @@ mod tests {
         };
         let tame = |b: &mut BlockQ5_0, seed: &mut u64| b.d = f16::from_f32(lcg(seed) * 0.05);
         check_format(Some(candle_core::quantized::GgmlDType::Q5_0), tame, deq);
+        #[cfg(target_arch = "x86_64")]
+        crate::formats::wide::testing::check_pairs(tame);
     }
 }

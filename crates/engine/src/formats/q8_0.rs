@@ -128,5 +128,7 @@ mod tests {
             b.qs[0] = -128;
         };
         check_format(Some(candle_core::quantized::GgmlDType::Q8_0), tame, deq);
+        #[cfg(target_arch = "x86_64")]
+        crate::formats::wide::testing::check_pairs(tame);
     }
 }

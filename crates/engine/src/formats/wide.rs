@@ -157,6 +157,201 @@ pub unsafe fn dot_tile_avx512<B: WideFormat, const R: usize, const N: usize>(
     })
 }
 
+/// Activations for the 32-weight formats' prefill kernels ([`dot_pairs_avx512`]):
+/// two blocks of 32 quantized exactly as [`super::blocks::BlockQ16`] (a scale per
+/// 32, so rows need only be a multiple of 64), their values in the order the
+/// kernel's lanes take them (block 0's values 0..16, block 1's 0..16, then both
+/// blocks' 16..32), and each block's scale and exact sum repeated over its 8 lanes.
+#[derive(Clone, Copy, Debug)]
+#[repr(C, align(64))]
+pub struct BlockQ16P {
+    /// Quantized values, interleaved as above.
+    pub qs: [i16; 64],
+    /// Block 0's scale in lanes 0-7, block 1's in 8-15.
+    pub d: [f32; 16],
+    /// Block 0's sum of original values in lanes 0-7, block 1's in 8-15.
+    pub s: [f32; 16],
+}
+const _: () = assert!(std::mem::size_of::<BlockQ16P>() == 256);
+
+impl BlockQ16P {
+    /// Quantized value `i` (0..64) of the pair in natural order.
+    pub fn q(&self, i: usize) -> i16 {
+        let (block, l) = (i / 32, i % 32);
+        self.qs[32 * (l / 16) + 16 * block + l % 16]
+    }
+}
+
+impl Activation for BlockQ16P {
+    const WEIGHTS: usize = 64;
+    const ZERO: Self = Self {
+        qs: [0; 64],
+        d: [0.0; 16],
+        s: [0.0; 16],
+    };
+    fn quantize_row(x: &[f32], out: &mut [Self]) {
+        for (xs, p) in x.chunks_exact(64).zip(out.iter_mut()) {
+            for (block, xs) in xs.chunks_exact(32).enumerate() {
+                let (d, qs) = super::blocks::q16_block(xs);
+                let sum: f32 = xs.iter().sum();
+                p.d[8 * block..8 * block + 8].fill(d);
+                p.s[8 * block..8 * block + 8].fill(sum);
+                for (l, q) in qs.enumerate() {
+                    p.qs[32 * (l / 16) + 16 * block + l % 16] = q;
+                }
+            }
+        }
+    }
+}
+
+/// `R` weight rows of a 32-weight format with `N` activation rows, two blocks at a
+/// time: per pair of rows, two `vpdpwssd` put block 0's products in lanes 0-7 and
+/// block 1's in 8-15 (4 each per lane), then one conversion, one multiply by the
+/// two blocks' scales and one FMA. The byte kernels spend a `vpmaddwd` pair, an
+/// add, a conversion, a multiply and an FMA on each block. Formats whose offset is
+/// a zero point (Q4_0, Q5_0) subtract it from the widened quants; Q4_1's minimum
+/// meets the activation sums. Lanes hold at most 4 products of |q| ≤ 128 and
+/// |a| ≤ 32767.
+///
+/// # Safety
+/// Only where AVX-512F, BW and VNNI, AVX2 and FMA were detected; every row of `w`
+/// twice as many blocks as every row of `x`.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+pub unsafe fn dot_pairs_avx512<B: super::blocks::Block32, const R: usize, const N: usize>(
+    w: [&[B]; R],
+    x: [&[BlockQ16P]; N],
+) -> [[f32; N]; R] {
+    use super::blocks::splat_f16;
+    use std::arch::x86_64::*;
+    let len = x[0].len();
+    assert!(w.iter().all(|r| r.len() == 2 * len) && x.iter().all(|a| a.len() == len));
+    let float_offset = B::OFFSET && B::ZERO_POINT == 0;
+    let join = |a: __m256i, b: __m256i| _mm512_inserti64x4::<1>(_mm512_castsi256_si512(a), b);
+    let join_ps = |a: __m256, b: __m256| {
+        _mm512_castsi512_ps(join(_mm256_castps_si256(a), _mm256_castps_si256(b)))
+    };
+    let zero_point = _mm512_set1_epi16(B::ZERO_POINT);
+    let mut acc = [[_mm512_setzero_ps(); N]; R];
+    let mut off = [[_mm512_setzero_ps(); N]; R];
+    for g in 0..len {
+        for r in 0..R {
+            let (b0, b1) = (w[r].get_unchecked(2 * g), w[r].get_unchecked(2 * g + 1));
+            let ((a0, a1), (c0, c1)) = (b0.quants(), b1.quants());
+            let mut q = [join(a0, c0), join(a1, c1)];
+            if B::ZERO_POINT != 0 {
+                q = q.map(|v| _mm512_sub_epi16(v, zero_point));
+            }
+            let d = join_ps(splat_f16(b0.scale()), splat_f16(b1.scale()));
+            let o = join_ps(splat_f16(b0.offset()), splat_f16(b1.offset()));
+            for n in 0..N {
+                let a = x[n].get_unchecked(g);
+                let s = _mm512_mul_ps(d, _mm512_load_ps(a.d.as_ptr()));
+                let sum = _mm512_cvtepi32_ps(dot64(&q, &a.qs));
+                acc[r][n] = _mm512_fmadd_ps(s, sum, acc[r][n]);
+                if float_offset {
+                    off[r][n] = _mm512_fmadd_ps(o, _mm512_load_ps(a.s.as_ptr()), off[r][n]);
+                }
+            }
+        }
+    }
+    std::array::from_fn(|r| {
+        std::array::from_fn(|n| {
+            let o = if float_offset {
+                // Each block's sum sat in 8 lanes.
+                B::OFFSET_FACTOR * _mm512_reduce_add_ps(off[r][n]) / 8.0
+            } else {
+                0.0
+            };
+            _mm512_reduce_add_ps(acc[r][n]) + o
+        })
+    })
+}
+
+/// Σ w·x over one [`BlockQ16P`] as 16 i32 lanes: two `vpdpwssd` (in assembly, as
+/// [`dot256`]).
+///
+/// # Safety
+/// Only where AVX-512F and VNNI were detected.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx512f,avx512vnni")]
+unsafe fn dot64(w: &[std::arch::x86_64::__m512i; 2], x: &[i16; 64]) -> std::arch::x86_64::__m512i {
+    let mut p = std::arch::x86_64::_mm512_setzero_si512();
+    std::arch::asm!(
+        "vpdpwssd {p}, {w0}, zmmword ptr [{x}]",
+        "vpdpwssd {p}, {w1}, zmmword ptr [{x} + 64]",
+        p = inout(zmm_reg) p,
+        w0 = in(zmm_reg) w[0],
+        w1 = in(zmm_reg) w[1],
+        x = in(reg) x.as_ptr(),
+        options(pure, readonly, nostack, preserves_flags),
+    );
+    p
+}
+
+/// A format with a tiled prefill kernel here: which activations it reads and how
+/// many weight blocks meet one activation block. The driver
+/// ([`super::blocks::Rows`]) is written once against it.
+#[cfg(target_arch = "x86_64")]
+pub trait Tile: Copy + Sync {
+    /// The activations the kernel reads.
+    type Act: Activation;
+    /// Weight blocks per activation block.
+    const PER_ACT: usize;
+    /// Rows `w` (R of them) by activation rows `x` (N).
+    ///
+    /// # Safety
+    /// As [`dot_tile_avx512`].
+    unsafe fn tile<const R: usize, const N: usize>(
+        w: [&[Self]; R],
+        x: [&[Self::Act]; N],
+    ) -> [[f32; N]; R];
+}
+
+#[cfg(target_arch = "x86_64")]
+macro_rules! tile {
+    ($block:ty, k_quant) => {
+        impl Tile for $block {
+            type Act = BlockQ16W;
+            const PER_ACT: usize = 1;
+            #[inline]
+            unsafe fn tile<const R: usize, const N: usize>(
+                w: [&[Self]; R],
+                x: [&[BlockQ16W]; N],
+            ) -> [[f32; N]; R] {
+                dot_tile_avx512(w, x)
+            }
+        }
+    };
+    ($block:ty, pairs) => {
+        impl Tile for $block {
+            type Act = BlockQ16P;
+            const PER_ACT: usize = 2;
+            #[inline]
+            unsafe fn tile<const R: usize, const N: usize>(
+                w: [&[Self]; R],
+                x: [&[BlockQ16P]; N],
+            ) -> [[f32; N]; R] {
+                dot_pairs_avx512(w, x)
+            }
+        }
+    };
+}
+#[cfg(target_arch = "x86_64")]
+tile!(super::q4_k::BlockQ4K, k_quant);
+#[cfg(target_arch = "x86_64")]
+tile!(super::q6_k::BlockQ6K, k_quant);
+#[cfg(target_arch = "x86_64")]
+tile!(super::q4_0::BlockQ4_0, pairs);
+#[cfg(target_arch = "x86_64")]
+tile!(super::q4_1::BlockQ4_1, pairs);
+#[cfg(target_arch = "x86_64")]
+tile!(super::q5_0::BlockQ5_0, pairs);
+#[cfg(target_arch = "x86_64")]
+tile!(super::q8_0::BlockQ8_0, pairs);
+
 /// Σ w·x over 256 values as 16 i32 lanes: eight `vpdpwssd` in two chains, each
 /// reading its activations straight from memory. Written in assembly: LLVM turns
 /// the intrinsic into `vpmaddwd` plus `vpaddd` (two instructions where one does),
@@ -203,7 +398,79 @@ unsafe fn dot256(
 pub(crate) mod testing {
     use super::*;
     use crate::formats::blocks::testing::{lcg, random_blocks};
-    use crate::formats::blocks::BlockFormat;
+    use crate::formats::blocks::{BlockFormat, BlockQ16};
+
+    fn quantized<A: Activation>(x: &[f32]) -> Vec<A> {
+        let mut q = vec![A::ZERO; x.len() / A::WEIGHTS];
+        A::quantize_row(x, &mut q);
+        q
+    }
+
+    /// The matmul driver over every tile shape (8×8 tiles, a ragged run of
+    /// weight rows, groups of 8, 4 and 1 activation rows) against `reference`,
+    /// the portable dot of one weight row with one row of `A` activations.
+    fn check_driver<B: BlockFormat, A: Activation>(
+        w: &[B],
+        x: &[f32],
+        k: usize,
+        reference: impl Fn(&[B], &[A]) -> f32,
+        slack: impl Fn(&[B], &[A]) -> f32,
+    ) {
+        let wb = k / B::WEIGHTS;
+        let n = w.len() / wb;
+        let m = 13; // 8 + 4 + 1
+        let xs: Vec<f32> = (0..m * k)
+            .map(|i| x[i % x.len()] * (1.0 + (i / k) as f32 * 0.1))
+            .collect();
+        let mut y = vec![0f32; m * n];
+        crate::formats::blocks::matmul(&xs, m, k, w, n, &mut y);
+        for i in 0..m {
+            let a: Vec<A> = quantized(&xs[i * k..(i + 1) * k]);
+            for r in 0..n {
+                let row = &w[r * wb..(r + 1) * wb];
+                let want = reference(row, &a);
+                let got = y[i * n + r];
+                assert!(
+                    (got - want).abs() <= 1e-5 * want.abs().max(1.0) + slack(row, &a),
+                    "activation {i}, row {r}: {got} vs {want}"
+                );
+            }
+        }
+    }
+
+    /// A 32-weight format's paired kernel: the matmul (which takes it on AVX-512)
+    /// against the format's portable dot on the same 16-bit quantization
+    /// ([`BlockQ16`] and [`BlockQ16P`] hold the same values). Where the kernel
+    /// folds a zero point into the quants, it meets the quantized activations
+    /// rather than their exact sums: at most half a step per value apart.
+    #[cfg(target_arch = "x86_64")]
+    pub fn check_pairs<B: BlockFormat<Act = BlockQ16> + crate::formats::blocks::Block32>(
+        tame: impl Fn(&mut B, &mut u64),
+    ) {
+        let mut seed = 29;
+        let (n, k) = (19, 640); // 8 + 8 + a ragged 3 rows; Gemma 3 270M's width
+        let w: Vec<B> = random_blocks(n * k / 32, &mut seed, &tame);
+        let mut x: Vec<f32> = (0..k).map(|_| lcg(&mut seed) * 3.0).collect();
+        x[40] = 60.0;
+        let p: Vec<BlockQ16P> = quantized(&x);
+        let q: Vec<BlockQ16> = quantized(&x);
+        for i in 0..k {
+            assert_eq!(p[i / 64].q(i % 64), q[i / 32].qs[i % 32], "value {i}");
+        }
+        let zero_point = |row: &[B], a: &[BlockQ16]| -> f32 {
+            row.iter()
+                .zip(a)
+                .map(|(b, a)| B::ZERO_POINT as f32 * b.scale().to_f32().abs() * 16.0 * a.d)
+                .sum()
+        };
+        check_driver(
+            &w,
+            &x,
+            k,
+            |row, a: &[BlockQ16]| B::dot_scalar(row, a),
+            zero_point,
+        );
+    }
 
     /// A k-quant's wide kernels on random blocks: the portable widening against
     /// the format's dequantizer (exactly, up to float rounding), the matmul of
@@ -238,6 +505,7 @@ pub(crate) mod testing {
             })
             .collect();
         let kb = k / 256;
+        check_driver(&w, &x, k, |row, a| dot_scalar(row, a), |_, _| 0.0);
         for r in 0..n {
             let row = &w[r * kb..(r + 1) * kb];
             let wr: Vec<f32> = row.iter().flat_map(&dequant).collect();

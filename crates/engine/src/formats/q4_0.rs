@@ -1,0 +1,87 @@
+//! Q4_0 (llama.cpp `block_q4_0`): 32 weights as 4-bit q with `w = d·(q − 8)`; low
+//! nibble = element j, high nibble = element j + 16. Google's quantization-aware
+//! Gemma 3 GGUFs (`*-qat-q4_0`) are stored this way.
+
+use super::blocks::BlockQ16;
+use half::f16;
+
+/// One block: scale and 16 bytes of nibbles.
+#[derive(Clone, Copy, Debug)]
+#[repr(C)]
+pub struct BlockQ4_0 {
+    /// Scale.
+    pub d: f16,
+    /// Packed nibbles.
+    pub qs: [u8; 16],
+}
+const _: () = assert!(std::mem::size_of::<BlockQ4_0>() == 18);
+
+/// Portable reference dot product. The −8 offset meets the exact sum of the
+/// activations, so it adds no rounding of its own.
+fn dot_scalar(w: &[BlockQ4_0], x: &[BlockQ16]) -> f32 {
+    let mut sum = 0f32;
+    for (b, a) in w.iter().zip(x) {
+        let mut isum = 0i32;
+        for j in 0..16 {
+            isum += (b.qs[j] & 0x0F) as i32 * a.qs[j] as i32;
+            isum += (b.qs[j] >> 4) as i32 * a.qs[j + 16] as i32;
+        }
+        sum += b.d.to_f32() * (a.d * isum as f32 - 8.0 * a.s);
+    }
+    sum
+}
+
+#[cfg(target_arch = "x86_64")]
+impl super::blocks::Block32 for BlockQ4_0 {
+    const OFFSET: bool = true;
+    const OFFSET_FACTOR: f32 = -8.0;
+    const ZERO_POINT: i16 = 8;
+    /// The unsigned nibbles (the kernels subtract 8 through the offset).
+    #[inline(always)]
+    unsafe fn quants(&self) -> (std::arch::x86_64::__m256i, std::arch::x86_64::__m256i) {
+        use std::arch::x86_64::*;
+        let low = _mm_set1_epi8(0x0F);
+        let packed = _mm_loadu_si128(self.qs.as_ptr() as *const __m128i);
+        (
+            _mm256_cvtepu8_epi16(_mm_and_si128(packed, low)),
+            _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(packed, 4), low)),
+        )
+    }
+    #[inline(always)]
+    fn scale(&self) -> f16 {
+        self.d
+    }
+    /// d, times −8 once per row (as Q5_0 does with −16).
+    #[inline(always)]
+    fn offset(&self) -> f16 {
+        self.d
+    }
+}
+
+super::blocks::block_format!(BlockQ4_0, Q4_0, 32, Block32);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::formats::blocks::testing::{check_format, lcg};
+
+    #[test]
+    fn kernels_match_the_layout_and_each_other() {
+        let deq = |b: &BlockQ4_0| -> Vec<f32> {
+            (0..32)
+                .map(|j| {
+                    let q = if j < 16 {
+                        b.qs[j] & 0x0F
+                    } else {
+                        b.qs[j - 16] >> 4
+                    };
+                    b.d.to_f32() * (q as f32 - 8.0)
+                })
+                .collect()
+        };
+        let tame = |b: &mut BlockQ4_0, seed: &mut u64| b.d = f16::from_f32(lcg(seed) * 0.1);
+        check_format(Some(candle_core::quantized::GgmlDType::Q4_0), tame, deq);
+        #[cfg(target_arch = "x86_64")]
+        crate::formats::wide::testing::check_pairs(tame);
+    }
+}
