@@ -229,6 +229,34 @@ fn chat_and_side_by_side_through_the_ipc() {
     assert_eq!(refused["event"], "error");
     assert!(refused["message"].as_str().unwrap().contains("no model"));
 
+    // The output-head setting: a dense head gets its Q8_0 copy and the summary
+    // says so; a quantized head (the demo's) is kept as stored; a bad value is
+    // refused with the choices.
+    let tiny = unicorn_test_support::tiny("llama").display().to_string();
+    for (path, want) in [(tiny, "q8_0"), (demo(), "stored")] {
+        let (_, ch) = ipc.channel();
+        let loaded = ipc
+            .invoke(
+                "chat_load",
+                json!({ "path": path, "slot": "side", "headType": "q8_0", "onProgress": ch }),
+            )
+            .unwrap();
+        assert_eq!(loaded["head_type"], want, "{path}");
+    }
+    let (_, ch) = ipc.channel();
+    let e = ipc
+        .invoke(
+            "chat_load",
+            json!({ "path": demo(), "slot": "side", "headType": "q4", "onProgress": ch }),
+        )
+        .unwrap_err();
+    assert!(
+        e["message"].as_str().unwrap().contains("stored, q8_0"),
+        "{e}"
+    );
+    ipc.invoke("chat_unload", json!({ "slot": "side" }))
+        .unwrap();
+
     let e = ipc
         .invoke(
             "chat_send",

@@ -14,6 +14,7 @@ use tauri::ipc::Channel;
 use tauri::State;
 use types::{ChatEvent, ChatSettings, LoadEvent, LoadedSummary, OpenedChat, Slot};
 use unicorn_engine::attention::KvType;
+use unicorn_engine::models::HeadType;
 use unicorn_engine::session::LoadOptions;
 use unicorn_engine::template::Message;
 use unicorn_library::chats::ChatRecord;
@@ -25,6 +26,7 @@ pub async fn chat_load(
     path: String,
     device: Option<String>,
     kv_type: Option<String>,
+    head_type: Option<String>,
     slot: Option<Slot>,
     on_progress: Channel<LoadEvent>,
     state: State<'_, AppState>,
@@ -39,9 +41,15 @@ pub async fn chat_load(
         .map(|k| KvType::parse(&k))
         .transpose()
         .map_err(CommandError::Invalid)?;
+    let head_type = head_type
+        .map(|h| HeadType::parse(&h))
+        .transpose()
+        .map_err(CommandError::Invalid)?
+        .unwrap_or_default();
     let opts = LoadOptions {
         device,
         kv_type,
+        head_type,
         ..Default::default()
     };
     let (tx, rx) = std::sync::mpsc::channel();
@@ -163,7 +171,16 @@ pub async fn chat_open(id: i64, state: State<'_, AppState>) -> CommandResult<Ope
         .ok_or_else(|| CommandError::Invalid(format!("no stored chat {id}")))?;
     // Reopening shows no progress of its own: the view says it is loading.
     let quiet = Channel::new(|_| Ok(()));
-    let loaded = chat_load(model, None, None, Some(Slot::Main), quiet, state.clone()).await?;
+    let loaded = chat_load(
+        model,
+        None,
+        None,
+        None,
+        Some(Slot::Main),
+        quiet,
+        state.clone(),
+    )
+    .await?;
     let history: Vec<Message> = messages
         .iter()
         .map(|m| Message {

@@ -100,6 +100,8 @@ pub struct LoadedSummary {
     pub device_note: Option<String>,
     /// How its KV cache holds keys and values.
     pub kv_type: unicorn_engine::attention::KvType,
+    /// How its output head runs (`q8_0` only where a dense head was copied).
+    pub head_type: unicorn_engine::models::HeadType,
 }
 
 /// A stored conversation reopened: the model now loaded, and its messages.

@@ -258,6 +258,7 @@ fn load(
         file_bytes: info.file_bytes,
         device: model.placement().label.clone(),
         kv_type: model.model().kv_type(),
+        head_type: model.model().head_type(),
         device_note: model.placement().fallback.clone(),
         context_length: model.config().context_length(),
         has_chat_template: model.has_chat_template(),

@@ -11,6 +11,7 @@ import type { HubListing } from "./bindings/HubListing";
 import type { PullEvent } from "./bindings/PullEvent";
 import type { LoadEvent } from "./bindings/LoadEvent";
 import type { KvType } from "./bindings/KvType";
+import type { HeadType } from "./bindings/HeadType";
 import type { LoadedSummary } from "./bindings/LoadedSummary";
 import type { QuantizeEvent } from "./bindings/QuantizeEvent";
 import type { QuantizePrediction } from "./bindings/QuantizePrediction";
@@ -30,10 +31,10 @@ export const api = {
   libraryImport: (path: string) => invoke<Entry>("library_import", { path }),
   demoModelPath: () => invoke<string | null>("demo_model_path"),
   // `slot`: the conversation's model ("main") or side-by-side mode's second ("side").
-  chatLoad(slot: Slot, path: string, device: string, kvType: KvType, onProgress: (e: LoadEvent) => void) {
+  chatLoad(slot: Slot, path: string, device: string, kvType: KvType, headType: HeadType, onProgress: (e: LoadEvent) => void) {
     const ch = new Channel<LoadEvent>();
     ch.onmessage = onProgress;
-    return invoke<LoadedSummary>("chat_load", { path, device, kvType, slot, onProgress: ch });
+    return invoke<LoadedSummary>("chat_load", { path, device, kvType, headType, slot, onProgress: ch });
   },
   chatLoadCancel: () => invoke<void>("chat_load_cancel"),
   chatUnload: (slot: Slot) => invoke<void>("chat_unload", { slot }),

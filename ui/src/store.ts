@@ -4,6 +4,7 @@ import type { Entry } from "./bindings/Entry";
 import type { LoadedSummary } from "./bindings/LoadedSummary";
 import type { Stats } from "./bindings/Stats";
 import type { KvType } from "./bindings/KvType";
+import type { HeadType } from "./bindings/HeadType";
 
 export const library = signal<Entry[]>([]);
 export const loaded = signal<LoadedSummary | null>(null);
@@ -18,3 +19,6 @@ device.subscribe((d) => localStorage.setItem("device", d));
 /** How the KV cache holds keys and values: f16 (the engine's default on the CPU), q8_0, f32. */
 export const kvType = signal<KvType>((localStorage.getItem("kvType") as KvType | null) ?? "f16");
 kvType.subscribe((k) => localStorage.setItem("kvType", k));
+/** How the output head runs: as stored, or a Q8_0 copy of a dense head made at load (faster NF4 decode). */
+export const headType = signal<HeadType>((localStorage.getItem("headType") as HeadType | null) ?? "stored");
+headType.subscribe((h) => localStorage.setItem("headType", h));

@@ -166,6 +166,7 @@ pub trait Forward: Send + Sync {
 /// model's files unchanged). A dense head is the largest single read of a decode
 /// step (Gemma 3 4B's tied BF16 head: 1.3 of NF4's 2.9 GB per token); Q8_0 halves it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub enum HeadType {
     /// As the model stores it.
     #[default]
