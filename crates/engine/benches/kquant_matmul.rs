@@ -1,7 +1,8 @@
 //! The k-quant matmuls at Gemma 3 4B's shapes, as prefill (64 activation rows) and
 //! decode (one row) run them: µs per call, multiply-adds per second, and weight
 //! bytes per second. Threads as the engine uses them (`RAYON_NUM_THREADS=1` for one
-//! core). Run: `cargo bench -p unicorn-engine --bench kquant_matmul`
+//! core; `SHAPE=i` runs only the i-th shape). Run:
+//! `cargo bench -p unicorn-engine --bench kquant_matmul`
 
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
@@ -11,8 +12,19 @@ use unicorn_engine::formats::Weight;
 
 fn main() {
     let mut rng = SmallRng::seed_from_u64(7);
-    // Gemma 3 4B: attention q, FFN gate (and up), FFN down; [out, in].
-    for (n, k) in [(2048, 2560), (10240, 2560), (2560, 10240)] {
+    // Gemma 3 4B: attention q, FFN gate (and up), FFN down; then 27B's FFN; [out, in].
+    let shapes = [
+        (2048, 2560),
+        (10240, 2560),
+        (2560, 10240),
+        (21504, 5376),
+        (5376, 21504),
+    ];
+    let only: Option<usize> = std::env::var("SHAPE").ok().and_then(|s| s.parse().ok());
+    for (i, &(n, k)) in shapes.iter().enumerate() {
+        if only.is_some_and(|o| o != i) {
+            continue;
+        }
         let w: Vec<f32> = (0..n * k)
             .map(|_| rng.random_range(-0.05f32..0.05))
             .collect();

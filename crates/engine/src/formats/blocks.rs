@@ -353,15 +353,43 @@ impl Rows<'_> {
             let kb = k / <B::Act as Activation>::WEIGHTS; // activation blocks per row
             let m = xq.len() / kb;
             let wb = k / B::WEIGHTS; // weight blocks per row
+            debug_assert_eq!(wb, kb, "one weight block per activation block");
             let act = |j: usize| &xq[j * kb..(j + 1) * kb];
             let row = |r: usize| &w[r * wb..(r + 1) * wb];
+            let mut out = out;
+            let fours = m - m % 4;
             by_fours(
-                m,
-                rows,
+                fours,
+                rows.clone(),
                 |r, j| dot4(row(r), std::array::from_fn(|i| act(j + i)), simd),
                 |r, j| dot(row(r), act(j), simd),
-                out,
+                &mut out,
             );
+            // Single activation rows (decode): a long row along k in chunks whose
+            // activations stay in L1 while every weight row of the item meets them.
+            // A whole row of Gemma 3 27B's FFN-down input (21504 values, 54 KB) does
+            // not fit, and each weight row re-read it from L2: that matmul ran at
+            // 12 GB/s of weights where the others ran at 26-30 (one core), 22 GB/s
+            // in chunks.
+            let act_bytes = std::mem::size_of_val(act(0));
+            let chunk = if act_bytes > ACT_L1_BYTES {
+                (ACT_CHUNK_BYTES / std::mem::size_of::<B::Act>()).max(1)
+            } else {
+                kb
+            };
+            assert!(rows.len() <= super::parallel::ROWS);
+            for j in fours..m {
+                let mut acc = [0f32; super::parallel::ROWS];
+                for c in (0..kb).step_by(chunk) {
+                    let e = (c + chunk).min(kb);
+                    for (a, r) in acc.iter_mut().zip(rows.clone()) {
+                        *a += dot(&row(r)[c..e], &act(j)[c..e], simd);
+                    }
+                }
+                for (&a, r) in acc.iter().zip(rows.clone()) {
+                    out(j, r, a);
+                }
+            }
         }
         /// The tiled prefill kernels ([`super::wide`]), AVX-512 only.
         #[cfg(target_arch = "x86_64")]
@@ -463,6 +491,13 @@ struct Acts {
     /// For the 32-weight formats at prefill with AVX-512 (then `q16` is empty).
     pairs: Vec<super::wide::BlockQ16P>,
 }
+
+/// A decode activation row larger than this is taken in chunks of
+/// [`ACT_CHUNK_BYTES`]: it would not stay in L1 (32-48 KB) while weights stream
+/// past. Smaller rows go whole (chunks then only cost: measured at 4B's shapes).
+const ACT_L1_BYTES: usize = 32 << 10;
+/// See [`ACT_L1_BYTES`]: measured best of 4, 8, 16 and 32 KB at 27B's FFN-down.
+const ACT_CHUNK_BYTES: usize = 4 << 10;
 
 /// Activation rows from which the tiled prefill kernels ([`super::wide`]) run: a
 /// block's widening then serves at least four rows.
@@ -865,6 +900,23 @@ pub(crate) mod testing {
                     "row {r}: {got} vs {exact} (bound {bound})"
                 );
             }
+        }
+        // Decode over a row too long for L1 (taken in chunks along k) equals the
+        // portable dot of the whole row.
+        let long = 16384; // 64 super-blocks, 512 blocks of 32: > ACT_L1_BYTES either way
+        let lw: Vec<B> = random_blocks(3 * long / B::WEIGHTS, &mut seed, &tame);
+        let lx: Vec<f32> = (0..long).map(|_| lcg(&mut seed)).collect();
+        let mut ly = vec![0f32; 3];
+        super::matmul(&lx, 1, long, &lw, 3, &mut ly);
+        let lq: Vec<B::Act> = quantized(&lx);
+        assert!(std::mem::size_of_val(lq.as_slice()) > super::ACT_L1_BYTES);
+        for (r, got) in ly.iter().enumerate() {
+            let row = &lw[r * long / B::WEIGHTS..(r + 1) * long / B::WEIGHTS];
+            let want = B::dot_scalar(row, &lq);
+            assert!(
+                (got - want).abs() <= 1e-4 * want.abs().max(1.0),
+                "long row {r}: {got} vs {want}"
+            );
         }
         // Every path this CPU runs (not only the widest, which the matmul took),
         // one row and four rows at a time, against the portable reference.

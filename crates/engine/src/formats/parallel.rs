@@ -8,8 +8,10 @@ use std::ops::Range;
 /// Runs `f(matrix, rows)` over runs of 8 rows of every matrix (`ns[i]` rows each) in
 /// one region of [`crate::pool`]: several matrices that read the same activations
 /// (q, k and v; gate and up) share one region.
+/// Weight rows per work item.
+pub(crate) const ROWS: usize = 8;
+
 pub(crate) fn for_row_runs(ns: &[usize], f: impl Fn(usize, Range<usize>) + Sync) {
-    const ROWS: usize = 8;
     // Work item c covers rows c*ROWS.. of the concatenation of all matrices' rows.
     let mut starts = Vec::with_capacity(ns.len());
     let mut total = 0;

@@ -181,7 +181,7 @@ unsafe fn superblock_avx512(
 /// rows are only 10-40 super-blocks long at 4B-27B, so the hardware prefetcher
 /// restarts often. Measured at 4B, one thread: 9.2 -> 9.6 tok/s (two threads are
 /// bandwidth-bound and within noise either way).
-const PREFETCH: usize = 1024;
+pub(super) const PREFETCH: usize = 1024;
 #[cfg(target_arch = "x86_64")]
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma")]

@@ -254,6 +254,11 @@ unsafe fn dot_avx512(w: &[BlockQ6K], x: &[BlockQ16K]) -> f32 {
     use std::arch::x86_64::*;
     let (mut acc, mut offset) = (_mm512_setzero_ps(), _mm512_setzero_ps());
     for (b, a) in w.iter().zip(x) {
+        // As Q4_K's decode kernel: weights about 5 super-blocks ahead.
+        let p = (b as *const BlockQ6K as *const i8).wrapping_add(super::q4_k::PREFETCH);
+        for line in 0..4 {
+            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(64 * line));
+        }
         superblock_avx512(
             &unpack_avx512(b),
             weight_scales_avx512(b),
