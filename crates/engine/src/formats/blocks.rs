@@ -618,6 +618,10 @@ pub trait Block32: Copy {
     fn offset(&self) -> half::f16;
 }
 
+/// How far ahead (bytes) the 32-weight decode kernel asks for weights: Gemma 3 4B
+/// Q4_0 decode 12.0 -> 13.3 tok/s (512 bytes: 13.0), SmolLM2 Q4_1 +10 %.
+const PREFETCH32: usize = 1024;
+
 /// AVX2 dot product of one row of a [`Block32`] format with one activation row.
 ///
 /// # Safety
@@ -630,6 +634,7 @@ pub unsafe fn dot_block32_avx2<B: Block32>(w: &[B], x: &[BlockQ16]) -> f32 {
     let mut acc = _mm256_setzero_ps();
     let mut offset = _mm256_setzero_ps();
     for (b, a) in w.iter().zip(x) {
+        _mm_prefetch::<_MM_HINT_T0>((b as *const B as *const i8).wrapping_add(PREFETCH32));
         let (q0, q1) = b.quants();
         let y0 = _mm256_loadu_si256(a.qs.as_ptr() as *const __m256i);
         let y1 = _mm256_loadu_si256(a.qs.as_ptr().add(16) as *const __m256i);
