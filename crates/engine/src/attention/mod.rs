@@ -149,52 +149,35 @@ fn attend_one_cpu(
     let (_, kv_heads, cap, _) = k.dims4()?;
     let group = heads / kv_heads;
     let qv = q.flatten_all()?.to_vec1::<f32>()?;
-    let (ks, kl) = k.storage_and_layout();
-    let (vs, vl) = v.storage_and_layout();
-    let (candle_core::Storage::Cpu(kc), candle_core::Storage::Cpu(vc)) = (&*ks, &*vs) else {
-        candle_core::bail!("attention fast path needs CPU tensors");
-    };
-    if !kl.is_contiguous() || !vl.is_contiguous() {
-        candle_core::bail!("kv cache buffers must be contiguous");
-    }
-    let (kd, vd) = (
-        Rows::of(kc, kl.start_offset())?,
-        Rows::of(vc, vl.start_offset())?,
-    );
     let mut out = vec![0f32; heads * d];
     let out_ptr = SyncPtr(out.as_mut_ptr());
-    crate::pool::run_chunked(heads, |hs| {
-        let mut scores = vec![0f32; total - first_key];
-        let mut buf = vec![0f32; d];
-        for h in hs {
-            let base = (h / group) * cap;
-            let qh = &qv[h * d..(h + 1) * d];
-            let mut max = f32::NEG_INFINITY;
-            for (j, s) in scores.iter_mut().enumerate() {
-                *s = dot(qh, kd.row(base + first_key + j, d, &mut buf)) * scale;
-                max = max.max(*s);
+    cache_rows(k, v, |kd, vd| {
+        crate::pool::run_chunked(heads, |hs| {
+            let mut scores = Vec::with_capacity(total - first_key);
+            let (mut kbuf, mut vbuf) = (vec![0f32; d], vec![0f32; d]);
+            for h in hs {
+                let base = (h / group) * cap + first_key;
+                let qh = &qv[h * d..(h + 1) * d];
+                // SAFETY: head h owns out[h*d .. (h+1)*d]; no other work item writes it.
+                let oh = unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add(h * d), d) };
+                attend_query(
+                    total - first_key,
+                    scale,
+                    &mut scores,
+                    |j| dot(qh, kd.row(base + j, d, &mut kbuf)),
+                    |j, w| {
+                        for (o, x) in oh.iter_mut().zip(vd.row(base + j, d, &mut vbuf)) {
+                            *o += w * x;
+                        }
+                    },
+                );
             }
-            let mut sum = 0f32;
-            for s in scores.iter_mut() {
-                *s = (*s - max).exp();
-                sum += *s;
-            }
-            // SAFETY: head h owns out[h*d .. (h+1)*d]; no other work item writes it.
-            let oh = unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add(h * d), d) };
-            let inv = 1.0 / sum;
-            for (j, s) in scores.iter().enumerate() {
-                let w = s * inv;
-                for (o, x) in oh.iter_mut().zip(vd.row(base + first_key + j, d, &mut buf)) {
-                    *o += w * x;
-                }
-            }
-        }
-    });
-    drop((ks, vs));
+        });
+        Ok(())
+    })?;
     Tensor::from_vec(out, (1, 1, heads * d), q.device())
 }
 
-/// A cache buffer's rows as stored.
 /// Query rows per work item of [`attend_many_cpu`]: their keys are converted to
 /// f32 once per item (a sixteenth of the item's multiply-adds at most).
 const QUERY_CHUNK: usize = 16;
@@ -217,73 +200,100 @@ fn attend_many_cpu(
     let group = heads / kv_heads;
     let cap = k.dim(2)?;
     let qv = q.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
-    let (ks, kl) = k.storage_and_layout();
-    let (vs, vl) = v.storage_and_layout();
-    let (candle_core::Storage::Cpu(kc), candle_core::Storage::Cpu(vc)) = (&*ks, &*vs) else {
-        candle_core::bail!("attention needs CPU tensors");
-    };
-    if !kl.is_contiguous() || !vl.is_contiguous() {
-        candle_core::bail!("kv cache buffers must be contiguous");
-    }
-    let (kd, vd) = (
-        Rows::of(kc, kl.start_offset())?,
-        Rows::of(vc, vl.start_offset())?,
-    );
     // Keys visible from position p: (lo(p)..=p), lo never below the cache's base
     // (checked by the caller for the first query; later ones see less).
     let lo = |p: usize| window.map_or(0, |w| (p + 1).saturating_sub(w)).max(base);
     let mut out = vec![0f32; t * heads * d];
     let out_ptr = SyncPtr(out.as_mut_ptr());
     let chunks = t.div_ceil(QUERY_CHUNK);
-    crate::pool::run_chunked(heads * chunks, |items| {
-        let (mut keys, mut vals, mut scores) = (Vec::new(), Vec::new(), Vec::new());
-        let mut buf = vec![0f32; d];
-        for item in items {
-            let (h, c) = (item / chunks, item % chunks);
-            let rows = c * QUERY_CHUNK..((c + 1) * QUERY_CHUNK).min(t);
-            let kv = (h / group) * cap;
-            // Keys this run of queries sees, as f32 rows.
-            let (first, last) = (lo(start + rows.start), start + rows.end - 1);
-            keys.clear();
-            vals.clear();
-            for p in first..=last {
-                keys.extend_from_slice(kd.row(kv + p - base, d, &mut buf));
-                vals.extend_from_slice(vd.row(kv + p - base, d, &mut buf));
-            }
-            for i in rows {
-                let p = start + i;
-                let qh = &qv[(h * t + i) * d..(h * t + i + 1) * d];
-                let visible = lo(p) - first..p + 1 - first;
-                scores.clear();
-                let mut max = f32::NEG_INFINITY;
-                for j in visible.clone() {
-                    let s = dot(qh, &keys[j * d..(j + 1) * d]) * scale;
-                    max = max.max(s);
-                    scores.push(s);
+    cache_rows(k, v, |kd, vd| {
+        crate::pool::run_chunked(heads * chunks, |items| {
+            let (mut keys, mut vals, mut scores) = (Vec::new(), Vec::new(), Vec::new());
+            let mut buf = vec![0f32; d];
+            for item in items {
+                let (h, c) = (item / chunks, item % chunks);
+                let rows = c * QUERY_CHUNK..((c + 1) * QUERY_CHUNK).min(t);
+                let kv = (h / group) * cap;
+                // Keys this run of queries sees, as f32 rows.
+                let (first, last) = (lo(start + rows.start), start + rows.end - 1);
+                keys.clear();
+                vals.clear();
+                for p in first..=last {
+                    keys.extend_from_slice(kd.row(kv + p - base, d, &mut buf));
+                    vals.extend_from_slice(vd.row(kv + p - base, d, &mut buf));
                 }
-                let mut sum = 0f32;
-                for s in scores.iter_mut() {
-                    *s = crate::activation::exp(*s - max);
-                    sum += *s;
-                }
-                // SAFETY: output row i, head h is written by this item only.
-                let oh = unsafe {
-                    std::slice::from_raw_parts_mut(out_ptr.get().add((i * heads + h) * d), d)
-                };
-                let inv = 1.0 / sum;
-                for (s, j) in scores.iter().zip(visible) {
-                    let w = s * inv;
-                    for (o, x) in oh.iter_mut().zip(&vals[j * d..(j + 1) * d]) {
-                        *o += w * x;
-                    }
+                for i in rows {
+                    let p = start + i;
+                    let qh = &qv[(h * t + i) * d..(h * t + i + 1) * d];
+                    let from = lo(p) - first;
+                    // SAFETY: output row i, head h is written by this item only.
+                    let oh = unsafe {
+                        std::slice::from_raw_parts_mut(out_ptr.get().add((i * heads + h) * d), d)
+                    };
+                    attend_query(
+                        p + 1 - first - from,
+                        scale,
+                        &mut scores,
+                        |j| dot(qh, &keys[(from + j) * d..(from + j + 1) * d]),
+                        |j, w| {
+                            for (o, x) in oh.iter_mut().zip(&vals[(from + j) * d..]) {
+                                *o += w * x;
+                            }
+                        },
+                    );
                 }
             }
-        }
-    });
-    drop((ks, vs));
+        });
+        Ok(())
+    })?;
     Tensor::from_vec(out, (1, t, heads * d), q.device())
 }
 
+/// One query's attention over `n` visible keys: scores `key_dot(j)·scale`, their
+/// softmax, and `add_value(j, weight)` for each key (both CPU paths).
+fn attend_query(
+    n: usize,
+    scale: f32,
+    scores: &mut Vec<f32>,
+    mut key_dot: impl FnMut(usize) -> f32,
+    mut add_value: impl FnMut(usize, f32),
+) {
+    scores.clear();
+    let mut max = f32::NEG_INFINITY;
+    for j in 0..n {
+        let s = key_dot(j) * scale;
+        max = max.max(s);
+        scores.push(s);
+    }
+    let mut sum = 0f32;
+    for s in scores.iter_mut() {
+        *s = (*s - max).exp();
+        sum += *s;
+    }
+    let inv = 1.0 / sum;
+    for (j, s) in scores.iter().enumerate() {
+        add_value(j, s * inv);
+    }
+}
+
+/// Runs `f` on the KV cache buffers `k` and `v` as rows in their stored type
+/// (CPU, contiguous: the cache's own buffers).
+fn cache_rows<T>(k: &Tensor, v: &Tensor, f: impl FnOnce(&Rows, &Rows) -> Result<T>) -> Result<T> {
+    let (ks, kl) = k.storage_and_layout();
+    let (vs, vl) = v.storage_and_layout();
+    let (candle_core::Storage::Cpu(kc), candle_core::Storage::Cpu(vc)) = (&*ks, &*vs) else {
+        candle_core::bail!("attention over the cache needs CPU tensors");
+    };
+    if !kl.is_contiguous() || !vl.is_contiguous() {
+        candle_core::bail!("kv cache buffers must be contiguous");
+    }
+    f(
+        &Rows::of(kc, kl.start_offset())?,
+        &Rows::of(vc, vl.start_offset())?,
+    )
+}
+
+/// A cache buffer's rows as stored.
 enum Rows<'a> {
     F32(&'a [f32]),
     F16(&'a [f16]),
