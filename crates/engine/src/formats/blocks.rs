@@ -618,6 +618,25 @@ pub trait Block32: Copy {
     fn offset(&self) -> half::f16;
 }
 
+/// 16 bytes of packed nibbles (low nibble = element j, high = element j + 16, as
+/// Q4_0 and Q4_1 store them) widened to i16: elements 0..16 and 16..32.
+///
+/// # Safety
+/// Only where AVX2 was detected (inlined into the kernels).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(crate) unsafe fn nibbles_avx2(
+    qs: &[u8; 16],
+) -> (std::arch::x86_64::__m256i, std::arch::x86_64::__m256i) {
+    use std::arch::x86_64::*;
+    let low = _mm_set1_epi8(0x0F);
+    let packed = _mm_loadu_si128(qs.as_ptr() as *const __m128i);
+    (
+        _mm256_cvtepu8_epi16(_mm_and_si128(packed, low)),
+        _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(packed, 4), low)),
+    )
+}
+
 /// How far ahead (bytes) the 32-weight decode kernel asks for weights: Gemma 3 4B
 /// Q4_0 decode 12.0 -> 13.3 tok/s (512 bytes: 13.0), SmolLM2 Q4_1 +10 %.
 const PREFETCH32: usize = 1024;

@@ -39,13 +39,7 @@ impl super::blocks::Block32 for BlockQ4_0 {
     /// The unsigned nibbles (the kernels subtract 8 through the offset).
     #[inline(always)]
     unsafe fn quants(&self) -> (std::arch::x86_64::__m256i, std::arch::x86_64::__m256i) {
-        use std::arch::x86_64::*;
-        let low = _mm_set1_epi8(0x0F);
-        let packed = _mm_loadu_si128(self.qs.as_ptr() as *const __m128i);
-        (
-            _mm256_cvtepu8_epi16(_mm_and_si128(packed, low)),
-            _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(packed, 4), low)),
-        )
+        super::blocks::nibbles_avx2(&self.qs)
     }
     #[inline(always)]
     fn scale(&self) -> f16 {

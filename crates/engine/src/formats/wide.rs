@@ -312,45 +312,32 @@ pub trait Tile: Copy + Sync {
 
 #[cfg(target_arch = "x86_64")]
 macro_rules! tile {
-    ($block:ty, k_quant) => {
+    ($block:ty, $act:ty, $per_act:expr, $kernel:ident) => {
         impl Tile for $block {
-            type Act = BlockQ16W;
-            const PER_ACT: usize = 1;
+            type Act = $act;
+            const PER_ACT: usize = $per_act;
             #[inline]
             unsafe fn tile<const R: usize, const N: usize>(
                 w: [&[Self]; R],
-                x: [&[BlockQ16W]; N],
+                x: [&[$act]; N],
             ) -> [[f32; N]; R] {
-                dot_tile_avx512(w, x)
-            }
-        }
-    };
-    ($block:ty, pairs) => {
-        impl Tile for $block {
-            type Act = BlockQ16P;
-            const PER_ACT: usize = 2;
-            #[inline]
-            unsafe fn tile<const R: usize, const N: usize>(
-                w: [&[Self]; R],
-                x: [&[BlockQ16P]; N],
-            ) -> [[f32; N]; R] {
-                dot_pairs_avx512(w, x)
+                $kernel(w, x)
             }
         }
     };
 }
 #[cfg(target_arch = "x86_64")]
-tile!(super::q4_k::BlockQ4K, k_quant);
+tile!(super::q4_k::BlockQ4K, BlockQ16W, 1, dot_tile_avx512);
 #[cfg(target_arch = "x86_64")]
-tile!(super::q6_k::BlockQ6K, k_quant);
+tile!(super::q6_k::BlockQ6K, BlockQ16W, 1, dot_tile_avx512);
 #[cfg(target_arch = "x86_64")]
-tile!(super::q4_0::BlockQ4_0, pairs);
+tile!(super::q4_0::BlockQ4_0, BlockQ16P, 2, dot_pairs_avx512);
 #[cfg(target_arch = "x86_64")]
-tile!(super::q4_1::BlockQ4_1, pairs);
+tile!(super::q4_1::BlockQ4_1, BlockQ16P, 2, dot_pairs_avx512);
 #[cfg(target_arch = "x86_64")]
-tile!(super::q5_0::BlockQ5_0, pairs);
+tile!(super::q5_0::BlockQ5_0, BlockQ16P, 2, dot_pairs_avx512);
 #[cfg(target_arch = "x86_64")]
-tile!(super::q8_0::BlockQ8_0, pairs);
+tile!(super::q8_0::BlockQ8_0, BlockQ16P, 2, dot_pairs_avx512);
 
 /// Σ w·x over 256 values as 16 i32 lanes: eight `vpdpwssd` in two chains, each
 /// reading its activations straight from memory. Written in assembly: LLVM turns
