@@ -86,6 +86,7 @@ pub use session::{
     ChatSession, GenerationParams, LoadOptions, LoadedModel, Reply, StopReason, TokenEvent,
 };
 pub use template::Message;
+pub mod batch;
 pub mod bench;
 pub mod compare;
 pub mod convert;

@@ -484,7 +484,7 @@ impl<'m> ChatSession<'m> {
 }
 
 /// The logits of a one-position forward pass as floats.
-fn last_logits(t: candle_core::Tensor) -> Result<Vec<f32>> {
+pub(crate) fn last_logits(t: candle_core::Tensor) -> Result<Vec<f32>> {
     Ok(t.squeeze(0)?.to_dtype(DType::F32)?.to_vec1::<f32>()?)
 }
 
@@ -539,9 +539,9 @@ impl Clock {
 
 /// The reply's text as tokens arrive: detokenized incrementally, cut before the first
 /// stop string, and held back while its tail could still become one.
-struct TextOut<'t> {
+pub(crate) struct TextOut<'t> {
     stream: Option<TokenStream<'t>>,
-    stops: &'t [String],
+    stops: Vec<String>,
     longest_stop: usize,
     /// Everything decoded so far.
     text: String,
@@ -551,10 +551,10 @@ struct TextOut<'t> {
 
 impl<'t> TextOut<'t> {
     /// Without a tokenizer the reply is ids only, and the text stays empty.
-    fn new(tokenizer: Option<&'t Tokenizer>, stops: &'t [String]) -> Self {
+    pub(crate) fn new(tokenizer: Option<&'t Tokenizer>, stops: &[String]) -> Self {
         Self {
             stream: tokenizer.map(TokenStream::new),
-            stops,
+            stops: stops.to_vec(),
             longest_stop: stops.iter().map(|s| s.len()).max().unwrap_or(0),
             text: String::new(),
             emitted: 0,
@@ -563,7 +563,7 @@ impl<'t> TextOut<'t> {
 
     /// Adds token `id`; returns the text that may be shown now, and whether a stop
     /// string ended the reply (the text is then cut before it).
-    fn push(&mut self, id: u32) -> Result<(String, bool)> {
+    pub(crate) fn push(&mut self, id: u32) -> Result<(String, bool)> {
         if let Some(piece) = self
             .stream
             .as_mut()
@@ -582,7 +582,7 @@ impl<'t> TextOut<'t> {
             .min();
         let (safe, stop) = match hit {
             Some(i) => (i, true),
-            None => (safe_boundary(&self.text, self.stops), false),
+            None => (safe_boundary(&self.text, &self.stops), false),
         };
         let piece = if safe > self.emitted {
             self.text[self.emitted..safe].to_string()
@@ -598,7 +598,7 @@ impl<'t> TextOut<'t> {
 
     /// Flushes the detokenizer; returns text still held back (none after a stop
     /// string or a stop token).
-    fn finish(&mut self, why: StopReason) -> Result<Option<String>> {
+    pub(crate) fn finish(&mut self, why: StopReason) -> Result<Option<String>> {
         if why == StopReason::StopString {
             return Ok(None);
         }
@@ -619,7 +619,7 @@ impl<'t> TextOut<'t> {
         Ok(None)
     }
 
-    fn into_text(self) -> String {
+    pub(crate) fn into_text(self) -> String {
         self.text
     }
 }
@@ -631,7 +631,7 @@ fn floor_char_boundary(s: &str, mut i: usize) -> usize {
     i
 }
 
-fn common_prefix(a: &[u32], b: &[u32]) -> usize {
+pub(crate) fn common_prefix(a: &[u32], b: &[u32]) -> usize {
     a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
 

@@ -291,7 +291,7 @@ pub(crate) fn dot4<B: BlockFormat>(w: &[B], x: [&[B::Act]; 4], simd: Simd) -> [f
 
 /// `y[m, n] = x[m, k] · W[n, k]ᵀ` for one matrix (row-major, k/32 blocks a row).
 pub fn matmul<B: BlockFormat>(x: &[f32], m: usize, k: usize, w: &[B], n: usize, y: &mut [f32]) {
-    let out = matmul_many(x, m, k, &[(B::rows(w), n)]);
+    let out = matmul_many(x, m, m, k, &[(B::rows(w), n)]);
     y.copy_from_slice(&out[0]);
 }
 
@@ -357,26 +357,42 @@ impl Rows<'_> {
             let act = |j: usize| &xq[j * kb..(j + 1) * kb];
             let row = |r: usize| &w[r * wb..(r + 1) * wb];
             let mut out = out;
-            let fours = m - m % 4;
-            by_fours(
-                fours,
-                rows.clone(),
-                |r, j| dot4(row(r), std::array::from_fn(|i| act(j + i)), simd),
-                |r, j| dot(row(r), act(j), simd),
-                &mut out,
-            );
-            // Single activation rows (decode): a long row along k in chunks whose
-            // activations stay in L1 while every weight row of the item meets them.
-            // A whole row of Gemma 3 27B's FFN-down input (21504 values, 54 KB) does
-            // not fit, and each weight row re-read it from L2: that matmul ran at
-            // 12 GB/s of weights where the others ran at 26-30 (one core), 22 GB/s
-            // in chunks.
+            // A long row along k in chunks whose activations stay in L1 while every
+            // weight row of the item meets them. A whole row of Gemma 3 27B's
+            // FFN-down input (21504 values, 54 KB) does not fit, and each weight row
+            // re-read it from L2: that matmul ran at 12 GB/s of weights where the
+            // others ran at 26-30 (one core), 22 GB/s in chunks. Groups of four take
+            // the same chunks in the same order, so their sums are bit-identical to
+            // single rows' (a batched decode step gives each sequence what it would
+            // get alone).
             let act_bytes = std::mem::size_of_val(act(0));
             let chunk = if act_bytes > ACT_L1_BYTES {
                 (ACT_CHUNK_BYTES / std::mem::size_of::<B::Act>()).max(1)
             } else {
                 kb
             };
+            let fours = m - m % 4;
+            by_fours(
+                fours,
+                rows.clone(),
+                |r, j| {
+                    let mut acc = [0f32; 4];
+                    for c in (0..kb).step_by(chunk) {
+                        let e = (c + chunk).min(kb);
+                        let d = dot4(
+                            &row(r)[c..e],
+                            std::array::from_fn(|i| &act(j + i)[c..e]),
+                            simd,
+                        );
+                        for (a, d) in acc.iter_mut().zip(d) {
+                            *a += d;
+                        }
+                    }
+                    acc
+                },
+                |r, j| dot(row(r), act(j), simd),
+                &mut out,
+            );
             assert!(rows.len() <= super::parallel::ROWS);
             for j in fours..m {
                 let mut acc = [0f32; super::parallel::ROWS];
@@ -530,7 +546,18 @@ fn quantize_rows<A: Activation>(x: &[f32], m: usize, k: usize) -> Vec<A> {
 /// rows run in one parallel region of our pool, so the many small matmuls of a
 /// decode step pay microseconds, not thread wake-ups. Each work item is a run of rows
 /// for all m activation rows, so a weight row is read once.
-pub fn matmul_many(x: &[f32], m: usize, k: usize, mats: &[(Rows<'_>, usize)]) -> Vec<Vec<f32>> {
+///
+/// `seq_rows`: the rows one sequence brings (m itself outside batching). The tiled
+/// prefill kernels run when it is at least [`WIDE_MIN_ROWS`]; a batch of decoding
+/// sequences (one row each) keeps the decode kernels, whose results for a row are
+/// the same whatever else is in the batch.
+pub fn matmul_many(
+    x: &[f32],
+    m: usize,
+    seq_rows: usize,
+    k: usize,
+    mats: &[(Rows<'_>, usize)],
+) -> Vec<Vec<f32>> {
     assert!(
         k.is_multiple_of(32) && x.len() == m * k,
         "activations [{m}, {k}] do not fit {}",
@@ -552,7 +579,10 @@ pub fn matmul_many(x: &[f32], m: usize, k: usize, mats: &[(Rows<'_>, usize)]) ->
         !k_quants || k.is_multiple_of(256),
         "k-quant rows of {k} weights"
     );
-    let tiles = cfg!(target_arch = "x86_64") && simd == Simd::Avx512 && m >= WIDE_MIN_ROWS;
+    let tiles = cfg!(target_arch = "x86_64")
+        && simd == Simd::Avx512
+        && m >= WIDE_MIN_ROWS
+        && seq_rows >= WIDE_MIN_ROWS;
     let wide = k_quants && tiles;
     let pairs = blocks32 && tiles && k.is_multiple_of(64);
     let acts = Acts {
@@ -953,6 +983,13 @@ pub(crate) mod testing {
                     let reference = B::dot_scalar(row, &xq[i]);
                     let close = |v: f32| (v - reference).abs() <= 1e-4 * reference.abs().max(1.0);
                     let one = super::dot(row, &xq[i], simd);
+                    // Bit-identical: a batched decode step relies on it.
+                    assert_eq!(
+                        one.to_bits(),
+                        four[i].to_bits(),
+                        "{simd:?} row {r}: dot {one} vs dot4 {}",
+                        four[i]
+                    );
                     assert!(close(one), "{simd:?} row {r}: {one} vs scalar {reference}");
                     assert!(
                         close(four[i]),

@@ -227,6 +227,8 @@ fn own_kernel_forward(qs: &[&QTensor], x: &Tensor) -> Result<Vec<Tensor>> {
     use blocks::{blocks, matmul_many, Rows};
     let k = x.dim(D::Minus1)?;
     let m = x.elem_count() / k.max(1);
+    // Rows of one sequence: `[B, t, k]` is B sequences of t tokens (Model::forward_batch).
+    let seq_rows = if x.rank() >= 2 { x.dim(D::Minus2)? } else { m };
     let x = x.to_dtype(DType::F32)?.contiguous()?;
     let (storage, layout) = x.storage_and_layout();
     let candle_core::Storage::Cpu(cpu) = &*storage else {
@@ -257,7 +259,7 @@ fn own_kernel_forward(qs: &[&QTensor], x: &Tensor) -> Result<Vec<Tensor>> {
         };
         mats.push((rows, n));
     }
-    let outs = matmul_many(xs, m, k, &mats);
+    let outs = matmul_many(xs, m, seq_rows, k, &mats);
     drop(storage);
     outs.into_iter()
         .zip(&mats)

@@ -416,6 +416,24 @@ pub(crate) mod testing {
             .collect();
         let mut y = vec![0f32; m * n];
         crate::formats::blocks::matmul(&xs, m, k, w, n, &mut y);
+        // The same rows rotated by 5 land in other tile shapes (8×8 → 1×4, 1×1 → 8×8):
+        // each row's result is bit-identical, so a prefill that reuses a cached
+        // prefix (the rest of the rows shifted) computes what a whole one would.
+        let shifted: Vec<f32> = (0..m)
+            .flat_map(|i| xs[((i + 5) % m) * k..((i + 5) % m + 1) * k].iter().copied())
+            .collect();
+        let mut ys = vec![0f32; m * n];
+        crate::formats::blocks::matmul(&shifted, m, k, w, n, &mut ys);
+        for i in 0..m {
+            for r in 0..n {
+                let (a, b) = (y[((i + 5) % m) * n + r], ys[i * n + r]);
+                assert_eq!(
+                    a.to_bits(),
+                    b.to_bits(),
+                    "row {r} of activation {i} moved: {a} vs {b}"
+                );
+            }
+        }
         for i in 0..m {
             let a: Vec<A> = quantized(&xs[i * k..(i + 1) * k]);
             for r in 0..n {

@@ -4,8 +4,8 @@
 //! their own rope base, global layers with the linear rope scaling factor (8 on 4B and
 //! up), and the output tied to the embedding.
 
-use super::{heads, Architecture, Config, Forward, Loader, Shape, Stored, WeightBytes};
-use crate::attention::{attend, rms_norm, KvCache, Rope};
+use super::{heads, Architecture, Config, Forward, Loader, Shape, Steps, Stored, WeightBytes};
+use crate::attention::{rms_norm, Rope};
 use crate::error::{Error, Result};
 use crate::formats::Weight;
 use crate::gguf::GgufFile;
@@ -424,16 +424,14 @@ impl Gemma3 {
 }
 
 impl Forward for Gemma3 {
-    fn forward(&self, ids: &[u32], cache: &mut KvCache, logits_from: usize) -> Result<Tensor> {
+    fn forward(&self, steps: &mut Steps<'_, '_>, logits_from: usize) -> Result<Tensor> {
         let dev = self.output_norm.device();
         let c = &self.cfg;
-        let t = ids.len();
-        let start = cache.len();
+        let t = steps.t();
         let eps = c.rms_norm_eps;
-        let ids_t = Tensor::new(ids, dev)?;
-        let mut x = (self.token_embd.embedding(&ids_t)?.unsqueeze(0)? * self.embed_scale)?;
-        let local = self.rope_local.tables(start, t, dev)?;
-        let global = self.rope_global.tables(start, t, dev)?;
+        let mut x = (steps.embed(&self.token_embd, dev)? * self.embed_scale)?; // [B, t, h]
+        let local = steps.rope_tables(&self.rope_local, dev)?;
+        let global = steps.rope_tables(&self.rope_global, dev)?;
         let scale = c.query_pre_attn_scalar.powf(-0.5);
         for (i, b) in self.blocks.iter().enumerate() {
             let window = c.layer_windows[i];
@@ -449,8 +447,7 @@ impl Forward for Gemma3 {
             let v = heads(&v, c.num_key_value_heads, c.head_dim)?;
             let q = rope.apply(&rms_norm(&q, &b.attn_q_norm, eps)?, cos, sin)?;
             let k = rope.apply(&rms_norm(&k, &b.attn_k_norm, eps)?, cos, sin)?;
-            let (k, v, base) = cache.append(i, &k, &v)?;
-            let a = attend(&q, &k, &v, (start, base), scale, window)?;
+            let a = steps.attend(i, (&q, &k, &v), scale, window)?;
             let a = rms_norm(&b.attn_output.forward(&a)?, &b.post_attention_norm, eps)?;
             x = (x + a)?;
             let h = rms_norm(&x, &b.ffn_norm, eps)?;
@@ -459,10 +456,10 @@ impl Forward for Gemma3 {
             let m = rms_norm(&b.ffn_down.forward(&m)?, &b.post_ffw_norm, eps)?;
             x = (x + m)?;
         }
-        cache.advance(t);
+        steps.advance();
         let x = x.narrow(1, logits_from, t - logits_from)?;
         let x = rms_norm(&x, &self.output_norm, eps)?;
-        Ok(self.output.forward(&x)?.squeeze(0)?)
+        Ok(self.output.forward(&x)?)
     }
 
     fn output_mut(&mut self) -> &mut Weight {

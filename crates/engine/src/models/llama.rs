@@ -4,8 +4,8 @@
 //! per-head q/k RMSNorms (and head_dim · heads ≠ hidden), Mistral v0.1 a sliding
 //! window on every layer.
 
-use super::{heads, Architecture, Config, Forward, Loader, Shape, Stored, WeightBytes};
-use crate::attention::{attend, rms_norm, KvCache, Rope};
+use super::{heads, Architecture, Config, Forward, Loader, Shape, Steps, Stored, WeightBytes};
+use crate::attention::{rms_norm, Rope};
 use crate::error::Result;
 use crate::formats::Weight;
 use crate::gguf::GgufFile;
@@ -403,16 +403,12 @@ impl Llama {
 }
 
 impl Forward for Llama {
-    /// Runs `ids` at the cache's next positions and returns the logits of positions
-    /// `logits_from ..` of `ids`.
-    fn forward(&self, ids: &[u32], cache: &mut KvCache, logits_from: usize) -> Result<Tensor> {
+    fn forward(&self, steps: &mut Steps<'_, '_>, logits_from: usize) -> Result<Tensor> {
         let dev = self.output_norm.device();
-        let t = ids.len();
-        let start = cache.len();
+        let t = steps.t();
         let c = &self.cfg;
-        let ids_t = Tensor::new(ids, dev)?;
-        let mut x = self.token_embd.embedding(&ids_t)?.unsqueeze(0)?; // [1, t, h]
-        let (cos, sin) = self.rope.tables(start, t, dev)?;
+        let mut x = steps.embed(&self.token_embd, dev)?; // [B, t, h]
+        let (cos, sin) = steps.rope_tables(&self.rope, dev)?;
         let scale = c.query_pre_attn_scalar.powf(-0.5);
         for (i, b) in self.blocks.iter().enumerate() {
             let h = rms_norm(&x, &b.attn_norm, c.rms_norm_eps)?;
@@ -431,18 +427,17 @@ impl Forward for Llama {
             }
             let q = self.rope.apply(&q, &cos, &sin)?;
             let k = self.rope.apply(&k, &cos, &sin)?;
-            let (k, v, base) = cache.append(i, &k, &v)?;
-            let a = attend(&q, &k, &v, (start, base), scale, c.layer_windows[i])?;
+            let a = steps.attend(i, (&q, &k, &v), scale, c.layer_windows[i])?;
             x = (x + b.attn_output.forward(&a)?)?;
             let h = rms_norm(&x, &b.ffn_norm, c.rms_norm_eps)?;
             let [gate, up] = Weight::forward_n([&b.ffn_gate, &b.ffn_up], &h)?;
             let m = crate::activation::gated(crate::activation::Gate::Silu, &gate, &up)?;
             x = (x + b.ffn_down.forward(&m)?)?;
         }
-        cache.advance(t);
+        steps.advance();
         let x = x.narrow(1, logits_from, t - logits_from)?;
         let x = rms_norm(&x, &self.output_norm, c.rms_norm_eps)?;
-        Ok(self.output.forward(&x)?.squeeze(0)?)
+        Ok(self.output.forward(&x)?)
     }
 
     /// Bytes held by the weights, and bytes read from memory to decode one token.

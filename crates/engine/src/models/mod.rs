@@ -12,7 +12,7 @@
 pub mod gemma3;
 pub mod llama;
 
-use crate::attention::{KvCache, KvType};
+use crate::attention::{attend, KvCache, KvType, Rope};
 use crate::error::{Error, Result};
 use crate::formats::Weight;
 use crate::gguf::GgufFile;
@@ -153,9 +153,10 @@ pub fn size_limit(key: &str) -> Option<u64> {
 
 /// A loaded network: the forward pass and what its weights take.
 pub trait Forward: Send + Sync {
-    /// Runs `ids` at the cache's next positions and returns the logits of positions
-    /// `logits_from ..` of `ids`: `[ids.len() - logits_from, vocab]`.
-    fn forward(&self, ids: &[u32], cache: &mut KvCache, logits_from: usize) -> Result<Tensor>;
+    /// Runs `t` tokens of each of the `B` sequences of `steps` at its cache's next
+    /// positions and returns the logits of positions `logits_from .. t` of each:
+    /// `[B, t - logits_from, vocab]`.
+    fn forward(&self, steps: &mut Steps<'_, '_>, logits_from: usize) -> Result<Tensor>;
     /// Weight bytes held and read per decoded token.
     fn weight_bytes(&self) -> WeightBytes;
     /// The output head (tied or not), for [`Model::set_head_type`].
@@ -256,7 +257,45 @@ impl Model {
                 ids.len()
             )));
         }
-        self.net.forward(ids, cache, logits_from)
+        let mut caches = [cache];
+        self.forward_batch(&[ids], &mut caches, logits_from)?
+            .squeeze(0)
+            .map_err(Into::into)
+    }
+
+    /// One forward pass over several sequences, each on its own cache, with the same
+    /// number of new tokens each (continuous batching: every decoding sequence's
+    /// next token in one pass, so each weight is read once per step for all of them).
+    /// Returns `[B, t - logits_from, vocab]`.
+    ///
+    /// A sequence's logits do not depend on what else is in the batch: the matmul
+    /// kernels take one activation row at a time, or four with results bit-identical
+    /// to one (tested in `formats::blocks`), and choose the tiled prefill kernels by
+    /// the tokens per sequence, not by the rows in the batch; attention, norms and
+    /// rope are per row.
+    pub fn forward_batch(
+        &self,
+        ids: &[&[u32]],
+        caches: &mut [&mut KvCache],
+        logits_from: usize,
+    ) -> Result<Tensor> {
+        let t = ids.first().map_or(0, |s| s.len());
+        if t == 0 || logits_from >= t || ids.iter().any(|s| s.len() != t) {
+            return Err(Error::Invalid(format!(
+                "a forward pass needs the same, non-zero number of tokens in every \
+                 sequence, and logits from one of them (got lengths {:?}, logits from {logits_from})",
+                ids.iter().map(|s| s.len()).collect::<Vec<_>>()
+            )));
+        }
+        if ids.len() != caches.len() {
+            return Err(Error::Invalid(format!(
+                "{} sequences with {} caches",
+                ids.len(),
+                caches.len()
+            )));
+        }
+        let mut steps = Steps { ids, caches, t };
+        self.net.forward(&mut steps, logits_from)
     }
 
     /// A fresh, empty cache for this model, of its [`Model::kv_type`].
@@ -809,6 +848,90 @@ pub(crate) fn common_tensors(c: &Config, block_extra: &[(&str, usize)]) -> Tenso
 }
 
 /// `[1, t, n * d]` → `[1, n, t, d]`.
+/// The sequences of one forward pass ([`Model::forward_batch`]): `t` new tokens of
+/// each, each on its own cache. The architectures run norms and matmuls on all rows
+/// at once (`[B, t, hidden]`) and hand the per-sequence parts (rope positions, the
+/// cache, attention) to these methods.
+pub struct Steps<'a, 'c> {
+    ids: &'a [&'a [u32]],
+    caches: &'a mut [&'c mut KvCache],
+    t: usize,
+}
+
+impl Steps<'_, '_> {
+    /// The new tokens as `[B, t]`.
+    pub(crate) fn ids(&self, dev: &Device) -> candle_core::Result<Tensor> {
+        let flat: Vec<u32> = self.ids.iter().flat_map(|s| s.iter().copied()).collect();
+        Tensor::from_vec(flat, (self.ids.len(), self.t), dev)
+    }
+
+    /// Token embeddings of every sequence: `[B, t, hidden]`.
+    pub(crate) fn embed(&self, w: &Weight, dev: &Device) -> candle_core::Result<Tensor> {
+        let x = w.embedding(&self.ids(dev)?)?;
+        x.reshape((self.ids.len(), self.t, x.dim(1)?))
+    }
+
+    /// Rope tables at each sequence's positions: `[t, dim/2]` for one sequence (as
+    /// candle's rope takes them), `[B, t, dim/2]` for several.
+    pub(crate) fn rope_tables(
+        &self,
+        rope: &Rope,
+        dev: &Device,
+    ) -> candle_core::Result<(Tensor, Tensor)> {
+        if self.caches.len() == 1 {
+            return rope.tables(self.caches[0].len(), self.t, dev);
+        }
+        let (mut cos, mut sin) = (Vec::new(), Vec::new());
+        for c in self.caches.iter() {
+            let (c, s) = rope.tables(c.len(), self.t, dev)?;
+            cos.push(c);
+            sin.push(s);
+        }
+        Ok((Tensor::stack(&cos, 0)?, Tensor::stack(&sin, 0)?))
+    }
+
+    /// Appends each sequence's new keys and values (`[B, kv_heads, t, d]`) to layer
+    /// `layer` of its cache and attends its queries (`[B, heads, t, d]`, rope
+    /// applied) over them: `[B, t, heads * d]`.
+    pub(crate) fn attend(
+        &mut self,
+        layer: usize,
+        (q, k, v): (&Tensor, &Tensor, &Tensor),
+        scale: f64,
+        window: Option<usize>,
+    ) -> candle_core::Result<Tensor> {
+        let one = |x: &Tensor, i: usize| -> candle_core::Result<Tensor> {
+            match self.ids.len() {
+                1 => Ok(x.clone()),
+                _ => x.narrow(0, i, 1)?.contiguous(),
+            }
+        };
+        let mut outs = Vec::with_capacity(self.ids.len());
+        for i in 0..self.ids.len() {
+            let cache = &mut *self.caches[i];
+            let start = cache.len();
+            let (kc, vc, base) = cache.append(layer, &one(k, i)?, &one(v, i)?)?;
+            outs.push(attend(&one(q, i)?, &kc, &vc, (start, base), scale, window)?);
+        }
+        match outs.len() {
+            1 => Ok(outs.remove(0)),
+            _ => Tensor::cat(&outs, 0),
+        }
+    }
+
+    /// Marks the `t` new positions of every sequence as filled (after the last layer).
+    pub(crate) fn advance(&mut self) {
+        for c in self.caches.iter_mut() {
+            c.advance(self.t);
+        }
+    }
+
+    /// New tokens per sequence.
+    pub(crate) fn t(&self) -> usize {
+        self.t
+    }
+}
+
 pub(crate) fn heads(x: &Tensor, n: usize, d: usize) -> candle_core::Result<Tensor> {
     let (b, t, _) = x.dims3()?;
     x.reshape((b, t, n, d))?.transpose(1, 2)?.contiguous()

@@ -4,6 +4,7 @@
 //! ([`unicorn_test_support`]).
 
 mod architectures;
+mod batch;
 mod common;
 mod convert_real;
 mod corpus;
