@@ -89,6 +89,7 @@ pub use template::Message;
 pub mod batch;
 pub mod bench;
 pub mod compare;
+pub mod constrain;
 pub mod convert;
 pub mod info;
 pub mod perplexity;

@@ -215,3 +215,92 @@ fn batched_logits_are_bit_identical_smollm2() {
 fn batched_logits_are_bit_identical_gemma3() {
     check_batched_logits(GEMMA);
 }
+
+/// Runs one request to its end; returns the text and why it ended.
+fn run_one(b: &Batcher, mut req: Request) -> (String, StopReason) {
+    let (tx, rx) = mpsc::channel();
+    req.sink = Box::new(move |e| tx.send(e).is_ok());
+    b.submit(req).unwrap();
+    for e in rx {
+        match e {
+            Event::Done {
+                text, stop_reason, ..
+            } => return (text, stop_reason),
+            Event::Failed(f) => panic!("failed: {f}"),
+            _ => {}
+        }
+    }
+    panic!("no Done")
+}
+
+fn check_constrained(name: &str) {
+    use unicorn_engine::constrain::{Grammar, Grammars};
+    let m = Arc::new(LoadedModel::load(&model(name), &LoadOptions::default()).unwrap());
+    let tok = m.tokenizer().unwrap();
+    let vocab = m.config().vocab_size();
+    let g = Grammars::new(tok, vocab, m.stop_ids()[0]).unwrap();
+    let b = Batcher::new(
+        m.clone(),
+        BatchOptions {
+            parallel: 2,
+            queue: 4,
+            ctx: 1024,
+        },
+    )
+    .unwrap();
+    let schema = serde_json::json!({
+        "type": "object",
+        "properties": {
+            "city": {"type": "string", "maxLength": 20},
+            "country": {"enum": ["France", "Germany", "Italy"]},
+            "population": {"type": "integer"},
+            "sights": {"type": "array", "items": {"type": "string", "maxLength": 20}, "maxItems": 2}
+        },
+        "required": ["city", "country", "population", "sights"],
+        "additionalProperties": false
+    });
+    let ids = m
+        .render_chat(&[Message::user("Describe Paris as JSON.")])
+        .unwrap();
+    let (tx, _) = mpsc::channel();
+    let mut req = request(ids.clone(), 200, tx, 0);
+    req.constraint = Some(Box::new(g.guide(&Grammar::JsonSchema(schema)).unwrap()));
+    let (text, why) = run_one(&b, req);
+    let v: serde_json::Value = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("{name}: {text:?} does not parse ({why:?}): {e}"));
+    assert!(
+        ["France", "Germany", "Italy"].contains(&v["country"].as_str().unwrap()),
+        "{v}"
+    );
+    assert!(v["population"].is_i64() || v["population"].is_u64(), "{v}");
+    assert!(v["sights"].as_array().unwrap().len() <= 2, "{v}");
+    // A regular expression, whole.
+    let (tx, _) = mpsc::channel();
+    let mut req = request(ids, 40, tx, 0);
+    req.constraint = Some(Box::new(
+        g.guide(&Grammar::Regex("(yes|no), [0-9]{3}".into()))
+            .unwrap(),
+    ));
+    let (text, _) = run_one(&b, req);
+    let digits = text
+        .strip_prefix("yes, ")
+        .or_else(|| text.strip_prefix("no, "));
+    assert!(
+        digits.is_some_and(|d| d.len() == 3 && d.bytes().all(|c| c.is_ascii_digit())),
+        "{name}: {text:?}"
+    );
+    // Grammars that cannot compile are refused with a reason.
+    assert!(g.guide(&Grammar::Regex("(unclosed".into())).is_err());
+    let huge = serde_json::json!({"enum": vec!["x".repeat(100); 1000]});
+    assert!(g.guide(&Grammar::JsonSchema(huge)).is_err());
+}
+
+#[test]
+fn constrained_output_matches_its_schema_smollm2() {
+    check_constrained(SMOLLM);
+}
+
+#[test]
+fn constrained_output_matches_its_schema_gemma3() {
+    check_constrained(GEMMA);
+}
