@@ -19,6 +19,7 @@ mod output;
 mod perplexity;
 mod pull;
 mod quantize;
+mod serve;
 mod synth;
 
 use clap::{Parser, Subcommand};
@@ -60,6 +61,7 @@ enum Command {
     Compare(compare::CompareArgs),
     /// A random-weight model at a public model's exact shape (for benchmarks).
     Synth(synth::SynthArgs),
+    Serve(serve::ServeArgs),
 }
 
 impl Command {
@@ -71,6 +73,7 @@ impl Command {
             Self::Perplexity(a) => Some(a.model.device),
             Self::Bench(a) => Some(a.model.device),
             Self::Compare(a) => Some(a.device),
+            Self::Serve(a) => Some(a.device),
             _ => None,
         }
     }
@@ -97,6 +100,7 @@ fn main() {
         Command::Quantize(a) => quantize::run(a),
         Command::Compare(a) => compare::run(a),
         Command::Synth(a) => synth::run(a),
+        Command::Serve(a) => serve::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -75,6 +75,8 @@ pub enum Event {
         token_ids: Vec<u32>,
         /// Why it ended.
         stop_reason: StopReason,
+        /// The stop string that ended it ([`StopReason::StopString`]).
+        stop_string: Option<String>,
         /// Figures (TTFT counts from submission, queue wait included).
         stats: Stats,
     },
@@ -613,6 +615,7 @@ fn finish(model: &LoadedModel, mut seq: Seq, cache: &KvCache) {
         vram_bytes: crate::device::vram_used(model.placement()),
         device: model.placement().label.clone(),
     };
+    let stop_string = seq.text.stop_string().map(str::to_string);
     let text = std::mem::replace(&mut seq.text, TextOut::new(None, &[])).into_text();
     let mut ids = std::mem::take(&mut seq.generated);
     if why == StopReason::Eos && ids.last().is_some_and(|t| model.stop_ids().contains(t)) {
@@ -622,6 +625,7 @@ fn finish(model: &LoadedModel, mut seq: Seq, cache: &KvCache) {
         text,
         token_ids: ids,
         stop_reason: why,
+        stop_string,
         stats,
     });
 }

@@ -547,6 +547,8 @@ pub(crate) struct TextOut<'t> {
     text: String,
     /// Bytes of `text` already handed out.
     emitted: usize,
+    /// The stop string that ended the text.
+    hit: Option<String>,
 }
 
 impl<'t> TextOut<'t> {
@@ -558,6 +560,7 @@ impl<'t> TextOut<'t> {
             longest_stop: stops.iter().map(|s| s.len()).max().unwrap_or(0),
             text: String::new(),
             emitted: 0,
+            hit: None,
         }
     }
 
@@ -578,10 +581,13 @@ impl<'t> TextOut<'t> {
             .stops
             .iter()
             .filter(|s| !s.is_empty())
-            .filter_map(|s| self.text[from..].find(s.as_str()).map(|i| i + from))
-            .min();
+            .filter_map(|s| self.text[from..].find(s.as_str()).map(|i| (i + from, s)))
+            .min_by_key(|(i, _)| *i);
         let (safe, stop) = match hit {
-            Some(i) => (i, true),
+            Some((i, s)) => {
+                self.hit = Some(s.clone());
+                (i, true)
+            }
             None => (safe_boundary(&self.text, &self.stops), false),
         };
         let piece = if safe > self.emitted {
@@ -617,6 +623,11 @@ impl<'t> TextOut<'t> {
             return Ok(Some(rest));
         }
         Ok(None)
+    }
+
+    /// The stop string that ended the text, if one did.
+    pub(crate) fn stop_string(&self) -> Option<&str> {
+        self.hit.as_deref()
     }
 
     pub(crate) fn into_text(self) -> String {
