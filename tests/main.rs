@@ -6,3 +6,4 @@ mod cli;
 mod crash;
 mod hub;
 mod models;
+mod server;

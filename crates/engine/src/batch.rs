@@ -303,7 +303,13 @@ fn run(model: &LoadedModel, shared: &Shared, opts: BatchOptions) {
                 q = shared.wake.wait(q).unwrap_or_else(|e| e.into_inner());
             }
             .inspect(|_| {
+                // Counted as active from admission (not after its prefill), so that
+                // submit sees the slot taken at once.
                 shared.load.queued.store(q.waiting.len(), Ordering::Relaxed);
+                shared.load.active.store(
+                    slots.iter().filter(|s| s.seq.is_some()).count(),
+                    Ordering::Relaxed,
+                );
             })
         };
         let Some(admitted) = admitted else {

@@ -10,7 +10,7 @@ use crate::{blocking, internal, read_json, submit, Running, State, Work};
 use axum::body::Body;
 use axum::extract::State as Extract;
 use axum::http::HeaderMap;
-use axum::response::sse::{Event as Sse, Sse as SseResponse};
+use axum::response::sse::{Event as Sse, KeepAlive, Sse as SseResponse};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -131,13 +131,15 @@ fn conversation(req: &MessagesRequest, instructions: &str) -> Result<Vec<Message
                             };
                             parts.push(tools::result_text(name, &content));
                         }
-                        k => return Err(bad(
-                            &bat,
-                            format!(
+                        k => {
+                            return Err(bad(
+                                &bat,
+                                format!(
                                 "content block {:?} is not supported (text, tool_use, tool_result)",
                                 k.unwrap_or("?")
                             ),
-                        )),
+                            ))
+                        }
                     }
                 }
             }
@@ -347,9 +349,17 @@ impl Reply {
         Err(internal("the request ended without a reply", D))
     }
 
-    fn stream(self, mut run: Running) -> Response {
+    fn stream(self, run: Running) -> Response {
         let (tx, rx) = tokio::sync::mpsc::channel::<Sse>(64);
+        // The task owns the guard (a closure would capture only the receiver, and
+        // the guard would cancel the request as this function returns).
+        let Running {
+            rx: mut events,
+            guard,
+            ..
+        } = run;
         tokio::spawn(async move {
+            let _guard = guard;
             let ev = |name: &str, v: Value| Sse::default().event(name).data(v.to_string());
             let start = ev(
                 "message_start",
@@ -364,7 +374,14 @@ impl Reply {
             }
             let held = self.tools.is_some();
             let mut opened = false;
-            while let Some(e) = run.rx.recv().await {
+            loop {
+                // A client that left while nothing was sent (queued, or prefilling)
+                // is noticed by the keep-alive writes dropping the receiver.
+                let e = tokio::select! {
+                    e = events.recv() => e,
+                    _ = tx.closed() => return,
+                };
+                let Some(e) = e else { break };
                 match e {
                     Event::Token { text, .. } if !held && !text.is_empty() => {
                         if !opened {
@@ -431,6 +448,8 @@ impl Reply {
         let stream = futures_util::stream::unfold(rx, |mut rx| async move {
             rx.recv().await.map(|e| (Ok::<_, Infallible>(e), rx))
         });
-        SseResponse::new(stream).into_response()
+        SseResponse::new(stream)
+            .keep_alive(KeepAlive::new().interval(std::time::Duration::from_millis(500)))
+            .into_response()
     }
 }

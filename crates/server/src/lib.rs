@@ -404,16 +404,34 @@ pub async fn read_json<T: serde::de::DeserializeOwned>(
         )
         .dialect(d)
     };
+    // A body past the limit is read to its end (up to DRAIN bytes) and dropped, so
+    // that a client still sending it reads the 413 rather than a reset connection.
+    const DRAIN: usize = 128 << 20;
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > MAX_BODY as u64) {
+    if declared.is_some_and(|n| n > DRAIN as u64) {
         return Err(too_large());
     }
-    let bytes = axum::body::to_bytes(body, MAX_BODY)
-        .await
-        .map_err(|_| too_large())?;
+    let mut stream = body.into_data_stream();
+    let mut bytes: Vec<u8> = Vec::new();
+    let mut seen = 0usize;
+    while let Some(chunk) = futures_util::StreamExt::next(&mut stream).await {
+        let chunk = chunk.map_err(|e| {
+            ApiError::new(Kind::Invalid, format!("reading the request body: {e}")).dialect(d)
+        })?;
+        seen += chunk.len();
+        if seen > DRAIN {
+            return Err(too_large());
+        }
+        if seen <= MAX_BODY {
+            bytes.extend_from_slice(&chunk);
+        }
+    }
+    if seen > MAX_BODY {
+        return Err(too_large());
+    }
     serde_json::from_slice(&bytes).map_err(|e| error::bad_json(e).dialect(d))
 }
 

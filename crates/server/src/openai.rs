@@ -11,7 +11,7 @@ use crate::{blocking, internal, now_secs, read_json, submit, Running, Served, St
 use axum::body::Body;
 use axum::extract::{Path, State as Extract};
 use axum::http::HeaderMap;
-use axum::response::sse::{Event as Sse, Sse as SseResponse};
+use axum::response::sse::{Event as Sse, KeepAlive, Sse as SseResponse};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -811,9 +811,17 @@ impl Reply {
     /// Answers with server-sent events: a chunk per token, the finish reason, usage
     /// when asked, then `[DONE]`. The events are produced by a task that ends (and
     /// cancels the sequence) when the client goes away.
-    fn stream(self, mut run: Running) -> Response {
+    fn stream(self, run: Running) -> Response {
         let (tx, rx) = tokio::sync::mpsc::channel::<Sse>(64);
+        // The task owns the guard (a closure would capture only the receiver, and
+        // the guard would cancel the request as this function returns).
+        let Running {
+            rx: mut events,
+            guard,
+            ..
+        } = run;
         tokio::spawn(async move {
+            let _guard = guard;
             let chunk = |delta: Value, reason: Option<&str>, lp: Option<Value>| -> Sse {
                 let choice = if self.chat {
                     json!({"index": 0, "delta": delta, "logprobs": lp, "finish_reason": reason})
@@ -843,7 +851,14 @@ impl Reply {
                 return;
             }
             let held = self.tools.is_some();
-            while let Some(e) = run.rx.recv().await {
+            loop {
+                // A client that left while nothing was sent (queued, or prefilling)
+                // is noticed by the keep-alive writes dropping the receiver.
+                let e = tokio::select! {
+                    e = events.recv() => e,
+                    _ = tx.closed() => return,
+                };
+                let Some(e) = e else { break };
                 match e {
                     Event::Admitted { .. } => {}
                     Event::Token { id, text, logprob } => {
@@ -909,7 +924,9 @@ impl Reply {
         let stream = futures_util::stream::unfold(rx, |mut rx| async move {
             rx.recv().await.map(|e| (Ok::<_, Infallible>(e), rx))
         });
-        SseResponse::new(stream).into_response()
+        SseResponse::new(stream)
+            .keep_alive(KeepAlive::new().interval(std::time::Duration::from_millis(500)))
+            .into_response()
     }
 }
 

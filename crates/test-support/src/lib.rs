@@ -42,6 +42,14 @@ pub fn model(name: &str) -> PathBuf {
     p
 }
 
+/// Where scripts/setup installs the Python packages the tests drive (PyPI `gguf`,
+/// `openai`, `anthropic`, `jsonschema`), kept out of the system Python.
+pub fn python_path() -> PathBuf {
+    std::env::var_os("UNICORN_PYTHONPATH")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| cache_home().join("unicorn/python"))
+}
+
 /// `XDG_CACHE_HOME`, else `~/.cache`: where scripts/setup and
 /// scripts/fetch-test-models keep what they fetch.
 pub fn cache_home() -> PathBuf {

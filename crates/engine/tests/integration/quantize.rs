@@ -250,13 +250,6 @@ fn requantizing_a_gguf_warns_and_cancelling_leaves_nothing() {
     std::fs::remove_file(&out).ok();
 }
 
-/// Where scripts/setup installs PyPI `gguf` (llama.cpp's Python reader).
-fn gguf_py_path() -> PathBuf {
-    std::env::var_os("UNICORN_PYTHONPATH")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| cache_home().join("unicorn/python"))
-}
-
 /// llama.cpp's own reader (PyPI `gguf`) sees every key and tensor we wrote, with
 /// the same values, types and shapes, and the keys llama.cpp needs to load it.
 #[test]
@@ -267,13 +260,13 @@ fn gguf_py_reads_every_key_and_tensor() {
     let o = std::process::Command::new("python3")
         .arg(&script)
         .arg(&out)
-        .env("PYTHONPATH", gguf_py_path())
+        .env("PYTHONPATH", unicorn_test_support::python_path())
         .output()
         .expect("python3");
     assert!(
         o.status.success(),
         "gguf_dump.py failed (scripts/setup installs PyPI gguf under {}): {}",
-        gguf_py_path().display(),
+        unicorn_test_support::python_path().display(),
         String::from_utf8_lossy(&o.stderr)
     );
     let d: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();

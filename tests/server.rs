@@ -1,0 +1,103 @@
+//! `unicorn serve` end to end: two real servers on 127.0.0.1 driven by the official
+//! Python SDKs (`tests/server/sdk_test.py`, PyPI `openai` and `anthropic`, which
+//! scripts/setup installs), on both real test models; greedy replies must equal
+//! `unicorn chat --temperature 0`'s.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use unicorn_test_support::cli::{run, unicorn_bin};
+use unicorn_test_support::*;
+
+/// A running `unicorn serve`, killed when dropped.
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(model: &std::path::Path, extra: &[&str]) -> Server {
+    let mut child = Command::new(unicorn_bin())
+        .arg("serve")
+        .arg(model)
+        .args(["--port", "0", "--json", "--threads", "2"])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn unicorn serve");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("read the listening line");
+    let v: serde_json::Value =
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line:?}: {e}"));
+    let base = v["base_url"].as_str().expect("base_url");
+    Server {
+        child,
+        url: base.trim_end_matches("/v1").to_string(),
+    }
+}
+
+fn sdk_suite(name: &str) {
+    let path = model(name);
+    let id = name.trim_end_matches(".gguf");
+    let out = run(
+        &[
+            "chat",
+            path.to_str().unwrap(),
+            "--prompt",
+            "What is the capital of France?",
+            "--temperature",
+            "0",
+            "--max-tokens",
+            "40",
+            "--json",
+        ],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let expected = cli::json_lines(&out)
+        .into_iter()
+        .find_map(|v| {
+            v["text"]
+                .as_str()
+                .filter(|_| v["event"] == "done")
+                .map(str::to_string)
+        })
+        .expect("the reply in unicorn chat --json");
+    let main = serve(
+        &path,
+        &["--api-key", "sekret", "--parallel", "4", "--queue", "16"],
+    );
+    let small = serve(&path, &["--parallel", "1", "--queue", "1"]);
+    let status = Command::new("python3")
+        .arg(repo_root().join("tests/server/sdk_test.py"))
+        .args([&main.url, &small.url, id, "sekret", &expected])
+        .env("PYTHONPATH", python_path())
+        .status()
+        .expect("run python3");
+    assert!(
+        status.success(),
+        "the SDK tests failed on {name} (output above)"
+    );
+}
+
+#[test]
+fn openai_and_anthropic_sdks_against_smollm2() {
+    sdk_suite(SMOLLM);
+}
+
+#[test]
+fn openai_and_anthropic_sdks_against_gemma3() {
+    sdk_suite(GEMMA);
+}
