@@ -8,6 +8,7 @@ mod tests {
     use crate::chat::types::{ChatEvent, ChatSettings, LoadEvent, LoadedSummary, OpenedChat, Slot};
     use crate::hub::types::{HubListing, PullEvent};
     use crate::quantize::types::{CompareEvent, QuantizeEvent, QuantizePrediction};
+    use crate::server::ServerStatus;
     use crate::system::SystemStats;
     use std::collections::BTreeMap;
     use std::path::Path;
@@ -28,6 +29,7 @@ mod tests {
         QuantizePrediction::export_all_to(dir).unwrap();
         CompareEvent::export_all_to(dir).unwrap();
         SystemStats::export_all_to(dir).unwrap();
+        ServerStatus::export_all_to(dir).unwrap();
         unicorn_library::chats::ChatRecord::export_all_to(dir).unwrap();
         unicorn_library::Entry::export_all_to(dir).unwrap();
     }

@@ -26,6 +26,9 @@ fn main() {
         "chat_unload",
         "chat_load_cancel",
         "open_external",
+        "server_start",
+        "server_stop",
+        "server_status",
     ]);
     if let Err(e) = tauri_build::try_build(tauri_build::Attributes::new().app_manifest(manifest)) {
         eprintln!("tauri build step failed: {e:#}");

@@ -277,3 +277,87 @@ fn chat_and_side_by_side_through_the_ipc() {
     assert!(p["memory_bytes"].as_u64().unwrap() > p["weights_bytes"].as_u64().unwrap());
     std::fs::remove_dir_all(&data).ok();
 }
+
+/// The Server panel's calls: start the API server on the demo model (port 0, a key),
+/// a real HTTP request to it (refused without the key, answered with it) that the
+/// status then lists with its measured figures, a second start refused, stop.
+#[test]
+fn api_server_through_the_ipc() {
+    use std::io::{Read, Write};
+    let data = std::env::temp_dir().join(format!("unicorn-ipc-server-{}", std::process::id()));
+    let ipc = Ipc::new(data.clone());
+    let off = ipc.invoke("server_status", json!({})).unwrap();
+    assert_eq!(off["running"], false);
+    let bad = ipc
+        .invoke(
+            "server_start",
+            json!({"path": demo(), "port": 0, "apiKey": "k", "parallel": 0}),
+        )
+        .unwrap_err();
+    assert_eq!(bad["kind"], "invalid", "{bad}");
+    let on = ipc
+        .invoke(
+            "server_start",
+            json!({"path": demo(), "port": 0, "apiKey": "k", "parallel": 2}),
+        )
+        .unwrap();
+    assert_eq!(on["running"], true, "{on}");
+    let url = on["base_url"].as_str().unwrap().to_string();
+    let addr = url
+        .trim_start_matches("http://")
+        .trim_end_matches("/v1")
+        .to_string();
+    let model = on["model"].as_str().unwrap().to_string();
+    let post = |key: &str| -> String {
+        let body = json!({"model": model, "max_tokens": 8, "temperature": 0,
+            "messages": [{"role": "user", "content": "What is the capital of France?"}]})
+        .to_string();
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        write!(
+            s,
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    };
+    assert!(post("wrong").starts_with("HTTP/1.1 401"));
+    let ok = post("k");
+    assert!(
+        ok.starts_with("HTTP/1.1 200") && ok.contains("Paris"),
+        "{ok}"
+    );
+    let st = ipc.invoke("server_status", json!({})).unwrap();
+    let reqs = st["requests"].as_array().unwrap();
+    let done = reqs
+        .iter()
+        .find(|r| r["state"] == "done")
+        .expect("the request is listed");
+    assert!(
+        done["tokens"].as_u64().unwrap() > 0 && done["ttft_ms"].as_f64().unwrap() > 0.0,
+        "{st}"
+    );
+    let again = ipc
+        .invoke(
+            "server_start",
+            json!({"path": demo(), "port": 0, "apiKey": null, "parallel": 1}),
+        )
+        .unwrap_err();
+    assert!(
+        again["message"]
+            .as_str()
+            .unwrap()
+            .contains("already running"),
+        "{again}"
+    );
+    let stopped = ipc.invoke("server_stop", json!({})).unwrap();
+    assert_eq!(stopped["running"], false);
+    assert!(
+        std::net::TcpStream::connect(&addr).is_err(),
+        "still listening after stop"
+    );
+    std::fs::remove_dir_all(&data).ok();
+}

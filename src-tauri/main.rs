@@ -2,7 +2,7 @@
 //! the engine, and stream its events; no model logic lives here. One module per
 //! domain, each with its commands, its jobs and its types: [`chat`], [`quantize`],
 //! [`hub`] (download), [`library`], [`links`] (replies' links open in the browser,
-//! never in the window), and the dashboard's [`system`] figures. Long work runs as
+//! never in the window), the dashboard's [`system`] figures, and the API [`server`]. Long work runs as
 //! [`jobs`]; every command returns [`error::CommandError`].
 #![cfg_attr(not(debug_assertions), windows_subsystem = "windows")]
 
@@ -14,6 +14,7 @@ mod jobs;
 mod library;
 mod links;
 mod quantize;
+mod server;
 mod state;
 mod system;
 
@@ -66,7 +67,10 @@ fn app<R: tauri::Runtime>(builder: tauri::Builder<R>, state: state::AppState) ->
             hub::hub_pull,
             hub::hub_discard,
             hub::hub_token_set,
-            hub::hub_token_present
+            hub::hub_token_present,
+            server::server_start,
+            server::server_stop,
+            server::server_status
         ])
 }
 

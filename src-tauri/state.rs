@@ -24,6 +24,8 @@ pub struct AppState {
     pub system: Mutex<Option<sysinfo::System>>,
     /// Memory bandwidth, measured once in the background.
     pub bandwidth: std::sync::Arc<OnceLock<f64>>,
+    /// The Server panel's API server.
+    pub server: crate::server::AppServer,
     /// The app's data folder.
     data: PathBuf,
 }
@@ -44,6 +46,7 @@ impl AppState {
             jobs: Jobs::default(),
             system: Mutex::new(None),
             bandwidth: Default::default(),
+            server: Default::default(),
             data,
         }
     }

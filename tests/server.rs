@@ -101,3 +101,25 @@ fn openai_and_anthropic_sdks_against_smollm2() {
 fn openai_and_anthropic_sdks_against_gemma3() {
     sdk_suite(GEMMA);
 }
+
+/// 200 requests over 60 s (random lengths, streaming or not, 30 % of clients
+/// leaving early) against 4 slots and a queue of 8: nothing hangs, every slot comes
+/// back, resident memory stays within 48 MB of its level after a warm-up.
+#[test]
+fn load_test_leaves_no_slot_or_memory_behind() {
+    let path = model(SMOLLM);
+    let s = serve(&path, &["--parallel", "4", "--queue", "8", "--ctx", "2048"]);
+    let status = Command::new("python3")
+        .arg(repo_root().join("tests/server/load_test.py"))
+        .args([
+            &s.url,
+            SMOLLM.trim_end_matches(".gguf"),
+            &s.child.id().to_string(),
+            "200",
+            "60",
+            "48",
+        ])
+        .status()
+        .expect("run python3");
+    assert!(status.success(), "the load test failed (output above)");
+}

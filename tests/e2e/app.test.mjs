@@ -196,3 +196,30 @@ test("dashboard: live machine figures and the reply's speed", async () => {
   assert.match(compression, /Q8_0, 8\.\d\d bits per weight: 1\.\d\dx smaller than 16-bit/);
   await shot("dashboard");
 });
+
+test("server: the API server on the demo model answers a client, listed live", async () => {
+  await driver.findElement(By.id("tab-chat")).click();
+  await (await wait(until.elementLocated(By.css(`#chat-model option[value="${demo}"]`)), 10)).click();
+  await driver.findElement(By.id("tab-server")).click();
+  assert.equal(await (await wait(until.elementLocated(By.id("server-model")), 10)).getText(), demo);
+  await type("#server-port", "0");
+  await driver.findElement(By.id("server-start")).click();
+  const url = await (await wait(until.elementLocated(By.id("server-url")), 120)).getText();
+  assert.match(url, /^http:\/\/127\.0\.0\.1:\d+\/v1$/);
+  const r = await fetch(`${url}/chat/completions`, {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ model: "SmolLM2-135M-Instruct.Q4_1", temperature: 0, max_tokens: 16,
+      messages: [{ role: "user", content: "What is the capital of France?" }] }),
+  });
+  assert.equal(r.status, 200);
+  assert.match((await r.json()).choices[0].message.content, /Paris/);
+  const table = await wait(until.elementLocated(By.id("server-requests")), 10);
+  await wait(until.elementTextContains(table, "done"), 10);
+  await shot("server");
+  await driver.findElement(By.id("tab-dashboard")).click();
+  await wait(until.elementLocated(By.id("server-dash")), 10);
+  await driver.findElement(By.id("tab-server")).click();
+  await (await wait(until.elementLocated(By.id("server-stop")), 10)).click();
+  await wait(until.elementLocated(By.id("server-start")), 30);
+});

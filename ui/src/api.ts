@@ -17,6 +17,7 @@ import type { QuantizeEvent } from "./bindings/QuantizeEvent";
 import type { QuantizePrediction } from "./bindings/QuantizePrediction";
 import type { Slot } from "./bindings/Slot";
 import type { SystemStats } from "./bindings/SystemStats";
+import type { ServerStatus } from "./bindings/ServerStatus";
 
 /** The shell's error shape: `{kind, message}`. */
 export function errorText(e: unknown): string {
@@ -61,6 +62,11 @@ export const api = {
   },
   jobCancel: (id: number) => invoke<boolean>("job_cancel", { id }),
   systemStats: () => invoke<SystemStats>("system_stats"),
+  // The API server on 127.0.0.1 (`port` 0: any free port).
+  serverStart: (path: string, port: number, apiKey: string | null, parallel: number) =>
+    invoke<ServerStatus>("server_start", { path, port, apiKey, parallel }),
+  serverStop: () => invoke<ServerStatus>("server_stop"),
+  serverStatus: () => invoke<ServerStatus>("server_status"),
   hubList: (repo: string, revision: string | null) => invoke<HubListing>("hub_list", { repo, revision }),
   hubPull(repo: string, revision: string | null, onEvent: (e: PullEvent) => void) {
     const ch = new Channel<PullEvent>();

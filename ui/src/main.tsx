@@ -8,9 +8,10 @@ import { Dashboard } from "./views/Dashboard";
 import { Download } from "./views/Download";
 import { importPaths, Library, refreshLibrary } from "./views/Library";
 import { Quantize } from "./views/Quantize";
+import { Server } from "./views/Server";
 import "./style.css";
 
-const TABS = [["library", "Library"], ["download", "Download"], ["chat", "Chat"], ["quantize", "Quantize"], ["dashboard", "Dashboard"]] as const;
+const TABS = [["library", "Library"], ["download", "Download"], ["chat", "Chat"], ["quantize", "Quantize"], ["server", "Server"], ["dashboard", "Dashboard"]] as const;
 
 function App() {
   const [dropErrors, setDropErrors] = useState<string[]>([]);
@@ -49,6 +50,7 @@ function App() {
         {view.value === "download" && <Download />}
         {view.value === "chat" && <Chat />}
         {view.value === "quantize" && <Quantize />}
+        {view.value === "server" && <Server />}
         {view.value === "dashboard" && <Dashboard />}
       </main>
     </div>

@@ -505,6 +505,7 @@ pub fn submit(
                 });
             }
             Event::Token { .. } => {
+                metrics.tokens_live.fetch_add(1, Ordering::Relaxed);
                 tokens += 1;
                 let n = tokens;
                 metrics.update(&rid, |rec| rec.tokens = n);

@@ -2,7 +2,7 @@
 //!
 //! Extensions (documented in README): `grammar` (a Lark grammar) and `regex` constrain
 //! the output as `response_format` does; `top_k`, `min_p` and `repeat_penalty` set
-//! the sampler's other stages; each response carries `timings` (our measured
+//! the sampler's other stages; `ignore_eos` generates past stop tokens (benchmarks); each response carries `timings` (our measured
 //! figures, as llama-server does).
 
 use crate::error::{ApiError, Dialect};
@@ -125,6 +125,7 @@ pub struct SamplingFields {
     pub(crate) top_k: Option<usize>,
     pub(crate) min_p: Option<f32>,
     pub(crate) repeat_penalty: Option<f32>,
+    pub(crate) ignore_eos: Option<bool>,
     pub(crate) frequency_penalty: Option<f32>,
     pub(crate) presence_penalty: Option<f32>,
     pub(crate) logit_bias: Option<serde_json::Map<String, Value>>,
@@ -240,7 +241,7 @@ pub(crate) fn generation(
         max_tokens,
         sampling: s,
         stop_strings,
-        ignore_eos: false,
+        ignore_eos: f.ignore_eos.unwrap_or(false),
     })
 }
 

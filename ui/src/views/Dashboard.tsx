@@ -3,6 +3,7 @@
 import { useEffect, useState } from "preact/hooks";
 import { api } from "../api";
 import type { SystemStats } from "../bindings/SystemStats";
+import type { ServerStatus } from "../bindings/ServerStatus";
 import { Line } from "../charts";
 import { bytes, params, percent, tokS } from "../format";
 import { loaded, replies } from "../store";
@@ -14,8 +15,10 @@ export function Dashboard() {
   const [cpu, setCpu] = useState<number[]>([]);
   const [rss, setRss] = useState<number[]>([]);
   const [vram, setVram] = useState<number[]>([]);
+  const [server, setServer] = useState<ServerStatus | null>(null);
   useEffect(() => {
     const tick = async () => {
+      setServer(await api.serverStatus());
       const s = await api.systemStats();
       setNow(s);
       setCpu((v) => [...v, s.cpu_percent].slice(-HISTORY));
@@ -42,6 +45,7 @@ export function Dashboard() {
             <div class="card vram"><b>GPU {g.index}</b> {g.name}: {bytes(g.used_bytes)} / {bytes(g.total_bytes)} VRAM</div>
           ))}
           {!now.gpus.length && <div class="card" id="gpu" title={now.gpu_note ?? ""}><b>GPU</b> none{now.gpu_note ? " (no NVIDIA driver)" : ""}</div>}
+          {server?.running && <div class="card" id="server-dash"><b>API server</b> {server.tok_s.toFixed(1)} tok/s, {server.active} active, {server.queued} queued</div>}
           <div class="card"><b>Bandwidth</b> {now.memory_bandwidth > 0 ? `${(now.memory_bandwidth / 1e9).toFixed(1)} GB/s measured` : "measuring…"}</div>
         </div>
       )}

@@ -304,3 +304,41 @@ fn constrained_output_matches_its_schema_smollm2() {
 fn constrained_output_matches_its_schema_gemma3() {
     check_constrained(GEMMA);
 }
+
+#[test]
+#[ignore]
+fn zz_step_times() {
+    let extra = std::env::var("STEP_MODEL").ok();
+    let names: Vec<String> = match &extra {
+        Some(p) => vec![p.clone()],
+        None => vec![
+            model(SMOLLM).display().to_string(),
+            model(GEMMA).display().to_string(),
+        ],
+    };
+    for name in names {
+        let m = LoadedModel::load(std::path::Path::new(&name), &LoadOptions::default()).unwrap();
+        let net = m.model();
+        for b in [1usize, 2, 4, 8, 16] {
+            let mut caches: Vec<_> = (0..b).map(|_| net.new_cache()).collect();
+            for c in caches.iter_mut() {
+                net.forward(&[1, 2, 3, 4, 5, 6, 7, 8], c, 7).unwrap();
+            }
+            let ids: Vec<[u32; 1]> = (0..b).map(|i| [10 + i as u32]).collect();
+            let refs: Vec<&[u32]> = ids.iter().map(|a| a.as_slice()).collect();
+            let t0 = std::time::Instant::now();
+            let n = 40;
+            for _ in 0..n {
+                let mut cs: Vec<&mut unicorn_engine::attention::KvCache> =
+                    caches.iter_mut().collect();
+                net.forward_batch(&refs, &mut cs, 0).unwrap();
+            }
+            let dt = t0.elapsed().as_secs_f64() / n as f64;
+            eprintln!(
+                "{name} B={b}: {:.2} ms/step, {:.0} tok/s",
+                dt * 1e3,
+                b as f64 / dt
+            );
+        }
+    }
+}
