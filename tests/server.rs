@@ -123,3 +123,46 @@ fn load_test_leaves_no_slot_or_memory_behind() {
         .expect("run python3");
     assert!(status.success(), "the load test failed (output above)");
 }
+
+/// Tools through a template that renders them (SmolLM2 converted to a folder whose
+/// chat template is tests/server/tools_template.jinja, Qwen 2.5 / Hermes style).
+#[test]
+fn tools_through_a_template_that_renders_them() {
+    let dir = scratch("server-tools-template").join("smollm2-tools");
+    let out = run(
+        &[
+            "convert",
+            model(SMOLLM).to_str().unwrap(),
+            "--to",
+            "safetensors",
+            "--out",
+            dir.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cfg_path = dir.join("tokenizer_config.json");
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
+    cfg["chat_template"] =
+        std::fs::read_to_string(repo_root().join("tests/server/tools_template.jinja"))
+            .unwrap()
+            .into();
+    std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+    let s = serve(&dir, &["--parallel", "2"]);
+    let id = dir.file_name().unwrap().to_string_lossy().into_owned();
+    let status = Command::new("python3")
+        .arg(repo_root().join("tests/server/native_tools_test.py"))
+        .args([&s.url, &id])
+        .env("PYTHONPATH", python_path())
+        .status()
+        .expect("run python3");
+    assert!(
+        status.success(),
+        "the native tools test failed (output above)"
+    );
+}

@@ -314,6 +314,28 @@ impl LoadedModel {
         }
     }
 
+    /// Whether the chat template renders tools itself, and how its model calls one.
+    pub fn tool_syntax(&self) -> Option<crate::template::ToolSyntax> {
+        self.template.as_ref().and_then(|t| t.tool_syntax())
+    }
+
+    /// The prompt ids for a conversation with tools, through a template that renders
+    /// them ([`LoadedModel::tool_syntax`]); `messages` and `tools` as JSON.
+    pub fn render_chat_with_tools(
+        &self,
+        messages: &serde_json::Value,
+        tools: &serde_json::Value,
+    ) -> Result<Vec<u32>> {
+        let tok = self.tokenizer()?;
+        let t = self.template.as_ref().ok_or_else(|| {
+            Error::Invalid(format!(
+                "{}: no chat template to render tools",
+                self.path.display()
+            ))
+        })?;
+        tok.encode(&t.render_with_tools(messages, tools, &tok.bos_token, &tok.eos_token)?)
+    }
+
     /// Raw completion of `prompt_ids` (no template, no BOS added) in a fresh cache.
     pub fn generate(
         &self,

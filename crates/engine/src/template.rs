@@ -47,6 +47,15 @@ const FUEL: u64 = 5_000_000;
 /// Bytes one rendering may produce: a prompt this long is beyond any context.
 const MAX_OUTPUT: usize = 64 << 20;
 
+/// How a template that renders tools expects the model to call one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ToolSyntax {
+    /// A JSON object in `<tool_call>` tags (Qwen 2.5/3, Hermes).
+    Tagged,
+    /// A bare JSON object (Llama 3.1+ and others).
+    Json,
+}
+
 /// A parsed chat template.
 pub struct ChatTemplate {
     env: Environment<'static>,
@@ -54,6 +63,8 @@ pub struct ChatTemplate {
     fold_system: bool,
     /// Where the template came from, for errors.
     origin: String,
+    /// Whether it renders a `tools` list, and how its model calls one.
+    tools: Option<ToolSyntax>,
 }
 
 impl ChatTemplate {
@@ -80,11 +91,45 @@ impl ChatTemplate {
         });
         env.add_template_owned("chat", source.to_string())
             .map_err(|e| err(e.to_string()))?;
+        // A template that iterates over `tools` renders them itself; one that also
+        // writes `<tool_call>` asks for tagged calls.
+        let tools = source.contains("for tool in tools").then(|| {
+            if source.contains("<tool_call>") {
+                ToolSyntax::Tagged
+            } else {
+                ToolSyntax::Json
+            }
+        });
         Ok(Self {
             env,
             fold_system,
             origin: origin.to_string(),
+            tools,
         })
+    }
+
+    /// Whether the template renders tools, and the call syntax it asks for.
+    pub fn tool_syntax(&self) -> Option<ToolSyntax> {
+        self.tools
+    }
+
+    /// Renders messages given as JSON (with `tool_calls` on assistant turns and
+    /// `tool` turns, as OpenAI's API and HF templates have them) and a `tools` list
+    /// (OpenAI's `{"type": "function", "function": …}` entries).
+    pub fn render_with_tools(
+        &self,
+        messages: &serde_json::Value,
+        tools: &serde_json::Value,
+        bos_token: &str,
+        eos_token: &str,
+    ) -> Result<String> {
+        self.render_values(
+            Value::from_serialize(messages),
+            Value::from_serialize(tools),
+            true,
+            bos_token,
+            eos_token,
+        )
     }
 
     /// Renders the conversation; with `add_generation_prompt` the text ends where the
@@ -101,6 +146,23 @@ impl ChatTemplate {
         } else {
             messages.to_vec()
         };
+        self.render_values(
+            Value::from_serialize(&messages),
+            Value::from(()),
+            add_generation_prompt,
+            bos_token,
+            eos_token,
+        )
+    }
+
+    fn render_values(
+        &self,
+        messages: Value,
+        tools: Value,
+        add_generation_prompt: bool,
+        bos_token: &str,
+        eos_token: &str,
+    ) -> Result<String> {
         let err = |e: String| Error::Template(format!("{}: {e}", self.origin));
         let tmpl = self
             .env
@@ -113,7 +175,7 @@ impl ChatTemplate {
                 add_generation_prompt => add_generation_prompt,
                 bos_token => bos_token,
                 eos_token => eos_token,
-                tools => Value::from(()),
+                tools => tools,
             },
             &mut out,
         );
@@ -212,6 +274,41 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A template that renders tools (Qwen 2.5 / Hermes style, the server tests'
+    /// fixture) is recognised with its call syntax and gets the tools, the calls and
+    /// the results; a plain one renders none.
+    #[test]
+    fn templates_that_render_tools_get_them() {
+        let src = include_str!("../../../tests/server/tools_template.jinja");
+        let t = ChatTemplate::new(src, "tools_template.jinja", false).unwrap();
+        assert_eq!(t.tool_syntax(), Some(ToolSyntax::Tagged));
+        let messages = serde_json::json!([
+            {"role": "user", "content": "Rain in Oslo?"},
+            {"role": "assistant", "content": "", "tool_calls": [
+                {"id": "c1", "type": "function", "function": {"name": "forecast", "arguments": {"city": "Oslo"}}}]},
+            {"role": "tool", "tool_call_id": "c1", "content": "rain on Tuesday"},
+        ]);
+        let tools = serde_json::json!([{"type": "function", "function": {"name": "forecast", "parameters": {}}}]);
+        let out = t.render_with_tools(&messages, &tools, "", "").unwrap();
+        assert!(
+            out.contains("<tools>{\"function\":{\"name\":\"forecast\""),
+            "{out}"
+        );
+        assert!(
+            out.contains(
+                "<tool_call>\n{\"name\": \"forecast\", \"arguments\": {\"city\":\"Oslo\"}}"
+            ),
+            "{out}"
+        );
+        assert!(
+            out.contains("<tool_response>\nrain on Tuesday\n</tool_response>"),
+            "{out}"
+        );
+        assert!(out.ends_with("<|im_start|>assistant\n"), "{out}");
+        let plain = ChatTemplate::new("{{ messages[0].content }}", "plain", false).unwrap();
+        assert_eq!(plain.tool_syntax(), None);
+    }
 
     /// Templates that loop for ever or write without end stop quickly with the reason,
     /// naming where the template came from.

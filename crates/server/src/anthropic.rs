@@ -5,8 +5,8 @@
 
 use crate::error::{ApiError, Dialect};
 use crate::openai::{generation, SamplingFields, Stop};
-use crate::tools::{self, Choice, ToolDef};
-use crate::{blocking, internal, read_json, submit, Running, State, Work};
+use crate::tools::{self, Choice, ToolDef, Turn};
+use crate::{internal, read_json, submit, Running, State, Work};
 use axum::body::Body;
 use axum::extract::State as Extract;
 use axum::http::HeaderMap;
@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 use std::convert::Infallible;
 use std::sync::Arc;
 use unicorn_engine::batch::Event;
-use unicorn_engine::{Message, StopReason};
+use unicorn_engine::StopReason;
 
 const D: Dialect = Dialect::Anthropic;
 
@@ -80,56 +80,62 @@ fn text_of(v: &Value, at: &str) -> Result<String, ApiError> {
     }
 }
 
-/// The conversation as the engine's messages (tool blocks as text, see [`tools`]).
-fn conversation(req: &MessagesRequest, instructions: &str) -> Result<Vec<Message>, ApiError> {
+/// The conversation as turns: the system prompt, text, `tool_use` blocks as calls
+/// and `tool_result` blocks as tool turns.
+fn conversation(req: &MessagesRequest) -> Result<Vec<Turn>, ApiError> {
     if req.messages.is_empty() {
         return Err(bad("messages", "messages is empty"));
     }
-    let mut out: Vec<Message> = Vec::new();
-    let mut system = match &req.system {
-        Some(s) => text_of(s, "system")?,
-        None => String::new(),
-    };
-    if !instructions.is_empty() {
-        system = if system.is_empty() {
-            instructions.to_string()
-        } else {
-            format!("{system}\n\n{instructions}")
-        };
+    let mut out: Vec<Turn> = Vec::new();
+    if let Some(s) = &req.system {
+        let system = text_of(s, "system")?;
+        if !system.is_empty() {
+            out.push(Turn::text("system", system));
+        }
     }
-    if !system.is_empty() {
-        out.push(Message::system(system));
-    }
-    let mut names: Vec<(String, String)> = Vec::new();
     for (i, m) in req.messages.iter().enumerate() {
         let at = format!("messages[{i}]");
         if m.role != "user" && m.role != "assistant" {
             return Err(bad(&format!("{at}.role"), "role must be user or assistant"));
         }
-        let mut parts: Vec<String> = Vec::new();
+        let mut turn = Turn::text(&m.role, String::new());
+        let mut results: Vec<Turn> = Vec::new();
         match &m.content {
-            Value::String(s) => parts.push(s.clone()),
+            Value::String(s) => turn.content = s.clone(),
             Value::Array(blocks) => {
                 for (j, b) in blocks.iter().enumerate() {
                     let bat = format!("{at}.content[{j}]");
                     match b.get("type").and_then(Value::as_str) {
-                        Some("text") => parts.push(text_of(&json!([b]), &bat)?),
-                        Some("tool_use") => {
-                            let name = b.get("name").and_then(Value::as_str).unwrap_or("");
-                            if let Some(id) = b.get("id").and_then(Value::as_str) {
-                                names.push((id.to_string(), name.to_string()));
+                        Some("text") => {
+                            if !turn.content.is_empty() {
+                                turn.content.push_str("\n\n");
                             }
-                            parts
-                                .push(tools::call_text(name, b.get("input").unwrap_or(&json!({}))));
+                            turn.content.push_str(&text_of(&json!([b]), &bat)?);
                         }
+                        Some("tool_use") => turn.calls.push((
+                            b.get("id")
+                                .and_then(Value::as_str)
+                                .unwrap_or("")
+                                .to_string(),
+                            b.get("name")
+                                .and_then(Value::as_str)
+                                .unwrap_or("")
+                                .to_string(),
+                            b.get("input").cloned().unwrap_or_else(|| json!({})),
+                        )),
                         Some("tool_result") => {
-                            let id = b.get("tool_use_id").and_then(Value::as_str).unwrap_or("");
-                            let name = names.iter().find(|(i, _)| i == id).map(|(_, n)| n.as_str());
                             let content = match b.get("content") {
                                 None => String::new(),
                                 Some(c) => text_of(c, &format!("{bat}.content"))?,
                             };
-                            parts.push(tools::result_text(name, &content));
+                            let id = b
+                                .get("tool_use_id")
+                                .and_then(Value::as_str)
+                                .map(str::to_string);
+                            results.push(Turn {
+                                result_of: (id, None),
+                                ..Turn::text("tool", content)
+                            });
                         }
                         k => {
                             return Err(bad(
@@ -150,16 +156,11 @@ fn conversation(req: &MessagesRequest, instructions: &str) -> Result<Vec<Message
                 ))
             }
         }
-        let text = parts.join("\n\n");
-        match out.last_mut() {
-            Some(last) if last.role == m.role => {
-                last.content.push_str("\n\n");
-                last.content.push_str(&text);
-            }
-            _ => out.push(Message {
-                role: m.role.clone(),
-                content: text,
-            }),
+        // Results are their own turns, before any text the user added after them.
+        let has_text = !turn.content.is_empty() || !turn.calls.is_empty();
+        out.extend(results);
+        if has_text {
+            out.push(turn);
         }
     }
     Ok(out)
@@ -225,17 +226,7 @@ async fn messages_route(
             format!("temperature must be 0 to 1, got {t}"),
         ));
     }
-    let msgs = conversation(&req, &tools::instructions(&defs, &choice))?;
-    let model = served.model.clone();
-    let prompt = blocking(
-        move || {
-            model
-                .render_chat(&msgs)
-                .map_err(|e| bad("messages", e.to_string()))
-        },
-        D,
-    )
-    .await?;
+    let (prompt, syntax) = crate::prompt(served, conversation(&req)?, &defs, &choice, D).await?;
     let fields = SamplingFields {
         temperature: req.temperature,
         top_p: req.top_p,
@@ -244,7 +235,7 @@ async fn messages_route(
         ..SamplingFields::default()
     };
     let params = generation(served, &fields, Some(req.max_tokens), 1).map_err(|e| e.dialect(D))?;
-    let constraint = match tools::grammar(&defs, &choice) {
+    let constraint = match tools::grammar(&defs, &choice, syntax) {
         Some(g) => Some(served.guide(&g, "tools").map_err(|e| e.dialect(D))?),
         None => None,
     };

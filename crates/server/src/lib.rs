@@ -577,6 +577,34 @@ pub fn submit(
     })
 }
 
+/// Renders a conversation and its tools into prompt ids, off the async threads:
+/// through the chat template's own tool rendering when it has one (returning its
+/// call syntax), else as text with the tools described in the system prompt.
+pub async fn prompt(
+    served: &Served,
+    turns: Vec<tools::Turn>,
+    defs: &[tools::ToolDef],
+    choice: &tools::Choice,
+    d: Dialect,
+) -> Result<(Vec<u32>, Option<unicorn_engine::template::ToolSyntax>), ApiError> {
+    let model = served.model.clone();
+    let syntax = tools::syntax(model.tool_syntax(), defs, choice);
+    let bad =
+        move |e: unicorn_engine::Error| ApiError::invalid("messages", e.to_string()).dialect(d);
+    let ids = if syntax.is_some() {
+        let (msgs, tools) = tools::native_messages(&turns, defs);
+        blocking(
+            move || model.render_chat_with_tools(&msgs, &tools).map_err(bad),
+            d,
+        )
+        .await?
+    } else {
+        let msgs = tools::text_messages(&turns, defs, choice);
+        blocking(move || model.render_chat(&msgs).map_err(bad), d).await?
+    };
+    Ok((ids, syntax))
+}
+
 /// Seconds since the epoch (OpenAI's `created`).
 pub fn now_secs() -> u64 {
     SystemTime::now()

@@ -6,7 +6,7 @@
 //! figures, as llama-server does).
 
 use crate::error::{ApiError, Dialect};
-use crate::tools::{self, Choice, ToolDef};
+use crate::tools::{self, Choice, ToolDef, Turn};
 use crate::{blocking, internal, now_secs, read_json, submit, Running, Served, State, Work};
 use axum::body::Body;
 use axum::extract::{Path, State as Extract};
@@ -19,7 +19,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use unicorn_engine::batch::{Event, Logprob};
 use unicorn_engine::constrain::Grammar;
-use unicorn_engine::{GenerationParams, Message, SamplingParams, StopReason};
+use unicorn_engine::{GenerationParams, SamplingParams, StopReason};
 
 const D: Dialect = Dialect::OpenAi;
 
@@ -382,23 +382,21 @@ fn content_text(c: Option<&Content>, at: &str) -> Result<String, ApiError> {
     }
 }
 
-/// The conversation as the engine's messages: tool calls and results become text
-/// ([`tools`]), consecutive turns of one role merge (templates that insist on
-/// alternating roles accept it), and the tools' instructions join the system prompt.
-fn messages(msgs: &[ChatMessage], instructions: &str) -> Result<Vec<Message>, ApiError> {
+/// The conversation as turns (tool calls with their arguments, tool results with the
+/// call they answer).
+fn turns(msgs: &[ChatMessage]) -> Result<Vec<Turn>, ApiError> {
     if msgs.is_empty() {
         return Err(ApiError::invalid("messages", "messages is empty"));
     }
-    let mut out: Vec<Message> = Vec::new();
-    let mut call_names: Vec<(String, String)> = Vec::new();
+    let mut out = Vec::with_capacity(msgs.len());
     for (i, m) in msgs.iter().enumerate() {
         let at = format!("messages[{i}]");
         let text = content_text(m.content.as_ref(), &at)?;
-        let (role, text) = match m.role.as_str() {
-            "system" | "developer" => ("system", text),
-            "user" => ("user", text),
+        let turn = match m.role.as_str() {
+            "system" | "developer" => Turn::text("system", text),
+            "user" => Turn::text("user", text),
             "assistant" => {
-                let mut t = text;
+                let mut t = Turn::text("assistant", text);
                 for c in m.tool_calls.iter().flatten() {
                     let name = c
                         .pointer("/function/name")
@@ -414,26 +412,19 @@ fn messages(msgs: &[ChatMessage], instructions: &str) -> Result<Vec<Message>, Ap
                             format!("arguments are not JSON: {e}"),
                         )
                     })?;
-                    if let Some(id) = c.get("id").and_then(Value::as_str) {
-                        call_names.push((id.to_string(), name.to_string()));
-                    }
-                    if !t.is_empty() {
-                        t.push('\n');
-                    }
-                    t.push_str(&tools::call_text(name, &args));
+                    let id = c
+                        .get("id")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_string();
+                    t.calls.push((id, name.to_string(), args));
                 }
-                ("assistant", t)
+                t
             }
-            "tool" | "function" => {
-                let name = m.name.clone().or_else(|| {
-                    let id = m.tool_call_id.as_deref()?;
-                    call_names
-                        .iter()
-                        .find(|(i, _)| i == id)
-                        .map(|(_, n)| n.clone())
-                });
-                ("user", tools::result_text(name.as_deref(), &text))
-            }
+            "tool" | "function" => Turn {
+                result_of: (m.tool_call_id.clone(), m.name.clone()),
+                ..Turn::text("tool", text)
+            },
             r => {
                 return Err(ApiError::invalid(
                     &format!("{at}.role"),
@@ -444,24 +435,7 @@ fn messages(msgs: &[ChatMessage], instructions: &str) -> Result<Vec<Message>, Ap
                 ))
             }
         };
-        match out.last_mut() {
-            Some(last) if last.role == role => {
-                last.content.push_str("\n\n");
-                last.content.push_str(&text);
-            }
-            _ => out.push(Message {
-                role: role.into(),
-                content: text,
-            }),
-        }
-    }
-    if !instructions.is_empty() {
-        match out.first_mut() {
-            Some(first) if first.role == "system" => {
-                first.content = format!("{}\n\n{instructions}", first.content);
-            }
-            _ => out.insert(0, Message::system(instructions)),
-        }
+        out.push(turn);
     }
     Ok(out)
 }
@@ -484,15 +458,6 @@ async fn chat_inner(
     let (defs, choice) = parse_tools(req.tools.as_ref(), req.tool_choice.as_ref())?;
     let _ = req.parallel_tool_calls;
     let mut grammar = requested_grammar(req.response_format.as_ref(), &req.sampling)?;
-    if let Some(g) = tools::grammar(&defs, &choice) {
-        if grammar.is_some() {
-            return Err(ApiError::invalid(
-                "tool_choice",
-                "a required tool call and response_format cannot both constrain the reply",
-            ));
-        }
-        grammar = Some((g, "tools"));
-    }
     let top = match (req.logprobs, req.top_logprobs) {
         (_, Some(n)) if n > 20 => {
             return Err(ApiError::invalid(
@@ -509,17 +474,16 @@ async fn chat_inner(
         }
         (false, None) => None,
     };
-    let msgs = messages(&req.messages, &tools::instructions(&defs, &choice))?;
-    let model = served.model.clone();
-    let prompt = blocking(
-        move || {
-            model
-                .render_chat(&msgs)
-                .map_err(|e| ApiError::invalid("messages", e.to_string()))
-        },
-        D,
-    )
-    .await?;
+    let (prompt, syntax) = crate::prompt(served, turns(&req.messages)?, &defs, &choice, D).await?;
+    if let Some(g) = tools::grammar(&defs, &choice, syntax) {
+        if grammar.is_some() {
+            return Err(ApiError::invalid(
+                "tool_choice",
+                "a required tool call and response_format cannot both constrain the reply",
+            ));
+        }
+        grammar = Some((g, "tools"));
+    }
     let ctx = served.ctx();
     let max = req.max_completion_tokens.or(req.sampling.max_tokens);
     let params = generation(
