@@ -289,8 +289,10 @@ def test_disconnect_frees_slot_and_overflow_is_429():
     assert st == 429 and h.get("retry-after") == "1", (st, h, data)
     openai_error_shape(data, st)
     # Both clients leave mid-stream: their slot and queue place are freed.
-    c.close()
-    c2.close()
+    # The responses hold the sockets too (http.client's makefile): close both.
+    for resp, conn in ((r, c), (r2, c2)):
+        resp.close()
+        conn.close()
     t0 = time.time()
     while True:
         health = json.loads(raw(SMALL, "GET", "/health")[2])["models"][0]
