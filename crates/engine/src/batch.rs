@@ -390,8 +390,11 @@ fn run(model: &LoadedModel, shared: &Shared, opts: BatchOptions) {
             }
         }
         // Sequences that ended (or whose client left) free their slots; the cache
-        // keeps what it computed for the next request that shares a prefix.
-        for s in &mut slots {
+        // keeps what it computed for the next request that shares a prefix. The
+        // slots count as free before the last events go out, so a client that has
+        // its reply sees its slot free.
+        let mut ended = Vec::new();
+        for (i, s) in slots.iter_mut().enumerate() {
             let gone = s
                 .seq
                 .as_ref()
@@ -399,18 +402,20 @@ fn run(model: &LoadedModel, shared: &Shared, opts: BatchOptions) {
             if gone {
                 let mut seq = s.seq.take().expect("checked");
                 seq.ended.get_or_insert(StopReason::Cancelled);
-                let generated = seq.generated.len();
                 shared
                     .load
                     .generated
-                    .fetch_add(generated, Ordering::Relaxed);
-                finish(model, seq, &s.cache);
+                    .fetch_add(seq.generated.len(), Ordering::Relaxed);
+                ended.push((i, seq));
             }
         }
         shared.load.active.store(
             slots.iter().filter(|s| s.seq.is_some()).count(),
             Ordering::Relaxed,
         );
+        for (i, seq) in ended {
+            finish(model, seq, &slots[i].cache);
+        }
     }
 }
 
