@@ -184,7 +184,24 @@ impl Batcher {
         let s = shared.clone();
         let thread = std::thread::Builder::new()
             .name("unicorn-batch".into())
-            .spawn(move || run(&model, &s, opts))
+            .spawn(move || {
+                let crashed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    run(&model, &s, opts)
+                }))
+                .is_err();
+                if crashed {
+                    // The running sequences' sinks were dropped with the stack (their
+                    // clients see the end of their events); the queued ones are told,
+                    // and no more are taken.
+                    let mut q = s.queue.lock().unwrap_or_else(|e| e.into_inner());
+                    q.closed = true;
+                    for (mut r, _) in q.waiting.drain(..) {
+                        (r.sink)(Event::Failed("the batching thread failed".into()));
+                    }
+                    s.load.active.store(0, Ordering::Relaxed);
+                    s.load.queued.store(0, Ordering::Relaxed);
+                }
+            })
             .map_err(|e| Error::Invalid(format!("cannot start the batching thread: {e}")))?;
         Ok(Self {
             shared,
@@ -195,7 +212,7 @@ impl Batcher {
 
     /// Queues `req`; its events go to its sink from the batching thread.
     pub fn submit(&self, req: Request) -> std::result::Result<(), Rejected> {
-        let need = req.prompt.len() + req.params.max_tokens;
+        let need = req.prompt.len().saturating_add(req.params.max_tokens);
         if req.prompt.is_empty() {
             return Err(Rejected::TooLong("the prompt is empty".into()));
         }
@@ -245,9 +262,11 @@ impl Batcher {
 impl Drop for Batcher {
     /// Stops the thread: queued requests fail, running ones end as cancelled.
     fn drop(&mut self) {
-        if let Ok(mut q) = self.shared.queue.lock() {
-            q.closed = true;
-        }
+        self.shared
+            .queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .closed = true;
         self.shared.wake.notify_all();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
@@ -427,12 +446,18 @@ fn admit<'m>(
     model: &'m LoadedModel,
 ) -> Vec<usize> {
     let mut filled = Vec::new();
-    while let Some((req, _)) = waiting.front() {
-        if req.cancel.load(Ordering::Relaxed) {
-            let (mut r, _) = waiting.pop_front().expect("front");
+    // Requests whose clients left while queued give their places back at once (they
+    // would otherwise count against the queue's bound until they reached its front).
+    let mut kept = VecDeque::with_capacity(waiting.len());
+    for (mut r, at) in waiting.drain(..) {
+        if r.cancel.load(Ordering::Relaxed) {
             (r.sink)(Event::Failed("cancelled while queued".into()));
-            continue;
+        } else {
+            kept.push_back((r, at));
         }
+    }
+    *waiting = kept;
+    while let Some((req, _)) = waiting.front() {
         let best = slots
             .iter()
             .enumerate()

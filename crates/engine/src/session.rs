@@ -625,7 +625,7 @@ impl<'t> TextOut<'t> {
     }
 
     /// Flushes the detokenizer; returns text still held back (none after a stop
-    /// string or a stop token).
+    /// string, which cut it).
     pub(crate) fn finish(&mut self, why: StopReason) -> Result<Option<String>> {
         if why == StopReason::StopString {
             return Ok(None);
@@ -639,7 +639,9 @@ impl<'t> TextOut<'t> {
         {
             self.text.push_str(&rest);
         }
-        if self.emitted < self.text.len() && why != StopReason::Eos {
+        // Text held back for a stop string that never came is part of the reply,
+        // whatever ended it (a stop token too): the stream must add up to the text.
+        if self.emitted < self.text.len() {
             let rest = self.text[self.emitted..].to_string();
             self.emitted = self.text.len();
             return Ok(Some(rest));

@@ -546,6 +546,9 @@ pub fn submit(
         }
         tx.send(e).is_ok()
     });
+    if work.prompt.is_empty() {
+        return Err(ApiError::invalid("prompt", "the prompt has no tokens").dialect(d));
+    }
     let prompt_tokens = work.prompt.len();
     // Listed before submitting: the sink may update it as soon as it is queued.
     state.metrics.start(RequestRecord {

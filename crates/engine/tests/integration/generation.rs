@@ -33,6 +33,28 @@ fn the_sink_cancels_at_any_token() {
     assert_eq!(reply.text, "The capital of");
 }
 
+/// Text held back because it could start a stop string is streamed when a stop
+/// token ends the reply instead: the stream adds up to the reply's text.
+#[test]
+fn held_back_text_is_streamed_when_a_stop_token_ends_the_reply() {
+    let m = smollm();
+    let mut params = GenerationParams::greedy(50);
+    // The reply ends "Paris." then its stop token: "." could start ".!?", so it is
+    // held back until the reply ends.
+    params.stop_strings = vec![".!?".into()];
+    let mut streamed = String::new();
+    let reply = m
+        .chat_session()
+        .send(&[Message::user(Q)], &params, &mut |ev| {
+            streamed.push_str(&ev.text);
+            true
+        })
+        .unwrap();
+    assert_eq!(reply.stop_reason, StopReason::Eos);
+    assert!(reply.text.ends_with('.'), "{:?}", reply.text);
+    assert_eq!(streamed, reply.text);
+}
+
 #[test]
 fn stop_strings_cut_the_text_and_are_never_streamed() {
     let m = smollm();
