@@ -10,11 +10,10 @@ use crate::{internal, read_json, submit, Running, State, Work};
 use axum::body::Body;
 use axum::extract::State as Extract;
 use axum::http::HeaderMap;
-use axum::response::sse::{Event as Sse, KeepAlive, Sse as SseResponse};
+use axum::response::sse::Event as Sse;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use std::convert::Infallible;
 use std::sync::Arc;
 use unicorn_engine::batch::Event;
 use unicorn_engine::StopReason;
@@ -279,6 +278,32 @@ pub async fn messages(
     }
 }
 
+/// One named event of Anthropic's stream.
+fn ev(name: &str, v: Value) -> Sse {
+    Sse::default().event(name).data(v.to_string())
+}
+
+/// The start of the one content block (index 0).
+fn block_start(block: Value) -> Sse {
+    ev(
+        "content_block_start",
+        json!({"type": "content_block_start", "index": 0, "content_block": block}),
+    )
+}
+
+/// A delta of the content block.
+fn block_delta(d: Value) -> Sse {
+    ev(
+        "content_block_delta",
+        json!({"type": "content_block_delta", "index": 0, "delta": d}),
+    )
+}
+
+/// A text delta of the content block.
+fn text_delta(t: &str) -> Sse {
+    block_delta(json!({"type": "text_delta", "text": t}))
+}
+
 struct Reply {
     id: String,
     model: String,
@@ -340,107 +365,68 @@ impl Reply {
         Err(internal("the request ended without a reply", D))
     }
 
+    /// Answers with Anthropic's event sequence ([`crate::sse`]).
     fn stream(self, run: Running) -> Response {
-        let (tx, rx) = tokio::sync::mpsc::channel::<Sse>(64);
-        // The task owns the guard (a closure would capture only the receiver, and
-        // the guard would cancel the request as this function returns).
-        let Running {
-            rx: mut events,
-            guard,
-            ..
-        } = run;
-        tokio::spawn(async move {
-            let _guard = guard;
-            let ev = |name: &str, v: Value| Sse::default().event(name).data(v.to_string());
-            let start = ev(
-                "message_start",
-                json!({"type": "message_start", "message": {
-                    "id": self.id, "type": "message", "role": "assistant", "model": self.model,
-                    "content": [], "stop_reason": null, "stop_sequence": null,
-                    "usage": {"input_tokens": self.prompt_tokens, "output_tokens": 0},
-                }}),
-            );
-            if tx.send(start).await.is_err() {
-                return;
-            }
-            let held = self.tools.is_some();
-            let mut opened = false;
-            loop {
-                // A client that left while nothing was sent (queued, or prefilling)
-                // is noticed by the keep-alive writes dropping the receiver.
-                let e = tokio::select! {
-                    e = events.recv() => e,
-                    _ = tx.closed() => return,
-                };
-                let Some(e) = e else { break };
-                match e {
-                    Event::Token { text, .. } if !held && !text.is_empty() => {
-                        if !opened {
-                            opened = true;
-                            let b = json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}});
-                            if tx.send(ev("content_block_start", b)).await.is_err() {
-                                return;
-                            }
-                        }
-                        let d = json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text}});
-                        if tx.send(ev("content_block_delta", d)).await.is_err() {
-                            return;
-                        }
-                    }
-                    Event::Failed(m) => {
-                        let _ = tx.send(ev("error", internal(m, D).body())).await;
-                        return;
-                    }
-                    Event::Done {
-                        text,
-                        stop_reason: why,
-                        stop_string,
-                        stats,
-                        ..
-                    } => {
-                        let mut reason = stop_reason(why);
-                        let mut out = Vec::new();
-                        if held {
-                            let (blocks, tool) = self.blocks(&text);
-                            if tool {
-                                reason = "tool_use";
-                                let mut b = blocks[0].clone();
-                                let input = b["input"].to_string();
-                                b["input"] = json!({});
-                                out.push(ev("content_block_start", json!({"type": "content_block_start", "index": 0, "content_block": b})));
-                                out.push(ev("content_block_delta", json!({"type": "content_block_delta", "index": 0, "delta": {"type": "input_json_delta", "partial_json": input}})));
-                            } else {
-                                out.push(ev("content_block_start", json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})));
-                                out.push(ev("content_block_delta", json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text}})));
-                            }
-                        } else if !opened {
-                            out.push(ev("content_block_start", json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})));
-                        }
-                        out.push(ev(
-                            "content_block_stop",
-                            json!({"type": "content_block_stop", "index": 0}),
-                        ));
-                        out.push(ev(
-                            "message_delta",
-                            json!({"type": "message_delta", "delta": {"stop_reason": reason, "stop_sequence": stop_string}, "usage": {"output_tokens": stats.generated_tokens}}),
-                        ));
-                        out.push(ev("message_stop", json!({"type": "message_stop"})));
-                        for e in out {
-                            if tx.send(e).await.is_err() {
-                                return;
-                            }
-                        }
-                        return;
-                    }
-                    _ => {}
+        let opening = vec![ev(
+            "message_start",
+            json!({"type": "message_start", "message": {
+                "id": self.id, "type": "message", "role": "assistant", "model": self.model,
+                "content": [], "stop_reason": null, "stop_sequence": null,
+                "usage": {"input_tokens": self.prompt_tokens, "output_tokens": 0},
+            }}),
+        )];
+        let held = self.tools.is_some();
+        let mut opened = false;
+        crate::sse(run, opening, move |e| match e {
+            Event::Token { text, .. } if !held && !text.is_empty() => {
+                let mut out = Vec::new();
+                if !opened {
+                    opened = true;
+                    out.push(block_start(json!({"type": "text", "text": ""})));
                 }
+                out.push(text_delta(&text));
+                (out, false)
             }
-        });
-        let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|e| (Ok::<_, Infallible>(e), rx))
-        });
-        SseResponse::new(stream)
-            .keep_alive(KeepAlive::new().interval(std::time::Duration::from_millis(500)))
-            .into_response()
+            Event::Failed(m) => (vec![ev("error", internal(m, D).body())], true),
+            Event::Done {
+                text,
+                stop_reason: why,
+                stop_string,
+                stats,
+                ..
+            } => {
+                let mut reason = stop_reason(why);
+                let mut out = Vec::new();
+                if held {
+                    let (blocks, tool) = self.blocks(&text);
+                    if tool {
+                        reason = "tool_use";
+                        let mut b = blocks[0].clone();
+                        let input = b["input"].to_string();
+                        b["input"] = json!({});
+                        out.push(block_start(b));
+                        out.push(block_delta(
+                            json!({"type": "input_json_delta", "partial_json": input}),
+                        ));
+                    } else {
+                        out.push(block_start(json!({"type": "text", "text": ""})));
+                        out.push(text_delta(&text));
+                    }
+                } else if !opened {
+                    out.push(block_start(json!({"type": "text", "text": ""})));
+                }
+                out.push(ev(
+                    "content_block_stop",
+                    json!({"type": "content_block_stop", "index": 0}),
+                ));
+                out.push(ev(
+                    "message_delta",
+                    json!({"type": "message_delta", "delta": {"stop_reason": reason, "stop_sequence": stop_string}, "usage": {"output_tokens": stats.generated_tokens}}),
+                ));
+                out.push(ev("message_stop", json!({"type": "message_stop"})));
+                (out, true)
+            }
+            _ => (Vec::new(), false),
+        })
     }
 }

@@ -18,6 +18,7 @@ use axum::body::Body;
 use axum::extract::{Request, State as Extract};
 use axum::http::{header, HeaderMap};
 use axum::middleware::Next;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
@@ -578,6 +579,60 @@ pub fn submit(
         guard: CancelOnDrop(cancel),
         started: Instant::now(),
     })
+}
+
+/// Streams a request's events as server-sent events: `opening` first, then what
+/// `on` makes of each event until it says the stream is over. A task owns the
+/// request's cancel guard (a closure capturing only the receiver would let the guard
+/// cancel the request as the handler returns). A client that leaves drops the
+/// response body, and with it the receiver: noticed at the next write, or by the
+/// keep-alive writes while nothing is sent (queued, prefilling), it ends the task and
+/// so cancels the sequence.
+pub fn sse(
+    run: Running,
+    opening: Vec<SseEvent>,
+    mut on: impl FnMut(Event) -> (Vec<SseEvent>, bool) + Send + 'static,
+) -> Response {
+    let (tx, rx) = mpsc::channel::<SseEvent>(64);
+    let Running {
+        rx: mut events,
+        guard,
+        ..
+    } = run;
+    tokio::spawn(async move {
+        let _guard = guard;
+        let mut pending = opening;
+        loop {
+            for e in pending.drain(..) {
+                if tx.send(e).await.is_err() {
+                    return;
+                }
+            }
+            let e = tokio::select! {
+                e = events.recv() => e,
+                _ = tx.closed() => return,
+            };
+            let Some(e) = e else { return };
+            let (out, end) = on(e);
+            if end {
+                for e in out {
+                    if tx.send(e).await.is_err() {
+                        return;
+                    }
+                }
+                return;
+            }
+            pending = out;
+        }
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|e| (Ok::<_, std::convert::Infallible>(e), rx))
+    });
+    Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(std::time::Duration::from_millis(500)))
+        .into_response()
 }
 
 /// Renders a conversation and its tools into prompt ids, off the async threads:

@@ -11,11 +11,10 @@ use crate::{blocking, internal, now_secs, read_json, submit, Running, Served, St
 use axum::body::Body;
 use axum::extract::{Path, State as Extract};
 use axum::http::HeaderMap;
-use axum::response::sse::{Event as Sse, KeepAlive, Sse as SseResponse};
+use axum::response::sse::Event as Sse;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use std::convert::Infallible;
 use std::sync::Arc;
 use unicorn_engine::batch::{Event, Logprob};
 use unicorn_engine::constrain::Grammar;
@@ -684,13 +683,12 @@ impl Reply {
     }
 
     /// One token's logprobs entry (chat shape, or the legacy completion shape).
-    fn logprob_entry(&self, id: u32, text: &str, lp: &Logprob) -> Value {
+    fn logprob_entry(&self, id: u32, lp: &Logprob) -> Value {
         let tok = self.served_model.tokenizer().ok();
         let piece = |t: u32| {
             tok.and_then(|k| k.decode(&[t], false).ok())
                 .unwrap_or_default()
         };
-        let _ = text;
         let token = piece(id);
         let top: Vec<Value> = lp
             .top
@@ -730,9 +728,9 @@ impl Reply {
         while let Some(e) = run.rx.recv().await {
             match e {
                 Event::Admitted { .. } => {}
-                Event::Token { id, text, logprob } => {
+                Event::Token { id, logprob, .. } => {
                     if let Some(lp) = logprob {
-                        logprobs.push(self.logprob_entry(id, &text, &lp));
+                        logprobs.push(self.logprob_entry(id, &lp));
                     }
                 }
                 Event::Failed(m) => return Err(internal(m, D)),
@@ -756,7 +754,6 @@ impl Reply {
                         let lp = lp.map(|_| legacy_logprobs(&logprobs));
                         json!({"index": 0, "text": text, "logprobs": lp, "finish_reason": reason})
                     };
-                    drop(run.guard);
                     return Ok(axum::Json(json!({
                         "id": self.id,
                         "object": self.object(false),
@@ -773,125 +770,85 @@ impl Reply {
         Err(internal("the request ended without a reply", D))
     }
 
-    /// Answers with server-sent events: a chunk per token, the finish reason, usage
-    /// when asked, then `[DONE]`. The events are produced by a task that ends (and
-    /// cancels the sequence) when the client goes away.
+    /// One streamed chunk: a chat delta, or a text completion's text.
+    fn chunk(&self, delta: Value, reason: Option<&str>, lp: Option<Value>) -> Sse {
+        let choice = if self.chat {
+            json!({"index": 0, "delta": delta, "logprobs": lp, "finish_reason": reason})
+        } else {
+            let text = delta.get("content").cloned().unwrap_or(json!(""));
+            json!({"index": 0, "text": text, "logprobs": lp, "finish_reason": reason})
+        };
+        let mut body = json!({
+            "id": self.id, "object": self.object(true), "created": self.created,
+            "model": self.model, "choices": [choice],
+        });
+        if self.include_usage {
+            body["usage"] = Value::Null;
+        }
+        Sse::default().data(body.to_string())
+    }
+
+    /// Answers with server-sent events ([`crate::sse`]): a chunk per token, the finish
+    /// reason, usage when asked, then `[DONE]`.
     fn stream(self, run: Running) -> Response {
-        let (tx, rx) = tokio::sync::mpsc::channel::<Sse>(64);
-        // The task owns the guard (a closure would capture only the receiver, and
-        // the guard would cancel the request as this function returns).
-        let Running {
-            rx: mut events,
-            guard,
-            ..
-        } = run;
-        tokio::spawn(async move {
-            let _guard = guard;
-            let chunk = |delta: Value, reason: Option<&str>, lp: Option<Value>| -> Sse {
-                let choice = if self.chat {
-                    json!({"index": 0, "delta": delta, "logprobs": lp, "finish_reason": reason})
-                } else {
-                    let text = delta.get("content").cloned().unwrap_or(json!(""));
-                    json!({"index": 0, "text": text, "logprobs": lp, "finish_reason": reason})
-                };
-                let mut body = json!({
-                    "id": self.id, "object": self.object(true), "created": self.created,
-                    "model": self.model, "choices": [choice],
+        let opening = match self.chat {
+            true => vec![self.chunk(json!({"role": "assistant", "content": ""}), None, None)],
+            false => Vec::new(),
+        };
+        let held = self.tools.is_some();
+        crate::sse(run, opening, move |e| match e {
+            Event::Admitted { .. } => (Vec::new(), false),
+            Event::Token { id, text, logprob } => {
+                if held || (text.is_empty() && logprob.is_none()) {
+                    return (Vec::new(), false);
+                }
+                let lp = logprob.map(|lp| {
+                    let e = self.logprob_entry(id, &lp);
+                    if self.chat {
+                        json!({"content": [e]})
+                    } else {
+                        legacy_logprobs(&[e])
+                    }
                 });
+                (vec![self.chunk(json!({"content": text}), None, lp)], false)
+            }
+            Event::Failed(m) => (
+                vec![Sse::default().data(internal(m, D).body().to_string())],
+                true,
+            ),
+            Event::Done {
+                text,
+                stop_reason,
+                stats,
+                ..
+            } => {
+                let mut out = Vec::new();
+                let mut reason = finish_reason(stop_reason);
+                if held {
+                    let delta = match self.tool_calls(&text) {
+                        Some(mut calls) => {
+                            reason = "tool_calls";
+                            calls[0]["index"] = json!(0);
+                            json!({"tool_calls": calls})
+                        }
+                        None => json!({"content": text}),
+                    };
+                    out.push(self.chunk(delta, None, None));
+                }
+                out.push(self.chunk(json!({}), Some(reason), None));
                 if self.include_usage {
-                    body["usage"] = Value::Null;
+                    let body = json!({
+                        "id": self.id, "object": self.object(true), "created": self.created,
+                        "model": self.model, "choices": [],
+                        "usage": self.usage(stats.generated_tokens),
+                        "timings": Self::timings(&stats),
+                    });
+                    out.push(Sse::default().data(body.to_string()));
                 }
-                Sse::default().data(body.to_string())
-            };
-            if self.chat
-                && tx
-                    .send(chunk(
-                        json!({"role": "assistant", "content": ""}),
-                        None,
-                        None,
-                    ))
-                    .await
-                    .is_err()
-            {
-                return;
+                out.push(Sse::default().data("[DONE]"));
+                (out, true)
             }
-            let held = self.tools.is_some();
-            loop {
-                // A client that left while nothing was sent (queued, or prefilling)
-                // is noticed by the keep-alive writes dropping the receiver.
-                let e = tokio::select! {
-                    e = events.recv() => e,
-                    _ = tx.closed() => return,
-                };
-                let Some(e) = e else { break };
-                match e {
-                    Event::Admitted { .. } => {}
-                    Event::Token { id, text, logprob } => {
-                        if held || (text.is_empty() && logprob.is_none()) {
-                            continue;
-                        }
-                        let lp = logprob.map(|lp| {
-                            let e = self.logprob_entry(id, &text, &lp);
-                            if self.chat {
-                                json!({"content": [e]})
-                            } else {
-                                legacy_logprobs(&[e])
-                            }
-                        });
-                        if tx
-                            .send(chunk(json!({"content": text}), None, lp))
-                            .await
-                            .is_err()
-                        {
-                            return;
-                        }
-                    }
-                    Event::Failed(m) => {
-                        let err = internal(m, D).body();
-                        let _ = tx.send(Sse::default().data(err.to_string())).await;
-                        return;
-                    }
-                    Event::Done {
-                        text,
-                        stop_reason,
-                        stats,
-                        ..
-                    } => {
-                        let mut reason = finish_reason(stop_reason);
-                        if held {
-                            let delta = match self.tool_calls(&text) {
-                                Some(calls) => {
-                                    reason = "tool_calls";
-                                    let mut calls = calls;
-                                    calls[0]["index"] = json!(0);
-                                    json!({"tool_calls": calls})
-                                }
-                                None => json!({"content": text}),
-                            };
-                            let _ = tx.send(chunk(delta, None, None)).await;
-                        }
-                        let _ = tx.send(chunk(json!({}), Some(reason), None)).await;
-                        if self.include_usage {
-                            let body = json!({
-                                "id": self.id, "object": self.object(true), "created": self.created,
-                                "model": self.model, "choices": [],
-                                "usage": self.usage(stats.generated_tokens),
-                                "timings": Self::timings(&stats),
-                            });
-                            let _ = tx.send(Sse::default().data(body.to_string())).await;
-                        }
-                        let _ = tx.send(Sse::default().data("[DONE]")).await;
-                        return;
-                    }
-                }
-            }
-        });
-        let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|e| (Ok::<_, Infallible>(e), rx))
-        });
-        SseResponse::new(stream)
-            .keep_alive(KeepAlive::new().interval(std::time::Duration::from_millis(500)))
-            .into_response()
+        })
     }
 }
 

@@ -221,7 +221,7 @@ pub fn validate(tools: &[ToolDef], choice: &Choice, param: &str) -> Result<(), A
 }
 
 /// The system-prompt text that describes the tools (empty with no tools or `none`).
-pub fn instructions(tools: &[ToolDef], choice: &Choice) -> String {
+fn instructions(tools: &[ToolDef], choice: &Choice) -> String {
     if tools.is_empty() || *choice == Choice::None {
         return String::new();
     }
@@ -297,12 +297,12 @@ pub fn parse(text: &str, tools: &[ToolDef]) -> Option<ToolCall> {
 }
 
 /// A call as the assistant's text in the conversation.
-pub fn call_text(name: &str, arguments: &Value) -> String {
+fn call_text(name: &str, arguments: &Value) -> String {
     json!({"name": name, "arguments": arguments}).to_string()
 }
 
 /// A tool's result as the text of a user turn.
-pub fn result_text(name: Option<&str>, content: &str) -> String {
+fn result_text(name: Option<&str>, content: &str) -> String {
     match name {
         Some(n) => format!("Result of {n}:\n{content}"),
         None => format!("Result of the function call:\n{content}"),
