@@ -41,11 +41,10 @@ impl RunArgs {
     }
 }
 
-/// A model to load, and where it runs.
+/// How a model is loaded and where it runs: every command that loads one (through
+/// [`ModelArgs`]) and `serve` (several) take these.
 #[derive(Args)]
-pub struct ModelArgs {
-    /// A .gguf file, an HF model folder, or a repository id in the HF cache.
-    pub model: String,
+pub struct LoadArgs {
     /// Use this tokenizer.json instead of the one built from the file's metadata.
     #[arg(long)]
     pub tokenizer: Option<PathBuf>,
@@ -65,23 +64,40 @@ pub struct ModelArgs {
     pub run: RunArgs,
 }
 
-impl ModelArgs {
-    /// Loads the model with a progress bar (Ctrl-C here exits: nothing is written).
-    pub fn load(&self) -> Result<LoadedModel> {
-        self.run.apply()?;
-        let opts = LoadOptions {
+impl LoadArgs {
+    /// The engine's load options these flags ask for.
+    pub fn options(&self) -> LoadOptions {
+        LoadOptions {
             tokenizer_json: self.tokenizer.clone(),
             device: self.device,
             kv_type: self.kv_type,
             head_type: self.head_type,
-        };
+        }
+    }
+}
+
+/// A model to load, and where it runs.
+#[derive(Args)]
+pub struct ModelArgs {
+    /// A .gguf file, an HF model folder, or a repository id in the HF cache.
+    pub model: String,
+    #[command(flatten)]
+    pub load: LoadArgs,
+}
+
+impl ModelArgs {
+    /// Loads the model with a progress bar (Ctrl-C here exits: nothing is written).
+    pub fn load(&self) -> Result<LoadedModel> {
+        let run = &self.load.run;
+        run.apply()?;
+        let opts = self.load.options();
         let path = model_path(&self.model)?;
-        let mut shown = Reporter::bytes(self.run.json, "loading").quiet();
+        let mut shown = Reporter::bytes(run.json, "loading").quiet();
         let model = LoadedModel::load_with_progress(&path, &opts, &mut |p| shown.show(p))
             .with_context(|| format!("loading {}", self.model));
         drop(shown);
         let model = model?;
-        crate::gpu::say_placement(&model, self.run.json);
+        crate::gpu::say_placement(&model, run.json);
         Ok(model)
     }
 }

@@ -27,7 +27,7 @@ pub struct BenchArgs {
 
 pub fn run(a: BenchArgs) -> Result<()> {
     let model = a.model.load()?;
-    let json = a.model.run.json;
+    let json = a.model.load.run.json;
     let opts = bench::BenchOptions {
         pp: a.pp,
         tg: a.tg,

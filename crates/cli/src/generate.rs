@@ -60,7 +60,7 @@ pub fn run(a: GenerateArgs) -> Result<()> {
         std::fs::write(out, bytes).with_context(|| format!("writing {}", out.display()))?;
     }
     let params = a.sampling.params(a.ignore_eos, &model)?;
-    let json = a.model.run.json;
+    let json = a.model.load.run.json;
     let reply = stream_reply(json, |sink| model.generate(&ids, &params, sink))?;
     print_done(json, &reply);
     Ok(())

@@ -68,12 +68,12 @@ impl Command {
     /// Where the command runs a model, for the hand-over to the CUDA build.
     fn device(&self) -> Option<unicorn_engine::device::DeviceChoice> {
         match self {
-            Self::Chat(a) => Some(a.model.device),
-            Self::Generate(a) => Some(a.model.device),
-            Self::Perplexity(a) => Some(a.model.device),
-            Self::Bench(a) => Some(a.model.device),
+            Self::Chat(a) => Some(a.model.load.device),
+            Self::Generate(a) => Some(a.model.load.device),
+            Self::Perplexity(a) => Some(a.model.load.device),
+            Self::Bench(a) => Some(a.model.load.device),
             Self::Compare(a) => Some(a.device),
-            Self::Serve(a) => Some(a.device),
+            Self::Serve(a) => Some(a.load.device),
             _ => None,
         }
     }

@@ -17,7 +17,7 @@ pub struct PerplexityArgs {
 pub fn run(a: PerplexityArgs) -> Result<()> {
     let model = a.model.load()?;
     let text = a.score.read()?;
-    let json = a.model.run.json;
+    let json = a.model.load.run.json;
     let mut shown = Reporter::count(json, "scoring");
     let r =
         perplexity::perplexity_of_text(&model, &text, a.score.ctx, a.score.max_tokens, &mut |p| {

@@ -1,15 +1,10 @@
 //! `unicorn serve`: the models as an OpenAI- and Anthropic-compatible HTTP API
 //! (crates/server), on loopback unless told otherwise.
 
-use crate::args::{model_path, RunArgs};
+use crate::args::{model_path, LoadArgs};
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use std::path::PathBuf;
 use std::sync::Arc;
-use unicorn_engine::attention::KvType;
-use unicorn_engine::device::DeviceChoice;
-use unicorn_engine::models::HeadType;
-use unicorn_engine::LoadOptions;
 
 /// Serve models over HTTP: OpenAI (/v1/chat/completions, /v1/completions,
 /// /v1/models) and Anthropic (/v1/messages) APIs, with continuous batching.
@@ -40,24 +35,12 @@ pub struct ServeArgs {
     /// Requests that may wait for a slot; more get 429 with Retry-After.
     #[arg(long, default_value_t = 16)]
     pub queue: usize,
-    /// Use this tokenizer.json instead of the one built from the file's metadata.
-    #[arg(long)]
-    pub tokenizer: Option<PathBuf>,
-    /// auto, cpu, cuda, cuda:N or metal.
-    #[arg(long, default_value = "auto")]
-    pub device: DeviceChoice,
-    /// KV cache type on the CPU: f16 (default), q8_0 or f32.
-    #[arg(long, value_parser = KvType::parse)]
-    pub kv_type: Option<KvType>,
-    /// Output head: stored (default) or q8_0.
-    #[arg(long, value_parser = HeadType::parse, default_value = "stored")]
-    pub head_type: HeadType,
     #[command(flatten)]
-    pub run: RunArgs,
+    pub load: LoadArgs,
 }
 
 pub fn run(a: ServeArgs) -> Result<()> {
-    a.run.apply()?;
+    a.load.run.apply()?;
     if a.parallel == 0 || a.parallel > 256 {
         bail!("--parallel must be 1 to 256");
     }
@@ -72,12 +55,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
         .iter()
         .map(|m| model_path(m))
         .collect::<Result<Vec<_>>>()?;
-    let load = LoadOptions {
-        tokenizer_json: a.tokenizer.clone(),
-        device: a.device,
-        kv_type: a.kv_type,
-        head_type: a.head_type,
-    };
+    let load = a.load.options();
     let opts = unicorn_server::Options {
         parallel: a.parallel,
         queue: a.queue,
@@ -112,7 +90,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
         } else {
             format!("http://{addr}/v1")
         };
-        if a.run.json {
+        if a.load.run.json {
             println!(
                 "{}",
                 serde_json::json!({"event": "listening", "base_url": base, "models": ids})
