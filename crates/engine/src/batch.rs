@@ -19,7 +19,9 @@
 use crate::attention::KvCache;
 use crate::error::{Error, Result};
 use crate::sampler::Sampler;
-use crate::session::{common_prefix, GenerationParams, LoadedModel, StopReason, TextOut};
+use crate::session::{
+    common_prefix, reuse_prefix, GenerationParams, LoadedModel, StopReason, TextOut,
+};
 use crate::stats::{peak_rss_bytes, rss_bytes, Stats};
 use candle_core::DType;
 use std::collections::VecDeque;
@@ -133,8 +135,6 @@ pub struct Load {
     pub queued: AtomicUsize,
     /// Sequences in slots.
     pub active: AtomicUsize,
-    /// Tokens generated since start.
-    pub generated: AtomicUsize,
     /// Decode steps run since start.
     pub steps: AtomicUsize,
 }
@@ -421,10 +421,6 @@ fn run(model: &LoadedModel, shared: &Shared, opts: BatchOptions) {
             if gone {
                 let mut seq = s.seq.take().expect("checked");
                 seq.ended.get_or_insert(StopReason::Cancelled);
-                shared
-                    .load
-                    .generated
-                    .fetch_add(seq.generated.len(), Ordering::Relaxed);
                 ended.push((i, seq));
             }
         }
@@ -492,9 +488,7 @@ fn prefill(model: &LoadedModel, slot: &mut Slot, ctx: usize) -> Result<()> {
         return Ok(());
     };
     let prompt = &seq.req.prompt;
-    let want = common_prefix(&slot.cached, prompt).min(prompt.len() - 1);
-    let reuse = slot.cache.truncate(want);
-    slot.cached.truncate(reuse);
+    let reuse = reuse_prefix(&mut slot.cache, &mut slot.cached, prompt);
     if !(seq.req.sink)(Event::Admitted {
         prompt_tokens: prompt.len(),
         reused: reuse,

@@ -491,10 +491,7 @@ impl<'m> ChatSession<'m> {
     /// logits pick the first reply token); returns those logits and how many tokens
     /// were computed.
     fn prefill(&mut self, prompt_ids: &[u32]) -> Result<(Vec<f32>, usize)> {
-        let want = common_prefix(&self.cached, prompt_ids).min(prompt_ids.len() - 1);
-        // The cache may keep less than asked (a sliding layer already dropped keys).
-        let reuse = self.cache.truncate(want);
-        self.cached.truncate(reuse);
+        let reuse = reuse_prefix(&mut self.cache, &mut self.cached, prompt_ids);
         let fresh = &prompt_ids[reuse..];
         let logits = self
             .model
@@ -503,6 +500,17 @@ impl<'m> ChatSession<'m> {
         self.cached.extend_from_slice(fresh);
         Ok((last_logits(logits)?, fresh.len()))
     }
+}
+
+/// Keeps of `cache` (holding the tokens `cached`) the longest prefix it shares with
+/// `prompt`, short of the prompt's last token (whose logits must be computed), and
+/// returns how many positions it kept. The cache may keep less than asked: a sliding
+/// layer may already have dropped keys.
+pub(crate) fn reuse_prefix(cache: &mut KvCache, cached: &mut Vec<u32>, prompt: &[u32]) -> usize {
+    let want = common_prefix(cached, prompt).min(prompt.len().saturating_sub(1));
+    let reuse = cache.truncate(want);
+    cached.truncate(reuse);
+    reuse
 }
 
 /// The logits of a one-position forward pass as floats.

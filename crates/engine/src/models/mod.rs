@@ -251,12 +251,6 @@ impl Model {
     /// Runs `ids` after what the cache holds and returns the logits of positions
     /// `logits_from ..` of `ids`: `[ids.len() - logits_from, vocab]`.
     pub fn forward(&self, ids: &[u32], cache: &mut KvCache, logits_from: usize) -> Result<Tensor> {
-        if ids.is_empty() || logits_from >= ids.len() {
-            return Err(Error::Invalid(format!(
-                "forward pass over {} tokens cannot return logits from position {logits_from}",
-                ids.len()
-            )));
-        }
         let mut caches = [cache];
         self.forward_batch(&[ids], &mut caches, logits_from)?
             .squeeze(0)
@@ -847,7 +841,6 @@ pub(crate) fn common_tensors(c: &Config, block_extra: &[(&str, usize)]) -> Tenso
     t
 }
 
-/// `[1, t, n * d]` → `[1, n, t, d]`.
 /// The sequences of one forward pass ([`Model::forward_batch`]): `t` new tokens of
 /// each, each on its own cache. The architectures run norms and matmuls on all rows
 /// at once (`[B, t, hidden]`) and hand the per-sequence parts (rope positions, the
@@ -859,15 +852,10 @@ pub struct Steps<'a, 'c> {
 }
 
 impl Steps<'_, '_> {
-    /// The new tokens as `[B, t]`.
-    pub(crate) fn ids(&self, dev: &Device) -> candle_core::Result<Tensor> {
-        let flat: Vec<u32> = self.ids.iter().flat_map(|s| s.iter().copied()).collect();
-        Tensor::from_vec(flat, (self.ids.len(), self.t), dev)
-    }
-
     /// Token embeddings of every sequence: `[B, t, hidden]`.
     pub(crate) fn embed(&self, w: &Weight, dev: &Device) -> candle_core::Result<Tensor> {
-        let x = w.embedding(&self.ids(dev)?)?;
+        let flat: Vec<u32> = self.ids.iter().flat_map(|s| s.iter().copied()).collect();
+        let x = w.embedding(&Tensor::from_vec(flat, (self.ids.len(), self.t), dev)?)?;
         x.reshape((self.ids.len(), self.t, x.dim(1)?))
     }
 
@@ -932,6 +920,7 @@ impl Steps<'_, '_> {
     }
 }
 
+/// `[B, t, n * d]` → `[B, n, t, d]`.
 pub(crate) fn heads(x: &Tensor, n: usize, d: usize) -> candle_core::Result<Tensor> {
     let (b, t, _) = x.dims3()?;
     x.reshape((b, t, n, d))?.transpose(1, 2)?.contiguous()

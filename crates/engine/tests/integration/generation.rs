@@ -33,15 +33,11 @@ fn the_sink_cancels_at_any_token() {
     assert_eq!(reply.text, "The capital of");
 }
 
-/// Text held back because it could start a stop string is streamed when a stop
-/// token ends the reply instead: the stream adds up to the reply's text.
-#[test]
-fn held_back_text_is_streamed_when_a_stop_token_ends_the_reply() {
+/// The greedy reply to [`Q`] with `stops`, and the text its sink was given.
+fn reply_with_stops(stops: &[&str]) -> (unicorn_engine::Reply, String) {
     let m = smollm();
     let mut params = GenerationParams::greedy(50);
-    // The reply ends "Paris." then its stop token: "." could start ".!?", so it is
-    // held back until the reply ends.
-    params.stop_strings = vec![".!?".into()];
+    params.stop_strings = stops.iter().map(|s| s.to_string()).collect();
     let mut streamed = String::new();
     let reply = m
         .chat_session()
@@ -50,6 +46,16 @@ fn held_back_text_is_streamed_when_a_stop_token_ends_the_reply() {
             true
         })
         .unwrap();
+    (reply, streamed)
+}
+
+/// Text held back because it could start a stop string is streamed when a stop
+/// token ends the reply instead: the stream adds up to the reply's text.
+#[test]
+fn held_back_text_is_streamed_when_a_stop_token_ends_the_reply() {
+    // The reply ends "Paris." then its stop token: "." could start ".!?", so it is
+    // held back until the reply ends.
+    let (reply, streamed) = reply_with_stops(&[".!?"]);
     assert_eq!(reply.stop_reason, StopReason::Eos);
     assert!(reply.text.ends_with('.'), "{:?}", reply.text);
     assert_eq!(streamed, reply.text);
@@ -57,17 +63,7 @@ fn held_back_text_is_streamed_when_a_stop_token_ends_the_reply() {
 
 #[test]
 fn stop_strings_cut_the_text_and_are_never_streamed() {
-    let m = smollm();
-    let mut params = GenerationParams::greedy(50);
-    params.stop_strings = vec![" Paris".into()];
-    let mut streamed = String::new();
-    let reply = m
-        .chat_session()
-        .send(&[Message::user(Q)], &params, &mut |ev| {
-            streamed.push_str(&ev.text);
-            true
-        })
-        .unwrap();
+    let (reply, streamed) = reply_with_stops(&[" Paris"]);
     assert_eq!(reply.stop_reason, StopReason::StopString);
     assert_eq!(reply.text, "The capital of France is");
     assert_eq!(streamed, reply.text);
