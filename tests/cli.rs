@@ -44,6 +44,86 @@ fn chat_prints_human_text_and_stats() {
     assert!(err.contains("tok/s") && err.contains("TTFT"), "{err}");
 }
 
+/// A conversation five times its context, from standard input, under each policy:
+/// drop-oldest and rolling answer every turn and say how much is out of context;
+/// stop says it is full and refuses the turn that does not fit.
+#[test]
+fn interactive_chat_outgrows_its_context_under_each_overflow_policy() {
+    let questions = [
+        "What is the capital of France?",
+        "Name a large ocean.",
+        "What colour is the sky on a clear day?",
+        "How many legs does a spider have?",
+    ];
+    let input: String = (0..24).map(|i| format!("{}\n", questions[i % 4])).collect();
+    let chat = |overflow: &str| {
+        let out = run(
+            &[
+                "chat",
+                &path(SMOLLM),
+                "--temperature",
+                "0",
+                "--max-tokens",
+                "16",
+                "--ctx",
+                "128",
+                "--overflow",
+                overflow,
+                "--json",
+            ],
+            Some(&input),
+        );
+        assert_ok(&out);
+        let done: Vec<_> = json_lines(&out)
+            .into_iter()
+            .filter(|l| l["event"] == "done")
+            .collect();
+        (done, String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    for overflow in ["drop-oldest", "rolling"] {
+        let (done, _) = chat(overflow);
+        assert_eq!(done.len(), 24, "{overflow}");
+        for d in &done {
+            let c = &d["context"];
+            assert_eq!(c["limit"], 128);
+            assert_eq!(c["overflow"], overflow);
+            assert!(c["used"].as_u64().unwrap() <= 128, "{d}");
+        }
+        let last = &done[23]["context"];
+        assert!(
+            last["dropped_tokens"].as_u64().unwrap() > 400,
+            "{overflow}: {last}"
+        );
+        assert!(
+            done[23]["text"]
+                .as_str()
+                .unwrap()
+                .to_lowercase()
+                .contains("eight")
+                || done[23]["text"].as_str().unwrap().contains('8'),
+            "{}",
+            done[23]["text"]
+        );
+    }
+    let (done, err) = chat("stop");
+    assert!(done.len() < 24 && done.len() >= 2, "{}", done.len());
+    assert!(err.contains("the context holds 128"), "{err}");
+    // A bad policy is one clear line.
+    let out = run(
+        &[
+            "chat",
+            &path(SMOLLM),
+            "--overflow",
+            "sometimes",
+            "--prompt",
+            "hi",
+        ],
+        None,
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("use stop, drop-oldest or rolling"));
+}
+
 #[test]
 fn interactive_chat_keeps_turns_and_resets() {
     let input =

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use unicorn_engine::attention::KvType;
 use unicorn_engine::device::DeviceChoice;
 use unicorn_engine::models::HeadType;
+use unicorn_engine::sampler::SamplingOverrides;
 use unicorn_engine::{GenerationParams, LoadOptions, LoadedModel, SamplingParams};
 
 /// Threads and output format: every command that computes takes them.
@@ -125,7 +126,8 @@ pub struct SamplingArgs {
     /// Min-p, 0 = off (default: the model's, else 0.05).
     #[arg(long)]
     pub min_p: Option<f32>,
-    /// Repetition penalty, 1 = off (default: the model's, else 1).
+    /// Repetition penalty, 1 = off (default: the model's, else 1.1; 1 with
+    /// --temperature 0, which means argmax).
     #[arg(long)]
     pub repeat_penalty: Option<f32>,
     /// Random seed.
@@ -134,25 +136,31 @@ pub struct SamplingArgs {
     /// Stop when the text contains this string (repeatable).
     #[arg(long = "stop")]
     pub stop: Vec<String>,
+    /// End a reply that has fallen into an exact loop (one block of tokens repeated).
+    #[arg(long)]
+    pub stop_on_loop: bool,
 }
 
 impl SamplingArgs {
     /// Flags win; unset ones come from the model's recommended sampling, else ours.
     pub fn params(&self, ignore_eos: bool, model: &LoadedModel) -> Result<GenerationParams> {
-        let base = model.default_sampling().cloned().unwrap_or_default();
         let p = GenerationParams {
             max_tokens: self.max_tokens,
-            sampling: SamplingParams {
-                temperature: self.temperature.unwrap_or(base.temperature),
-                top_k: self.top_k.unwrap_or(base.top_k),
-                top_p: self.top_p.unwrap_or(base.top_p),
-                min_p: self.min_p.unwrap_or(base.min_p),
-                repeat_penalty: self.repeat_penalty.unwrap_or(base.repeat_penalty),
-                repeat_last_n: 64,
-                seed: self.seed,
-            },
+            sampling: SamplingParams::resolve(
+                model.default_sampling(),
+                &SamplingOverrides {
+                    temperature: self.temperature,
+                    top_k: self.top_k,
+                    top_p: self.top_p,
+                    min_p: self.min_p,
+                    repeat_penalty: self.repeat_penalty,
+                    repeat_last_n: None,
+                    seed: Some(self.seed),
+                },
+            ),
             stop_strings: self.stop.clone(),
             ignore_eos,
+            stop_on_loop: self.stop_on_loop,
         };
         p.sampling.validate().map_err(anyhow::Error::msg)?;
         Ok(p)

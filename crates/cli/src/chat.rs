@@ -1,11 +1,13 @@
 //! `unicorn chat`: one reply to `--prompt`, or an interactive conversation on the
-//! KV cache (later turns compute only their new tokens).
+//! KV cache (later turns compute only their new tokens), within `--ctx` tokens, with
+//! the engine's overflow policy for a conversation that outgrows them.
 
 use crate::args::{ModelArgs, SamplingArgs};
 use crate::output::{print_done, stream_reply};
 use anyhow::Result;
 use clap::Args;
 use std::io::BufRead;
+use unicorn_engine::session::Overflow;
 use unicorn_engine::Message;
 
 #[derive(Args)]
@@ -18,6 +20,14 @@ pub struct ChatArgs {
     /// System prompt (folded into the first user turn for models without a system role).
     #[arg(long)]
     system: Option<String>,
+    /// Context length in tokens (default: the model's).
+    #[arg(long)]
+    ctx: Option<usize>,
+    /// When the conversation outgrows the context: stop (say so), drop-oldest (let
+    /// the oldest turns go, keeping the system prompt) or rolling (keep the system
+    /// prompt and the latest text).
+    #[arg(long, default_value = "drop-oldest")]
+    overflow: Overflow,
     #[command(flatten)]
     sampling: SamplingArgs,
 }
@@ -33,6 +43,8 @@ pub fn run(a: ChatArgs) -> Result<()> {
         );
     }
     let mut session = model.chat_session();
+    let ctx = a.ctx.unwrap_or(model.config().context_length());
+    session.set_context(ctx, a.overflow)?;
     let first_turn = |system: &Option<String>, text: String| {
         let mut m = Vec::new();
         if let Some(s) = system {
@@ -49,9 +61,10 @@ pub fn run(a: ChatArgs) -> Result<()> {
     }
     crate::interrupt::install()?;
     eprintln!(
-        "Chatting with {} ({}). /reset starts over, /exit or Ctrl-D quits, Ctrl-C stops a reply.",
+        "Chatting with {} ({}, {ctx} tokens of context, overflow: {}). /retry answers again, /reset starts over, /exit or Ctrl-D quits, Ctrl-C stops a reply.",
         a.model.model,
-        model.config().architecture()
+        model.config().architecture(),
+        a.overflow
     );
     let stdin = std::io::stdin();
     let mut first = true;
@@ -66,6 +79,13 @@ pub fn run(a: ChatArgs) -> Result<()> {
         match line.trim() {
             "" => continue,
             "/exit" | "/quit" => return Ok(()),
+            "/retry" => {
+                match stream_reply(json, |sink| session.regenerate(&params, sink)) {
+                    Ok(reply) => print_done(json, &reply),
+                    Err(e) => eprintln!("error: {e:#}"),
+                }
+                continue;
+            }
             "/reset" => {
                 session.reset();
                 first = true;

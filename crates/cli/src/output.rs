@@ -181,6 +181,7 @@ pub fn print_done(json: bool, reply: &unicorn_engine::Reply) {
                 "peak_rss_bytes": s.peak_rss_bytes,
                 "device": s.device,
                 "vram_bytes": s.vram_bytes,
+                "context": reply.context,
             }),
         );
     } else {
@@ -198,5 +199,12 @@ pub fn print_done(json: bool, reply: &unicorn_engine::Reply) {
             human_bytes(s.kv_cache_bytes as f64),
             human_bytes(s.rss_bytes as f64),
         );
+        if let Some(c) = &reply.context {
+            let dropped = match c.dropped_tokens {
+                0 => String::new(),
+                n => format!(" · {n} earlier tokens out of context ({})", c.overflow),
+            };
+            eprintln!("[context {} of {} tokens{dropped}]", c.used, c.limit);
+        }
     }
 }

@@ -573,6 +573,8 @@ fn step(model: &LoadedModel, seq: &mut Seq, mut logits: Vec<f32>, ctx_left: usiz
         Some(StopReason::MaxTokens)
     } else if seq.req.constraint.as_mut().is_some_and(|c| c.finished()) {
         Some(StopReason::Eos)
+    } else if p.stop_on_loop && crate::session::ends_in_loop(&seq.generated) {
+        Some(StopReason::Loop)
     } else if ctx_left <= 1 {
         Some(StopReason::ContextFull)
     } else {

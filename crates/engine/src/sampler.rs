@@ -7,6 +7,7 @@ use rand::SeedableRng;
 
 /// Sampling settings. `temperature <= 0` means greedy.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct SamplingParams {
     /// Softmax temperature; 0 picks the most likely token.
     pub temperature: f32,
@@ -21,9 +22,14 @@ pub struct SamplingParams {
     /// How many recent tokens the penalty looks at.
     pub repeat_last_n: usize,
     /// Random seed, for reproducible sampling.
+    #[cfg_attr(feature = "ts", ts(type = "number"))]
     pub seed: u64,
 }
 
+/// Our sampling for a model that recommends none (the demo model's GGUF, most
+/// GGUFs): what Ollama and LM Studio ship, because greedy decoding of small models
+/// falls into loops ("a delicate touch" until the token limit) and a mild penalty
+/// with nucleus sampling does not.
 impl Default for SamplingParams {
     fn default() -> Self {
         Self {
@@ -31,7 +37,7 @@ impl Default for SamplingParams {
             top_k: 40,
             top_p: 0.95,
             min_p: 0.05,
-            repeat_penalty: 1.0,
+            repeat_penalty: 1.1,
             repeat_last_n: 64,
             seed: 42,
         }
@@ -39,11 +45,34 @@ impl Default for SamplingParams {
 }
 
 impl SamplingParams {
-    /// Plain argmax decoding.
+    /// Plain argmax decoding (no penalty).
     pub fn greedy() -> Self {
         Self {
             temperature: 0.0,
+            repeat_penalty: 1.0,
             ..Self::default()
+        }
+    }
+
+    /// `base` (the model's recommendation, else ours) with what the user set on top.
+    /// One rule for the app, the CLI and the server: temperature 0 means argmax, so
+    /// asking for it drops the default penalty unless a penalty is asked for too.
+    pub fn resolve(base: Option<&SamplingParams>, set: &SamplingOverrides) -> Self {
+        let base = base.cloned().unwrap_or_default();
+        let temperature = set.temperature.unwrap_or(base.temperature);
+        let repeat_penalty = match (set.repeat_penalty, set.temperature) {
+            (Some(r), _) => r,
+            (None, Some(t)) if t <= 0.0 => 1.0,
+            (None, _) => base.repeat_penalty,
+        };
+        Self {
+            temperature,
+            top_k: set.top_k.unwrap_or(base.top_k),
+            top_p: set.top_p.unwrap_or(base.top_p),
+            min_p: set.min_p.unwrap_or(base.min_p),
+            repeat_penalty,
+            repeat_last_n: set.repeat_last_n.unwrap_or(base.repeat_last_n),
+            seed: set.seed.unwrap_or(base.seed),
         }
     }
 
@@ -69,6 +98,25 @@ impl SamplingParams {
         }
         Ok(())
     }
+}
+
+/// Sampling settings a user chose; `None` takes the model's (or our) default.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SamplingOverrides {
+    /// See [`SamplingParams::temperature`].
+    pub temperature: Option<f32>,
+    /// See [`SamplingParams::top_k`].
+    pub top_k: Option<usize>,
+    /// See [`SamplingParams::top_p`].
+    pub top_p: Option<f32>,
+    /// See [`SamplingParams::min_p`].
+    pub min_p: Option<f32>,
+    /// See [`SamplingParams::repeat_penalty`].
+    pub repeat_penalty: Option<f32>,
+    /// See [`SamplingParams::repeat_last_n`].
+    pub repeat_last_n: Option<usize>,
+    /// See [`SamplingParams::seed`].
+    pub seed: Option<u64>,
 }
 
 /// A sampler with its own random state.
@@ -340,5 +388,43 @@ mod tests {
             ..Default::default()
         };
         assert!(p.validate().is_err());
+    }
+
+    #[test]
+    fn user_settings_override_the_model_and_temperature_zero_is_argmax() {
+        let model = SamplingParams {
+            temperature: 1.0,
+            top_k: 64,
+            repeat_penalty: 1.3,
+            ..Default::default()
+        };
+        let set = SamplingOverrides {
+            top_p: Some(0.5),
+            ..Default::default()
+        };
+        let p = SamplingParams::resolve(Some(&model), &set);
+        assert_eq!((p.temperature, p.top_k, p.top_p), (1.0, 64, 0.5));
+        assert_eq!(p.repeat_penalty, 1.3);
+        // No recommendation: ours, with its mild penalty.
+        let ours = SamplingParams::resolve(None, &SamplingOverrides::default());
+        assert_eq!(ours, SamplingParams::default());
+        assert_eq!((ours.temperature, ours.repeat_penalty), (0.8, 1.1));
+        // Greedy drops the default penalty, unless one is asked for.
+        let greedy = SamplingOverrides {
+            temperature: Some(0.0),
+            ..Default::default()
+        };
+        assert_eq!(
+            SamplingParams::resolve(Some(&model), &greedy).repeat_penalty,
+            1.0
+        );
+        let penalised = SamplingOverrides {
+            repeat_penalty: Some(1.2),
+            ..greedy
+        };
+        assert_eq!(
+            SamplingParams::resolve(None, &penalised).repeat_penalty,
+            1.2
+        );
     }
 }

@@ -67,6 +67,8 @@ pub enum StopReason {
     Cancelled,
     /// The context window is full.
     ContextFull,
+    /// The reply fell into an exact loop (only with [`GenerationParams::stop_on_loop`]).
+    Loop,
 }
 
 /// Settings of one generation.
@@ -80,6 +82,9 @@ pub struct GenerationParams {
     pub stop_strings: Vec<String>,
     /// Keep going past stop tokens (for benchmarks and raw completion).
     pub ignore_eos: bool,
+    /// End a reply that repeats one block of tokens back to back ([`ends_in_loop`]).
+    #[serde(default)]
+    pub stop_on_loop: bool,
 }
 
 impl GenerationParams {
@@ -90,8 +95,74 @@ impl GenerationParams {
             sampling: SamplingParams::greedy(),
             stop_strings: Vec::new(),
             ignore_eos: false,
+            stop_on_loop: false,
         }
     }
+}
+
+/// Whether `ids` ends in one block of 1 to 64 tokens repeated back to back at least
+/// four times and over at least 32 tokens: a loop a reply does not leave by itself.
+pub fn ends_in_loop(ids: &[u32]) -> bool {
+    (1..=64).any(|period: usize| {
+        let need = (4 * period).max(32);
+        ids.len() >= need && {
+            let tail = &ids[ids.len() - need..];
+            (period..need).all(|i| tail[i] == tail[i - period])
+        }
+    })
+}
+
+/// What a conversation does when its next turn would not fit its context.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[serde(rename_all = "kebab-case")]
+pub enum Overflow {
+    /// Refuse a turn whose prompt does not fit, end a reply that fills the context,
+    /// and say so.
+    Stop,
+    /// Let the oldest turns go, whole, keeping the system prompt and the latest turns.
+    #[default]
+    DropOldest,
+    /// Keep the system prompt and the latest text, cutting through older turns.
+    Rolling,
+}
+
+impl std::str::FromStr for Overflow {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "stop" => Ok(Self::Stop),
+            "drop-oldest" => Ok(Self::DropOldest),
+            "rolling" => Ok(Self::Rolling),
+            _ => Err(format!("overflow `{s}`: use stop, drop-oldest or rolling")),
+        }
+    }
+}
+
+impl std::fmt::Display for Overflow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Stop => "stop",
+            Self::DropOldest => "drop-oldest",
+            Self::Rolling => "rolling",
+        })
+    }
+}
+
+/// How a conversation's context stands after a turn.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+pub struct ContextUse {
+    /// Positions the conversation takes now (prompt and reply).
+    pub used: usize,
+    /// The context length in force.
+    pub limit: usize,
+    /// What happens when it is full.
+    pub overflow: Overflow,
+    /// Messages left out of the context (drop-oldest).
+    pub dropped_messages: usize,
+    /// Tokens of the conversation no longer in the context.
+    pub dropped_tokens: usize,
 }
 
 /// The result of one generation.
@@ -105,6 +176,8 @@ pub struct Reply {
     pub stop_reason: StopReason,
     /// Measured figures.
     pub stats: Stats,
+    /// The conversation's context after this reply (chat turns only).
+    pub context: Option<ContextUse>,
 }
 
 impl LoadedModel {
@@ -294,23 +367,39 @@ impl LoadedModel {
             cache: self.model.new_cache(),
             cached: Vec::new(),
             messages: Vec::new(),
+            ctx: self.config.context_length(),
+            overflow: Overflow::default(),
+            dropped: 0,
+            cut: 0,
         }
     }
 
     /// The prompt ids for a conversation: the chat template when there is one,
     /// otherwise the messages' text as a plain continuation.
     pub fn render_chat(&self, messages: &[Message]) -> Result<Vec<u32>> {
+        self.encode_rendered(&self.render_text(messages)?)
+    }
+
+    /// The prompt text for a conversation ([`LoadedModel::render_chat`] before
+    /// tokenizing).
+    pub fn render_text(&self, messages: &[Message]) -> Result<String> {
         let tok = self.tokenizer()?;
         match &self.template {
-            Some(t) => {
-                let text = t.render(messages, true, &tok.bos_token, &tok.eos_token)?;
-                // The template writes BOS itself where the model wants one.
-                tok.encode(&text)
-            }
+            Some(t) => t.render(messages, true, &tok.bos_token, &tok.eos_token),
             None => {
                 let text: Vec<&str> = messages.iter().map(|m| m.content.as_str()).collect();
-                tok.encode_with_bos(&text.join("\n"))
+                Ok(text.join("\n"))
             }
+        }
+    }
+
+    /// Tokens of a rendered prompt: a template writes BOS itself where the model wants
+    /// one; plain text gets it here.
+    fn encode_rendered(&self, text: &str) -> Result<Vec<u32>> {
+        let tok = self.tokenizer()?;
+        match &self.template {
+            Some(_) => tok.encode(text),
+            None => tok.encode_with_bos(text),
         }
     }
 
@@ -348,17 +437,27 @@ impl LoadedModel {
     }
 }
 
-/// A conversation: its messages and the KV cache of everything already computed.
+/// A conversation: its messages and the KV cache of everything already computed,
+/// within a context length, with a policy for when the conversation outgrows it.
 pub struct ChatSession<'m> {
     model: &'m LoadedModel,
     cache: KvCache,
     cached: Vec<u32>,
     messages: Vec<Message>,
+    ctx: usize,
+    overflow: Overflow,
+    /// Drop-oldest: leading non-system messages left out of the context.
+    dropped: usize,
+    /// Rolling: where, in the rendered conversation, the kept text resumes after the
+    /// head (0: nothing cut). Kept across turns so the prompt keeps its prefix and the
+    /// cache its work.
+    cut: usize,
 }
 
 impl<'m> ChatSession<'m> {
     /// Adds `new_messages` (usually one user message, optionally after a system one)
-    /// and generates the assistant's reply, which is then part of the history.
+    /// and generates the assistant's reply, which is then part of the history. A
+    /// conversation that outgrows the context is handled by its [`Overflow`] policy.
     pub fn send(
         &mut self,
         new_messages: &[Message],
@@ -367,11 +466,264 @@ impl<'m> ChatSession<'m> {
     ) -> Result<Reply> {
         let mut messages = self.messages.clone();
         messages.extend_from_slice(new_messages);
-        let ids = self.model.render_chat(&messages)?;
-        let reply = self.complete(&ids, params, sink)?;
+        let reply = self.reply_to(&messages, params, sink)?;
         messages.push(Message::assistant(reply.text.clone()));
         self.messages = messages;
         Ok(reply)
+    }
+
+    /// Samples the last reply again: the assistant's last message is replaced (the
+    /// cache keeps everything before it).
+    pub fn regenerate(
+        &mut self,
+        params: &GenerationParams,
+        sink: &mut dyn FnMut(&TokenEvent) -> bool,
+    ) -> Result<Reply> {
+        let mut messages = self.messages.clone();
+        if messages.last().is_some_and(|m| m.role == "assistant") {
+            messages.pop();
+        }
+        if messages.last().is_none_or(|m| m.role != "user") {
+            return Err(Error::Invalid(
+                "there is no user turn to answer again".into(),
+            ));
+        }
+        self.rewind_to(messages.len());
+        let reply = self.reply_to(&messages, params, sink)?;
+        messages.push(Message::assistant(reply.text.clone()));
+        self.messages = messages;
+        Ok(reply)
+    }
+
+    /// Replaces user message `index` (counting all messages) with `text`, forgets what
+    /// came after it, and answers it; the cache rolls back to that turn.
+    pub fn edit(
+        &mut self,
+        index: usize,
+        text: String,
+        params: &GenerationParams,
+        sink: &mut dyn FnMut(&TokenEvent) -> bool,
+    ) -> Result<Reply> {
+        if self.messages.get(index).is_none_or(|m| m.role != "user") {
+            return Err(Error::Invalid(format!(
+                "message {index} is not a user message of this conversation"
+            )));
+        }
+        let mut messages = self.messages[..index].to_vec();
+        messages.push(Message::user(text));
+        self.rewind_to(index);
+        let reply = self.reply_to(&messages, params, sink)?;
+        messages.push(Message::assistant(reply.text.clone()));
+        self.messages = messages;
+        Ok(reply)
+    }
+
+    /// Keeps the first `n` messages. The cache keeps what it holds: the next prompt
+    /// shares its prefix up to there, so only what follows is computed again.
+    fn rewind_to(&mut self, n: usize) {
+        self.messages.truncate(n);
+        // The policy's state may point past the new end; the next turn refits.
+        self.dropped = 0;
+        self.cut = 0;
+    }
+
+    /// Sets the context length (at most the model's) and the overflow policy; the
+    /// conversation refits on its next turn.
+    pub fn set_context(&mut self, ctx: usize, overflow: Overflow) -> Result<()> {
+        let max = self.model.config.context_length();
+        if ctx < 16 || ctx > max {
+            return Err(Error::Invalid(format!(
+                "context length {ctx}: this model takes 16 to {max} tokens"
+            )));
+        }
+        if ctx < self.ctx || overflow != self.overflow {
+            self.dropped = 0;
+            self.cut = 0;
+        }
+        self.ctx = ctx;
+        self.overflow = overflow;
+        Ok(())
+    }
+
+    /// The context length in force.
+    pub fn context_length(&self) -> usize {
+        self.ctx
+    }
+
+    /// The tokens the KV cache holds, in order.
+    pub fn cached_tokens(&self) -> &[u32] {
+        &self.cached
+    }
+
+    /// The messages as the context keeps them under drop-oldest (all of them under
+    /// the other policies, where rolling may also cut through the oldest kept one).
+    pub fn context_messages(&self) -> Vec<Message> {
+        kept(&self.messages, self.dropped)
+    }
+
+    /// Renders `messages` as the policy keeps them and generates the reply.
+    fn reply_to(
+        &mut self,
+        messages: &[Message],
+        params: &GenerationParams,
+        sink: &mut dyn FnMut(&TokenEvent) -> bool,
+    ) -> Result<Reply> {
+        let reserve = params.max_tokens.min(self.ctx / 4).max(1);
+        let prompt = self
+            .fit(messages, 0, reserve)?
+            .ok_or_else(|| Error::Invalid(self.too_long(messages, reserve)))?;
+        let mut reply = self.run(&prompt, params, sink, Some(messages))?;
+        let (dropped_messages, dropped_tokens) = match (self.dropped, self.cut) {
+            (0, 0) => (0, 0),
+            (d, _) => {
+                let all = self.model.render_chat(messages)?.len();
+                (d, all.saturating_sub(reply.stats.prompt_tokens))
+            }
+        };
+        reply.context = Some(ContextUse {
+            used: self.cache.len() + 1,
+            limit: self.ctx,
+            overflow: self.overflow,
+            dropped_messages,
+            dropped_tokens,
+        });
+        Ok(reply)
+    }
+
+    /// Why a turn cannot go ahead under the policy, in words a user can act on.
+    fn too_long(&self, messages: &[Message], reserve: usize) -> String {
+        let n = self.model.render_chat(messages).map_or(0, |v| v.len());
+        match self.overflow {
+            Overflow::Stop => format!(
+                "the conversation takes {n} tokens and the reply needs room for {reserve} more; the context holds {}: start a new chat, raise the context length, or let the oldest turns go",
+                self.ctx
+            ),
+            _ => format!(
+                "the latest message and room for a {reserve}-token reply do not fit a context of {} tokens: shorten the message or raise the context length",
+                self.ctx
+            ),
+        }
+    }
+
+    /// The prompt ids of `messages` as the overflow policy keeps them, such that the
+    /// prompt and `extra` tokens already generated leave `reserve` positions free.
+    /// When they do not, the policy lets go of more, down to half the context (so
+    /// that the turns after it append to the cache again instead of recomputing it
+    /// each time), and at least enough to fit; `None` when it cannot.
+    fn fit(
+        &mut self,
+        messages: &[Message],
+        extra: usize,
+        reserve: usize,
+    ) -> Result<Option<Vec<u32>>> {
+        let ctx = self.ctx;
+        let fits = |n: usize| n + extra + reserve <= ctx;
+        let roomy = |n: usize| n + extra <= ctx / 2;
+        match self.overflow {
+            Overflow::Stop => {
+                let ids = self.model.render_chat(messages)?;
+                Ok(fits(ids.len()).then_some(ids))
+            }
+            Overflow::DropOldest => {
+                let mut d = self.dropped.min(droppable(messages));
+                let ids = self.model.render_chat(&kept(messages, d))?;
+                if fits(ids.len()) {
+                    self.dropped = d;
+                    return Ok(Some(ids));
+                }
+                let mut best = None;
+                while let Some(next) = next_turn(messages, d) {
+                    d = next;
+                    let ids = self.model.render_chat(&kept(messages, d))?;
+                    if fits(ids.len()) {
+                        let done = roomy(ids.len());
+                        best = Some((d, ids));
+                        if done {
+                            break;
+                        }
+                    }
+                }
+                Ok(best.map(|(d, ids)| {
+                    self.dropped = d;
+                    ids
+                }))
+            }
+            Overflow::Rolling => {
+                let full = self.model.render_text(messages)?;
+                let head = self.head_len(messages)?.min(full.len());
+                // Never cut into the latest user message.
+                let last = messages
+                    .iter()
+                    .rev()
+                    .find(|m| m.role == "user")
+                    .and_then(|m| full.rfind(m.content.as_str()))
+                    .unwrap_or(head)
+                    .max(head);
+                let text = |cut: usize| -> String {
+                    if cut <= head {
+                        full.clone()
+                    } else {
+                        format!("{}{}", &full[..head], &full[cut..])
+                    }
+                };
+                let count = |cut: usize| self.model.encode_rendered(&text(cut)).map(|v| v.len());
+                let cut = if self.cut > last { 0 } else { self.cut };
+                if fits(count(cut)?) {
+                    self.cut = cut;
+                    return Ok(Some(self.model.encode_rendered(&text(cut))?));
+                }
+                // The smallest cut that leaves half the context, or else the one
+                // that fits at all.
+                let (mut lo, mut hi) = (cut.max(head), last);
+                if !fits(count(hi)?) {
+                    return Ok(None);
+                }
+                while lo < hi {
+                    let mid = floor_char_boundary(&full, lo + (hi - lo) / 2).max(lo);
+                    if mid == lo {
+                        break;
+                    }
+                    if roomy(count(mid)?) {
+                        hi = mid;
+                    } else {
+                        lo = mid;
+                    }
+                }
+                let mut c = hi;
+                if !fits(count(c)?) {
+                    c = last;
+                }
+                // Resume at a word's start where one is near.
+                if let Some(ws) = full[c..last].find(char::is_whitespace) {
+                    let after = c + ws + 1;
+                    if ws < 64 && full.is_char_boundary(after) && fits(count(after)?) {
+                        c = after;
+                    }
+                }
+                self.cut = c;
+                Ok(Some(self.model.encode_rendered(&text(c))?))
+            }
+        }
+    }
+
+    /// Bytes of the rendered conversation before the first user message's text: the
+    /// template's start, the system prompt and the user header, which rolling keeps.
+    fn head_len(&self, messages: &[Message]) -> Result<usize> {
+        let system: Vec<Message> = messages
+            .iter()
+            .take_while(|m| m.role == "system")
+            .cloned()
+            .collect();
+        let probe = |c: &str| {
+            let mut m = system.clone();
+            m.push(Message::user(c));
+            self.model.render_text(&m)
+        };
+        let (a, b) = (probe("\u{E000}")?, probe("\u{E001}")?);
+        Ok(floor_char_boundary(
+            &a,
+            a.bytes().zip(b.bytes()).take_while(|(x, y)| x == y).count(),
+        ))
     }
 
     /// The conversation so far.
@@ -398,16 +750,29 @@ impl<'m> ChatSession<'m> {
         self.cache.bytes()
     }
 
-    /// Continues `prompt_ids`, reusing the longest prefix the cache already holds.
+    /// Continues `prompt_ids`, reusing the longest prefix the cache already holds; a
+    /// reply that fills the context ends there.
     pub fn complete(
         &mut self,
         prompt_ids: &[u32],
         params: &GenerationParams,
         sink: &mut dyn FnMut(&TokenEvent) -> bool,
     ) -> Result<Reply> {
+        self.run(prompt_ids, params, sink, None)
+    }
+
+    /// The generation loop. With `messages` (a chat turn), a reply that fills the
+    /// context refits the conversation by its policy and goes on.
+    fn run(
+        &mut self,
+        prompt_ids: &[u32],
+        params: &GenerationParams,
+        sink: &mut dyn FnMut(&TokenEvent) -> bool,
+        messages: Option<&[Message]>,
+    ) -> Result<Reply> {
         params.sampling.validate().map_err(Error::Invalid)?;
         let m = self.model;
-        let ctx = m.config.context_length();
+        let ctx = self.ctx;
         if prompt_ids.is_empty() {
             return Err(Error::Invalid("the prompt is empty".into()));
         }
@@ -418,7 +783,7 @@ impl<'m> ChatSession<'m> {
             )));
         }
         let mut clock = Clock::start();
-        let (mut logits, computed) = self.prefill(prompt_ids)?;
+        let (mut logits, mut computed) = self.prefill(prompt_ids)?;
         clock.prefilled();
         let mut sampler = Sampler::new(params.sampling.clone());
         let mut text = TextOut::new(m.tokenizer.as_ref(), &params.stop_strings);
@@ -452,8 +817,26 @@ impl<'m> ChatSession<'m> {
             if generated.len() >= params.max_tokens {
                 break StopReason::MaxTokens;
             }
+            if params.stop_on_loop && ends_in_loop(&generated) {
+                break StopReason::Loop;
+            }
             if self.cache.len() + 1 >= ctx {
-                break StopReason::ContextFull;
+                let refit = match (messages, self.overflow) {
+                    (Some(msgs), Overflow::DropOldest | Overflow::Rolling) => {
+                        self.fit(msgs, generated.len(), (ctx / 8).clamp(1, 64))?
+                    }
+                    _ => None,
+                };
+                let Some(mut ids) = refit else {
+                    break StopReason::ContextFull;
+                };
+                // The kept conversation and the reply so far, computed once; the
+                // reply then goes on from there.
+                ids.extend_from_slice(&generated);
+                let (l, n) = self.prefill(&ids)?;
+                logits = l;
+                computed += n;
+                continue;
             }
             logits = last_logits(m.model.forward(&[next], &mut self.cache, 0)?)?;
             self.cached.push(next);
@@ -484,6 +867,7 @@ impl<'m> ChatSession<'m> {
             token_ids: generated,
             stop_reason,
             stats,
+            context: None,
         })
     }
 
@@ -500,6 +884,31 @@ impl<'m> ChatSession<'m> {
         self.cached.extend_from_slice(fresh);
         Ok((last_logits(logits)?, fresh.len()))
     }
+}
+
+/// `messages` without the first `dropped` messages after the leading system ones.
+fn kept(messages: &[Message], dropped: usize) -> Vec<Message> {
+    let system = messages.iter().take_while(|m| m.role == "system").count();
+    let mut v = messages[..system].to_vec();
+    v.extend_from_slice(&messages[(system + dropped).min(messages.len())..]);
+    v
+}
+
+/// The most messages drop-oldest may leave out: all before the latest user message.
+fn droppable(messages: &[Message]) -> usize {
+    let system = messages.iter().take_while(|m| m.role == "system").count();
+    messages
+        .iter()
+        .rposition(|m| m.role == "user")
+        .map_or(0, |last| last.saturating_sub(system))
+}
+
+/// The next number of dropped messages after `dropped` that starts the kept history
+/// at a user message (a whole turn goes), or `None` when no more may go.
+fn next_turn(messages: &[Message], dropped: usize) -> Option<usize> {
+    let system = messages.iter().take_while(|m| m.role == "system").count();
+    let max = droppable(messages);
+    (dropped + 1..=max).find(|&d| messages[system + d].role == "user")
 }
 
 /// Keeps of `cache` (holding the tokens `cached`) the longest prefix it shares with

@@ -18,6 +18,7 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 use unicorn_engine::batch::{Event, Logprob};
 use unicorn_engine::constrain::Grammar;
+use unicorn_engine::sampler::SamplingOverrides;
 use unicorn_engine::{GenerationParams, SamplingParams, StopReason};
 
 const D: Dialect = Dialect::OpenAi;
@@ -125,6 +126,7 @@ pub struct SamplingFields {
     pub(crate) min_p: Option<f32>,
     pub(crate) repeat_penalty: Option<f32>,
     pub(crate) ignore_eos: Option<bool>,
+    pub(crate) stop_on_loop: Option<bool>,
     pub(crate) frequency_penalty: Option<f32>,
     pub(crate) presence_penalty: Option<f32>,
     pub(crate) logit_bias: Option<serde_json::Map<String, Value>>,
@@ -182,11 +184,6 @@ pub(crate) fn generation(
     }
     // Accepted and without effect here (a client's bookkeeping).
     let _ = (&f.user, &f.metadata, &f.store, &f.service_tier);
-    let mut s = served
-        .model
-        .default_sampling()
-        .cloned()
-        .unwrap_or_else(SamplingParams::default);
     if let Some(t) = f.temperature {
         if !(0.0..=2.0).contains(&t) {
             return Err(ApiError::invalid(
@@ -194,25 +191,25 @@ pub(crate) fn generation(
                 format!("temperature must be 0 to 2, got {t}"),
             ));
         }
-        s.temperature = t;
     }
-    if let Some(p) = f.top_p {
-        s.top_p = p;
-    }
-    if let Some(k) = f.top_k {
-        s.top_k = k;
-    }
-    if let Some(m) = f.min_p {
-        s.min_p = m;
-    }
-    if let Some(r) = f.repeat_penalty {
-        s.repeat_penalty = r;
-    }
-    s.seed = f.seed.unwrap_or_else(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64)
-    });
+    // The model's recommendation, else ours; what the request sets wins. Without a
+    // seed each request samples differently, as OpenAI's does.
+    let s = SamplingParams::resolve(
+        served.model.default_sampling(),
+        &SamplingOverrides {
+            temperature: f.temperature,
+            top_k: f.top_k,
+            top_p: f.top_p,
+            min_p: f.min_p,
+            repeat_penalty: f.repeat_penalty,
+            repeat_last_n: None,
+            seed: Some(f.seed.unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos() as u64)
+            })),
+        },
+    );
     s.validate()
         .map_err(|e| ApiError::invalid("temperature", e))?;
     let stop_strings = match &f.stop {
@@ -241,6 +238,7 @@ pub(crate) fn generation(
         sampling: s,
         stop_strings,
         ignore_eos: f.ignore_eos.unwrap_or(false),
+        stop_on_loop: f.stop_on_loop.unwrap_or(false),
     })
 }
 

@@ -101,6 +101,7 @@ fn sampling_is_reproducible_with_a_seed_and_varies_across_seeds() {
             },
             stop_strings: vec![],
             ignore_eos: true,
+            stop_on_loop: false,
         };
         m.chat_session()
             .send(&[Message::user("Tell me a story.")], &params, &mut |_| true)

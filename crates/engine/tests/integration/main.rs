@@ -6,6 +6,7 @@
 mod architectures;
 mod batch;
 mod common;
+mod context;
 mod convert_real;
 mod corpus;
 mod generation;
