@@ -142,7 +142,7 @@ fn a_killed_pull_resumes_and_never_shows_a_partial_file() {
         .join(COMMIT);
     for round in 0..3u64 {
         kill_after(
-            &["pull", "unicorn-test/crash"],
+            &["pull", "unicorn-test/crash", "--all"],
             &env,
             20 + random_ms(400, round),
         );
@@ -156,7 +156,11 @@ fn a_killed_pull_resumes_and_never_shows_a_partial_file() {
             }
         }
     }
-    assert_ok(&run_env(&["pull", "unicorn-test/crash"], None, &env));
+    assert_ok(&run_env(
+        &["pull", "unicorn-test/crash", "--all"],
+        None,
+        &env,
+    ));
     assert_eq!(std::fs::read(snap.join("extra.bin")).unwrap(), big);
     std::fs::remove_dir_all(&hf_home).ok();
 }

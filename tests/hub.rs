@@ -1,7 +1,10 @@
-//! `unicorn pull` against a fake hub on 127.0.0.1 (nothing reaches the network):
-//! listing with sizes, downloads into the standard HF cache layout, resume after a
-//! dropped connection and across runs, the checksum catching a corrupted byte, gated
-//! repositories with and without a token, and MODEL arguments naming a cached repo.
+//! `unicorn pull` and `unicorn search` against a fake hub on 127.0.0.1 (nothing
+//! reaches the network): listing with sizes, downloads into the standard HF cache
+//! layout, resume after a dropped connection and across runs, the checksum catching
+//! a corrupted byte, gated repositories with and without a token, MODEL arguments
+//! naming a cached repo, search and its hostile answers, choosing one quantization
+//! of a multi-quant GGUF repository (and only its files arriving), and the files the
+//! engine reads of a safetensors repository.
 
 use std::path::{Path, PathBuf};
 use unicorn_test_support::cli::*;
@@ -109,7 +112,9 @@ fn pull_lists_files_resumes_a_dropped_connection_and_fills_the_hf_cache() {
         COMMIT
     );
     let snap = dir.join("snapshots").join(COMMIT);
-    for (name, bytes) in &files {
+    // Of a safetensors repository, only what the engine reads: no README.
+    assert!(!snap.join("README.md").exists());
+    for (name, bytes) in files.iter().filter(|f| f.0 != "README.md") {
         let link = snap.join(name);
         assert!(
             std::fs::symlink_metadata(&link)
@@ -456,5 +461,269 @@ fn a_trickling_server_is_a_stall_not_a_hang() {
         l["event"] == "progress" && l["progress"]["item"].as_str().unwrap().contains("retry")
     });
     assert!(retried, "the retries show in the progress");
+    std::fs::remove_dir_all(&hf_home).ok();
+}
+
+fn demo_env<'a>(hub: &'a FakeHub, h: &'a str) -> Vec<(&'a str, &'a str)> {
+    vec![
+        ("HF_ENDPOINT", hub.url.as_str()),
+        ("HF_HOME", h),
+        ("UNICORN_DATA_DIR", h),
+    ]
+}
+
+/// Every file under the cache's `blobs/` for `repo` (`org--name`).
+fn blobs(hf_home: &Path, folder: &str) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(hf_home.join("hub").join(folder).join("blobs"))
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+#[test]
+fn search_lists_models_and_refuses_hostile_answers() {
+    let hub = FakeHub::start_repos(demo_repos(), Faults::default());
+    let hf_home = home("search");
+    let h = hf_home.display().to_string();
+    let out = run_env(
+        &["search", "tiny", "--gguf", "--json"],
+        None,
+        &demo_env(&hub, &h),
+    );
+    assert_ok(&out);
+    let lines = json_lines(&out);
+    let ids: Vec<&str> = lines
+        .iter()
+        .filter(|l| l["event"] == "result")
+        .map(|l| l["result"]["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [GGUF_REPO]);
+    assert_eq!(lines[0]["result"]["license"], "apache-2.0");
+    assert_eq!(lines[0]["result"]["downloads"], 12_345);
+    assert_eq!(lines.last().unwrap()["event"], "done");
+    // Sorted by likes; the gated one says so in words.
+    let out = run_env(
+        &["search", "llama", "--sort", "likes"],
+        None,
+        &demo_env(&hub, &h),
+    );
+    assert_ok(&out);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let first = text.lines().next().unwrap();
+    assert!(first.starts_with(SAFETENSORS_REPO), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with(GATED_REPO) && l.contains("gated")),
+        "{text}"
+    );
+    let out = run_env(
+        &["search", "x", "--sort", "name"],
+        None,
+        &demo_env(&hub, &h),
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("expected downloads"));
+    // Hostile answers: one line each, naming the problem.
+    for (body, want) in [
+        ("[".repeat(10) + "x", "not JSON"),
+        (
+            format!("[{}]", vec![r#"{"id":"a/b"}"#; 30].join(",")),
+            "more than the 20",
+        ),
+        (r#"[{"id":"../x/y"}]"#.into(), "not a repository id"),
+        (format!("\"{}\"", "x".repeat(5 << 20)), "larger than"),
+        (
+            r#"[{"id":"a/b","tags":["license:\u001b]0;pwned\u0007"]}]"#.into(),
+            "not a short line",
+        ),
+    ] {
+        let hub = FakeHub::start_repos(
+            demo_repos(),
+            Faults {
+                search: Some(body.clone()),
+                ..Default::default()
+            },
+        );
+        let out = run_env(&["search", "llama"], None, &demo_env(&hub, &h));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains(want), "wanted `{want}` in {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+    }
+    std::fs::remove_dir_all(&hf_home).ok();
+}
+
+#[test]
+fn a_multi_quant_repo_asks_which_and_pulls_only_that_quantization() {
+    let hub = FakeHub::start_repos(demo_repos(), Faults::default());
+    let hf_home = home("quant");
+    let h = hf_home.display().to_string();
+    let folder = "models--unicorn-test--Tiny-Llama-GGUF";
+    // No --quant: the choices with size and fit, and an error naming them.
+    let out = run_env(
+        &["pull", GGUF_REPO, "--json", "--ctx", "512"],
+        None,
+        &demo_env(&hub, &h),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("pick one with --quant: Q4_0, Q4_K_M, Q8_0, F16"),
+        "{err}"
+    );
+    let lines = json_lines(&out);
+    let notes: Vec<&str> = lines
+        .iter()
+        .filter(|l| l["event"] == "note")
+        .map(|l| l["message"].as_str().unwrap())
+        .collect();
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.contains("Q6_K: part 2 of 3 missing")),
+        "{notes:?}"
+    );
+    let plan = lines.iter().find(|l| l["event"] == "plan").unwrap();
+    let fits = plan["fits"].as_array().unwrap();
+    assert_eq!(fits.len(), 4);
+    for f in fits {
+        assert!(
+            f["estimate"]["memory_estimate_bytes"].as_u64().unwrap() > 0,
+            "{f}"
+        );
+        assert_eq!(f["estimate"]["ctx"], 512);
+    }
+    assert_eq!(fits.iter().filter(|f| f["best_fit"] == true).count(), 1);
+    // Only header ranges were fetched (no request without a range): nothing is in
+    // the cache.
+    assert!(blobs(&hf_home, folder).is_empty());
+    assert!(hub
+        .requests()
+        .iter()
+        .filter(|r| r.contains("/resolve/"))
+        .all(|r| !r.ends_with("range=-")));
+
+    // --quant Q4_K_M --mmproj: its two parts and the projector, nothing else.
+    let out = run_env(
+        &["pull", GGUF_REPO, "--quant", "q4_k_m", "--mmproj", "--json"],
+        None,
+        &demo_env(&hub, &h),
+    );
+    assert_ok(&out);
+    let snap = hf_home
+        .join("hub")
+        .join(folder)
+        .join("snapshots")
+        .join(COMMIT);
+    let mut got: Vec<String> = std::fs::read_dir(&snap)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            "Tiny-Llama-Q4_K_M-00001-of-00002.gguf",
+            "Tiny-Llama-Q4_K_M-00002-of-00002.gguf",
+            "mmproj-Tiny-Llama-F16.gguf"
+        ]
+    );
+    assert_eq!(blobs(&hf_home, folder).len(), 3);
+    let repo = demo_repos().remove(0);
+    for name in &got {
+        let want = &repo.files.iter().find(|f| &f.0 == name).unwrap().1;
+        assert_eq!(&std::fs::read(snap.join(name)).unwrap(), want, "{name}");
+    }
+    // An unknown quantization names the choices.
+    let out = run_env(
+        &["pull", GGUF_REPO, "--quant", "Q2_K"],
+        None,
+        &demo_env(&hub, &h),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no quantization `Q2_K`") && err.contains("Q8_0"),
+        "{err}"
+    );
+
+    // Q8_0 in a fresh cache: one file, in the library as Q8_0.
+    let other = home("quant-q8");
+    let o = other.display().to_string();
+    assert_ok(&run_env(
+        &["pull", GGUF_REPO, "--quant", "Q8_0"],
+        None,
+        &demo_env(&hub, &o),
+    ));
+    assert_eq!(blobs(&other, folder).len(), 1);
+    let out = run_env(&["list", "--json"], None, &demo_env(&hub, &o));
+    let list: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let e = list.iter().find(|e| e["repo"] == GGUF_REPO).unwrap();
+    assert_eq!(
+        (e["quantization"].as_str(), e["format"].as_str()),
+        (Some("Q8_0"), Some("gguf"))
+    );
+    std::fs::remove_dir_all(&hf_home).ok();
+    std::fs::remove_dir_all(&other).ok();
+}
+
+#[test]
+fn a_safetensors_repo_pulls_only_what_the_engine_reads() {
+    let hub = FakeHub::start_repos(demo_repos(), Faults::default());
+    let hf_home = home("engine-files");
+    let h = hf_home.display().to_string();
+    let out = run_env(
+        &["pull", SAFETENSORS_REPO, "--json"],
+        None,
+        &demo_env(&hub, &h),
+    );
+    assert_ok(&out);
+    let listed: Vec<String> = json_lines(&out)[0]["listing"]["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        listed,
+        ["config.json", "generation_config.json", "model.safetensors"]
+    );
+    assert_eq!(blobs(&hf_home, "models--unicorn-test--Tiny-Llama").len(), 3);
+    // --all takes everything, duplicates included.
+    assert_ok(&run_env(
+        &["pull", SAFETENSORS_REPO, "--all"],
+        None,
+        &demo_env(&hub, &h),
+    ));
+    assert_eq!(blobs(&hf_home, "models--unicorn-test--Tiny-Llama").len(), 8);
+    std::fs::remove_dir_all(&hf_home).ok();
+}
+
+#[test]
+fn a_gated_quant_repo_is_refused_in_words_and_opens_to_its_token() {
+    let hub = FakeHub::start_repos(demo_repos(), Faults::default());
+    let hf_home = home("gated-quant");
+    let h = hf_home.display().to_string();
+    let out = run_env(
+        &["pull", GATED_REPO, "--quant", "Q8_0"],
+        None,
+        &demo_env(&hub, &h),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(GATED_REPO) && err.contains("licence") && err.contains("HF_TOKEN"),
+        "{err}"
+    );
+    let mut env = demo_env(&hub, &h);
+    env.push(("HF_TOKEN", GATED_TOKEN));
+    assert_ok(&run_env(
+        &["pull", GATED_REPO, "--quant", "Q8_0"],
+        None,
+        &env,
+    ));
     std::fs::remove_dir_all(&hf_home).ok();
 }

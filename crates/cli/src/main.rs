@@ -19,6 +19,7 @@ mod output;
 mod perplexity;
 mod pull;
 mod quantize;
+mod search;
 mod serve;
 mod synth;
 
@@ -51,6 +52,8 @@ enum Command {
     Convert(convert::ConvertArgs),
     /// Download a model from the Hugging Face Hub into the HF cache (resumable).
     Pull(pull::PullArgs),
+    /// Search the Hugging Face Hub's models.
+    Search(search::SearchArgs),
     /// The model library: pulled, imported, converted and cached models.
     List(list::ListArgs),
     /// Add a model file or folder to the library.
@@ -95,6 +98,7 @@ fn main() {
         Command::Bench(a) => bench::run(a),
         Command::Convert(a) => convert::run(a),
         Command::Pull(a) => pull::run(a),
+        Command::Search(a) => search::run(a),
         Command::List(a) => list::run(a),
         Command::Import(a) => import::run(a),
         Command::Quantize(a) => quantize::run(a),

@@ -19,6 +19,7 @@
 
 use crate::attention::{KvCache, KvType};
 use crate::error::Result;
+use crate::gguf::GgufFile;
 use crate::models::Config;
 use crate::source::Source;
 use candle_core::quantized::GgmlDType;
@@ -67,17 +68,7 @@ pub struct MemoryEstimate {
 /// Weight bytes as the loader will hold them.
 pub fn resident_weight_bytes(src: &Source) -> u64 {
     match src {
-        Source::Gguf(g) => g
-            .tensor_infos()
-            .iter()
-            .map(|(_, t, shape)| {
-                let n: u64 = shape.iter().map(|&d| d as u64).product();
-                match t {
-                    GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16 => n * 4,
-                    t => n / t.block_size() as u64 * t.type_size() as u64,
-                }
-            })
-            .sum(),
+        Source::Gguf(g) => gguf_weight_bytes(g),
         Source::Hf(h) => h
             .tensor_infos()
             .iter()
@@ -94,18 +85,36 @@ pub fn resident_weight_bytes(src: &Source) -> u64 {
     }
 }
 
+/// Weight bytes of a GGUF's tensors as the loader will hold them: block-quantized
+/// ones packed, float ones as F32.
+fn gguf_weight_bytes(g: &GgufFile) -> u64 {
+    g.tensor_infos()
+        .iter()
+        .map(|(_, t, shape)| {
+            let n: u64 = shape.iter().map(|&d| d as u64).product();
+            match t {
+                GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16 => n * 4,
+                t => n / t.block_size() as u64 * t.type_size() as u64,
+            }
+        })
+        .sum()
+}
+
+/// (after loading, peak while building) of a tokenizer built from GGUF metadata.
+fn gguf_tokenizer_bytes(g: &GgufFile, cfg: &Config) -> (u64, u64) {
+    let (steady, peak) = match g.string_opt("tokenizer.ggml.model").ok().flatten() {
+        Some(m) if m == crate::tokenizer::MODEL_SPM => GGUF_SPM_PER_ENTRY,
+        Some(_) => GGUF_BPE_PER_ENTRY,
+        None => (0, 0),
+    };
+    let n = cfg.vocab_size() as u64;
+    (n * steady, n * peak)
+}
+
 /// (after loading, peak while building).
 fn tokenizer_bytes(src: &Source, cfg: &Config) -> (u64, u64) {
     match src {
-        Source::Gguf(g) => {
-            let (steady, peak) = match g.string_opt("tokenizer.ggml.model").ok().flatten() {
-                Some(m) if m == crate::tokenizer::MODEL_SPM => GGUF_SPM_PER_ENTRY,
-                Some(_) => GGUF_BPE_PER_ENTRY,
-                None => (0, 0),
-            };
-            let n = cfg.vocab_size() as u64;
-            (n * steady, n * peak)
-        }
+        Source::Gguf(g) => gguf_tokenizer_bytes(g, cfg),
         Source::Hf(h) => {
             let b = std::fs::metadata(h.dir().join("tokenizer.json"))
                 .map(|m| m.len() * TOKENIZER_JSON_FACTOR)
@@ -136,6 +145,56 @@ pub fn estimate_with_weights(
     weights_bytes: u64,
 ) -> Result<MemoryEstimate> {
     let cfg = Config::from_source(src)?;
+    Ok(formula(
+        &cfg,
+        tokenizer_bytes(src, &cfg),
+        ctx,
+        kv,
+        baseline_bytes,
+        weights_bytes,
+    ))
+}
+
+/// [`estimate`] from the headers of a GGUF model not downloaded yet (fetched with
+/// range requests: [`crate::gguf::GgufFile::from_prefix`]), in one file or split in
+/// parts (`-00001-of-0000N.gguf`, in order). One file is checked as [`estimate`]
+/// checks it; split parts give the configuration from the first part's metadata and
+/// the weights of all parts' tensors.
+pub fn estimate_gguf(
+    mut parts: Vec<GgufFile>,
+    ctx: usize,
+    kv: KvType,
+    baseline_bytes: u64,
+) -> Result<MemoryEstimate> {
+    if parts.len() == 1 {
+        let src = Source::Gguf(parts.remove(0));
+        return estimate(&src, ctx, kv, baseline_bytes);
+    }
+    let first = parts
+        .first()
+        .ok_or_else(|| crate::Error::Invalid("no GGUF header to estimate from".into()))?;
+    let cfg = Config::from_gguf(first)?;
+    let weights_bytes = parts.iter().map(gguf_weight_bytes).sum();
+    Ok(formula(
+        &cfg,
+        gguf_tokenizer_bytes(first, &cfg),
+        ctx,
+        kv,
+        baseline_bytes,
+        weights_bytes,
+    ))
+}
+
+/// The estimate's one formula (see the module's notes), from the configuration, the
+/// tokenizer's (after loading, peak while building) bytes and the weights' bytes.
+fn formula(
+    cfg: &Config,
+    (tokenizer_bytes, tokenizer_peak): (u64, u64),
+    ctx: usize,
+    kv: KvType,
+    baseline_bytes: u64,
+    weights_bytes: u64,
+) -> MemoryEstimate {
     let (h, heads, kv_heads, hd, ff) = cfg.shape();
     let prompt = ctx.min(PROMPT_TOKENS);
     let per_position = 2 * kv_heads * kv.row_bytes(hd);
@@ -152,7 +211,6 @@ pub fn estimate_with_weights(
         + 4 * 2 * heads * prompt * cap
         // Logits and the sampler's working copies.
         + 4 * 4 * cfg.vocab_size()) as u64;
-    let (tokenizer_bytes, tokenizer_peak) = tokenizer_bytes(src, &cfg);
     let load_peak_bytes = weights_bytes + tokenizer_peak;
     let serving = weights_bytes + tokenizer_bytes + kv_cache_bytes + activation_bytes;
     let total = baseline_bytes + load_peak_bytes.max(serving);
@@ -161,7 +219,7 @@ pub fn estimate_with_weights(
     let free_vram = crate::device::gpus()
         .ok()
         .and_then(|g| g.first().map(|g| g.free_bytes));
-    Ok(MemoryEstimate {
+    MemoryEstimate {
         ctx,
         weights_bytes,
         kv_cache_bytes,
@@ -174,5 +232,5 @@ pub fn estimate_with_weights(
         fits_in_ram: total <= free_ram_bytes,
         free_vram_bytes: free_vram,
         fits_in_vram: free_vram.map(|f| total <= f),
-    })
+    }
 }

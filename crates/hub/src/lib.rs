@@ -13,6 +13,12 @@
 //! names is checked against its grammar first, and every path built from them is
 //! checked to stay inside the cache.
 
+pub mod fit;
+pub mod plan;
+pub mod search;
+
+pub use search::{Gated, SearchResult};
+
 use hf_hub::{Repo, RepoType};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -71,9 +77,45 @@ pub struct Listing {
     pub commit: String,
     /// Its files (after include filters).
     pub files: Vec<RemoteFile>,
+    /// Whether the hub asks users to accept a licence first.
+    pub gated: Gated,
+    /// The licence the repository's tags name (`license:...`).
+    pub license: Option<String>,
 }
 
 impl Listing {
+    /// The same listing with exactly the files named in `paths` (in the listing's
+    /// order): the choice of a plan, or of a user. A name the listing lacks is an
+    /// error naming it, so nothing else is downloaded in its place.
+    pub fn only(&self, paths: &[String]) -> Result<Listing> {
+        if paths.is_empty() {
+            return Err(Error::Invalid(format!(
+                "{}: no files chosen to download",
+                self.repo
+            )));
+        }
+        if let Some(missing) = paths
+            .iter()
+            .find(|p| !self.files.iter().any(|f| &f.path == *p))
+        {
+            return Err(Error::Invalid(format!(
+                "{}: no file `{}` at commit {}",
+                self.repo,
+                missing.escape_debug(),
+                self.commit
+            )));
+        }
+        Ok(Listing {
+            files: self
+                .files
+                .iter()
+                .filter(|f| paths.contains(&f.path))
+                .cloned()
+                .collect(),
+            ..self.clone()
+        })
+    }
+
     /// Bytes of the weight files (`.safetensors`, `.gguf`, `.bin`).
     pub fn weight_bytes(&self) -> u64 {
         self.files
@@ -207,7 +249,8 @@ pub fn discard_partial(cache: &Path, repo: &str) -> Result<u64> {
 }
 
 /// The models a finished pull brought: the snapshot folder when it has a
-/// `config.json`, and each `.gguf` file.
+/// `config.json`, and each `.gguf` model file (of a split one, its first part; a
+/// vision projector, `mmproj*.gguf`, is not a model of its own).
 pub fn pulled_models(snapshot: &Path, listing: &Listing) -> Vec<PathBuf> {
     let mut out = Vec::new();
     if snapshot.join("config.json").is_file() {
@@ -217,10 +260,31 @@ pub fn pulled_models(snapshot: &Path, listing: &Listing) -> Vec<PathBuf> {
         listing
             .files
             .iter()
-            .filter(|f| f.path.ends_with(".gguf"))
+            .filter(|f| {
+                f.path.ends_with(".gguf")
+                    && !plan::is_mmproj(&f.path)
+                    && plan::split_part(&f.path).is_none_or(|(i, _)| i == 1)
+            })
             .map(|f| snapshot.join(&f.path)),
     );
     out
+}
+
+/// Reads at most `max` bytes of an answer's body, refusing a longer one whole (a
+/// hub that sends more than any real answer holds is not believed).
+fn read_body(resp: ureq::Response, max: u64, what: &str) -> Result<Vec<u8>> {
+    let mut body = Vec::new();
+    resp.into_reader()
+        .take(max + 1)
+        .read_to_end(&mut body)
+        .map_err(|e| Error::Invalid(format!("{what}: reading the answer: {e}")))?;
+    if body.len() as u64 > max {
+        return Err(Error::Invalid(format!(
+            "{what}: the answer is larger than {} KiB; refused",
+            max >> 10
+        )));
+    }
+    Ok(body)
 }
 
 /// Whether `s` looks like `org/name`.
@@ -728,10 +792,14 @@ pub fn parse_listing(repo: &str, body: &str, include: &[glob::Pattern]) -> Resul
         });
     }
     files.sort_by(|a, b| a.path.cmp(&b.path));
+    let (gated, license) = search::gated_and_license(&v)
+        .map_err(|e| Error::Invalid(format!("{repo}: the file list: {e}")))?;
     Ok(Listing {
         repo: repo.to_string(),
         commit,
         files,
+        gated,
+        license,
     })
 }
 

@@ -45,6 +45,45 @@ impl GgufFile {
         Self::read(path, std::io::Cursor::new(bytes), len)
     }
 
+    /// The header of a GGUF file of `file_len` bytes from its first bytes, `prefix`
+    /// (a file not downloaded yet, fetched with a range request): `None` when the
+    /// header goes on past the prefix, so the caller fetches more. The checks are
+    /// those of a whole file (tensors must end inside `file_len`); reading a tensor
+    /// whose data lies past the prefix fails.
+    pub fn from_prefix(path: &Path, prefix: Vec<u8>, file_len: u64) -> Result<Option<Self>> {
+        /// Records whether the parser asked for bytes past the prefix: only then is
+        /// a failure a short prefix rather than a bad header.
+        struct Prefix<'a> {
+            data: &'a [u8],
+            ran_out: bool,
+        }
+        impl std::io::Read for Prefix<'_> {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                let n = buf.len().min(self.data.len());
+                self.ran_out |= n < buf.len();
+                buf[..n].copy_from_slice(&self.data[..n]);
+                self.data = &self.data[n..];
+                Ok(n)
+            }
+        }
+        let mut r = Prefix {
+            data: &prefix,
+            ran_out: false,
+        };
+        match reader::read(&mut r, file_len) {
+            Ok(content) => Ok(Some(Self {
+                path: path.to_path_buf(),
+                content,
+                reader: Mutex::new(Box::new(std::io::Cursor::new(prefix))),
+            })),
+            Err(_) if r.ran_out && (prefix.len() as u64) < file_len => Ok(None),
+            Err(message) => Err(Error::BadFile {
+                path: path.to_path_buf(),
+                message,
+            }),
+        }
+    }
+
     /// Reads the header of `len` bytes of GGUF from `data`, keeping it for tensors.
     fn read(path: &Path, mut data: impl Data + 'static, len: u64) -> Result<Self> {
         let content = reader::read(&mut data, len).map_err(|message| Error::BadFile {
