@@ -209,7 +209,7 @@ mod tests {
     }
 
     fn demo() -> String {
-        crate::library::demo_model_path()
+        crate::library::demo_model_file()
             .expect("demo model missing: run scripts/fetch-test-models")
     }
 

@@ -22,8 +22,13 @@ pub fn quantize_start(
     on_event: Channel<QuantizeEvent>,
     state: State<'_, AppState>,
 ) -> CommandResult<u64> {
-    let job = QuantizeJob::new(&source, &to, &state.models_dir(), state.library_db())
-        .map_err(CommandError::Invalid)?;
+    let job = QuantizeJob::new(
+        &source,
+        &to,
+        &crate::library::models_dir_of(&state)?,
+        state.library_db(),
+    )
+    .map_err(CommandError::Invalid)?;
     Ok(state
         .jobs
         .spawn(to_channel(on_event), move |run| job::run(&job, run)))
@@ -37,8 +42,13 @@ pub async fn quantize_predict(
     to: String,
     state: State<'_, AppState>,
 ) -> CommandResult<QuantizePrediction> {
-    let job = QuantizeJob::new(&source, &to, &state.models_dir(), state.library_db())
-        .map_err(CommandError::Invalid)?;
+    let job = QuantizeJob::new(
+        &source,
+        &to,
+        &crate::library::models_dir_of(&state)?,
+        state.library_db(),
+    )
+    .map_err(CommandError::Invalid)?;
     tauri::async_runtime::spawn_blocking(move || job.predict())
         .await?
         .map_err(CommandError::Engine)

@@ -1,10 +1,15 @@
 //! The user's model library: every model they pulled, imported, converted or
 //! quantized, and what the HF cache holds, with source, format, size, architecture
 //! and quantization, persisted in SQLite under the app's data folder so the desktop
-//! app and the CLI see the same list. Rows describe files; nothing here moves or
-//! deletes a model.
+//! app and the CLI see the same list. Rows describe files; only [`files`] deletes a
+//! model, and only inside the folders it is given unless the user confirmed the path.
+//! Also stored here: conversations ([`chats`], exported and imported by [`export`]),
+//! presets, per-model sampling defaults and the app's settings ([`settings`]).
 
 pub mod chats;
+pub mod export;
+pub mod files;
+pub mod settings;
 
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
@@ -42,6 +47,11 @@ pub struct Entry {
     /// Bytes of weights on disk.
     #[cfg_attr(feature = "ts", ts(type = "number"))]
     pub size_bytes: u64,
+    /// Bytes deleting it would free ([`files::disk_usage`] of what
+    /// [`files::deletion_targets`] names: every part of a split GGUF, the whole
+    /// repository folder of a model in the HF cache); 0 when it is gone.
+    #[cfg_attr(feature = "ts", ts(type = "number"))]
+    pub disk_bytes: u64,
     /// Engine architecture name.
     pub architecture: String,
     /// `Q4_K_M`, `BF16`, ...: the file type, or the dominant tensor type.
@@ -90,6 +100,14 @@ pub(crate) fn sql(path: &Path) -> impl Fn(rusqlite::Error) -> Error + '_ {
         path: path.to_path_buf(),
         message: format!("model library: {e}"),
     }
+}
+
+/// Seconds since the Unix epoch (0 if the clock is before it).
+pub(crate) fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 /// llama.cpp's `general.file_type` names.
@@ -157,6 +175,19 @@ impl Library {
                  content TEXT NOT NULL,
                  stats TEXT,
                  PRIMARY KEY (chat_id, seq)
+             );
+             CREATE TABLE IF NOT EXISTS presets (
+                 name TEXT PRIMARY KEY,
+                 system TEXT,
+                 settings TEXT
+             );
+             CREATE TABLE IF NOT EXISTS model_settings (
+                 model TEXT PRIMARY KEY,
+                 settings TEXT
+             );
+             CREATE TABLE IF NOT EXISTS settings (
+                 key TEXT PRIMARY KEY,
+                 value TEXT
              );",
         )
         .map_err(sql(path))?;
@@ -191,6 +222,7 @@ impl Library {
             repo: repo.map(str::to_string),
             format: info.format.clone(),
             size_bytes: info.file_bytes,
+            disk_bytes: files::model_disk_usage(&model),
             architecture: info.architecture.clone(),
             quantization,
             parameters: info.parameters,
@@ -290,6 +322,7 @@ fn row_to_entry(r: &rusqlite::Row<'_>) -> rusqlite::Result<Entry> {
     let path: String = r.get(0)?;
     Ok(Entry {
         present: Path::new(&path).exists(),
+        disk_bytes: files::model_disk_usage(Path::new(&path)),
         path,
         source: r.get(1)?,
         repo: r.get(2)?,

@@ -25,6 +25,12 @@ format: string,
  */
 size_bytes: number, 
 /**
+ * Bytes deleting it would free ([`files::disk_usage`] of what
+ * [`files::deletion_targets`] names: every part of a split GGUF, the whole
+ * repository folder of a model in the HF cache); 0 when it is gone.
+ */
+disk_bytes: number, 
+/**
  * Engine architecture name.
  */
 architecture: string, 
