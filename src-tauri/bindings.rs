@@ -5,8 +5,10 @@
 
 #[cfg(test)]
 mod tests {
-    use crate::chat::types::{ChatEvent, ChatSettings, LoadEvent, LoadedSummary, OpenedChat, Slot};
-    use crate::hub::types::{HubListing, PullEvent};
+    use crate::chat::types::{
+        ChatEvent, ChatSettings, ContextEstimate, LoadEvent, LoadedSummary, OpenedChat, Slot, Turn,
+    };
+    use crate::hub::types::{HubListing, HubPlan, HubSearchResult, PullEvent};
     use crate::quantize::types::{CompareEvent, QuantizeEvent, QuantizePrediction};
     use crate::server::ServerStatus;
     use crate::system::SystemStats;
@@ -20,11 +22,15 @@ mod tests {
         ChatEvent::export_all_to(dir).unwrap();
         ChatSettings::export_all_to(dir).unwrap();
         Slot::export_all_to(dir).unwrap();
+        Turn::export_all_to(dir).unwrap();
+        ContextEstimate::export_all_to(dir).unwrap();
         LoadEvent::export_all_to(dir).unwrap();
         LoadedSummary::export_all_to(dir).unwrap();
         OpenedChat::export_all_to(dir).unwrap();
         PullEvent::export_all_to(dir).unwrap();
         HubListing::export_all_to(dir).unwrap();
+        HubPlan::export_all_to(dir).unwrap();
+        HubSearchResult::export_all_to(dir).unwrap();
         QuantizeEvent::export_all_to(dir).unwrap();
         QuantizePrediction::export_all_to(dir).unwrap();
         CompareEvent::export_all_to(dir).unwrap();
@@ -32,6 +38,8 @@ mod tests {
         ServerStatus::export_all_to(dir).unwrap();
         unicorn_library::chats::ChatRecord::export_all_to(dir).unwrap();
         unicorn_library::Entry::export_all_to(dir).unwrap();
+        unicorn_library::files::DeletionPlan::export_all_to(dir).unwrap();
+        unicorn_library::settings::Preset::export_all_to(dir).unwrap();
     }
 
     fn read_dir(dir: &Path) -> BTreeMap<String, String> {

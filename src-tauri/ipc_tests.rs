@@ -98,7 +98,7 @@ impl Ipc {
 }
 
 fn demo() -> String {
-    crate::library::demo_model_path().expect("demo model missing: run scripts/fetch-test-models")
+    crate::library::demo_model_file().expect("demo model missing: run scripts/fetch-test-models")
 }
 
 /// The chat reply on channel `id`: its text and its final event.
@@ -202,7 +202,7 @@ fn chat_and_side_by_side_through_the_ipc() {
         let (id, ch) = ipc.channel();
         ipc.invoke(
             "chat_send",
-            json!({ "text": "What is the capital of France?", "system": null,
+            json!({ "turn": { "kind": "new", "text": "What is the capital of France?", "system": null },
                     "settings": settings, "slot": slot, "onEvent": ch }),
         )
         .unwrap();
@@ -222,6 +222,66 @@ fn chat_and_side_by_side_through_the_ipc() {
     let chats = ipc.invoke("chat_list", json!({})).unwrap();
     assert_eq!(chats.as_array().unwrap().len(), 1, "{chats}");
     assert_eq!(chats[0]["messages"], 2, "the side reply is not stored");
+    // The reply's context: the model's length clamped to memory, nothing dropped.
+    assert_eq!(done["context"]["limit"], loaded["ctx_default"]);
+    assert_eq!(done["context"]["dropped_tokens"], 0);
+    assert_eq!(loaded["sampling_from_model"], false);
+    assert!((loaded["sampling"]["repeat_penalty"].as_f64().unwrap() - 1.1).abs() < 1e-6);
+
+    // Regenerate (greedy: the same reply) and edit rewrite the stored chat.
+    let send = |ipc: &mut Ipc, turn: Value, settings: &Value| {
+        let (id, ch) = ipc.channel();
+        ipc.invoke(
+            "chat_send",
+            json!({ "turn": turn, "settings": settings, "onEvent": ch }),
+        )
+        .unwrap();
+        reply(ipc, id)
+    };
+    let (again, _) = send(&mut ipc, json!({ "kind": "regenerate" }), &settings);
+    assert_eq!(again, main_text);
+    let chat_id = ipc.invoke("chat_list", json!({})).unwrap()[0]["id"].clone();
+    let lib = unicorn_library::Library::open(&data.join("library.sqlite3")).unwrap();
+    assert_eq!(
+        lib.chat(chat_id.as_i64().unwrap())
+            .unwrap()
+            .unwrap()
+            .1
+            .len(),
+        2
+    );
+    let (berlin, _) = send(
+        &mut ipc,
+        json!({ "kind": "edit", "index": 0, "text": "What is the capital of Germany?" }),
+        &settings,
+    );
+    assert!(berlin.contains("Berlin"), "{berlin}");
+    let (_, messages) = lib.chat(chat_id.as_i64().unwrap()).unwrap().unwrap();
+    let texts: Vec<&str> = messages.iter().map(|m| m.content.as_str()).collect();
+    assert_eq!(texts, ["What is the capital of Germany?", berlin.as_str()]);
+    // A context too small for the next turn under `stop` is said, not a dead end.
+    let tight = json!({ "temperature": 0.0, "max_tokens": 8, "ctx": 40, "overflow": "stop" });
+    let (_, refused) = send(
+        &mut ipc,
+        json!({ "kind": "new", "text": "And what is the capital of Italy?" }),
+        &tight,
+    );
+    assert_eq!(refused["event"], "error", "{refused}");
+    assert!(
+        refused["message"]
+            .as_str()
+            .unwrap()
+            .contains("context holds 40"),
+        "{refused}"
+    );
+    let bad = json!({ "overflow": "sometimes" });
+    let (_, ch) = ipc.channel();
+    assert!(ipc
+        .invoke(
+            "chat_send",
+            json!({ "turn": { "kind": "regenerate" }, "settings": bad, "onEvent": ch })
+        )
+        .is_err());
 
     ipc.invoke("chat_unload", json!({ "slot": "side" }))
         .unwrap();
@@ -260,7 +320,7 @@ fn chat_and_side_by_side_through_the_ipc() {
     let e = ipc
         .invoke(
             "chat_send",
-            json!({ "text": " ", "system": null, "settings": {}, "onEvent": "__CHANNEL__:1" }),
+            json!({ "turn": { "kind": "new", "text": " " }, "settings": {}, "onEvent": "__CHANNEL__:1" }),
         )
         .unwrap_err();
     assert_eq!(e["message"], "the message is empty");

@@ -79,6 +79,56 @@ impl History {
         Ok(id)
     }
 
+    /// The stored conversation without its last reply, which is being sampled again;
+    /// returns its id.
+    pub fn regenerate(&self) -> Result<i64, String> {
+        let (id, lib, messages) = self.current()?;
+        let keep = match messages.last() {
+            Some(m) if m.role == "assistant" => messages.len() - 1,
+            _ => messages.len(),
+        };
+        lib.chat_truncate(id, keep).map_err(|e| e.to_string())?;
+        Ok(id)
+    }
+
+    /// The stored conversation up to message `index`, which becomes `text`; returns its
+    /// id.
+    pub fn edit(&self, index: usize, text: &str) -> Result<i64, String> {
+        let (id, lib, messages) = self.current()?;
+        if messages.get(index).is_none_or(|m| m.role != "user") {
+            return Err(format!(
+                "message {index} is not a user message of this chat"
+            ));
+        }
+        lib.chat_truncate(id, index).map_err(|e| e.to_string())?;
+        lib.chat_append(id, "user", text, None)
+            .map_err(|e| e.to_string())?;
+        Ok(id)
+    }
+
+    /// The conversation the next turn continues, and its stored messages.
+    fn current(
+        &self,
+    ) -> Result<
+        (
+            i64,
+            unicorn_library::Library,
+            Vec<unicorn_library::chats::StoredMessage>,
+        ),
+        String,
+    > {
+        let id = self
+            .lock()
+            .1
+            .ok_or("there is no conversation to change yet")?;
+        let lib = self.library()?;
+        let (_, messages) = lib
+            .chat(id)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("stored chat {id} is gone"))?;
+        Ok((id, lib, messages))
+    }
+
     /// `inner`, also storing the reply in conversation `id` when it is done.
     pub fn storing(&self, id: i64, inner: Sink<ChatEvent>) -> Sink<ChatEvent> {
         let db = self.db.clone();
@@ -142,8 +192,15 @@ mod tests {
                 max_tokens: Some(24),
                 ..Default::default()
             };
-            w.say(text.into(), Some("Answer briefly.".into()), settings, sink)
-                .unwrap();
+            w.say(
+                crate::chat::types::Turn::New {
+                    text: text.into(),
+                    system: Some("Answer briefly.".into()),
+                },
+                settings,
+                sink,
+            )
+            .unwrap();
             (id, reply(&rx))
         };
         let (id, (text, _)) = say_stored(&w, "What is the capital of France?");

@@ -4,6 +4,7 @@
 //! threads ([`worker`]); the main slot's turns are stored ([`history`]).
 
 pub mod history;
+pub mod store;
 pub mod types;
 pub mod worker;
 
@@ -12,7 +13,9 @@ use crate::state::AppState;
 use crate::to_channel;
 use tauri::ipc::Channel;
 use tauri::State;
-use types::{ChatEvent, ChatSettings, LoadEvent, LoadedSummary, OpenedChat, Slot};
+use types::{
+    ChatEvent, ChatSettings, ContextEstimate, LoadEvent, LoadedSummary, OpenedChat, Slot, Turn,
+};
 use unicorn_engine::attention::KvType;
 use unicorn_engine::models::HeadType;
 use unicorn_engine::session::LoadOptions;
@@ -85,55 +88,100 @@ pub fn chat_unload(slot: Option<Slot>, state: State<'_, AppState>) -> CommandRes
         .map_err(CommandError::Engine)
 }
 
-/// Sends the next user turn to `slot`'s model; the reply streams through
-/// `on_event`. Turns of the main slot are stored. The front end sends the side
-/// slot its turn after the main reply is done: run together, the two would share
-/// the cores and neither speed would be the model's own.
+/// Sends the next turn to `slot`'s model: a new message, the last reply again, or an
+/// edited message; the reply streams through `on_event`. Returns the stored chat's id
+/// (main slot). Turns of the main slot are
+/// stored (regenerate and edit rewrite the stored conversation from their turn on).
+/// The front end sends the side slot its turn after the main reply is done: run
+/// together, the two would share the cores and neither speed would be the model's own.
 #[tauri::command]
 pub fn chat_send(
-    text: String,
-    system: Option<String>,
+    turn: Turn,
     settings: ChatSettings,
     slot: Option<Slot>,
     on_event: Channel<ChatEvent>,
     state: State<'_, AppState>,
-) -> CommandResult<()> {
-    check_turn(&text, system.as_deref(), &settings)?;
+) -> CommandResult<Option<i64>> {
+    check_turn(&turn, &settings)?;
     let slot = slot.unwrap_or_default();
-    let sink = match slot {
+    let (id, sink) = match slot {
         Slot::Main => {
-            let id = state
-                .history
-                .begin(system.as_deref(), &text)
-                .map_err(CommandError::Engine)?;
-            state.history.storing(id, to_channel(on_event))
+            let id = match &turn {
+                Turn::New { text, system } => state.history.begin(system.as_deref(), text),
+                Turn::Regenerate => state.history.regenerate(),
+                Turn::Edit { index, text } => state.history.edit(*index, text),
+            }
+            .map_err(CommandError::Engine)?;
+            (Some(id), state.history.storing(id, to_channel(on_event)))
         }
-        Slot::Side => to_channel(on_event),
+        Slot::Side => (None, to_channel(on_event)),
     };
     state
         .worker(slot)
-        .say(text, system, settings, sink)
-        .map_err(CommandError::Engine)
+        .say(turn, settings, sink)
+        .map_err(CommandError::Engine)?;
+    Ok(id)
 }
 
 /// A turn the workers accept, or why not.
-fn check_turn(text: &str, system: Option<&str>, settings: &ChatSettings) -> CommandResult<()> {
-    if text.trim().is_empty() {
-        return Err(CommandError::Invalid("the message is empty".into()));
+fn check_turn(turn: &Turn, settings: &ChatSettings) -> CommandResult<()> {
+    match turn {
+        Turn::New { text, system } => {
+            if text.trim().is_empty() {
+                return Err(CommandError::Invalid("the message is empty".into()));
+            }
+            message_text(text, "message")?;
+            message_text(system.as_deref().unwrap_or_default(), "system prompt")?;
+        }
+        Turn::Edit { text, .. } => {
+            if text.trim().is_empty() {
+                return Err(CommandError::Invalid("the message is empty".into()));
+            }
+            message_text(text, "message")?;
+        }
+        Turn::Regenerate => {}
     }
-    message_text(text, "message")?;
-    message_text(system.unwrap_or_default(), "system prompt")?;
+    let stop = settings.stop.as_deref().unwrap_or_default();
     if settings
         .temperature
         .is_some_and(|t| !(0.0..=5.0).contains(&t))
-        || settings.top_p.is_some_and(|p| !(0.0..=1.0).contains(&p))
+        || settings
+            .top_p
+            .is_some_and(|p| !(0.0..=1.0).contains(&p) || p == 0.0)
+        || settings.min_p.is_some_and(|p| !(0.0..=1.0).contains(&p))
+        || settings
+            .repeat_penalty
+            .is_some_and(|r| !(0.5..=3.0).contains(&r))
+        || settings.top_k.is_some_and(|k| k > 1 << 20)
         || settings.max_tokens.is_some_and(|m| m == 0 || m > 1 << 20)
+        || settings.ctx.is_some_and(|c| !(16..=1 << 24).contains(&c))
+        || stop.len() > 16
+        || stop.iter().any(|s| s.is_empty() || s.len() > 256)
     {
         return Err(CommandError::Invalid(
-            "sampling: temperature 0-5, top-p 0-1, max tokens 1-1048576".into(),
+            "settings: temperature 0-5, top-p (0, 1], min-p 0-1, repeat penalty 0.5-3, top-k up to 1048576, max tokens 1-1048576, context 16-16777216 tokens, up to 16 stop strings of 1-256 bytes".into(),
         ));
     }
     Ok(())
+}
+
+/// What `ctx` tokens of context would take with the model at `path` (its KV cache
+/// as `kv_type`): an estimate, shown beside the context setting.
+#[tauri::command]
+pub async fn chat_context_estimate(
+    path: String,
+    ctx: usize,
+    kv_type: KvType,
+) -> CommandResult<ContextEstimate> {
+    let p = existing(&path)?;
+    if !(16..=1 << 24).contains(&ctx) {
+        return Err(CommandError::Invalid(format!(
+            "context {ctx}: give 16 to 16777216 tokens"
+        )));
+    }
+    tauri::async_runtime::spawn_blocking(move || worker::context_estimate(&p, ctx, kv_type))
+        .await?
+        .map_err(CommandError::Engine)
 }
 
 /// Stops the replies being generated (both slots').

@@ -2,8 +2,10 @@
 
 use serde::{Deserialize, Serialize};
 use ts_rs::TS;
+use unicorn_engine::session::{ContextUse, Overflow};
 use unicorn_engine::stats::Stats;
 use unicorn_engine::Progress;
+use unicorn_engine::SamplingParams;
 
 /// Which chat model a command is for: the one the conversation belongs to, or
 /// side-by-side mode's second model (sent the same turns, replies not stored).
@@ -29,10 +31,12 @@ pub enum ChatEvent {
     },
     /// The reply is complete (or was stopped); its measured figures.
     Done {
-        /// `eos`, `stop_string`, `max_tokens`, `cancelled` or `context_full`.
+        /// `eos`, `stop_string`, `max_tokens`, `cancelled`, `context_full` or `loop`.
         stop_reason: String,
         /// Measured prompt, TTFT, speed and memory figures.
         stats: Stats,
+        /// How the conversation's context stands now.
+        context: Option<ContextUse>,
     },
     /// The reply failed.
     Error {
@@ -52,8 +56,9 @@ pub enum LoadEvent {
     },
 }
 
-/// Sampling settings the chat view sends; unset ones take the model's defaults.
-#[derive(Debug, Clone, Default, Deserialize, TS)]
+/// Settings the chat view sends with a turn; unset ones take the model's defaults
+/// (else ours: [`unicorn_engine::SamplingParams::default`]).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, TS)]
 pub struct ChatSettings {
     /// 0 = greedy.
     pub temperature: Option<f32>,
@@ -61,11 +66,70 @@ pub struct ChatSettings {
     pub top_k: Option<usize>,
     /// 1 = off.
     pub top_p: Option<f32>,
+    /// 0 = off.
+    #[serde(default)]
+    pub min_p: Option<f32>,
+    /// 1 = off.
+    #[serde(default)]
+    pub repeat_penalty: Option<f32>,
     /// Upper bound on the reply's tokens.
     pub max_tokens: Option<usize>,
     /// Seed for reproducible sampling.
     #[ts(type = "number | null")]
     pub seed: Option<u64>,
+    /// The reply ends before the first of these.
+    #[serde(default)]
+    pub stop: Option<Vec<String>>,
+    /// End a reply that has fallen into an exact loop.
+    #[serde(default)]
+    pub stop_on_loop: Option<bool>,
+    /// Context length in tokens (default: [`LoadedSummary::ctx_default`]).
+    #[serde(default)]
+    pub ctx: Option<usize>,
+    /// What happens when the conversation outgrows the context (default: drop-oldest).
+    #[serde(default)]
+    pub overflow: Option<Overflow>,
+}
+
+/// What a turn is: a new message, the last reply again, or an edited message.
+#[derive(Debug, Clone, Deserialize, TS)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Turn {
+    /// A new user message (with the system prompt, on a new conversation).
+    New {
+        /// The message.
+        text: String,
+        /// The system prompt.
+        system: Option<String>,
+    },
+    /// Sample the last reply again.
+    Regenerate,
+    /// Replace user message `index` (counting all messages, the system prompt too)
+    /// and answer it; what came after it is forgotten.
+    Edit {
+        /// Which message.
+        index: usize,
+        /// Its new text.
+        text: String,
+    },
+}
+
+/// The memory a context length takes with the loaded model (an estimate).
+#[derive(Debug, Clone, Serialize, TS)]
+pub struct ContextEstimate {
+    /// Tokens of context.
+    pub ctx: usize,
+    /// KV cache at that length.
+    #[ts(type = "number")]
+    pub kv_cache_bytes: u64,
+    /// The process's expected peak with it.
+    #[ts(type = "number")]
+    pub memory_bytes: u64,
+    /// Memory available now.
+    #[ts(type = "number")]
+    pub free_ram_bytes: u64,
+    /// Whether it fits.
+    pub fits: bool,
 }
 
 /// The model a chat worker holds.
@@ -88,8 +152,15 @@ pub struct LoadedSummary {
     /// Size on disk.
     #[ts(type = "number")]
     pub file_bytes: u64,
-    /// Context length in tokens.
+    /// The model's context length in tokens.
     pub context_length: usize,
+    /// The context a chat gets unless set: the model's, clamped to what fits in
+    /// memory (estimate).
+    pub ctx_default: usize,
+    /// Sampling a turn gets unless set: the model's recommendation, else ours.
+    pub sampling: SamplingParams,
+    /// Whether `sampling` is the model's own recommendation.
+    pub sampling_from_model: bool,
     /// Whether it has a chat template (otherwise plain completion).
     pub has_chat_template: bool,
     /// Load time, measured.

@@ -2,14 +2,16 @@
 //! engine's `ChatSession` borrows the model, so both live on that thread's stack)
 //! and serves requests in order. Heavy work never runs on the async runtime.
 
-use super::types::{ChatEvent, ChatSettings, LoadEvent, LoadedSummary};
+use super::types::{ChatEvent, ChatSettings, ContextEstimate, LoadEvent, LoadedSummary, Turn};
 use crate::jobs::Sink;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Mutex};
+use unicorn_engine::sampler::SamplingOverrides;
 use unicorn_engine::session::{GenerationParams, LoadOptions, LoadedModel};
 use unicorn_engine::template::Message;
+use unicorn_engine::SamplingParams;
 
 enum Request {
     Load {
@@ -19,8 +21,7 @@ enum Request {
         reply: Sender<Result<LoadedSummary, String>>,
     },
     Send {
-        user: String,
-        system: Option<String>,
+        turn: Turn,
         settings: ChatSettings,
         sink: Sink<ChatEvent>,
     },
@@ -92,18 +93,16 @@ impl ChatWorker {
         self.cancel_load.store(true, Ordering::SeqCst);
     }
 
-    /// Queues the next user turn; the reply streams to `sink`.
+    /// Queues the next turn; the reply streams to `sink`.
     pub fn say(
         &self,
-        user: String,
-        system: Option<String>,
+        turn: Turn,
         settings: ChatSettings,
         sink: Sink<ChatEvent>,
     ) -> Result<(), String> {
         self.stop.store(false, Ordering::SeqCst);
         self.send(Request::Send {
-            user,
-            system,
+            turn,
             settings,
             sink,
         })
@@ -152,6 +151,7 @@ fn serve(rx: Receiver<Request>, stop: Arc<AtomicBool>, cancel_load: Arc<AtomicBo
                         continue;
                     }
                 };
+                let ctx_default = summary.ctx_default;
                 let _ = reply.send(Ok(summary));
                 let mut session = model.chat_session();
                 // Serve this model until another is asked for.
@@ -165,18 +165,10 @@ fn serve(rx: Receiver<Request>, stop: Arc<AtomicBool>, cancel_load: Arc<AtomicBo
                         Request::Restore(messages) => session.restore(messages),
                         Request::Unload => break,
                         Request::Send {
-                            user,
-                            system,
+                            turn,
                             settings,
                             sink,
                         } => {
-                            let mut turn = Vec::new();
-                            if session.messages().is_empty() {
-                                if let Some(s) = system.filter(|s| !s.trim().is_empty()) {
-                                    turn.push(Message::system(s));
-                                }
-                            }
-                            turn.push(Message::user(user));
                             let params = params(&model, &settings);
                             let mut on_token = |t: &unicorn_engine::session::TokenEvent| {
                                 if !t.text.is_empty() {
@@ -188,7 +180,30 @@ fn serve(rx: Receiver<Request>, stop: Arc<AtomicBool>, cancel_load: Arc<AtomicBo
                             };
                             let sent = catch(|| {
                                 session
-                                    .send(&turn, &params, &mut on_token)
+                                    .set_context(
+                                        settings.ctx.unwrap_or(ctx_default),
+                                        settings.overflow.unwrap_or_default(),
+                                    )
+                                    .and_then(|()| match turn {
+                                        Turn::New { text, system } => {
+                                            let mut turn = Vec::new();
+                                            if session.messages().is_empty() {
+                                                if let Some(s) =
+                                                    system.filter(|s| !s.trim().is_empty())
+                                                {
+                                                    turn.push(Message::system(s));
+                                                }
+                                            }
+                                            turn.push(Message::user(text));
+                                            session.send(&turn, &params, &mut on_token)
+                                        }
+                                        Turn::Regenerate => {
+                                            session.regenerate(&params, &mut on_token)
+                                        }
+                                        Turn::Edit { index, text } => {
+                                            session.edit(index, text, &params, &mut on_token)
+                                        }
+                                    })
                                     .map_err(|e| e.to_string())
                             });
                             match sent {
@@ -198,6 +213,7 @@ fn serve(rx: Receiver<Request>, stop: Arc<AtomicBool>, cancel_load: Arc<AtomicBo
                                         .and_then(|v| v.as_str().map(str::to_string))
                                         .unwrap_or_default(),
                                     stats: reply.stats,
+                                    context: reply.context,
                                 }),
                                 Err(message) => {
                                     // After a panic mid-turn the cache may be half
@@ -261,33 +277,68 @@ fn load(
         head_type: model.model().head_type(),
         device_note: model.placement().fallback.clone(),
         context_length: model.config().context_length(),
+        ctx_default: fitting_ctx(path, &model),
+        sampling: model.default_sampling().cloned().unwrap_or_default(),
+        sampling_from_model: model.default_sampling().is_some(),
         has_chat_template: model.has_chat_template(),
         load_ms: t0.elapsed().as_secs_f64() * 1e3,
     };
     Ok((model, summary))
 }
 
-/// The model's recommended sampling, overridden by what the user set.
+/// The model's recommended sampling (else ours), overridden by what the user set.
 fn params(model: &LoadedModel, s: &ChatSettings) -> GenerationParams {
-    let mut p = GenerationParams::greedy(s.max_tokens.unwrap_or(512));
-    if let Some(d) = model.default_sampling() {
-        p.sampling = d.clone();
-    } else {
-        p.sampling = Default::default();
+    GenerationParams {
+        max_tokens: s.max_tokens.unwrap_or(512),
+        sampling: SamplingParams::resolve(
+            model.default_sampling(),
+            &SamplingOverrides {
+                temperature: s.temperature,
+                top_k: s.top_k,
+                top_p: s.top_p,
+                min_p: s.min_p,
+                repeat_penalty: s.repeat_penalty,
+                repeat_last_n: None,
+                seed: s.seed,
+            },
+        ),
+        stop_strings: s.stop.clone().unwrap_or_default(),
+        ignore_eos: false,
+        stop_on_loop: s.stop_on_loop.unwrap_or(false),
     }
-    if let Some(t) = s.temperature {
-        p.sampling.temperature = t;
+}
+
+/// What `ctx` tokens of context take with the model at `path` loaded, its KV cache
+/// held as `kv` (the engine's estimate: KV cache and a prompt's activations on top
+/// of what the process holds now, weights included).
+pub(crate) fn context_estimate(
+    path: &std::path::Path,
+    ctx: usize,
+    kv: unicorn_engine::attention::KvType,
+) -> Result<ContextEstimate, String> {
+    let src = unicorn_engine::source::Source::open(path).map_err(|e| e.to_string())?;
+    let e = unicorn_engine::memory::estimate(&src, ctx, kv, 0).map_err(|e| e.to_string())?;
+    let more = e.kv_cache_bytes + e.activation_bytes;
+    Ok(ContextEstimate {
+        ctx,
+        kv_cache_bytes: e.kv_cache_bytes,
+        memory_bytes: unicorn_engine::stats::rss_bytes() + more,
+        free_ram_bytes: e.free_ram_bytes,
+        // Leave a quarter of what is free to the rest of the machine.
+        fits: more <= e.free_ram_bytes / 4 * 3,
+    })
+}
+
+/// The model's context length, or the longest power of two from 2048 up that fits
+/// in memory by [`context_estimate`].
+fn fitting_ctx(path: &std::path::Path, model: &LoadedModel) -> usize {
+    let max = model.config().context_length();
+    let kv = model.model().kv_type();
+    let mut ctx = max;
+    while ctx > 2048 && !context_estimate(path, ctx, kv).is_ok_and(|e| e.fits) {
+        ctx = (ctx / 2).next_power_of_two().max(2048);
     }
-    if let Some(k) = s.top_k {
-        p.sampling.top_k = k;
-    }
-    if let Some(v) = s.top_p {
-        p.sampling.top_p = v;
-    }
-    if let Some(seed) = s.seed {
-        p.sampling.seed = seed;
-    }
-    p
+    ctx.min(max)
 }
 
 #[cfg(test)]
@@ -298,7 +349,7 @@ pub(crate) mod tests {
     use unicorn_engine::device::DeviceChoice;
 
     pub(crate) fn demo() -> PathBuf {
-        crate::library::demo_model_path()
+        crate::library::demo_model_file()
             .expect("demo model missing: run scripts/fetch-test-models")
             .into()
     }
@@ -317,8 +368,10 @@ pub(crate) mod tests {
             ..Default::default()
         };
         w.say(
-            text.into(),
-            None,
+            Turn::New {
+                text: text.into(),
+                system: None,
+            },
             settings,
             Box::new(move |e| {
                 let _ = tx.send(e);
@@ -353,7 +406,10 @@ pub(crate) mod tests {
 
         let (text, done) = reply(&say(&w, "What is the capital of France?", 24));
         assert!(text.contains("Paris"), "{text}");
-        let ChatEvent::Done { stop_reason, stats } = done else {
+        let ChatEvent::Done {
+            stop_reason, stats, ..
+        } = done
+        else {
             panic!("{done:?}")
         };
         assert_eq!(stop_reason, "eos");
@@ -377,7 +433,10 @@ pub(crate) mod tests {
         assert!(matches!(first, ChatEvent::Token { .. }), "{first:?}");
         w.stop();
         let (_, done) = reply(&rx);
-        let ChatEvent::Done { stop_reason, stats } = done else {
+        let ChatEvent::Done {
+            stop_reason, stats, ..
+        } = done
+        else {
             panic!("{done:?}")
         };
         assert_eq!(stop_reason, "cancelled");

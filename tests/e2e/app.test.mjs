@@ -3,7 +3,7 @@
 // Run by scripts/e2e, which sets APP, MODELS, DATA, OUT and starts tauri-driver.
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { execFileSync } from "node:child_process";
 import { dirname } from "node:path";
 import { Builder, By, until } from "selenium-webdriver";
@@ -34,7 +34,31 @@ async function type(css, text) {
   await el.sendKeys(text);
 }
 
-test("first launch: the demo model is in the library", async () => {
+const replyDone = (n) => wait(async () => (await driver.findElements(By.css(".msg.assistant .tok-s"))).length >= n, 120);
+const texts = async (css) => Promise.all((await driver.findElements(By.css(css))).map((e) => e.getText()));
+// Text as in the page, shown or not (the sidebar cuts long titles with an ellipsis).
+const contents = (css) => driver.executeScript("return [...document.querySelectorAll(arguments[0])].map((e) => e.textContent)", css);
+
+test("first launch: an empty library welcomes, suggests models that fit, then takes the demo", async () => {
+  // As an installed app starts: no models (scripts/run adds the demo; this run does not).
+  await wait(until.elementLocated(By.id("welcome")));
+  // The view renders again as the library and the machine's memory arrive.
+  await wait(async () => /≈/.test((await contents("#suggested tbody tr"))[0] ?? ""), 20).catch(async (e) => {
+    console.log("DEBUG", await driver.executeScript("return document.querySelector('main').outerHTML"));
+    throw e;
+  });
+  assert.match((await contents("#welcome"))[0], /No models yet[\s\S]*Drop a \.gguf/);
+  assert.deepEqual(await contents("#suggested tbody tr td:first-child"), ["Gemma 3 270M", "Gemma 3 1B", "Gemma 3 4B"]);
+  assert.match((await contents("#suggested tbody tr"))[0], /Q\d_\w+[\s\S]*≈ [\d.]+ (MiB|GiB)/);
+  await shot("welcome");
+  // One click opens the suggestion's repository page in Download.
+  await driver.findElement(By.css("#suggested tbody tr:first-child button.suggest-download")).click();
+  await wait(until.elementLocated(By.id("hub-query")), 10);
+  const value = () => driver.executeScript("return document.getElementById('hub-query').value");
+  await wait(async () => /gemma-3-270m/.test(await value()), 10);
+  await driver.findElement(By.id("tab-library")).click();
+  await type("#import-path", demo);
+  await driver.findElement(By.id("import")).click();
   const r = await wait(until.elementLocated(row(demo)));
   assert.match(await r.getText(), /Q4_1.*llama/s);
 });
@@ -56,7 +80,7 @@ test("chat: streamed reply with its measured speed", async () => {
   const status = await wait(until.elementLocated(By.id("chat-status")), 10);
   await wait(until.elementTextContains(status, "loaded in"));
   assert.match(await status.getText(), /^llama on (cpu \(KV cache f16\)|cuda:0 \(KV cache f32\)|metal \(KV cache f32\)), loaded in/);
-  await driver.findElement(By.css("#chat details summary")).click();
+  await driver.findElement(By.css("#chat-settings summary")).click();
   await type("#temperature", "0");
   await type("#prompt", "What is the capital of France?");
   await driver.findElement(By.id("send")).click();
@@ -69,11 +93,112 @@ test("chat: streamed reply with its measured speed", async () => {
   // The conversation is stored: a new chat empties the view, reopening brings it back.
   await driver.findElement(By.id("new-chat")).click();
   await wait(async () => (await driver.findElements(By.css(".msg"))).length === 0, 10);
-  const history = await wait(until.elementLocated(By.css("#history summary")), 10);
-  await history.click();
-  await (await wait(until.elementLocated(By.xpath("//details[@id='history']//button[contains(., 'capital of France')]")), 10)).click();
+  await (await wait(until.elementLocated(By.xpath("//ul[@id='chat-list']//button[contains(., 'capital of France')]")), 10)).click();
   const back = await wait(until.elementLocated(By.css(".msg.assistant .text")), 30);
   assert.match(await back.getText(), /Paris/);
+});
+
+test("chat: regenerate, edit and resend, copy, rename, search", async () => {
+  // The reopened chat: greedy regenerate gives the same reply in the same place.
+  await driver.findElement(By.css(".msg.assistant .regenerate")).click();
+  await wait(async () => (await texts(".msg.assistant .stats")).length === 1 && (await driver.findElements(By.css(".msg.assistant .regenerate"))).length === 1, 120);
+  assert.match((await texts(".msg.assistant .text"))[0], /Paris/);
+  // Edit the question: the reply is the new question's, and what followed is gone.
+  await driver.findElement(By.css(".msg.user .edit")).click();
+  await type(".edit-text", "What is the capital of Germany?");
+  await driver.findElement(By.css(".edit-send")).click();
+  await wait(async () => (await texts(".msg.assistant .text")).some((t) => /Berlin/.test(t)), 120);
+  await replyDone(1);
+  assert.deepEqual(await texts(".msg.user .text"), ["What is the capital of Germany?"]);
+  // Copy puts the reply on the clipboard (read back in the page).
+  await driver.findElement(By.css(".msg.assistant .copy")).click();
+  const copied = await driver.executeAsyncScript("const done = arguments[0]; navigator.clipboard.readText().then(done, () => done(null));");
+  if (copied !== null) assert.match(copied, /Berlin/);
+  // The sidebar: rename, then search finds it by title and by a message's words.
+  const item = await wait(until.elementLocated(By.css("#chat-list li.current")), 10);
+  await item.findElement(By.css(".rename")).click();
+  await type(".rename-title", "Capitals");
+  await driver.findElement(By.css(".rename-save")).click();
+  await wait(async () => (await contents("#chat-list li.current .open-chat")).includes("Capitals"), 10);
+  await type("#chat-search", "Berlin");
+  await wait(async () => (await contents("#chat-list .open-chat")).join("|") === "Capitals", 10);
+  await type("#chat-search", "no such words anywhere");
+  await wait(async () => (await driver.findElements(By.css("#chat-list li"))).length === 0, 10);
+  await (await driver.findElement(By.id("chat-search"))).clear();
+  await type("#chat-search", " ");
+  await shot("chat-edit");
+});
+
+test("chat: export as Markdown and JSON, import the JSON", async () => {
+  const json = `${OUT}/chat-export.json`, md = `${OUT}/chat-export.md`;
+  for (const f of [json, md]) if (existsSync(f)) execFileSync("rm", [f]);
+  await driver.findElement(By.css("#chat-files summary")).click();
+  await type("#chat-file", md);
+  await driver.findElement(By.id("export-md")).click();
+  await wait(until.elementTextContains(await wait(until.elementLocated(By.id("chat-note")), 10), "Saved"), 10);
+  assert.match(readFileSync(md, "utf8"), /Capitals[\s\S]*capital of Germany[\s\S]*Berlin/);
+  await type("#chat-file", json);
+  await driver.findElement(By.id("export-json")).click();
+  await wait(async () => existsSync(json), 10);
+  const doc = JSON.parse(readFileSync(json, "utf8"));
+  assert.equal(doc.format, "unicorn-chat");
+  assert.equal(doc.messages.at(-1).role, "assistant");
+  const before = (await driver.findElements(By.css("#chat-list li"))).length;
+  await driver.findElement(By.id("import-chat")).click();
+  await wait(async () => (await driver.findElements(By.css("#chat-list li"))).length === before + 1, 10);
+  assert.equal((await contents("#chat-list .open-chat")).filter((t) => t === "Capitals").length, 2);
+});
+
+test("chat: switch tabs mid-reply and come back to the streaming reply", async () => {
+  await driver.findElement(By.id("new-chat")).click();
+  await wait(async () => (await driver.findElements(By.css(".msg"))).length === 0, 10);
+  await type("#max-tokens", "512");
+  await type("#prompt", "Write a long story about a dragon, with many chapters.");
+  await driver.findElement(By.id("send")).click();
+  await wait(async () => ((await texts(".msg.assistant .text"))[0] ?? "").length > 20, 60);
+  const left = (await texts(".msg.assistant .text"))[0].length;
+  await driver.findElement(By.id("tab-library")).click();
+  await driver.sleep(300);
+  await driver.findElement(By.id("tab-chat")).click();
+  const shown = (await wait(until.elementLocated(By.css(".msg.assistant .text")), 10));
+  const back = (await shown.getText()).length;
+  assert.ok(back > left, `the reply streamed on while away and is shown (${left} → ${back} characters)`);
+  await replyDone(1);
+  const done = (await texts(".msg.assistant .text"))[0].length;
+  assert.ok(done >= back, `the reply went on (${back} → ${done} characters)`);
+  assert.equal((await texts(".msg.user .text")).length, 1);
+});
+
+test("chat: a conversation past its context under each overflow policy", async () => {
+  await type("#max-tokens", "16");
+  await type("#ctx", "128");
+  const questions = ["Name a large ocean.", "What do bees make?", "How many legs does a spider have?", "What is frozen water called?"];
+  for (const policy of ["drop-oldest", "rolling", "stop"]) {
+    await driver.findElement(By.id("new-chat")).click();
+    await wait(async () => (await driver.findElements(By.css(".msg"))).length === 0, 10);
+    await driver.findElement(By.css(`#overflow option[value="${policy}"]`)).click();
+    for (let i = 0; i < 12; i++) {
+      await type("#prompt", questions[i % 4]);
+      await driver.findElement(By.id("send")).click();
+      await wait(async () => (await driver.findElements(By.css(".msg.assistant"))).length === i + 1
+        && (await driver.findElements(By.css("#send"))).length === 1, 120);
+      if ((await driver.findElements(By.css(".msg.assistant .error"))).length) break;
+    }
+    const meter = await driver.findElement(By.id("context-text")).getText();
+    if (policy === "stop") {
+      const err = await driver.findElement(By.css(".msg.assistant .error")).getText();
+      assert.match(err, /the context holds 128/);
+    } else {
+      assert.equal((await texts(".msg.assistant .tok-s")).length, 12, `${policy}: every turn answered`);
+      assert.match(meter, new RegExp(`of 128 tokens · \\d+ earlier tokens out of context \\(${policy}\\)`));
+    }
+    console.log(`overflow ${policy}: ${meter}`);
+  }
+  await shot("chat-context");
+  // Back to the model's length (clearing a field sends no input event) and the default policy.
+  await type("#ctx", "8192");
+  await driver.findElement(By.css('#overflow option[value="drop-oldest"]')).click();
+  await type("#max-tokens", "512");
 });
 
 test("links: a reply's link opens in the browser, never in the window", async () => {
@@ -222,4 +347,69 @@ test("server: the API server on the demo model answers a client, listed live", a
   await driver.findElement(By.id("tab-server")).click();
   await (await wait(until.elementLocated(By.id("server-stop")), 10)).click();
   await wait(until.elementLocated(By.id("server-start")), 30);
+});
+
+test("download: search the fake hub, pick one quantization of a multi-quant repo, only its file arrives", async () => {
+  // scripts/e2e points HF_ENDPOINT at crates/test-support's fake hub (its demo repositories).
+  const repo = "unicorn-test/Tiny-Llama-GGUF";
+  await driver.findElement(By.id("tab-download")).click();
+  await type("#hub-query", "tiny");
+  await driver.findElement(By.id("hub-search")).click();
+  const found = await wait(until.elementLocated(By.css(`#hub-results tr[data-repo="${repo}"]`)), 30);
+  assert.match(await found.getText(), /12.?345[\s\S]*67[\s\S]*apache-2\.0[\s\S]*open/);
+  await found.findElement(By.css("button.open-repo")).click();
+  // One row per quantization (the two-part Q4_K_M is one), each with its fit; one best fit.
+  const q8 = await wait(until.elementLocated(By.css('#quants tr[data-quant="Tiny-Llama-Q8_0"]')), 60);
+  assert.deepEqual(await texts("#quants tbody tr td:first-child"), ["Q4_0", "Q4_K_M (2 parts)", "Q8_0", "F16 best fit"]);
+  assert.match(await q8.getText(), /Q8_0[\s\S]*8\.5\d[\s\S]*fits/);
+  assert.match(await driver.findElement(By.id("repo-page")).getText(), /Q6_K: part 2 of 3 missing/);
+  await shot("download");
+  await q8.findElement(By.css("button.pull-choice")).click();
+  const note = await wait(until.elementLocated(By.id("pull-message")), 60);
+  await wait(until.elementTextContains(note, "Downloaded"), 60);
+  await driver.findElement(By.id("chat-pulled")).click();
+  await wait(until.elementLocated(By.id("chat-model")), 10);
+  await wait(async () => String(await driver.executeScript("return document.getElementById('chat-model').value")).endsWith("Tiny-Llama-Q8_0.gguf"), 10);
+  await driver.findElement(By.id("tab-download")).click();
+  // Exactly that file arrived: one blob, one snapshot link.
+  const dir = `${process.env.HF_HUB_CACHE}/models--unicorn-test--Tiny-Llama-GGUF`;
+  assert.equal(readdirSync(`${dir}/blobs`).length, 1);
+  const [commit] = readdirSync(`${dir}/snapshots`);
+  assert.deepEqual(readdirSync(`${dir}/snapshots/${commit}`), ["Tiny-Llama-Q8_0.gguf"]);
+  // And it is in the library.
+  await driver.findElement(By.id("tab-library")).click();
+  const r = await wait(until.elementLocated(By.xpath("//tr[contains(@data-path, 'Tiny-Llama-Q8_0.gguf')]")), 30);
+  assert.match(await r.getText(), /Q8_0/);
+});
+
+test("library: delete a downloaded model and its files go; outside the app's folders it asks twice", async () => {
+  await driver.findElement(By.id("tab-library")).click();
+  const dir = `${process.env.HF_HUB_CACHE}/models--unicorn-test--Tiny-Llama-GGUF`;
+  assert.ok(existsSync(dir));
+  const r = await wait(until.elementLocated(By.xpath("//tr[contains(@data-path, 'Tiny-Llama-Q8_0.gguf')]")), 30);
+  await r.findElement(By.css("button.delete")).click();
+  const confirm = await wait(until.elementLocated(By.id("delete-confirm")), 10);
+  assert.match(await confirm.getText(), /models--unicorn-test--Tiny-Llama-GGUF/);
+  assert.equal((await driver.findElements(By.id("delete-outside-ok"))).length, 0);
+  await shot("delete");
+  await driver.findElement(By.id("delete-confirm-yes")).click();
+  await wait(async () => !existsSync(dir), 20);
+  await wait(async () => (await driver.findElements(By.xpath("//tr[contains(@data-path, 'Tiny-Llama-Q8_0.gguf')]"))).length === 0, 10);
+  // The demo is the user's own file, outside the app's folders: a second confirmation.
+  await driver.findElement(By.css(`tr[data-path="${demo}"] button.delete`)).click();
+  await wait(until.elementLocated(By.id("delete-outside-ok")), 10);
+  assert.equal(await driver.findElement(By.id("delete-confirm-yes")).isEnabled(), false);
+  await driver.findElement(By.id("delete-cancel")).click();
+  assert.ok(existsSync(demo));
+});
+
+test("themes: every view in dark, as the system or the user picks", async () => {
+  await driver.findElement(By.css('#theme option[value="dark"]')).click();
+  assert.equal(await driver.executeScript("return document.documentElement.dataset.theme"), "dark");
+  for (const tab of ["library", "chat", "download", "quantize", "server", "dashboard"]) {
+    await driver.findElement(By.id(`tab-${tab}`)).click();
+    await driver.sleep(tab === "dashboard" ? 2500 : 500);
+    await shot(`${tab}-dark`);
+  }
+  await driver.findElement(By.css('#theme option[value="system"]')).click();
 });

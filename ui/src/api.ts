@@ -7,7 +7,11 @@ import type { CompareEvent } from "./bindings/CompareEvent";
 import type { OpenedChat } from "./bindings/OpenedChat";
 import type { ChatSettings } from "./bindings/ChatSettings";
 import type { Entry } from "./bindings/Entry";
+import type { DeletionPlan } from "./bindings/DeletionPlan";
+import type { Preset } from "./bindings/Preset";
 import type { HubListing } from "./bindings/HubListing";
+import type { HubPlan } from "./bindings/HubPlan";
+import type { HubSearchResult } from "./bindings/HubSearchResult";
 import type { PullEvent } from "./bindings/PullEvent";
 import type { LoadEvent } from "./bindings/LoadEvent";
 import type { KvType } from "./bindings/KvType";
@@ -16,6 +20,8 @@ import type { LoadedSummary } from "./bindings/LoadedSummary";
 import type { QuantizeEvent } from "./bindings/QuantizeEvent";
 import type { QuantizePrediction } from "./bindings/QuantizePrediction";
 import type { Slot } from "./bindings/Slot";
+import type { Turn } from "./bindings/Turn";
+import type { ContextEstimate } from "./bindings/ContextEstimate";
 import type { SystemStats } from "./bindings/SystemStats";
 import type { ServerStatus } from "./bindings/ServerStatus";
 
@@ -31,6 +37,28 @@ export const api = {
   libraryList: () => invoke<Entry[]>("library_list"),
   libraryImport: (path: string) => invoke<Entry>("library_import", { path }),
   demoModelPath: () => invoke<string | null>("demo_model_path"),
+  // Model management: what deleting would remove (size, paths, outside the app's folders?),
+  // deleting (outside only with confirmOutside), the file manager, the models folder.
+  modelDeletePlan: (path: string) => invoke<DeletionPlan>("model_delete_plan", { path }),
+  modelDelete: (path: string, confirmOutside: boolean) => invoke<number>("model_delete", { path, confirmOutside }),
+  modelReveal: (path: string) => invoke<void>("model_reveal", { path }),
+  modelsDirGet: () => invoke<string>("models_dir_get"),
+  modelsDirSet: (path: string) => invoke<string>("models_dir_set", { path }),
+  // Stored chats: rename, search, export (json | markdown) to a file, import a unicorn-chat JSON file.
+  chatRename: (id: number, title: string) => invoke<ChatRecord>("chat_rename", { id, title }),
+  chatSearch: (query: string) => invoke<ChatRecord[]>("chat_search", { query }),
+  chatExport: (id: number, format: "json" | "markdown", path: string, overwrite = false) =>
+    invoke<number>("chat_export", { id, format, path, overwrite }),
+  chatImport: (path: string) => invoke<ChatRecord>("chat_import", { path }),
+  // Presets (system prompt + sampling settings) and per-model sampling defaults.
+  // `settings`: a JSON object's text (at most 64 KiB), opaque to the shell.
+  presetSave: (name: string, system: string | null, settings: string) =>
+    invoke<void>("preset_save", { name, system, settings }),
+  presetsList: () => invoke<Preset[]>("presets_list"),
+  presetDelete: (name: string) => invoke<boolean>("preset_delete", { name }),
+  modelSettingsGet: (model: string) => invoke<string | null>("model_settings_get", { model }),
+  modelSettingsSave: (model: string, settings: string) =>
+    invoke<void>("model_settings_save", { model, settings }),
   // `slot`: the conversation's model ("main") or side-by-side mode's second ("side").
   chatLoad(slot: Slot, path: string, device: string, kvType: KvType, headType: HeadType, onProgress: (e: LoadEvent) => void) {
     const ch = new Channel<LoadEvent>();
@@ -39,11 +67,15 @@ export const api = {
   },
   chatLoadCancel: () => invoke<void>("chat_load_cancel"),
   chatUnload: (slot: Slot) => invoke<void>("chat_unload", { slot }),
-  chatSend(slot: Slot, text: string, system: string | null, settings: ChatSettings, onEvent: (e: ChatEvent) => void) {
+  // A new message, the last reply again, or an edited message; resolves with the
+  // stored chat's id (main slot) once the turn is queued.
+  chatSend(slot: Slot, turn: Turn, settings: ChatSettings, onEvent: (e: ChatEvent) => void) {
     const ch = new Channel<ChatEvent>();
     ch.onmessage = onEvent;
-    return invoke<void>("chat_send", { text, system, settings, slot, onEvent: ch });
+    return invoke<number | null>("chat_send", { turn, settings, slot, onEvent: ch });
   },
+  chatContextEstimate: (path: string, ctx: number, kvType: KvType) =>
+    invoke<ContextEstimate>("chat_context_estimate", { path, ctx, kvType }),
   chatStop: () => invoke<void>("chat_stop"),
   chatReset: () => invoke<void>("chat_reset"),
   chatList: () => invoke<ChatRecord[]>("chat_list"),
@@ -68,10 +100,17 @@ export const api = {
   serverStop: () => invoke<ServerStatus>("server_stop"),
   serverStatus: () => invoke<ServerStatus>("server_status"),
   hubList: (repo: string, revision: string | null) => invoke<HubListing>("hub_list", { repo, revision }),
-  hubPull(repo: string, revision: string | null, onEvent: (e: PullEvent) => void) {
+  // Search the hub: format "any" | "gguf" | "safetensors"; sort "downloads" | "trending" | "likes".
+  hubSearch: (query: string, format: string, sort: string, limit: number | null) =>
+    invoke<HubSearchResult[]>("hub_search", { query, format, sort, limit }),
+  // A repository's download choices, each GGUF quantization's fit at `ctx` tokens.
+  hubPlan: (repo: string, revision: string | null, ctx: number | null) =>
+    invoke<HubPlan>("hub_plan", { repo, revision, ctx }),
+  // Downloads `files` of the repository (all of them when null).
+  hubPull(repo: string, revision: string | null, files: string[] | null, onEvent: (e: PullEvent) => void) {
     const ch = new Channel<PullEvent>();
     ch.onmessage = onEvent;
-    return invoke<number>("hub_pull", { repo, revision, onEvent: ch });
+    return invoke<number>("hub_pull", { repo, revision, files, onEvent: ch });
   },
   hubDiscard: (repo: string) => invoke<number>("hub_discard", { repo }),
   hubTokenSet: (token: string) => invoke<void>("hub_token_set", { token }),

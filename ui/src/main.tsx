@@ -2,7 +2,9 @@ import { render } from "preact";
 import { useEffect, useState } from "preact/hooks";
 import { getCurrentWebview } from "@tauri-apps/api/webview";
 import { api } from "./api";
+import { isTyping, matchShortcut, modName, shortcutHelp } from "./shortcuts";
 import { selected, view } from "./store";
+import { themeChoice, type ThemeChoice } from "./theme";
 import { Chat } from "./views/Chat";
 import { Dashboard } from "./views/Dashboard";
 import { Download } from "./views/Download";
@@ -10,6 +12,29 @@ import { importPaths, Library, refreshLibrary } from "./views/Library";
 import { Quantize } from "./views/Quantize";
 import { Server } from "./views/Server";
 import "./style.css";
+
+/** Runs `fn` once the element `id` is in the page: at once if it is already, else once
+ * the view that renders it has mounted and run its effects (its listeners are set). */
+function whenShown(id: string, fn: (el: HTMLElement) => void, tries = 30) {
+  const el = document.getElementById(id);
+  if (el && tries === 30) fn(el);
+  else if (el) requestAnimationFrame(() => setTimeout(() => fn(el)));
+  else if (tries > 0) requestAnimationFrame(() => whenShown(id, fn, tries - 1));
+}
+
+/** Ctrl/Cmd+N: new chat; Escape: stop the reply; Ctrl/Cmd+L, or "/" outside a text field: type a message. */
+function onShortcut(e: KeyboardEvent) {
+  const action = matchShortcut(e, isTyping(document.activeElement));
+  if (action === "stop") void api.chatStop();
+  else if (action) {
+    e.preventDefault();
+    view.value = "chat";
+    whenShown("chat", () => {
+      if (action === "new-chat") window.dispatchEvent(new CustomEvent("unicorn:new-chat"));
+      document.getElementById("prompt")?.focus();
+    });
+  }
+}
 
 const TABS = [["library", "Library"], ["download", "Download"], ["chat", "Chat"], ["quantize", "Quantize"], ["server", "Server"], ["dashboard", "Dashboard"]] as const;
 
@@ -35,15 +60,26 @@ function App() {
         setDropErrors(await importPaths(e.payload.paths));
       }
     });
-    return () => void off.then((f) => f());
+    window.addEventListener("keydown", onShortcut);
+    return () => {
+      window.removeEventListener("keydown", onShortcut);
+      void off.then((f) => f());
+    };
   }, []);
   return (
     <div class={dragging ? "app dragging" : "app"}>
       <nav>
         <h1>Unicorn</h1>
         {TABS.map(([id, label]) => (
-          <button id={`tab-${id}`} class={view.value === id ? "active" : ""} onClick={() => (view.value = id)}>{label}</button>
+          <button id={`tab-${id}`} class={view.value === id ? "active" : ""} onClick={() => (view.value = id)}
+            title={id === "chat" ? `${modName(navigator.platform)}N new chat, ${modName(navigator.platform)}L or / type a message, Esc stop the reply` : undefined}>{label}</button>
         ))}
+        <p class="shortcuts" id="shortcuts">{shortcutHelp(navigator.platform)}</p>
+        <select id="theme" title="Colours" value={themeChoice.value} onChange={(e) => (themeChoice.value = (e.target as HTMLSelectElement).value as ThemeChoice)}>
+          <option value="system">System theme</option>
+          <option value="light">Light</option>
+          <option value="dark">Dark</option>
+        </select>
       </nav>
       <main>
         {view.value === "library" && <Library dropErrors={dropErrors} />}

@@ -6,7 +6,11 @@ describe("renderMarkdown", () => {
     const html = renderMarkdown("Use **bold** and `x`:\n\n```rust\nfn main() {}\n```");
     expect(html).toContain("<strong>bold</strong>");
     expect(html).toContain("<code>x</code>");
-    expect(html).toContain('<code class="language-rust">fn main() {}');
+    expect(html).toContain('<code class="hljs language-rust"><span class="hljs-keyword">fn</span> <span class="hljs-title function_">main</span>() {}');
+  });
+  it("gives each code block a copy button and leaves unnamed languages plain", () => {
+    const html = renderMarkdown("```\n<b>x</b> && y\n```");
+    expect(html).toContain('<pre><button class="copy-code" type="button" title="Copy the code">copy</button><code class="hljs">&lt;b&gt;x&lt;/b&gt; &amp;&amp; y');
   });
   it("drops scripts and event handlers a model might write", () => {
     const html = renderMarkdown('<img src=x onerror="alert(1)"><script>alert(2)</script>hi');
@@ -21,7 +25,7 @@ describe("renderMarkdown", () => {
     expect(html).not.toContain("javascript:");
   });
   it("copes with a half-streamed code fence", () => {
-    expect(renderMarkdown("```py\nprint(1")).toContain("print(1");
+    expect(renderMarkdown("```py\nprint(1").replace(/<[^>]+>/g, "")).toContain("print(1");
   });
 });
 

@@ -1,9 +1,27 @@
 // Assistant replies are Markdown from a model: rendered with marked, then sanitized
 // by DOMPurify, since a model can write any HTML.
+// Code blocks that name their language are highlighted by highlight.js (its common
+// languages); others are shown plain rather than guessed, which would cost time on
+// every streamed update.
 import DOMPurify from "dompurify";
+import hljs from "highlight.js/lib/common";
 import { marked } from "marked";
 
 marked.setOptions({ gfm: true, breaks: true });
+
+const escapeHtml = (s: string) => s.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/"/g, "&quot;");
+
+marked.use({
+  renderer: {
+    code({ text, lang }) {
+      const language = (lang ?? "").trim().split(/\s+/)[0].toLowerCase();
+      const known = language !== "" && hljs.getLanguage(language) !== undefined;
+      const body = known ? hljs.highlight(text, { language, ignoreIllegals: true }).value : escapeHtml(text);
+      const cls = language ? ` class="hljs language-${escapeHtml(language)}"` : ' class="hljs"';
+      return `<pre><code${cls}>${body}\n</code></pre>\n`;
+    },
+  },
+});
 
 // A link's text can claim any address: its title shows where it really goes (the
 // click itself is handled by the chat view, which opens web links in the browser).
@@ -14,10 +32,12 @@ DOMPurify.addHook("afterSanitizeAttributes", (node) => {
   }
 });
 
-/** Safe HTML for a (possibly half-streamed) Markdown reply. */
+/** Safe HTML for a (possibly half-streamed) Markdown reply. Each code block gets a
+ * copy button (added after sanitizing: it is ours, not the model's). */
 export function renderMarkdown(text: string): string {
   const html = marked.parse(text, { async: false }) as string;
-  return DOMPurify.sanitize(html, { USE_PROFILES: { html: true } });
+  const safe = DOMPurify.sanitize(html, { USE_PROFILES: { html: true } });
+  return safe.replace(/<pre>/g, '<pre><button class="copy-code" type="button" title="Copy the code">copy</button>');
 }
 
 /**

@@ -11,6 +11,8 @@ export const loaded = signal<LoadedSummary | null>(null);
 /** Every finished reply's measured figures, oldest first (the dashboard charts them). */
 export const replies = signal<{ at: number; stats: Stats }[]>([]);
 export const view = signal<"library" | "download" | "chat" | "quantize" | "server" | "dashboard">("library");
+/** A repository id for the Download view to search for (set by the Library's suggestions). */
+export const downloadQuery = signal<string | null>(null);
 /** The model the chat and quantize views start from. */
 export const selected = signal<string | null>(null);
 /** Where models run: auto (CUDA, then Metal, then the CPU), cpu, cuda, cuda:N, metal. */

@@ -1,34 +1,28 @@
-// Live machine and model figures, all measured: RAM, CPU, process memory, speed of
-// each reply over time, and decode speed against the memory-bandwidth roofline.
+// Live machine and model figures, all measured: RAM, CPU, GPU and process memory over
+// the last 10 minutes, the speed of each reply, and decode speed against the
+// memory-bandwidth roofline.
 import { useEffect, useState } from "preact/hooks";
 import { api } from "../api";
-import type { SystemStats } from "../bindings/SystemStats";
 import type { ServerStatus } from "../bindings/ServerStatus";
-import { Line } from "../charts";
+import { RepliesChart, TimeChart } from "../charts";
 import { bytes, params, percent, tokS } from "../format";
+import { samples, startMonitor, system } from "../monitor";
 import { loaded, replies } from "../store";
 
-const HISTORY = 120;
-
 export function Dashboard() {
-  const [now, setNow] = useState<SystemStats | null>(null);
-  const [cpu, setCpu] = useState<number[]>([]);
-  const [rss, setRss] = useState<number[]>([]);
-  const [vram, setVram] = useState<number[]>([]);
   const [server, setServer] = useState<ServerStatus | null>(null);
   useEffect(() => {
-    const tick = async () => {
-      setServer(await api.serverStatus());
-      const s = await api.systemStats();
-      setNow(s);
-      setCpu((v) => [...v, s.cpu_percent].slice(-HISTORY));
-      setRss((v) => [...v, s.process_rss].slice(-HISTORY));
-      if (s.gpus.length) setVram((v) => [...v, s.gpus[0].used_bytes].slice(-HISTORY));
-    };
+    startMonitor();
+    const tick = async () => setServer(await api.serverStatus());
     void tick();
     const t = setInterval(tick, 1000);
     return () => clearInterval(t);
   }, []);
+  const now = system.value;
+  const s = samples.value;
+  const edge = s.length ? s[s.length - 1].t : Date.now();
+  const times = s.map((x) => x.t);
+  const gpus = now?.gpus ?? [];
   const last = replies.value.length ? replies.value[replies.value.length - 1].stats : null;
   // Decode reads every weight once per token: bytes/token × tok/s over bandwidth.
   const roofline = last && now && now.memory_bandwidth > 0
@@ -49,11 +43,17 @@ export function Dashboard() {
           <div class="card"><b>Bandwidth</b> {now.memory_bandwidth > 0 ? `${(now.memory_bandwidth / 1e9).toFixed(1)} GB/s measured` : "measuring…"}</div>
         </div>
       )}
-      <div class="cards">
-        <Line id="cpu-chart" values={cpu} max={100} label="CPU %, last 2 minutes" />
-        <Line values={rss} label="Resident memory, last 2 minutes" />
-        {vram.length > 0 && <Line id="vram-chart" values={vram} label="GPU 0 memory in use, last 2 minutes" />}
-        <Line id="toks-chart" values={replies.value.map((r) => r.stats.decode_tok_s)} label="Decode tok/s per reply" />
+      <div class="charts">
+        <TimeChart id="cpu-chart" unit="percent" now={edge} times={times} label={`CPU, % of all ${now?.cores ?? ""} cores, last 10 minutes`}
+          series={[{ label: "CPU", values: s.map((x) => x.cpu) }]} />
+        <TimeChart id="ram-chart" unit="bytes" now={edge} times={times} label={`Memory in use, last 10 minutes${now ? ` (of ${bytes(now.total_memory)} RAM)` : ""}`}
+          series={[{ label: "RAM", values: s.map((x) => x.used) }, { label: "Unicorn", values: s.map((x) => x.rss) }]} />
+        {gpus.length > 0 && (
+          <TimeChart id="vram-chart" unit="bytes" now={edge} times={times} label={`GPU memory in use, last 10 minutes (of ${gpus.map((g) => bytes(g.total_bytes)).join(", ")})`}
+            series={gpus.map((g, i) => ({ label: `GPU ${g.index}`, values: s.map((x) => x.gpus[i] ?? null) }))} />
+        )}
+        <RepliesChart id="toks-chart" label="Decode speed of each reply (tok/s)"
+          replies={replies.value.map((r) => ({ at: r.at, tokS: r.stats.decode_tok_s }))} />
       </div>
       {loaded.value && (
         <div class="cards">

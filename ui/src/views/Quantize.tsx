@@ -1,5 +1,6 @@
-// Quantize a library model to NF4 or a GGUF type: live progress and ETA, cancel,
-// then the compression report with a per-tensor error chart.
+// Quantize a library model to NF4 or a GGUF type (each with its predicted size and
+// typical quality class): live progress and ETA, cancel, then the compression report
+// with a per-tensor error chart.
 import { useEffect, useState } from "preact/hooks";
 import { api, errorText } from "../api";
 import type { Comparison } from "../bindings/Comparison";
@@ -7,10 +8,12 @@ import type { QuantizePrediction } from "../bindings/QuantizePrediction";
 import type { QuantizeSummary } from "../bindings/QuantizeSummary";
 import { Bars } from "../charts";
 import { baseName, bytes, duration } from "../format";
+import { quality as typicalQuality, TYPES } from "../quanttypes";
 import { library, selected } from "../store";
 import { refreshLibrary } from "./Library";
 
-const TARGETS = ["Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q4_0", "NF4"];
+/** A type's prediction, or why there is none (NF4 of a GGUF file, an output that exists). */
+type Predicted = { ok: QuantizePrediction } | { err: string };
 
 export function Quantize() {
   const [to, setTo] = useState("Q8_0");
@@ -18,7 +21,7 @@ export function Quantize() {
   const [progress, setProgress] = useState<{ frac: number; eta: number | null; tensor: string } | null>(null);
   const [report, setReport] = useState<QuantizeSummary | null>(null);
   const [error, setError] = useState("");
-  const [prediction, setPrediction] = useState<QuantizePrediction | null>(null);
+  const [predictions, setPredictions] = useState<Partial<Record<string, Predicted>>>({});
   const [quality, setQuality] = useState<Comparison | null>(null);
   const [measuring, setMeasuring] = useState<string | null>(null);
 
@@ -41,10 +44,22 @@ export function Quantize() {
   }
   const source = selected.value;
   const entry = library.value.find((m) => m.path === source);
+  // Every type's prediction: each reads only the source's headers and config (the
+  // quantization plan), so all of them together take a moment.
   useEffect(() => {
-    setPrediction(null);
-    if (source) api.quantizePredict(source, to).then(setPrediction, (e) => setError(errorText(e)));
-  }, [source, to]);
+    setPredictions({});
+    if (!source) return;
+    let current = true;
+    for (const t of TYPES) {
+      api.quantizePredict(source, t).then(
+        (p) => current && setPredictions((m) => ({ ...m, [t]: { ok: p } })),
+        (e) => current && setPredictions((m) => ({ ...m, [t]: { err: errorText(e) } })),
+      );
+    }
+    return () => void (current = false);
+  }, [source, report]);
+  const predicted = predictions[to];
+  const prediction = predicted && "ok" in predicted ? predicted.ok : null;
 
   async function start() {
     if (!source) return;
@@ -89,13 +104,52 @@ export function Quantize() {
           ))}
         </select>
         <select id="quantize-to" value={to} onChange={(e) => setTo((e.target as HTMLSelectElement).value)}>
-          {TARGETS.map((t) => <option value={t}>{t}</option>)}
+          {TYPES.map((t) => <option value={t} title={`${typicalQuality(t).cls}: ${typicalQuality(t).note}`}>{t}</option>)}
         </select>
         {job === null
           ? <button id="quantize-start" disabled={!source || progress !== null} onClick={start}>Quantize</button>
           : <button id="quantize-cancel" onClick={() => api.jobCancel(job)}>Cancel</button>}
       </div>
       {entry && <p class="hint">Source: {bytes(entry.size_bytes)}, {entry.quantization}, {entry.format}.</p>}
+      {source && !progress && (
+        <table id="quantize-types" class="types">
+          <thead>
+            <tr><th>type</th><th class="num">predicted size</th><th class="num">bits per weight</th><th class="num">vs. source</th><th>chat memory</th><th>typical quality (ΔPPL)</th></tr>
+          </thead>
+          <tbody>
+            {TYPES.map((t) => {
+              const p = predictions[t];
+              const q = typicalQuality(t);
+              const ok = p && "ok" in p ? p.ok : null;
+              return (
+                <tr key={t} data-type={t} class={t === to ? "chosen" : ""} onClick={() => setTo(t)} title={`Choose ${t}`}>
+                  <td><label><input type="radio" name="quantize-type" checked={t === to} onChange={() => setTo(t)} /> {t}</label></td>
+                  {ok ? <>
+                    <td class="num">{bytes(ok.output_bytes)}</td>
+                    <td class="num">{ok.bits_per_weight.toFixed(2)}</td>
+                    <td class="num">{ok.output_bytes <= ok.source_bytes
+                      ? `${(ok.source_bytes / Math.max(1, ok.output_bytes)).toFixed(2)}x smaller`
+                      : `${(ok.output_bytes / Math.max(1, ok.source_bytes)).toFixed(2)}x larger`}</td>
+                    <td class={ok.memory_bytes > ok.free_ram_bytes ? "warning" : ""}>{bytes(ok.memory_bytes)}{ok.memory_bytes > ok.free_ram_bytes ? " (does not fit)" : ""}</td>
+                  </> : <td colSpan={4} class="hint">{p ? ("err" in p ? p.err : "") : "…"}</td>}
+                  <td title={q.note}>
+                    <span class={`quality q-${q.cls.replace(/\W+/g, "-")}`}>{q.cls}</span>
+                    {q.delta !== null && <span class="hint"> {q.delta >= 0 ? "+" : ""}{q.delta.toFixed(4)}</span>}
+                  </td>
+                </tr>
+              );
+            })}
+          </tbody>
+        </table>
+      )}
+      {source && !progress && (
+        <p class="hint">
+          Sizes are computed from this model's quantization plan. Quality classes are typical, not measured on this model:
+          they come from the perplexity increase (ΔPPL) llama.cpp publishes for each type, measured on Llama-3-8B (hover a
+          class for its source). "Measure quality" after quantizing gives this model's own.
+        </p>
+      )}
+      {predicted && "err" in predicted && !report && <p class="error" id="quantize-predict-error">{to}: {predicted.err}</p>}
       {prediction && !report && (
         <p id="quantize-prediction">
           Will write {bytes(prediction.output_bytes)} of weights ({prediction.bits_per_weight.toFixed(2)} bits per weight,{" "}
@@ -142,7 +196,8 @@ export function Quantize() {
             </p>
           )}
           {report.tensors.length > 0 && (
-            <Bars id="tensor-errors" label="Relative error per tensor (‖error‖ / ‖weights‖)"
+            <Bars id="tensor-errors" label="Relative error per tensor (‖error‖ / ‖weights‖), one bar per tensor in file order"
+              axis="relative error, %" format={(v) => `${Number((100 * v).toPrecision(3))} %`}
               items={report.tensors.map((t) => ({ label: t.name, value: t.relative_error, title: `${t.name} ${t.type}: ${(100 * t.relative_error).toFixed(2)} %` }))} />
           )}
         </div>
