@@ -656,7 +656,7 @@ impl<'m> ChatSession<'m> {
                     .iter()
                     .rev()
                     .find(|m| m.role == "user")
-                    .and_then(|m| full.rfind(m.content.as_str()))
+                    .and_then(|m| find_message(&full, &m.content))
                     .unwrap_or(head)
                     .max(head);
                 let text = |cut: usize| -> String {
@@ -886,6 +886,35 @@ impl<'m> ChatSession<'m> {
     }
 }
 
+/// Where `content` starts in the rendered `text`, searching from the end. Templates
+/// may trim a message (Gemma's do) or rewrite part of it, so this looks for the
+/// longest start of its trimmed text that the rendering holds (at least 16 bytes, or
+/// all of a shorter message).
+fn find_message(text: &str, content: &str) -> Option<usize> {
+    let trimmed = content.trim();
+    if trimmed.is_empty() {
+        return None;
+    }
+    if let Some(i) = text.rfind(trimmed) {
+        return Some(i);
+    }
+    // A prefix the text holds stays held when shortened: search its length.
+    let held = |n: usize| text.contains(&trimmed[..floor_char_boundary(trimmed, n)]);
+    let (mut lo, mut hi) = (0, trimmed.len());
+    while lo < hi {
+        let mid = (lo + hi).div_ceil(2);
+        if held(mid) {
+            lo = mid;
+        } else {
+            hi = mid - 1;
+        }
+    }
+    let prefix = &trimmed[..floor_char_boundary(trimmed, lo)];
+    (prefix.len() >= 16.min(trimmed.len()))
+        .then(|| text.rfind(prefix))
+        .flatten()
+}
+
 /// `messages` without the first `dropped` messages after the leading system ones.
 fn kept(messages: &[Message], dropped: usize) -> Vec<Message> {
     let system = messages.iter().take_while(|m| m.role == "system").count();
@@ -1111,6 +1140,18 @@ mod tests {
         assert_eq!(safe_boundary("hello </", &stops), 6);
         assert_eq!(safe_boundary("hello", &stops), 5);
         assert_eq!(safe_boundary("a<", &stops), 1);
+    }
+
+    #[test]
+    fn a_message_is_found_in_its_rendering_even_trimmed_or_rewritten() {
+        let text = "<bos><start_of_turn>user\nhi<end_of_turn>\n<start_of_turn>user\nSummarise this, briefly.<end_of_turn>\n";
+        let at = text.find("Summarise");
+        assert_eq!(find_message(text, "Summarise this, briefly."), at);
+        assert_eq!(find_message(text, "  Summarise this, briefly. \n"), at);
+        // A template that rewrote the end: the start is enough.
+        assert_eq!(find_message(text, "Summarise this, briefly. And\nmore"), at);
+        assert_eq!(find_message(text, "   "), None);
+        assert_eq!(find_message(text, "absent"), None);
     }
 
     #[test]
