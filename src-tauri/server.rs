@@ -18,6 +18,8 @@ struct Running {
     state: Arc<unicorn_server::State>,
     base_url: String,
     model: String,
+    /// The model's file or folder.
+    path: std::path::PathBuf,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
     /// (when, tokens streamed then): the last status call, for the live rate.
@@ -32,6 +34,15 @@ pub struct AppServer {
 }
 
 impl AppServer {
+    /// The model the server is serving, if it runs.
+    pub fn serving(&self) -> Option<std::path::PathBuf> {
+        self.running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|r| r.path.clone())
+    }
+
     /// Stops the server (open streams end, queued requests fail).
     pub fn stop(&self) {
         let taken = self
@@ -170,8 +181,9 @@ pub fn server_start(
         ctx: None,
         api_key: api_key.filter(|k| !k.trim().is_empty()),
     };
-    let served = unicorn_server::State::load(&[path], &Default::default(), &opts)
-        .map_err(CommandError::Engine)?;
+    let served =
+        unicorn_server::State::load(std::slice::from_ref(&path), &Default::default(), &opts)
+            .map_err(CommandError::Engine)?;
     let served = Arc::new(served);
     let model = served.models[0].id.clone();
     let listener = std::net::TcpListener::bind(("127.0.0.1", port))
@@ -207,6 +219,7 @@ pub fn server_start(
         state: served,
         base_url: format!("http://{addr}/v1"),
         model,
+        path,
         stop: Some(tx),
         thread: Some(thread),
         last: (Instant::now(), 0),

@@ -35,6 +35,8 @@ pub struct ChatWorker {
     tx: Mutex<Sender<Request>>,
     stop: Arc<AtomicBool>,
     cancel_load: Arc<AtomicBool>,
+    /// The file or folder of the model the thread holds (for deleting a model).
+    held: Arc<Mutex<Option<PathBuf>>>,
 }
 
 impl Default for ChatWorker {
@@ -49,16 +51,23 @@ impl ChatWorker {
         let (tx, rx) = channel();
         let stop = Arc::new(AtomicBool::new(false));
         let cancel_load = Arc::new(AtomicBool::new(false));
-        let (flag, cancel) = (stop.clone(), cancel_load.clone());
+        let held = Arc::new(Mutex::new(None));
+        let (flag, cancel, holds) = (stop.clone(), cancel_load.clone(), held.clone());
         std::thread::Builder::new()
             .name("unicorn-chat".into())
-            .spawn(move || serve(rx, flag, cancel))
+            .spawn(move || serve(rx, flag, cancel, holds))
             .expect("the chat thread starts");
         Self {
             tx: Mutex::new(tx),
             stop,
             cancel_load,
+            held,
         }
+    }
+
+    /// The model the thread holds, if any.
+    pub fn held(&self) -> Option<PathBuf> {
+        self.held.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     fn send(&self, r: Request) -> Result<(), String> {
@@ -130,9 +139,17 @@ impl ChatWorker {
     }
 }
 
-fn serve(rx: Receiver<Request>, stop: Arc<AtomicBool>, cancel_load: Arc<AtomicBool>) {
+fn serve(
+    rx: Receiver<Request>,
+    stop: Arc<AtomicBool>,
+    cancel_load: Arc<AtomicBool>,
+    held: Arc<Mutex<Option<PathBuf>>>,
+) {
+    let hold = |p: Option<PathBuf>| *held.lock().unwrap_or_else(|e| e.into_inner()) = p;
     let mut next: Option<Request> = None;
     loop {
+        // Whatever comes next, the model held before is gone (loads replace it).
+        hold(None);
         let Some(request) = next.take().or_else(|| rx.recv().ok()) else {
             return;
         };
@@ -152,6 +169,7 @@ fn serve(rx: Receiver<Request>, stop: Arc<AtomicBool>, cancel_load: Arc<AtomicBo
                     }
                 };
                 let ctx_default = summary.ctx_default;
+                hold(Some(path.clone()));
                 let _ = reply.send(Ok(summary));
                 let mut session = model.chat_session();
                 // Serve this model until another is asked for.

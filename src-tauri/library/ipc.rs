@@ -33,6 +33,12 @@ impl Ipc {
         Self { window, dir }
     }
 
+    /// The app's state, as the commands see it.
+    pub fn state(&self) -> tauri::State<'_, AppState> {
+        use tauri::Manager;
+        self.window.state::<AppState>()
+    }
+
     /// The library database the app uses.
     pub fn library(&self) -> unicorn_library::Library {
         unicorn_library::Library::open(&self.dir.join("library.sqlite3")).unwrap()

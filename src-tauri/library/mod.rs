@@ -7,6 +7,7 @@
 #[cfg(test)]
 pub(crate) mod ipc;
 
+use crate::chat::types::Slot;
 use crate::error::{existing, CommandError, CommandResult};
 use crate::state::AppState;
 use std::path::{Path, PathBuf};
@@ -143,9 +144,33 @@ pub async fn model_delete(
 ) -> CommandResult<u64> {
     let db = state.library_db();
     let roots = allowed_roots(&state)?;
+    let p = recorded(&Library::open(&db)?, &path)?;
+    // A model in use among what goes (a hub model takes its repository folder, so
+    // another quantization of it too): the API server's is refused, as its clients
+    // would fail mid-reply; the chat slots' are unloaded first.
+    let targets: Vec<PathBuf> = unicorn_library::files::deletion_plan(&p, &roots)
+        .map_err(|e| CommandError::Invalid(e.to_string()))?
+        .targets
+        .into_iter()
+        .map(PathBuf::from)
+        .collect();
+    let same = |q: &Path| {
+        let q = std::fs::canonicalize(q).unwrap_or_else(|_| q.to_path_buf());
+        targets.iter().any(|t| q.starts_with(t))
+    };
+    if state.server.serving().is_some_and(|s| same(&s)) {
+        return Err(CommandError::Invalid(format!(
+            "{path}: the API server is serving it; stop the server first"
+        )));
+    }
+    for slot in [Slot::Main, Slot::Side] {
+        let w = state.worker(slot);
+        if w.held().is_some_and(|h| same(&h)) {
+            w.unload().map_err(CommandError::Engine)?;
+        }
+    }
     tauri::async_runtime::spawn_blocking(move || {
         let lib = Library::open(&db)?;
-        let p = recorded(&lib, &path)?;
         lib.delete_model_files(&p, &roots, confirm_outside.unwrap_or(false))
             .map_err(|e| CommandError::Invalid(e.to_string()))
     })
@@ -385,11 +410,39 @@ mod tests {
             .unwrap();
         assert_eq!(plan["outside"], true);
 
+        // In use: the API server's model is refused until the server stops; a chat
+        // slot's is unloaded first.
+        let started = ipc.invoke(
+            "server_start",
+            serde_json::json!({"path": inside, "port": 0, "apiKey": null, "parallel": 1}),
+        );
+        started.unwrap();
+        let e = ipc
+            .invoke("model_delete", serde_json::json!({"path": inside}))
+            .unwrap_err();
+        assert!(
+            e["message"].as_str().unwrap().contains("stop the server"),
+            "{e}"
+        );
+        assert!(inside.exists());
+        ipc.invoke("server_stop", serde_json::json!({})).unwrap();
+        ipc.invoke(
+            "chat_load",
+            serde_json::json!({"path": inside, "device": "cpu", "onProgress": "__CHANNEL__:7"}),
+        )
+        .unwrap();
+        let main = || ipc.state().worker(crate::chat::types::Slot::Main).held();
+        assert_eq!(main(), Some(inside.clone()));
         let freed = ipc
             .invoke("model_delete", serde_json::json!({"path": inside}))
             .unwrap();
         assert_eq!(freed.as_u64(), Some(size));
         assert!(!inside.exists());
+        let t0 = std::time::Instant::now();
+        while main().is_some() && t0.elapsed().as_secs() < 10 {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert_eq!(main(), None, "the deleted model was unloaded");
         let e = ipc
             .invoke("model_delete", serde_json::json!({"path": outside}))
             .unwrap_err();
