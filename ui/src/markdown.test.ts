@@ -24,6 +24,14 @@ describe("renderMarkdown", () => {
     expect(html).toContain('title="https://example.com/x"');
     expect(html).not.toContain("javascript:");
   });
+  it("renders math, and leaves prices alone", () => {
+    const inline = renderMarkdown("Euler: $e^{i\\pi}+1=0$.");
+    expect(inline).toContain("<math");
+    expect(inline).toContain("<msup><mi>e</mi>");
+    expect(renderMarkdown("$$\n\\int_0^1 x\\,dx\n$$")).toContain('display="block"');
+    expect(renderMarkdown("It costs $5 and $10.")).not.toContain("<math");
+    expect(renderMarkdown("Bad: $\\frac{$ ok")).not.toContain("<script");
+  });
   it("copes with a half-streamed code fence", () => {
     expect(renderMarkdown("```py\nprint(1").replace(/<[^>]+>/g, "")).toContain("print(1");
   });

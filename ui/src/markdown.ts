@@ -6,8 +6,15 @@
 import DOMPurify from "dompurify";
 import hljs from "highlight.js/lib/common";
 import { marked } from "marked";
+import markedKatex from "marked-katex-extension";
 
 marked.setOptions({ gfm: true, breaks: true });
+// Math: $…$ inline and $$…$$ on its own lines, rendered by KaTeX to MathML, which the
+// webview lays out itself: KaTeX's HTML output needs inline style attributes, which
+// the app's CSP (style-src 'self') refuses, and fonts. Bad TeX shows as written
+// rather than failing. The standard rules (no space inside the dollars) keep
+// "$5 and $10" as text.
+marked.use(markedKatex({ throwOnError: false, output: "mathml" }));
 
 const escapeHtml = (s: string) => s.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/"/g, "&quot;");
 
@@ -36,7 +43,7 @@ DOMPurify.addHook("afterSanitizeAttributes", (node) => {
  * copy button (added after sanitizing: it is ours, not the model's). */
 export function renderMarkdown(text: string): string {
   const html = marked.parse(text, { async: false }) as string;
-  const safe = DOMPurify.sanitize(html, { USE_PROFILES: { html: true } });
+  const safe = DOMPurify.sanitize(html, { USE_PROFILES: { html: true, mathMl: true } });
   return safe.replace(/<pre>/g, '<pre><button class="copy-code" type="button" title="Copy the code">copy</button>');
 }
 
