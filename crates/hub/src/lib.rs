@@ -883,6 +883,23 @@ mod tests {
         assert!(fuzz::listing(&good).is_ok());
     }
 
+    /// The fuzzing corpus of search answers (tests/corpus/search) returns without a
+    /// panic, and its good answer parses.
+    #[test]
+    fn search_corpus_replays() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/corpus/search");
+        let mut n = 0;
+        for e in std::fs::read_dir(&dir).unwrap().flatten() {
+            let data = std::fs::read(e.path()).unwrap();
+            let outcome = std::panic::catch_unwind(|| fuzz::search(&data));
+            assert!(outcome.is_ok(), "{}: panicked", e.path().display());
+            n += 1;
+        }
+        assert!(n > 0);
+        let good = std::fs::read(dir.join("good")).unwrap();
+        assert!(fuzz::search(&good).is_ok());
+    }
+
     #[test]
     fn tokens_are_saved_whole_checked_and_removed() {
         let d = std::env::temp_dir().join(format!("unicorn-token-{}", std::process::id()));
@@ -903,11 +920,25 @@ mod tests {
 #[doc(hidden)]
 pub mod fuzz {
     /// A hub file listing, as `/api/models/{repo}/revision/{rev}?blobs=true` sends it.
+    /// It is also read as a download plan (quantizations, split parts, projectors,
+    /// the engine's files), and every choice the plan offers is looked up by name.
     pub fn listing(data: &[u8]) -> Result<(), String> {
         let text = std::str::from_utf8(data).map_err(|e| e.to_string())?;
         let patterns = [glob::Pattern::new("*.json").expect("a valid pattern")];
-        super::parse_listing("org/name", text, &[]).map_err(|e| e.to_string())?;
         super::parse_listing("org/name", text, &patterns).map_err(|e| e.to_string())?;
+        let listing = super::parse_listing("org/name", text, &[]).map_err(|e| e.to_string())?;
+        let plan = super::plan::plan(&listing);
+        let _ = plan.choices();
+        for q in &plan.quants {
+            let _ = plan.quant(&q.name);
+        }
+        let _ = plan.quant("Q4_K_M");
+        let _ = plan.projector("");
         Ok(())
+    }
+
+    /// A search answer, as `/api/models?search=...` sends it.
+    pub fn search(data: &[u8]) -> Result<(), String> {
+        super::search::parse_search(data, 100).map(|_| ())
     }
 }
