@@ -40,13 +40,30 @@ impl Inbox {
     }
 }
 
-struct Ipc {
+/// The app on the mock runtime with its real capability file, its data in one
+/// folder; every module's IPC tests use it.
+pub(crate) struct Ipc {
     window: WebviewWindow<MockRuntime>,
     inbox: Arc<Inbox>,
     next_channel: u32,
+    /// The app's data folder.
+    pub dir: PathBuf,
+    /// Whether dropping removes `dir` ([`Ipc::temp`]).
+    owned: bool,
 }
 
 impl Ipc {
+    /// The app with its data in a fresh temporary folder named after `name`, removed
+    /// when dropped.
+    pub(crate) fn temp(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("unicorn-ipc-{name}-{}", std::process::id()));
+        std::fs::remove_dir_all(&dir).ok();
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut ipc = Self::new(std::fs::canonicalize(&dir).unwrap());
+        ipc.owned = true;
+        ipc
+    }
+
     fn new(data: PathBuf) -> Self {
         let inbox = Arc::new(Inbox::default());
         let sink = inbox.clone();
@@ -60,7 +77,7 @@ impl Ipc {
             sink.arrived.notify_all();
             true
         });
-        let app = crate::app(builder, AppState::at(data))
+        let app = crate::app(builder, AppState::at(data.clone()))
             .build(tauri::generate_context!())
             .expect("the app builds on the mock runtime");
         let window = tauri::WebviewWindowBuilder::new(&app, "main", Default::default())
@@ -72,10 +89,24 @@ impl Ipc {
             window,
             inbox,
             next_channel: 1000,
+            dir: data,
+            owned: false,
         }
     }
 
-    fn invoke(&self, cmd: &str, args: Value) -> Result<Value, Value> {
+    /// The app's state, as the commands see it.
+    pub(crate) fn state(&self) -> tauri::State<'_, AppState> {
+        use tauri::Manager;
+        self.window.state::<AppState>()
+    }
+
+    /// The library database the app uses.
+    pub(crate) fn library(&self) -> unicorn_library::Library {
+        unicorn_library::Library::open(&self.dir.join("library.sqlite3")).unwrap()
+    }
+
+    /// Calls `cmd` as the front end would; the result or the error as JSON.
+    pub(crate) fn invoke(&self, cmd: &str, args: Value) -> Result<Value, Value> {
         let request = InvokeRequest {
             cmd: cmd.into(),
             callback: CallbackFn(0),
@@ -94,6 +125,14 @@ impl Ipc {
         self.next_channel += 1;
         let id = self.next_channel;
         (id, json!(format!("__CHANNEL__:{id}")))
+    }
+}
+
+impl Drop for Ipc {
+    fn drop(&mut self) {
+        if self.owned {
+            std::fs::remove_dir_all(&self.dir).ok();
+        }
     }
 }
 

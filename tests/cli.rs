@@ -74,10 +74,7 @@ fn interactive_chat_outgrows_its_context_under_each_overflow_policy() {
             Some(&input),
         );
         assert_ok(&out);
-        let done: Vec<_> = json_lines(&out)
-            .into_iter()
-            .filter(|l| l["event"] == "done")
-            .collect();
+        let done: Vec<_> = done_events(&out);
         (done, String::from_utf8_lossy(&out.stderr).into_owned())
     };
     for overflow in ["drop-oldest", "rolling"] {
@@ -141,10 +138,7 @@ fn interactive_chat_keeps_turns_and_resets() {
         Some(input),
     );
     assert_ok(&out);
-    let done: Vec<_> = json_lines(&out)
-        .into_iter()
-        .filter(|l| l["event"] == "done")
-        .collect();
+    let done: Vec<_> = done_events(&out);
     assert_eq!(done.len(), 3);
     assert!(done[0]["text"].as_str().unwrap().contains("Paris"));
     // The second turn reuses the cached first turn: only the new tokens are computed.

@@ -125,21 +125,18 @@ pub fn chat_send(
 
 /// A turn the workers accept, or why not.
 fn check_turn(turn: &Turn, settings: &ChatSettings) -> CommandResult<()> {
-    match turn {
-        Turn::New { text, system } => {
-            if text.trim().is_empty() {
-                return Err(CommandError::Invalid("the message is empty".into()));
-            }
-            message_text(text, "message")?;
-            message_text(system.as_deref().unwrap_or_default(), "system prompt")?;
+    if let Turn::New { text, .. } | Turn::Edit { text, .. } = turn {
+        if text.trim().is_empty() {
+            return Err(CommandError::Invalid("the message is empty".into()));
         }
-        Turn::Edit { text, .. } => {
-            if text.trim().is_empty() {
-                return Err(CommandError::Invalid("the message is empty".into()));
-            }
-            message_text(text, "message")?;
-        }
-        Turn::Regenerate => {}
+        message_text(text, "message")?;
+    }
+    if let Turn::New {
+        system: Some(system),
+        ..
+    } = turn
+    {
+        message_text(system, "system prompt")?;
     }
     let stop = settings.stop.as_deref().unwrap_or_default();
     if settings

@@ -207,7 +207,7 @@ pub fn model_settings_save(
 
 #[cfg(test)]
 mod tests {
-    use crate::library::ipc::Ipc;
+    use crate::ipc_tests::Ipc;
     use serde_json::json;
 
     /// Every command of this module through the IPC: rename, search, export in both

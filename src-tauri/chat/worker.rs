@@ -335,7 +335,16 @@ pub(crate) fn context_estimate(
     kv: unicorn_engine::attention::KvType,
 ) -> Result<ContextEstimate, String> {
     let src = unicorn_engine::source::Source::open(path).map_err(|e| e.to_string())?;
-    let e = unicorn_engine::memory::estimate(&src, ctx, kv, 0).map_err(|e| e.to_string())?;
+    estimate_in(&src, ctx, kv)
+}
+
+/// [`context_estimate`] for a source already open.
+fn estimate_in(
+    src: &unicorn_engine::source::Source,
+    ctx: usize,
+    kv: unicorn_engine::attention::KvType,
+) -> Result<ContextEstimate, String> {
+    let e = unicorn_engine::memory::estimate(src, ctx, kv, 0).map_err(|e| e.to_string())?;
     let more = e.kv_cache_bytes + e.activation_bytes;
     Ok(ContextEstimate {
         ctx,
@@ -348,12 +357,17 @@ pub(crate) fn context_estimate(
 }
 
 /// The model's context length, or the longest power of two from 2048 up that fits
-/// in memory by [`context_estimate`].
+/// in memory by [`context_estimate`] (the file's header read once).
 fn fitting_ctx(path: &std::path::Path, model: &LoadedModel) -> usize {
     let max = model.config().context_length();
     let kv = model.model().kv_type();
+    let src = unicorn_engine::source::Source::open(path).ok();
+    let fits = |ctx| {
+        src.as_ref()
+            .is_some_and(|s| estimate_in(s, ctx, kv).is_ok_and(|e| e.fits))
+    };
     let mut ctx = max;
-    while ctx > 2048 && !context_estimate(path, ctx, kv).is_ok_and(|e| e.fits) {
+    while ctx > 2048 && !fits(ctx) {
         ctx = (ctx / 2).next_power_of_two().max(2048);
     }
     ctx.min(max)

@@ -356,12 +356,7 @@ mod tests {
         let server = FakeHub::start(REPO, files(), Faults::default());
         let d = std::env::temp_dir().join(format!("unicorn-app-pull-{}", std::process::id()));
         std::fs::remove_dir_all(&d).ok();
-        let hub = Hub {
-            endpoint: server.url.clone(),
-            token: None,
-            cache: d.join("hub"),
-            stall_timeout: std::time::Duration::from_secs(30),
-        };
+        let hub = Hub::at(server.url.clone(), d.join("hub"));
         let lib = d.join("library.sqlite3");
 
         let l = list_with(&hub, REPO, "main").unwrap();
@@ -435,12 +430,7 @@ mod tests {
         let server = FakeHub::start_repos(demo_repos(), Faults::default());
         let d = std::env::temp_dir().join(format!("unicorn-app-plan-{}", std::process::id()));
         std::fs::remove_dir_all(&d).ok();
-        let hub = Hub {
-            endpoint: server.url.clone(),
-            token: None,
-            cache: d.join("hub"),
-            stall_timeout: std::time::Duration::from_secs(30),
-        };
+        let hub = Hub::at(server.url.clone(), d.join("hub"));
         let lib = d.join("library.sqlite3");
 
         let found = search_with(&hub, "llama", "gguf", "downloads", 10).unwrap();
@@ -534,12 +524,7 @@ mod tests {
             },
         );
         let d = std::env::temp_dir().join(format!("unicorn-app-gated-{}", std::process::id()));
-        let hub = Hub {
-            endpoint: server.url.clone(),
-            token: None,
-            cache: d.join("hub"),
-            stall_timeout: std::time::Duration::from_secs(30),
-        };
+        let hub = Hub::at(server.url.clone(), d.join("hub"));
         let Err(crate::error::CommandError::Engine(m)) = list_with(&hub, REPO, "main") else {
             panic!("listed a gated repo without a token")
         };

@@ -4,9 +4,6 @@
 //! the HF cache unless the user confirmed the path), revealing one in the file
 //! manager, and the models folder setting.
 
-#[cfg(test)]
-pub(crate) mod ipc;
-
 use crate::chat::types::Slot;
 use crate::error::{existing, CommandError, CommandResult};
 use crate::state::AppState;
@@ -377,7 +374,7 @@ mod tests {
     /// a path not in the library refused; disk usage in the listing.
     #[test]
     fn models_are_deleted_through_the_ipc_only_where_allowed() {
-        let ipc = ipc::Ipc::temp("delete");
+        let ipc = crate::ipc_tests::Ipc::temp("delete");
         let demo = demo_model_file().expect("demo model: run scripts/fetch-test-models");
         let inside = ipc.dir.join("models").join("demo.gguf");
         std::fs::create_dir_all(inside.parent().unwrap()).unwrap();
@@ -488,7 +485,7 @@ mod tests {
     /// The models folder setting: checked, stored, and the folder deleting allows.
     #[test]
     fn the_models_folder_is_set_checked_and_allowed() {
-        let ipc = ipc::Ipc::temp("modelsdir");
+        let ipc = crate::ipc_tests::Ipc::temp("modelsdir");
         let got = ipc.invoke("models_dir_get", serde_json::json!({})).unwrap();
         assert_eq!(got, ipc.dir.join("models").display().to_string());
         let want = ipc.dir.join("elsewhere").join("models");

@@ -22,16 +22,17 @@ pub fn quantize_start(
     on_event: Channel<QuantizeEvent>,
     state: State<'_, AppState>,
 ) -> CommandResult<u64> {
-    let job = QuantizeJob::new(
-        &source,
-        &to,
-        &crate::library::models_dir_of(&state)?,
-        state.library_db(),
-    )
-    .map_err(CommandError::Invalid)?;
+    let job = job_for(&source, &to, &state)?;
     Ok(state
         .jobs
         .spawn(to_channel(on_event), move |run| job::run(&job, run)))
+}
+
+/// The job quantizing `source` to `to` into the models folder (the setting, else the
+/// default), or why it cannot run.
+fn job_for(source: &str, to: &str, state: &AppState) -> CommandResult<QuantizeJob> {
+    let out = crate::library::models_dir_of(state)?;
+    QuantizeJob::new(source, to, &out, state.library_db()).map_err(CommandError::Invalid)
 }
 
 /// What quantizing `source` to `to` will write (sizes, bits per weight, warnings,
@@ -42,13 +43,7 @@ pub async fn quantize_predict(
     to: String,
     state: State<'_, AppState>,
 ) -> CommandResult<QuantizePrediction> {
-    let job = QuantizeJob::new(
-        &source,
-        &to,
-        &crate::library::models_dir_of(&state)?,
-        state.library_db(),
-    )
-    .map_err(CommandError::Invalid)?;
+    let job = job_for(&source, &to, &state)?;
     tauri::async_runtime::spawn_blocking(move || job.predict())
         .await?
         .map_err(CommandError::Engine)

@@ -666,16 +666,19 @@ impl<'m> ChatSession<'m> {
                         format!("{}{}", &full[..head], &full[cut..])
                     }
                 };
-                let count = |cut: usize| self.model.encode_rendered(&text(cut)).map(|v| v.len());
+                let ids = |cut: usize| self.model.encode_rendered(&text(cut));
                 let cut = if self.cut > last { 0 } else { self.cut };
-                if fits(count(cut)?) {
+                let kept = ids(cut)?;
+                if fits(kept.len()) {
                     self.cut = cut;
-                    return Ok(Some(self.model.encode_rendered(&text(cut))?));
+                    return Ok(Some(kept));
                 }
-                // The smallest cut that leaves half the context, or else the one
-                // that fits at all.
+                // The smallest cut that leaves half the context, else the latest
+                // possible one, which must fit at all. (Half the context always
+                // leaves the reserve, at most a quarter of it, free.)
                 let (mut lo, mut hi) = (cut.max(head), last);
-                if !fits(count(hi)?) {
+                let mut best = ids(hi)?;
+                if !fits(best.len()) {
                     return Ok(None);
                 }
                 while lo < hi {
@@ -683,25 +686,25 @@ impl<'m> ChatSession<'m> {
                     if mid == lo {
                         break;
                     }
-                    if roomy(count(mid)?) {
-                        hi = mid;
+                    let at = ids(mid)?;
+                    if roomy(at.len()) {
+                        (hi, best) = (mid, at);
                     } else {
                         lo = mid;
                     }
                 }
-                let mut c = hi;
-                if !fits(count(c)?) {
-                    c = last;
-                }
                 // Resume at a word's start where one is near.
-                if let Some(ws) = full[c..last].find(char::is_whitespace) {
-                    let after = c + ws + 1;
-                    if ws < 64 && full.is_char_boundary(after) && fits(count(after)?) {
-                        c = after;
+                if let Some(ws) = full[hi..last].find(char::is_whitespace) {
+                    let after = hi + ws + 1;
+                    if ws < 64 && full.is_char_boundary(after) {
+                        let at = ids(after)?;
+                        if fits(at.len()) {
+                            (hi, best) = (after, at);
+                        }
                     }
                 }
-                self.cut = c;
-                Ok(Some(self.model.encode_rendered(&text(c))?))
+                self.cut = hi;
+                Ok(Some(best))
             }
         }
     }

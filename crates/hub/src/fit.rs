@@ -277,12 +277,10 @@ mod tests {
     use unicorn_test_support::fake_hub::{demo_repos, FakeHub, Faults, GGUF_REPO};
 
     fn hub(url: &str, tag: &str) -> Hub {
-        Hub {
-            endpoint: url.to_string(),
-            token: None,
-            cache: std::env::temp_dir().join(format!("unicorn-fit-{tag}-{}", std::process::id())),
-            stall_timeout: std::time::Duration::from_secs(30),
-        }
+        Hub::at(
+            url,
+            std::env::temp_dir().join(format!("unicorn-fit-{tag}-{}", std::process::id())),
+        )
     }
 
     /// Headers come by growing range requests, the estimate is the engine's own on

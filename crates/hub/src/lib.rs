@@ -437,13 +437,22 @@ pub fn resolve_model(arg: &str) -> Result<PathBuf> {
 impl Hub {
     /// Endpoint, token and cache from the environment, as huggingface_hub reads them.
     pub fn from_env() -> Self {
+        let endpoint = std::env::var("HF_ENDPOINT")
+            .unwrap_or_else(|_| "https://huggingface.co".into())
+            .trim_end_matches('/')
+            .to_string();
         Self {
-            endpoint: std::env::var("HF_ENDPOINT")
-                .unwrap_or_else(|_| "https://huggingface.co".into())
-                .trim_end_matches('/')
-                .to_string(),
             token: token(),
-            cache: cache_dir(),
+            ..Self::at(endpoint, cache_dir())
+        }
+    }
+
+    /// The hub at `endpoint` without a token, caching into `cache`.
+    pub fn at(endpoint: impl Into<String>, cache: PathBuf) -> Self {
+        Self {
+            endpoint: endpoint.into(),
+            token: None,
+            cache,
             stall_timeout: Duration::from_secs(30),
         }
     }

@@ -132,40 +132,42 @@ impl Library {
             ));
         }
         let settings = check_settings(json)?;
-        self.conn
-            .execute(
-                "INSERT INTO model_settings (model, settings) VALUES (?1, ?2)
-                 ON CONFLICT(model) DO UPDATE SET settings = ?2",
-                params![model, settings],
-            )
-            .map_err(sql(self.path()))?;
-        Ok(())
+        self.store_value(
+            "INSERT INTO model_settings (model, settings) VALUES (?1, ?2)
+             ON CONFLICT(model) DO UPDATE SET settings = ?2",
+            model,
+            &settings,
+        )
     }
 
     /// The remembered defaults of `model`, if any (a JSON object's text).
     pub fn model_settings(&self, model: &str) -> Result<Option<String>> {
+        self.value_of(
+            "SELECT settings FROM model_settings WHERE model = ?1",
+            model,
+        )
+    }
+
+    /// The value of setting `key`, if set.
+    pub fn setting(&self, key: &str) -> Result<Option<String>> {
+        self.value_of("SELECT value FROM settings WHERE key = ?1", key)
+    }
+
+    /// The text `query` finds for `key` in one of the key-value tables.
+    fn value_of(&self, query: &str, key: &str) -> Result<Option<String>> {
         self.conn
-            .query_row(
-                "SELECT settings FROM model_settings WHERE model = ?1",
-                params![model],
-                |r| r.get::<_, Option<String>>(0),
-            )
+            .query_row(query, params![key], |r| r.get::<_, Option<String>>(0))
             .optional()
             .map(Option::flatten)
             .map_err(sql(self.path()))
     }
 
-    /// The value of setting `key`, if set.
-    pub fn setting(&self, key: &str) -> Result<Option<String>> {
+    /// Stores `value` for `key` with `upsert` in one of the key-value tables.
+    fn store_value(&self, upsert: &str, key: &str, value: &str) -> Result<()> {
         self.conn
-            .query_row(
-                "SELECT value FROM settings WHERE key = ?1",
-                params![key],
-                |r| r.get::<_, Option<String>>(0),
-            )
-            .optional()
-            .map(Option::flatten)
-            .map_err(sql(self.path()))
+            .execute(upsert, params![key, value])
+            .map_err(sql(self.path()))?;
+        Ok(())
     }
 
     /// Sets `key` to `value`.
@@ -176,14 +178,12 @@ impl Library {
                 key.chars().take(40).collect::<String>()
             )));
         }
-        self.conn
-            .execute(
-                "INSERT INTO settings (key, value) VALUES (?1, ?2)
-                 ON CONFLICT(key) DO UPDATE SET value = ?2",
-                params![key, value],
-            )
-            .map_err(sql(self.path()))?;
-        Ok(())
+        self.store_value(
+            "INSERT INTO settings (key, value) VALUES (?1, ?2)
+             ON CONFLICT(key) DO UPDATE SET value = ?2",
+            key,
+            value,
+        )
     }
 
     /// The folder the app writes models to: the [`MODELS_DIR`] setting, else

@@ -61,6 +61,14 @@ pub fn json_lines(out: &Output) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// The `done` events a `--json` run printed (one per reply), in order.
+pub fn done_events(out: &Output) -> Vec<serde_json::Value> {
+    json_lines(out)
+        .into_iter()
+        .filter(|l| l["event"] == "done")
+        .collect()
+}
+
 /// The token ids of the last `done` event a `--json` run printed.
 pub fn done_ids(out: &Output) -> Vec<u64> {
     let lines = json_lines(out);
