@@ -16,7 +16,7 @@ pub struct SynthArgs {
     /// CONFIG.json --shape names.
     #[arg(long)]
     arch: String,
-    /// A built-in shape (gemma3: 270m 1b 4b 12b 27b; llama: 135m 360m 1.7b; qwen3:
+    /// A built-in shape (gemma3: 270m 1b 4b 12b 27b; llama: 135m 360m 1.7b 3.2-1b 3.2-3b 3.1-8b; qwen3:
     /// 0.6b 1.7b 4b 8b 14b 32b) or a config.json (a multimodal one's text part is used).
     #[arg(long)]
     shape: String,

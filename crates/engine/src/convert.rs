@@ -5,6 +5,7 @@
 //! chat template and `generation_config.json`. Tensors stream one at a time into a
 //! temporary folder that is renamed into place only when complete ([`crate::atomic`]).
 
+use crate::attention::{RopeScaling, ROPE_FREQS};
 use crate::error::{Error, Result};
 use crate::gguf::GgufFile;
 use crate::hf::names;
@@ -99,6 +100,10 @@ fn write_folder(
     let mut plan = Vec::new();
     let mut sources = std::collections::HashMap::new();
     for (name, _, shape) in g.tensor_infos() {
+        // Llama 3's rope divisors become `rope_scaling` in config.json.
+        if name == ROPE_FREQS {
+            continue;
+        }
         let Some(hf) = names::gguf_to_hf(config.arch, &name) else {
             return Err(Error::Tensor {
                 path: g.path().to_path_buf(),
@@ -169,6 +174,23 @@ fn write_folder(
     w.finish()?;
 
     let mut config = config.clone();
+    if config.rope_scaling == RopeScaling::Stored {
+        let factors = g
+            .vector(ROPE_FREQS, config.head_dim / 2, &Device::Cpu)?
+            .to_vec1::<f32>()
+            .map_err(|e| Error::Tensor {
+                path: g.path().to_path_buf(),
+                tensor: ROPE_FREQS.into(),
+                message: e.to_string(),
+            })?;
+        config.rope_scaling =
+            RopeScaling::llama3_from_factors(&factors, config.rope_theta, config.head_dim)
+                .ok_or_else(|| Error::Tensor {
+                    path: g.path().to_path_buf(),
+                    tensor: ROPE_FREQS.into(),
+                    message: "per-pair rope factors that no Llama 3 rope_scaling gives: config.json cannot express them".into(),
+                })?;
+    }
     if let Some(tokenizer) = tokenizer {
         config.bos_token_id = tokenizer.bos_id;
         config.eos_token_ids = tokenizer.eos_id.into_iter().collect();

@@ -565,8 +565,8 @@ impl Tokenizer {
                     types[i] = TOKEN_BYTE;
                 }
             }
-            if let Some(u) = unk {
-                types[u as usize] = TOKEN_UNKNOWN;
+            if let Some(t) = unk.and_then(|u| types.get_mut(u as usize)) {
+                *t = TOKEN_UNKNOWN;
             }
             // llama.cpp matches user-defined pieces on raw text: spaces, not ▁.
             for (t, ty) in tokens.iter_mut().zip(&types) {
@@ -577,8 +577,10 @@ impl Tokenizer {
             // Rank of the first merge producing each piece; others rank last.
             let mut rank = vec![None; n];
             for (r, m) in merges.iter().enumerate() {
-                if let Some(id) = self.inner.token_to_id(&m.replacen(' ', "", 1)) {
-                    rank[id as usize].get_or_insert(r);
+                // Pieces past the rows were left out of the vocabulary.
+                let id = self.inner.token_to_id(&m.replacen(' ', "", 1));
+                if let Some(slot) = id.and_then(|id| rank.get_mut(id as usize)) {
+                    slot.get_or_insert(r);
                 }
             }
             let last = merges.len() as f32 + 1.0;
@@ -597,7 +599,7 @@ impl Tokenizer {
                 "tokenizer.ggml.add_space_prefix".into(),
                 Value::Bool(prepends),
             ));
-            if let Some(u) = unk {
+            if let Some(u) = unk.filter(|&u| (u as usize) < n) {
                 meta.push(("tokenizer.ggml.unknown_token_id".into(), Value::U32(u)));
             }
         } else {
@@ -623,10 +625,12 @@ impl Tokenizer {
             "tokenizer.ggml.token_type".into(),
             Value::Array(types.into_iter().map(|t| Value::I32(t as i32)).collect()),
         ));
-        if let Some(b) = self.bos_id {
+        // An id past the rows names a token that was left out.
+        let kept = |id: Option<u32>| id.filter(|&i| (i as usize) < n);
+        if let Some(b) = kept(self.bos_id) {
             meta.push(("tokenizer.ggml.bos_token_id".into(), Value::U32(b)));
         }
-        if let Some(e) = self.eos_id {
+        if let Some(e) = kept(self.eos_id) {
             meta.push(("tokenizer.ggml.eos_token_id".into(), Value::U32(e)));
         }
         meta.push((

@@ -1,60 +1,16 @@
 //! The pieces every decoder-only architecture shares: the KV cache ([`cache`]),
-//! rotary position tables, and causal (optionally sliding-window) grouped-query
+//! rotary position tables ([`rope`]), and causal (optionally sliding-window) grouped-query
 //! attention.
 
 mod cache;
+mod rope;
 
 pub use cache::{KvCache, KvType, ROLLBACK_SLACK};
+pub use rope::{Rope, RopeScaling, ROPE_FREQS};
 
 use crate::pool::SyncPtr;
-use candle_core::{DType, Device, Result, Tensor};
+use candle_core::{DType, Result, Tensor};
 use half::f16;
-
-/// Rotary embedding parameters of one kind of layer.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Rope {
-    /// Base θ.
-    pub base: f64,
-    /// Linear scaling factor: positions are divided by it (1.0 = none).
-    pub linear_scale: f64,
-    /// Rotated dimensions (= head_dim for every model we support).
-    pub dim: usize,
-    /// GPT-NeoX pairing (i with i + dim/2) when true; GGUF llama's interleaved pairs when false.
-    pub neox: bool,
-}
-
-impl Rope {
-    /// cos and sin tables `[t, dim/2]` for positions `start .. start + t`.
-    /// Angles are computed in f64 so long contexts keep full precision.
-    pub fn tables(&self, start: usize, t: usize, device: &Device) -> Result<(Tensor, Tensor)> {
-        let half = self.dim / 2;
-        let mut cos = Vec::with_capacity(t * half);
-        let mut sin = Vec::with_capacity(t * half);
-        for p in start..start + t {
-            let pos = p as f64 / self.linear_scale;
-            for i in 0..half {
-                let inv_freq = 1.0 / self.base.powf((2 * i) as f64 / self.dim as f64);
-                let a = pos * inv_freq;
-                cos.push(a.cos() as f32);
-                sin.push(a.sin() as f32);
-            }
-        }
-        Ok((
-            Tensor::from_vec(cos, (t, half), device)?,
-            Tensor::from_vec(sin, (t, half), device)?,
-        ))
-    }
-
-    /// Rotates `x` (`[1, heads, t, dim]`) with tables from [`Rope::tables`].
-    pub fn apply(&self, x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
-        let x = x.contiguous()?;
-        if self.neox {
-            candle_nn::rotary_emb::rope(&x, cos, sin)
-        } else {
-            candle_nn::rotary_emb::rope_i(&x, cos, sin)
-        }
-    }
-}
 
 /// Causal grouped-query attention of `t` new queries at positions `start .. start + t`
 /// against the cached keys and values. `window`: a sliding-window layer lets query `q`
@@ -367,6 +323,7 @@ pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use candle_core::Device;
     use unicorn_test_support::{floats, max_abs_diff};
 
     #[test]

@@ -151,11 +151,15 @@ impl HfConfig {
         ids_of(self.text(key)).ok_or_else(|| self.err(key, "expected an id or a list of ids"))
     }
 
-    /// Rope parameters as (theta, linear factor) for one attention type. Reads the
+    /// Rope parameters as (theta, scaling) for one attention type. Reads the
     /// classic keys (`rope_theta`, `rope_scaling`) or transformers 5's
     /// `rope_parameters`, flat or keyed by layer type (`full_attention`,
     /// `sliding_attention`). `default_theta` applies when neither names a theta.
-    pub fn rope(&self, layer_type: Option<&str>, default_theta: f64) -> Result<(f64, f64)> {
+    pub fn rope(
+        &self,
+        layer_type: Option<&str>,
+        default_theta: f64,
+    ) -> Result<(f64, crate::attention::RopeScaling)> {
         let params = self.text("rope_parameters");
         let params = match (params, layer_type) {
             (Some(p), Some(lt)) if p.get(lt).is_some() => p.get(lt),
@@ -168,29 +172,10 @@ impl HfConfig {
             None => self.f64_opt("rope_theta")?.unwrap_or(default_theta),
         };
         let scaling = params.or_else(|| self.text("rope_scaling"));
-        let factor = match scaling {
-            None => 1.0,
-            Some(s) => {
-                let kind = s
-                    .get("rope_type")
-                    .or_else(|| s.get("type"))
-                    .and_then(Value::as_str)
-                    .unwrap_or("default");
-                match kind {
-                    "default" => 1.0,
-                    "linear" => s.get("factor").and_then(Value::as_f64).ok_or_else(|| {
-                        self.err("rope_scaling.factor", "linear scaling without a factor")
-                    })?,
-                    other => {
-                        return Err(self.err(
-                            "rope_scaling",
-                            format!("rope type `{other}` is not supported (default, linear)"),
-                        ))
-                    }
-                }
-            }
-        };
-        Ok((theta, factor))
+        let max_positions = self.usize_opt("max_position_embeddings")?;
+        let scaling = crate::attention::RopeScaling::from_hf(scaling, max_positions)
+            .map_err(|(key, message)| self.err(&key, message))?;
+        Ok((theta, scaling))
     }
 }
 

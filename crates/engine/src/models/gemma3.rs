@@ -5,7 +5,7 @@
 //! up), and the output tied to the embedding.
 
 use super::{heads, Architecture, Config, Forward, Loader, Shape, Steps, Stored, WeightBytes};
-use crate::attention::{rms_norm, Rope};
+use crate::attention::{rms_norm, Rope, RopeScaling};
 use crate::error::{Error, Result};
 use crate::formats::Weight;
 use crate::gguf::GgufFile;
@@ -113,7 +113,13 @@ fn gemma3(
         rms_norm_eps: 1e-6,
         max_position_embeddings: context,
         rope_theta: 1_000_000.0,
-        rope_scale: linear_rope,
+        rope_scaling: if linear_rope == 1.0 {
+            RopeScaling::None
+        } else {
+            RopeScaling::Linear {
+                factor: linear_rope,
+            }
+        },
         rope_local_theta: Some(10_000.0),
         query_pre_attn_scalar: head_dim as f64,
         layer_windows: period_windows(layers, 6, window),
@@ -180,7 +186,7 @@ fn from_gguf(arch: &'static Architecture, g: &GgufFile) -> Result<Config> {
             .unwrap_or(1e-6),
         max_position_embeddings: g.u64_opt(&k("context_length"))?.unwrap_or(32768) as usize,
         rope_theta: g.f64_opt(&k("rope.freq_base"))?.unwrap_or(1_000_000.0),
-        rope_scale: super::gguf_rope_scale(g, a)?,
+        rope_scaling: RopeScaling::from_gguf(g, a)?,
         rope_local_theta: Some(10_000.0),
         query_pre_attn_scalar,
         layer_windows,
@@ -225,13 +231,13 @@ fn from_hf(arch: &'static Architecture, c: &HfConfig) -> Result<Config> {
             window,
         ),
     };
-    let (rope_theta, rope_scale) = c.rope(Some("full_attention"), 1_000_000.0)?;
+    let (rope_theta, rope_scaling) = c.rope(Some("full_attention"), 1_000_000.0)?;
     let per_type = c
         .text("rope_parameters")
         .is_some_and(|p| p.get("sliding_attention").is_some());
     let rope_local_theta = if per_type {
-        let (theta, factor) = c.rope(Some("sliding_attention"), 10_000.0)?;
-        if factor != 1.0 {
+        let (theta, scaling) = c.rope(Some("sliding_attention"), 10_000.0)?;
+        if scaling != RopeScaling::None {
             return Err(c.err(
                 "rope_parameters.sliding_attention",
                 "scaled rope on sliding layers is not supported",
@@ -254,7 +260,7 @@ fn from_hf(arch: &'static Architecture, c: &HfConfig) -> Result<Config> {
         rms_norm_eps: c.f64_opt("rms_norm_eps")?.unwrap_or(1e-6),
         max_position_embeddings: c.usize_opt("max_position_embeddings")?.unwrap_or(131_072),
         rope_theta,
-        rope_scale,
+        rope_scaling,
         rope_local_theta: Some(rope_local_theta),
         query_pre_attn_scalar: c.f64_opt("query_pre_attn_scalar")?.unwrap_or(256.0),
         layer_windows,
@@ -318,11 +324,7 @@ fn to_hf(c: &Config, _dtype: &str) -> serde_json::Value {
         "rms_norm_eps": c.rms_norm_eps,
         "rope_theta": c.rope_theta,
         "rope_local_base_freq": c.rope_local_theta.unwrap_or(c.rope_theta),
-        "rope_scaling": if c.rope_scale != 1.0 {
-            serde_json::json!({"rope_type": "linear", "factor": c.rope_scale})
-        } else {
-            serde_json::Value::Null
-        },
+        "rope_scaling": c.rope_scaling.to_hf(),
         "query_pre_attn_scalar": c.query_pre_attn_scalar,
         "sliding_window": c.layer_windows.iter().flatten().next(),
         "layer_types": layer_types,
@@ -402,18 +404,13 @@ impl Gemma3 {
         Ok(Self {
             // transformers computes √hidden in float32; rounding it differently is measurable.
             embed_scale: (h as f32).sqrt() as f64,
-            rope_local: Rope {
-                base: cfg.rope_local_theta.unwrap_or(cfg.rope_theta),
-                linear_scale: 1.0,
-                dim: hd,
-                neox: true,
-            },
-            rope_global: Rope {
-                base: cfg.rope_theta,
-                linear_scale: cfg.rope_scale,
-                dim: hd,
-                neox: true,
-            },
+            rope_local: ld.rope(
+                cfg.rope_local_theta.unwrap_or(cfg.rope_theta),
+                hd,
+                true,
+                &RopeScaling::None,
+            )?,
+            rope_global: ld.rope(cfg.rope_theta, hd, true, &cfg.rope_scaling)?,
             token_embd,
             blocks,
             output_norm: norm("output_norm.weight", h)?,

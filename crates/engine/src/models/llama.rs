@@ -5,7 +5,7 @@
 //! window on every layer.
 
 use super::{heads, Architecture, Config, Forward, Loader, Shape, Steps, Stored, WeightBytes};
-use crate::attention::{rms_norm, Rope};
+use crate::attention::{rms_norm, Rope, RopeScaling};
 use crate::error::Result;
 use crate::formats::Weight;
 use crate::gguf::GgufFile;
@@ -33,6 +33,21 @@ pub static LLAMA: Architecture = Architecture {
             name: "1.7b",
             model: "HuggingFaceTB/SmolLM2-1.7B",
             config: || smollm2(2048, 24, 32, 32, 8192, 130_000.0),
+        },
+        Shape {
+            name: "3.2-1b",
+            model: "meta-llama/Llama-3.2-1B-Instruct",
+            config: || llama3(2048, 16, 32, 8192, 32.0, true),
+        },
+        Shape {
+            name: "3.2-3b",
+            model: "meta-llama/Llama-3.2-3B-Instruct",
+            config: || llama3(3072, 28, 24, 8192, 32.0, true),
+        },
+        Shape {
+            name: "3.1-8b",
+            model: "meta-llama/Llama-3.1-8B-Instruct",
+            config: || llama3(4096, 32, 32, 14_336, 8.0, false),
         },
     ],
     ..FAMILY
@@ -133,7 +148,7 @@ fn smollm2(
         rms_norm_eps: 1e-5,
         max_position_embeddings: 8192,
         rope_theta: theta,
-        rope_scale: 1.0,
+        rope_scaling: RopeScaling::None,
         rope_local_theta: None,
         query_pre_attn_scalar: (hidden / heads) as f64,
         layer_windows: vec![None; layers],
@@ -142,6 +157,45 @@ fn smollm2(
         qk_norm: false,
         bos_token_id: Some(1),
         eos_token_ids: vec![2],
+    }
+}
+
+/// A Llama 3.1 / 3.2 shape: 8 kv heads, vocabulary 128 256, θ 500 000 and Llama 3
+/// rope scaling from an original context of 8192 to 131 072.
+fn llama3(
+    hidden: usize,
+    layers: usize,
+    heads: usize,
+    ffn: usize,
+    factor: f64,
+    tied: bool,
+) -> Config {
+    Config {
+        arch: &LLAMA,
+        hidden_size: hidden,
+        intermediate_size: ffn,
+        num_hidden_layers: layers,
+        num_attention_heads: heads,
+        num_key_value_heads: 8,
+        head_dim: hidden / heads,
+        vocab_size: 128_256,
+        rms_norm_eps: 1e-5,
+        max_position_embeddings: 131_072,
+        rope_theta: 500_000.0,
+        rope_scaling: RopeScaling::Llama3 {
+            factor,
+            low_freq_factor: 1.0,
+            high_freq_factor: 4.0,
+            original_context: 8192,
+        },
+        rope_local_theta: None,
+        query_pre_attn_scalar: (hidden / heads) as f64,
+        layer_windows: vec![None; layers],
+        tied_embeddings: tied,
+        attention_bias: false,
+        qk_norm: false,
+        bos_token_id: Some(128_000),
+        eos_token_ids: vec![128_001, 128_008, 128_009],
     }
 }
 
@@ -159,7 +213,7 @@ fn qwen3(hidden: usize, layers: usize, heads: usize, kv: usize, ffn: usize, tied
         rms_norm_eps: 1e-6,
         max_position_embeddings: 40_960,
         rope_theta: 1_000_000.0,
-        rope_scale: 1.0,
+        rope_scaling: RopeScaling::None,
         rope_local_theta: None,
         query_pre_attn_scalar: 128.0,
         layer_windows: vec![None; layers],
@@ -192,7 +246,7 @@ fn from_gguf(arch: &'static Architecture, g: &GgufFile) -> Result<Config> {
         rope_theta: g
             .f64_opt(&format!("{a}.rope.freq_base"))?
             .unwrap_or(10_000.0),
-        rope_scale: super::gguf_rope_scale(g, a)?,
+        rope_scaling: RopeScaling::from_gguf(g, a)?,
         rope_local_theta: None,
         query_pre_attn_scalar: head_dim as f64,
         layer_windows: vec![None; layers],
@@ -212,7 +266,7 @@ fn from_hf(arch: &'static Architecture, c: &HfConfig) -> Result<Config> {
     let head_dim = c
         .usize_opt("head_dim")?
         .unwrap_or(hidden_size / heads.max(1));
-    let (rope_theta, rope_scale) = c.rope(None, 10_000.0)?;
+    let (rope_theta, rope_scaling) = c.rope(None, 10_000.0)?;
     let layers = c.usize("num_hidden_layers")?;
     let window = if std::ptr::eq(arch, &MISTRAL) {
         c.usize_opt("sliding_window")?
@@ -237,7 +291,7 @@ fn from_hf(arch: &'static Architecture, c: &HfConfig) -> Result<Config> {
         rms_norm_eps: c.f64_opt("rms_norm_eps")?.unwrap_or(1e-6),
         max_position_embeddings: c.usize_opt("max_position_embeddings")?.unwrap_or(4096),
         rope_theta,
-        rope_scale,
+        rope_scaling,
         rope_local_theta: None,
         query_pre_attn_scalar: head_dim as f64,
         layer_windows: vec![window; layers],
@@ -278,11 +332,7 @@ fn to_hf(c: &Config, _dtype: &str) -> serde_json::Value {
         "vocab_size": c.vocab_size,
         "rms_norm_eps": c.rms_norm_eps,
         "rope_theta": c.rope_theta,
-        "rope_scaling": if c.rope_scale != 1.0 {
-            serde_json::json!({"rope_type": "linear", "factor": c.rope_scale})
-        } else {
-            serde_json::Value::Null
-        },
+        "rope_scaling": c.rope_scaling.to_hf(),
         "max_position_embeddings": c.max_position_embeddings,
         "hidden_act": "silu",
         "attention_bias": c.attention_bias,
@@ -387,12 +437,7 @@ impl Llama {
         };
         let neox = ld.is_hf() || cfg.stored("blk.0.attn_q.weight") == Stored::Same;
         Ok(Self {
-            rope: Rope {
-                base: cfg.rope_theta,
-                linear_scale: cfg.rope_scale,
-                dim: hd,
-                neox,
-            },
+            rope: ld.rope(cfg.rope_theta, hd, neox, &cfg.rope_scaling)?,
             token_embd,
             blocks,
             output_norm: ld.vector("output_norm.weight", h)?,

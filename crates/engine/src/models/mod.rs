@@ -12,7 +12,7 @@
 pub mod gemma3;
 pub mod llama;
 
-use crate::attention::{attend, KvCache, KvType, Rope};
+use crate::attention::{attend, KvCache, KvType, Rope, RopeScaling};
 use crate::error::{Error, Result};
 use crate::formats::Weight;
 use crate::gguf::GgufFile;
@@ -134,6 +134,9 @@ pub fn supported_hf() -> String {
     names.join(", ")
 }
 
+/// The longest context a file may claim (16 Mi positions).
+pub const MAX_CONTEXT: usize = 1 << 24;
+
 /// The largest value a size key may hold, by its last name part in either naming
 /// (`num_hidden_layers`, `gemma3.block_count`): far beyond any real model, small
 /// enough that what is sized by it (per-layer tables, caches) can be allocated. A
@@ -146,7 +149,7 @@ pub fn size_limit(key: &str) -> Option<u64> {
         "hidden_size" | "embedding_length" => 1 << 17,
         "intermediate_size" | "feed_forward_length" => 1 << 20,
         "vocab_size" => 1 << 23,
-        "max_position_embeddings" | "context_length" | "sliding_window" => 1 << 24,
+        "max_position_embeddings" | "context_length" | "sliding_window" => MAX_CONTEXT as u64,
         _ => return None,
     })
 }
@@ -399,6 +402,31 @@ impl Loader<'_> {
     pub fn is_hf(&self) -> bool {
         self.src.is_hf()
     }
+
+    /// The rope of a layer kind, with a [`RopeScaling::Stored`] model's divisors read
+    /// from its [`crate::attention::ROPE_FREQS`] tensor.
+    pub fn rope(&self, base: f64, dim: usize, neox: bool, scaling: &RopeScaling) -> Result<Rope> {
+        use crate::attention::ROPE_FREQS;
+        let stored = match scaling {
+            RopeScaling::Stored => Some(
+                self.src
+                    .vector(ROPE_FREQS, dim / 2, &Device::Cpu)?
+                    .to_vec1::<f32>()
+                    .map_err(|e| self.tensor_err(ROPE_FREQS, e.to_string()))?,
+            ),
+            _ => None,
+        };
+        Rope::new(base, dim, neox, scaling, stored.as_deref())
+            .map_err(|m| self.tensor_err(ROPE_FREQS, m))
+    }
+
+    fn tensor_err(&self, tensor: &str, message: String) -> Error {
+        Error::Tensor {
+            path: self.src.path().to_path_buf(),
+            tensor: tensor.to_string(),
+            message,
+        }
+    }
 }
 
 /// The hyper-parameters of any registered architecture, validated, readable without
@@ -427,8 +455,8 @@ pub struct Config {
     pub max_position_embeddings: usize,
     /// Rope base of global layers.
     pub rope_theta: f64,
-    /// Linear rope scaling of global layers (1 = none).
-    pub rope_scale: f64,
+    /// Rope scaling of global layers.
+    pub rope_scaling: RopeScaling,
     /// Rope base of sliding-window layers, which have no scaling (Gemma 3); `None`:
     /// they use the global rope.
     pub rope_local_theta: Option<f64>,
@@ -596,8 +624,9 @@ impl Config {
             .map(|i| i.to_string())
             .collect();
         let rope = format!(
-            "rope base {}, linear scaling {}",
-            self.rope_theta, self.rope_scale
+            "rope base {}, {}",
+            self.rope_theta,
+            self.rope_scaling.describe()
         );
         match self.layer_windows.iter().flatten().next() {
             None => format!("{n} layers, all global ({rope})"),
@@ -653,13 +682,13 @@ impl Config {
         if self.layer_windows.iter().flatten().any(|&w| w == 0) {
             return bad("a sliding window of 0 tokens".into());
         }
-        let positive = [
+        let mut positive = vec![
             ("rms_norm_eps", self.rms_norm_eps),
             ("rope_theta", self.rope_theta),
-            ("rope scaling factor", self.rope_scale),
             ("local rope theta", self.rope_local_theta.unwrap_or(1.0)),
             ("query_pre_attn_scalar", self.query_pre_attn_scalar),
         ];
+        positive.extend(self.rope_scaling.numbers());
         if let Some((key, v)) = positive.iter().find(|(_, v)| !(v.is_finite() && *v > 0.0)) {
             return bad(format!("{key} is {v}: expected a positive finite number"));
         }
@@ -738,10 +767,7 @@ pub(crate) fn gguf_common(c: &Config) -> Vec<(String, Value)> {
         ),
         (k("rope.freq_base"), Value::F32(c.rope_theta as f32)),
     ];
-    if c.rope_scale != 1.0 {
-        m.push((k("rope.scaling.type"), Value::String("linear".into())));
-        m.push((k("rope.scaling.factor"), Value::F32(c.rope_scale as f32)));
-    }
+    m.extend(c.rope_scaling.to_gguf(arch));
     m
 }
 
@@ -761,19 +787,6 @@ pub(crate) fn gguf_shape(
     let layers = g.u64(&k("block_count"))? as usize;
     let ffn = g.u64(&k("feed_forward_length"))? as usize;
     Ok((hidden, heads, kv, head_dim, layers, ffn))
-}
-
-/// Linear rope scaling from GGUF metadata (1 when absent or another kind).
-pub(crate) fn gguf_rope_scale(g: &GgufFile, arch: &str) -> Result<f64> {
-    match g
-        .string_opt(&format!("{arch}.rope.scaling.type"))?
-        .as_deref()
-    {
-        Some("linear") | None => Ok(g
-            .f64_opt(&format!("{arch}.rope.scaling.factor"))?
-            .unwrap_or(1.0)),
-        Some(_) => Ok(1.0),
-    }
 }
 
 /// BOS and EOS ids a GGUF's tokenizer metadata names.

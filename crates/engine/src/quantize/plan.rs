@@ -3,6 +3,7 @@
 //! [`super::types`]) and how the source stores it.
 
 use super::types::{tensor_type, QuantType, TensorRole};
+use crate::attention::ROPE_FREQS;
 use crate::error::{Error, Result};
 use crate::gguf::GgufFile;
 use crate::hf::names;
@@ -19,6 +20,9 @@ pub(super) struct Job {
     /// How GGUF stores it differently from the source (`Same` for a GGUF source).
     pub stored: Stored,
     pub source_bytes: u64,
+    /// Values the source does not hold but GGUF needs, computed from the
+    /// configuration (llama.cpp's `rope_freqs.weight` for Llama 3 rope scaling).
+    pub computed: Option<Vec<f32>>,
 }
 
 /// What will be written.
@@ -41,6 +45,7 @@ pub(super) fn plan(source: &Source, config: &Config, to: QuantType) -> Result<Pl
         out: GgmlDType::F32,
         stored,
         source_bytes,
+        computed: None,
     };
     let mut metadata: Vec<(String, Value)>;
     match source {
@@ -78,6 +83,15 @@ pub(super) fn plan(source: &Source, config: &Config, to: QuantType) -> Result<Pl
                 let stored = config.stored(&name);
                 raw.push(job(name, shape, bytes, stored));
             }
+            if let Some(f) = config
+                .rope_scaling
+                .gguf_factors(config.rope_theta, config.head_dim)
+            {
+                raw.push(Job {
+                    computed: Some(f.clone()),
+                    ..job(ROPE_FREQS.into(), vec![f.len()], 0, Stored::Same)
+                });
+            }
             metadata = config.gguf_metadata();
             let files = crate::hf::tokenizer_files::read(h.dir(), h.config().json())?;
             match &files.tokenizer {
@@ -93,7 +107,7 @@ pub(super) fn plan(source: &Source, config: &Config, to: QuantType) -> Result<Pl
                             path.display(),
                             dropped.len(),
                             config.vocab_size,
-                            dropped.iter().take(5).cloned().collect::<Vec<_>>().join(", ")
+                            dropped.iter().take(5).map(|t| format!("{t:?}")).collect::<Vec<_>>().join(", ")
                         ));
                     }
                 }
@@ -117,6 +131,8 @@ pub(super) fn plan(source: &Source, config: &Config, to: QuantType) -> Result<Pl
     let n_gqa = heads / kv_heads.max(1);
     let order = |name: &str| -> (usize, usize, String) {
         match name {
+            // llama.cpp's converter writes generated tensors first.
+            ROPE_FREQS => (0, 0, String::new()),
             n if n.starts_with("token_embd") => (0, 0, n.to_string()),
             n if n.starts_with("blk.") => {
                 let l = n[4..]

@@ -134,11 +134,13 @@ fn permute_heads(v: Vec<f32>, heads: usize, rows: usize, cols: usize) -> Vec<f32
 }
 
 /// Where a tensor's rows come from.
-pub(super) enum Rows {
+pub(super) enum Rows<'a> {
     /// Read from the source's file.
     File(Location),
     /// Generated as `unicorn synth` with this seed would have written them.
     Synthetic(u64),
+    /// Computed from the configuration ([`Job::computed`]).
+    Computed(&'a [f32]),
 }
 
 /// Rows `r0..r1` of a synthetic model's tensor as its folder would store them.

@@ -42,9 +42,10 @@ pub(super) fn write(
             [r, c] => (*r, *c),
             s => (1, s.iter().product()),
         };
-        let rows_from = match synthetic {
-            None => Rows::File(locate(source, job, cols)?),
-            Some(seed) => Rows::Synthetic(seed),
+        let rows_from = match (&job.computed, synthetic) {
+            (Some(v), _) => Rows::Computed(v),
+            (None, None) => Rows::File(locate(source, job, cols)?),
+            (None, Some(seed)) => Rows::Synthetic(seed),
         };
         // Whole heads per chunk for permuted tensors; whole rows always.
         let unit = match job.stored {
@@ -63,6 +64,7 @@ pub(super) fn write(
                     synthetic_rows(source, *seed, job, cols, r0, r1)?,
                     source.path(),
                 ),
+                Rows::Computed(v) => (v[r0 * cols..r1 * cols].to_vec(), source.path()),
             };
             let values = to_gguf_rows(file, job, cols, r0, raw)?;
             let (bytes, e2, s2) =

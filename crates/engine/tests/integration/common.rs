@@ -22,6 +22,16 @@ pub fn f32_options() -> unicorn_engine::LoadOptions {
 /// Logit tolerance of the tiny goldens (golden README): 2e-4 absolute.
 pub const LOGIT_TOL: f32 = 2e-4;
 
+/// The logit tolerance of a tiny golden folder: [`LOGIT_TOL`], except for the
+/// scaled-rope models, whose 96-token references are already 1.3e-4 from exact math
+/// (the golden README recommends 5e-4 there).
+pub fn logit_tol(folder: &str) -> f32 {
+    match folder {
+        "llama3_rope" | "qwen2_yarn" => 5e-4,
+        _ => LOGIT_TOL,
+    }
+}
+
 /// Logits of one no-cache forward pass over the golden's 40 input ids.
 pub fn tiny_logits(arch: &str, model: &unicorn_engine::models::Model) -> Vec<f32> {
     let gold = golden(&format!("tiny/{arch}/golden.safetensors"));
@@ -37,7 +47,8 @@ pub fn check_tiny_golden(arch: &str, model: &unicorn_engine::models::Model) {
     let gold = golden(&format!("tiny/{arch}/golden.safetensors"));
     let input = ids(&gold["input_ids"]);
     let max = max_abs_diff(&tiny_logits(arch, model), &floats(&gold["logits"]));
-    assert!(max < LOGIT_TOL, "{arch}: max |Δlogit| {max}");
+    let tol = logit_tol(arch);
+    assert!(max < tol, "{arch}: max |Δlogit| {max}");
     let want_ids = ids(&gold["greedy_ids"]);
     let want_step_logits = floats(&gold["greedy_logits"]);
     let vocab = want_step_logits.len() / want_ids.len();
@@ -47,10 +58,7 @@ pub fn check_tiny_golden(arch: &str, model: &unicorn_engine::models::Model) {
     for step in 0..want_ids.len() {
         let l = floats(&logits);
         let d = max_abs_diff(&l, &want_step_logits[step * vocab..(step + 1) * vocab]);
-        assert!(
-            d < LOGIT_TOL,
-            "{arch}: decode step {step}: max |Δlogit| {d}"
-        );
+        assert!(d < tol, "{arch}: decode step {step}: max |Δlogit| {d}");
         let next = unicorn_engine::sampler::argmax(&l);
         got_ids.push(next);
         logits = model.forward(&[next], &mut cache, 0).unwrap();

@@ -244,8 +244,30 @@ fn converted_tiny_ggufs_match_transformers_again() {
 }
 
 fn tiny_llama_gguf(tag: &str) -> PathBuf {
-    let w = hf("llama");
-    let mut tensors = vec![
+    tiny_llama_family_gguf(tag, "llama", "llama", 1e5, 1e-5, vec![], vec![])
+}
+
+/// A tiny model of the llama family as llama.cpp's converter writes it: `llama`
+/// q/k rows permuted, Qwen's kept, plus `meta` and `tensors` it adds.
+fn tiny_llama_family_gguf(
+    tag: &str,
+    folder: &str,
+    arch: &'static str,
+    theta: f32,
+    eps: f32,
+    meta: Vec<(&'static str, Value)>,
+    tensors: Vec<(String, Tensor)>,
+) -> PathBuf {
+    let w = hf(folder);
+    let qk = |t: &Tensor, heads: usize| {
+        if arch == "llama" {
+            permute(t, heads)
+        } else {
+            t.clone()
+        }
+    };
+    let mut tensors = tensors;
+    tensors.extend([
         (
             "token_embd.weight".to_string(),
             w["model.embed_tokens.weight"].clone(),
@@ -254,18 +276,18 @@ fn tiny_llama_gguf(tag: &str) -> PathBuf {
             "output_norm.weight".to_string(),
             w["model.norm.weight"].clone(),
         ),
-    ];
+    ]);
     for i in 0..4 {
         let p = format!("model.layers.{i}");
         let get = |n: &str| w[&format!("{p}.{n}.weight")].clone();
         tensors.extend([
             (
                 format!("blk.{i}.attn_q.weight"),
-                permute(&get("self_attn.q_proj"), 4),
+                qk(&get("self_attn.q_proj"), 4),
             ),
             (
                 format!("blk.{i}.attn_k.weight"),
-                permute(&get("self_attn.k_proj"), 2),
+                qk(&get("self_attn.k_proj"), 2),
             ),
             (format!("blk.{i}.attn_v.weight"), get("self_attn.v_proj")),
             (
@@ -281,20 +303,115 @@ fn tiny_llama_gguf(tag: &str) -> PathBuf {
             (format!("blk.{i}.ffn_up.weight"), get("mlp.up_proj")),
             (format!("blk.{i}.ffn_down.weight"), get("mlp.down_proj")),
         ]);
+        for x in ["q", "k", "v"] {
+            if let Some(b) = w.get(&format!("{p}.self_attn.{x}_proj.bias")) {
+                tensors.push((format!("blk.{i}.attn_{x}.bias"), b.clone()));
+            }
+        }
     }
-    let meta = vec![
-        ("general.architecture", Value::String("llama".into())),
-        ("llama.context_length", Value::U32(2048)),
-        ("llama.embedding_length", Value::U32(64)),
-        ("llama.block_count", Value::U32(4)),
-        ("llama.feed_forward_length", Value::U32(128)),
-        ("llama.attention.head_count", Value::U32(4)),
-        ("llama.attention.head_count_kv", Value::U32(2)),
-        ("llama.attention.layer_norm_rms_epsilon", Value::F32(1e-5)),
-        ("llama.rope.freq_base", Value::F32(1e5)),
-        ("llama.rope.dimension_count", Value::U32(16)),
+    let k = |s: &str| -> &'static str { Box::leak(format!("{arch}.{s}").into_boxed_str()) };
+    let mut all = vec![
+        ("general.architecture", Value::String(arch.into())),
+        (k("context_length"), Value::U32(2048)),
+        (k("embedding_length"), Value::U32(64)),
+        (k("block_count"), Value::U32(4)),
+        (k("feed_forward_length"), Value::U32(128)),
+        (k("attention.head_count"), Value::U32(4)),
+        (k("attention.head_count_kv"), Value::U32(2)),
+        (k("attention.layer_norm_rms_epsilon"), Value::F32(eps)),
+        (k("rope.freq_base"), Value::F32(theta)),
+        (k("rope.dimension_count"), Value::U32(16)),
     ];
-    write_gguf(tag, meta, tensors)
+    all.extend(meta);
+    write_gguf(tag, all, tensors)
+}
+
+/// Scaled rope as llama.cpp's converter writes it, read back to transformers'
+/// logits: Llama 3's per-pair factors as the `rope_freqs.weight` tensor (computed
+/// here with the converter's own float32 formula, not the engine's), and YaRN as
+/// `qwen2.rope.scaling.{type,factor,original_context_length}` metadata.
+#[test]
+fn scaled_rope_written_like_llama_cpp_matches_transformers() {
+    let (base, dim) = (1000f32, 16usize);
+    let factors: Vec<f32> = (0..dim / 2)
+        .map(|i| {
+            let freq = 1.0 / base.powf((2 * i) as f32 / dim as f32);
+            let wavelen = 2.0 * std::f64::consts::PI / freq as f64;
+            let (factor, low, high, old) = (8.0, 1.0, 4.0, 32.0);
+            if wavelen < old / high {
+                1.0
+            } else if wavelen > old / low {
+                factor as f32
+            } else {
+                let smooth = (old / wavelen - low) / (high - low);
+                (1.0 / ((1.0 - smooth) / factor + smooth)) as f32
+            }
+        })
+        .collect();
+    let freqs = Tensor::new(factors.as_slice(), &Device::Cpu).unwrap();
+    let llama3 = tiny_llama_family_gguf(
+        "llama3-rope",
+        "llama3_rope",
+        "llama",
+        1000.0,
+        1e-5,
+        vec![],
+        vec![("rope_freqs.weight".into(), freqs)],
+    );
+    check("llama3_rope", &llama3);
+    let yarn = tiny_llama_family_gguf(
+        "qwen2-yarn",
+        "qwen2_yarn",
+        "qwen2",
+        1000.0,
+        1e-6,
+        vec![
+            ("qwen2.rope.scaling.type", Value::String("yarn".into())),
+            ("qwen2.rope.scaling.factor", Value::F32(4.0)),
+            ("qwen2.rope.scaling.original_context_length", Value::U32(32)),
+        ],
+        vec![],
+    );
+    check("qwen2_yarn", &yarn);
+
+    // Divisors that are not positive, or of the wrong count, are named errors.
+    for (tag, bad) in [("zero", vec![0f32; 8]), ("short", vec![1f32; 3])] {
+        let freqs = Tensor::new(bad.as_slice(), &Device::Cpu).unwrap();
+        let path = tiny_llama_family_gguf(
+            tag,
+            "llama3_rope",
+            "llama",
+            1000.0,
+            1e-5,
+            vec![],
+            vec![("rope_freqs.weight".into(), freqs)],
+        );
+        let e = Model::load(&Source::Gguf(GgufFile::open(&path).unwrap()), &Device::Cpu)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("rope_freqs.weight"), "{tag}: {e}");
+        std::fs::remove_file(&path).ok();
+    }
+    // An unknown scaling type is refused by name, not run as plain rope.
+    let path = tiny_llama_family_gguf(
+        "longrope",
+        "qwen2_yarn",
+        "qwen2",
+        1000.0,
+        1e-6,
+        vec![("qwen2.rope.scaling.type", Value::String("longrope".into()))],
+        vec![],
+    );
+    let e = Model::load(&Source::Gguf(GgufFile::open(&path).unwrap()), &Device::Cpu)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("qwen2.rope.scaling.type") && e.contains("longrope"),
+        "{e}"
+    );
+    std::fs::remove_file(&path).ok();
 }
 
 #[test]

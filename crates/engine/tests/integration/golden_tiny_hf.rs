@@ -11,12 +11,14 @@ use unicorn_engine::models::Model;
 use unicorn_engine::source::Source;
 use unicorn_engine::LoadedModel;
 
-const ARCHS: [&str; 5] = [
+const ARCHS: [&str; 7] = [
     "llama",
     "gemma3_text",
     "gemma3_multimodal_layout",
     "qwen2",
     "qwen3",
+    "llama3_rope",
+    "qwen2_yarn",
 ];
 
 fn tiny(arch: &str) -> PathBuf {

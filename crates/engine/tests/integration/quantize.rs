@@ -41,9 +41,15 @@ fn tiny_hf_folders_quantize_to_gguf_that_runs_like_transformers() {
         "gemma3_multimodal_layout",
         "qwen2",
         "qwen3",
+        "llama3_rope",
+        "qwen2_yarn",
     ] {
         let src = golden_dir().join("tiny").join(arch);
-        for (to, tol) in [(QuantType::F16, 0.2), (QuantType::Q8_0, 3.0)] {
+        // The scaled-rope models run 96 tokens, not 40, and amplify more (measured
+        // F16 ≤ 0.16, Q8_0 ≤ 3.5).
+        let long = arch.ends_with("rope") || arch.ends_with("yarn");
+        let q8_tol = if long { 5.0 } else { 3.0 };
+        for (to, tol) in [(QuantType::F16, 0.2), (QuantType::Q8_0, q8_tol)] {
             let (out, r) = q(&src, to, &format!("tiny-{arch}-{}.gguf", to.name()));
             assert!(
                 r.warnings.iter().any(|w| w.contains("tokenizer")),

@@ -74,7 +74,10 @@ fn gemma3_sizes_have_the_published_shapes() {
     assert_eq!(cfg.shape(), (2560, 8, 4, 256, 10_240));
     assert_eq!(cfg.vocab_size(), 262_208);
     assert_eq!(cfg.layer_windows.iter().flatten().next(), Some(&1024));
-    assert_eq!(cfg.rope_scale, 8.0);
+    assert_eq!(
+        cfg.rope_scaling,
+        unicorn_engine::attention::RopeScaling::Linear { factor: 8.0 }
+    );
     let windows = cfg.layer_windows();
     assert_eq!(windows.iter().filter(|w| w.is_none()).count(), 34 / 6);
 
@@ -93,7 +96,10 @@ fn gemma3_sizes_have_the_published_shapes() {
         );
     }
     let e = synth::config("gemma3", "3b").unwrap_err().to_string();
-    assert!(e.contains("known: llama: 135m, 360m, 1.7b; qwen3:"), "{e}");
+    assert!(
+        e.contains("known: llama: 135m, 360m, 1.7b, 3.2-1b, 3.2-3b, 3.1-8b; qwen3:"),
+        "{e}"
+    );
     assert!(e.contains("gemma3: 270m, 1b, 4b, 12b, 27b"), "{e}");
 }
 

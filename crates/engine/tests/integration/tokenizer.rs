@@ -85,3 +85,36 @@ fn streaming_detokenization_never_emits_broken_utf8() {
         }
     }
 }
+
+/// A tokenizer larger than the embedding (Gemma's 262 145 tokens on a Llama 3 shape's
+/// 128 256 rows, as `unicorn synth` pairs them) is trimmed to the rows: the pieces
+/// past them are dropped and named, and no merge rank or special id points past the
+/// vocabulary (this used to index out of bounds).
+#[test]
+fn a_vocabulary_trimmed_to_fewer_rows_keeps_every_id_inside() {
+    use candle_core::quantized::gguf_file::Value;
+    let t = Tokenizer::from_file(
+        &model("gemma3-tokenizer.json"),
+        Some("<bos>"),
+        Some("<eos>"),
+        Some(true),
+    )
+    .unwrap();
+    let rows = 128_256;
+    let (meta, dropped) = t.gguf_metadata(rows).unwrap();
+    assert_eq!(dropped.len(), 262_145 - rows);
+    let get = |k: &str| meta.iter().find(|(n, _)| n == k).map(|(_, v)| v);
+    let Some(Value::Array(tokens)) = get("tokenizer.ggml.tokens") else {
+        panic!("no tokens")
+    };
+    assert_eq!(tokens.len(), rows);
+    for k in [
+        "tokenizer.ggml.bos_token_id",
+        "tokenizer.ggml.eos_token_id",
+        "tokenizer.ggml.unknown_token_id",
+    ] {
+        if let Some(Value::U32(id)) = get(k) {
+            assert!((*id as usize) < rows, "{k} {id}");
+        }
+    }
+}
