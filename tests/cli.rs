@@ -187,6 +187,64 @@ fn generate_from_prompt_ids_follows_the_gemma_reference() {
     );
 }
 
+/// `--draft`: the same reference ids with the model drafting for itself (every
+/// proposal accepted, as the verify pass computes each position as decode does),
+/// and the `done` event says how many were proposed and kept.
+/// A draft of another vocabulary is refused in one line.
+#[test]
+fn generate_with_a_draft_keeps_the_reference_ids_and_reports_acceptance() {
+    let out = run(
+        &[
+            "generate",
+            &path(GEMMA),
+            "--prompt-ids",
+            "2 818 5279 529 7001 563",
+            "--ignore-eos",
+            "--max-tokens",
+            "11",
+            "--temperature",
+            "0",
+            "--draft",
+            &path(GEMMA),
+            "--draft-tokens",
+            "4",
+            // A model drafting for itself never pays; make it propose anyway.
+            "--draft-min",
+            "4",
+            "--json",
+        ],
+        None,
+    );
+    assert_ok(&out);
+    let done = json_lines(&out).pop().unwrap();
+    assert_eq!(
+        done_ids(&out),
+        vec![506, 5279, 529, 506, 2891, 529, 7001, 236761, 1030, 563, 506]
+    );
+    let (drafted, accepted) = (
+        done["drafted"].as_u64().unwrap(),
+        done["accepted"].as_u64().unwrap(),
+    );
+    assert!(drafted >= 4 && accepted == drafted, "{done}");
+    assert_eq!(done["acceptance_rate"], 1.0);
+    assert_eq!(done["draft"]["max_draft_tokens"], 4);
+
+    let out = run(
+        &[
+            "generate",
+            &path(GEMMA),
+            "--prompt",
+            "Hi",
+            "--draft",
+            &path(SMOLLM),
+        ],
+        None,
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot draft for"), "{err}");
+}
+
 #[test]
 fn generate_text_prompt_adds_bos_for_gemma() {
     let out = run(

@@ -103,6 +103,60 @@ impl ModelArgs {
     }
 }
 
+/// A draft model for speculative decoding.
+#[derive(Args)]
+pub struct DraftArgs {
+    /// A smaller model with the same vocabulary that proposes tokens for MODEL to
+    /// check in one batched pass (speculative decoding): the output is MODEL's,
+    /// faster when the draft guesses well. A quantized copy of MODEL drafts well.
+    #[arg(long)]
+    pub draft: Option<String>,
+    /// The most tokens the draft proposes at once; fewer when its guesses are often
+    /// rejected or it is slow next to MODEL (measured as it runs).
+    #[arg(long, default_value_t = 8, requires = "draft")]
+    pub draft_tokens: usize,
+    /// Propose at least this many tokens each step, even where the measurements say
+    /// it does not pay (default 0: the draft may rest).
+    #[arg(long, default_value_t = 0, requires = "draft")]
+    pub draft_min: usize,
+}
+
+impl DraftArgs {
+    /// Loads the draft (on the target's device and KV cache type), if one is named.
+    pub fn load(&self, target: &ModelArgs) -> Result<Option<LoadedModel>> {
+        let Some(d) = &self.draft else {
+            return Ok(None);
+        };
+        let mut opts = target.load.options();
+        opts.tokenizer_json = None;
+        let path = model_path(d)?;
+        let mut shown = Reporter::bytes(target.load.run.json, "loading draft").quiet();
+        let model = LoadedModel::load_with_progress(&path, &opts, &mut |p| shown.show(p))
+            .with_context(|| format!("loading the draft {d}"));
+        drop(shown);
+        Ok(Some(model?))
+    }
+
+    /// The engine's draft for `target`, checked to share its vocabulary.
+    pub fn for_target<'m>(
+        &self,
+        target: &LoadedModel,
+        draft: Option<&'m LoadedModel>,
+    ) -> Result<Option<unicorn_engine::speculative::Draft<'m>>> {
+        draft
+            .map(|d| {
+                unicorn_engine::speculative::Draft::with_min(
+                    target,
+                    d,
+                    self.draft_tokens,
+                    self.draft_min,
+                )
+            })
+            .transpose()
+            .map_err(Into::into)
+    }
+}
+
 /// A MODEL argument: a path, or a repository id resolved through the HF cache.
 pub fn model_path(s: &str) -> Result<PathBuf> {
     Ok(unicorn_hub::resolve_model(s)?)

@@ -2,7 +2,7 @@
 //! KV cache (later turns compute only their new tokens), within `--ctx` tokens, with
 //! the engine's overflow policy for a conversation that outgrows them.
 
-use crate::args::{ModelArgs, SamplingArgs};
+use crate::args::{DraftArgs, ModelArgs, SamplingArgs};
 use crate::output::{print_done, stream_reply};
 use anyhow::Result;
 use clap::Args;
@@ -30,10 +30,13 @@ pub struct ChatArgs {
     overflow: Overflow,
     #[command(flatten)]
     sampling: SamplingArgs,
+    #[command(flatten)]
+    draft: DraftArgs,
 }
 
 pub fn run(a: ChatArgs) -> Result<()> {
     let model = a.model.load()?;
+    let draft = a.draft.load(&a.model)?;
     let json = a.model.load.run.json;
     let params = a.sampling.params(false, &model)?;
     if !model.has_chat_template() {
@@ -43,6 +46,7 @@ pub fn run(a: ChatArgs) -> Result<()> {
         );
     }
     let mut session = model.chat_session();
+    session.set_draft(a.draft.for_target(&model, draft.as_ref())?);
     let ctx = a.ctx.unwrap_or(model.config().context_length());
     session.set_context(ctx, a.overflow)?;
     let first_turn = |system: &Option<String>, text: String| {

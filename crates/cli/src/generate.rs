@@ -1,6 +1,6 @@
 //! `unicorn generate`: raw completion of a prompt or of token ids, no template.
 
-use crate::args::{ModelArgs, SamplingArgs};
+use crate::args::{DraftArgs, ModelArgs, SamplingArgs};
 use crate::output::{print_done, stream_reply};
 use anyhow::{bail, Context, Result};
 use clap::Args;
@@ -29,10 +29,13 @@ pub struct GenerateArgs {
     logits_out: Option<PathBuf>,
     #[command(flatten)]
     sampling: SamplingArgs,
+    #[command(flatten)]
+    draft: DraftArgs,
 }
 
 pub fn run(a: GenerateArgs) -> Result<()> {
     let model = a.model.load()?;
+    let draft = a.draft.load(&a.model)?;
     let ids: Vec<u32> = match (&a.prompt, &a.prompt_ids) {
         (_, Some(s)) => s
             .split(|c: char| c.is_whitespace() || c == ',')
@@ -61,7 +64,9 @@ pub fn run(a: GenerateArgs) -> Result<()> {
     }
     let params = a.sampling.params(a.ignore_eos, &model)?;
     let json = a.model.load.run.json;
-    let reply = stream_reply(json, |sink| model.generate(&ids, &params, sink))?;
+    let mut session = model.chat_session();
+    session.set_draft(a.draft.for_target(&model, draft.as_ref())?);
+    let reply = stream_reply(json, |sink| session.complete(&ids, &params, sink))?;
     print_done(json, &reply);
     Ok(())
 }

@@ -182,6 +182,10 @@ pub fn print_done(json: bool, reply: &unicorn_engine::Reply) {
                 "device": s.device,
                 "vram_bytes": s.vram_bytes,
                 "context": reply.context,
+                "drafted": s.draft.as_ref().map(|d| d.drafted),
+                "accepted": s.draft.as_ref().map(|d| d.accepted),
+                "acceptance_rate": s.draft.as_ref().map(|d| d.acceptance_rate),
+                "draft": s.draft,
             }),
         );
     } else {
@@ -199,6 +203,17 @@ pub fn print_done(json: bool, reply: &unicorn_engine::Reply) {
             human_bytes(s.kv_cache_bytes as f64),
             human_bytes(s.rss_bytes as f64),
         );
+        if let Some(d) = &s.draft {
+            eprintln!(
+                "[draft {}: {} proposed, {} accepted ({:.0} %) in {} passes · est. speedup {:.2}x]",
+                d.draft_model,
+                d.drafted,
+                d.accepted,
+                100.0 * d.acceptance_rate,
+                d.verify_passes,
+                d.est_speedup
+            );
+        }
         if let Some(c) = &reply.context {
             let dropped = match c.dropped_tokens {
                 0 => String::new(),

@@ -646,6 +646,7 @@ fn finish(model: &LoadedModel, mut seq: Seq, cache: &KvCache) {
         peak_rss_bytes: peak_rss_bytes(),
         vram_bytes: crate::device::vram_used(model.placement()),
         device: model.placement().label.clone(),
+        draft: None,
     };
     let stop_string = seq.text.stop_string().map(str::to_string);
     let text = std::mem::replace(&mut seq.text, TextOut::new(None, &[])).into_text();

@@ -78,6 +78,7 @@ pub fn set_threads(n: Option<usize>) {
 }
 pub mod sampler;
 pub mod session;
+pub mod speculative;
 pub mod stats;
 pub mod template;
 

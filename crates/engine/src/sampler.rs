@@ -136,7 +136,66 @@ impl Sampler {
     /// Runs in one pass over the vocabulary plus work on a short candidate list, so
     /// that sampling stays cheap next to a decode step even with Gemma's 262k vocabulary.
     pub fn sample(&mut self, logits: &[f32], history: &[u32]) -> u32 {
-        let p = &self.params;
+        match self.params.choices(logits, history) {
+            Choices::One(t) => t,
+            Choices::Weighted(cand, weights) => match WeightedIndex::new(&weights) {
+                Ok(d) => cand[d.sample(&mut self.rng)].0,
+                Err(_) => cand[0].0,
+            },
+        }
+    }
+
+    /// The distribution [`Sampler::sample`] draws from, as (token, probability) pairs
+    /// with probability > 0: one token with probability 1 when greedy. Speculative
+    /// decoding compares the target's and the draft's.
+    pub fn distribution(&self, logits: &[f32], history: &[u32]) -> Vec<(u32, f64)> {
+        match self.params.choices(logits, history) {
+            Choices::One(t) => vec![(t, 1.0)],
+            Choices::Weighted(cand, weights) => {
+                let z: f64 = weights.iter().sum();
+                if !(z.is_finite() && z > 0.0) {
+                    return vec![(cand[0].0, 1.0)];
+                }
+                cand.iter()
+                    .zip(&weights)
+                    .filter(|(_, &w)| w > 0.0)
+                    .map(|(c, &w)| (c.0, w / z))
+                    .collect()
+            }
+        }
+    }
+
+    /// Draws a token from a distribution of (token, weight) pairs (weights need not
+    /// sum to 1); `None` when they are all zero.
+    pub fn pick(&mut self, dist: &[(u32, f64)]) -> Option<u32> {
+        let weights: Vec<f64> = dist.iter().map(|d| d.1).collect();
+        WeightedIndex::new(&weights)
+            .ok()
+            .map(|d| dist[d.sample(&mut self.rng)].0)
+    }
+
+    /// A uniform draw in [0, 1).
+    pub fn uniform(&mut self) -> f64 {
+        use rand::Rng;
+        self.rng.random::<f64>()
+    }
+
+    /// Whether it always picks the most likely token.
+    pub fn is_greedy(&self) -> bool {
+        self.params.temperature <= 0.0
+    }
+}
+
+/// What the sampling chain leaves: one certain token, or candidates with weights.
+enum Choices {
+    One(u32),
+    Weighted(Vec<(u32, f32)>, Vec<f64>),
+}
+
+impl SamplingParams {
+    /// The sampling chain up to the final draw.
+    fn choices(&self, logits: &[f32], history: &[u32]) -> Choices {
+        let p = self;
         let logits: std::borrow::Cow<[f32]> = if p.repeat_penalty != 1.0 {
             let mut v = logits.to_vec();
             let from = history.len().saturating_sub(p.repeat_last_n);
@@ -157,11 +216,11 @@ impl Sampler {
             logits.into()
         };
         if p.temperature <= 0.0 {
-            return argmax(&logits);
+            return Choices::One(argmax(&logits));
         }
         let mut cand = candidates(&logits, p.top_k);
         if cand.is_empty() {
-            return argmax(&logits);
+            return Choices::One(argmax(&logits));
         }
         // Probabilities at temperature 1 decide min-p and top-p, as in llama.cpp.
         let max = cand.iter().map(|c| c.1).fold(f32::NEG_INFINITY, f32::max);
@@ -197,10 +256,7 @@ impl Sampler {
             .iter()
             .map(|c| (((c.1 - max) / p.temperature) as f64).exp())
             .collect();
-        match WeightedIndex::new(&weights) {
-            Ok(d) => cand[d.sample(&mut self.rng)].0,
-            Err(_) => cand[0].0,
-        }
+        Choices::Weighted(cand, weights)
     }
 }
 

@@ -8,6 +8,7 @@ use crate::hf::tokenizer_files;
 use crate::models::{Config, Model};
 use crate::sampler::{Sampler, SamplingParams};
 use crate::source::Source;
+use crate::speculative::Draft;
 use crate::stats::{peak_rss_bytes, rss_bytes, Stats};
 use crate::template::{ChatTemplate, Message};
 use crate::tokenizer::{TokenStream, Tokenizer};
@@ -371,6 +372,7 @@ impl LoadedModel {
             overflow: Overflow::default(),
             dropped: 0,
             cut: 0,
+            draft: None,
         }
     }
 
@@ -452,6 +454,8 @@ pub struct ChatSession<'m> {
     /// head (0: nothing cut). Kept across turns so the prompt keeps its prefix and the
     /// cache its work.
     cut: usize,
+    /// A model proposing tokens for this one to check ([`crate::speculative`]).
+    draft: Option<Draft<'m>>,
 }
 
 impl<'m> ChatSession<'m> {
@@ -543,6 +547,12 @@ impl<'m> ChatSession<'m> {
         self.ctx = ctx;
         self.overflow = overflow;
         Ok(())
+    }
+
+    /// Lets `draft` propose tokens for this conversation's replies (speculative
+    /// decoding: the output stays this model's), or stops that with `None`.
+    pub fn set_draft(&mut self, draft: Option<Draft<'m>>) {
+        self.draft = draft;
     }
 
     /// The context length in force.
@@ -792,11 +802,19 @@ impl<'m> ChatSession<'m> {
         let mut text = TextOut::new(m.tokenizer.as_ref(), &params.stop_strings);
         let mut history: Vec<u32> = prompt_ids.to_vec();
         let mut generated: Vec<u32> = Vec::new();
+        if let Some(d) = &mut self.draft {
+            d.begin(&params.sampling);
+        }
+        // Tokens a speculative step settled: all but the last are in the cache.
+        let mut settled = std::collections::VecDeque::new();
         let stop_reason = loop {
             if generated.len() >= params.max_tokens {
                 break StopReason::MaxTokens;
             }
-            let next = sampler.sample(&logits, &history);
+            let next = match settled.pop_front() {
+                Some(t) => t,
+                None => sampler.sample(&logits, &history),
+            };
             clock.token();
             generated.push(next);
             history.push(next);
@@ -823,6 +841,9 @@ impl<'m> ChatSession<'m> {
             if params.stop_on_loop && ends_in_loop(&generated) {
                 break StopReason::Loop;
             }
+            if !settled.is_empty() {
+                continue;
+            }
             if self.cache.len() + 1 >= ctx {
                 let refit = match (messages, self.overflow) {
                     (Some(msgs), Overflow::DropOldest | Overflow::Rolling) => {
@@ -839,6 +860,20 @@ impl<'m> ChatSession<'m> {
                 let (l, n) = self.prefill(&ids)?;
                 logits = l;
                 computed += n;
+                continue;
+            }
+            if let Some(d) = &mut self.draft {
+                // Room for proposals: the context, and the tokens still wanted.
+                let room = (ctx - 2 - self.cache.len())
+                    .min(params.max_tokens.saturating_sub(generated.len() + 1));
+                settled.extend(d.step(
+                    &m.model,
+                    &mut self.cache,
+                    &mut self.cached,
+                    &history,
+                    &mut sampler,
+                    room,
+                )?);
                 continue;
             }
             logits = last_logits(m.model.forward(&[next], &mut self.cache, 0)?)?;
@@ -864,6 +899,7 @@ impl<'m> ChatSession<'m> {
             peak_rss_bytes: peak_rss_bytes(),
             vram_bytes: crate::device::vram_used(&m.placement),
             device: m.placement.label.clone(),
+            draft: self.draft.as_ref().map(|d| Box::new(d.stats())),
         };
         Ok(Reply {
             text: text.into_text(),

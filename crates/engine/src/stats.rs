@@ -38,6 +38,9 @@ pub struct Stats {
     #[serde(default)]
     #[cfg_attr(feature = "ts", ts(type = "number | null"))]
     pub vram_bytes: Option<u64>,
+    /// Speculative decoding's figures, when a draft model proposed tokens.
+    #[serde(default)]
+    pub draft: Option<Box<crate::speculative::DraftStats>>,
 }
 
 /// Resident set size of this process in bytes (0 if the OS does not say).

@@ -54,6 +54,7 @@ impl Weight {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         match self {
             Self::Dense(w) if w.dtype() != DType::F32 && w.device().is_cpu() => half_forward(w, x),
+            Self::Dense(w) if w.device().is_cpu() && small_f32(w, x) => f32_small_forward(w, x),
             // On a GPU, BF16 weights multiply in BF16 with F32 accumulation (cuBLAS),
             // as transformers does, rather than widening the matrix on every call.
             Self::Dense(w) if w.dtype() == DType::BF16 => x
@@ -193,6 +194,37 @@ fn half_forward(w: &Tensor, x: &Tensor) -> Result<Tensor> {
         DType::F16 => matmul(&xs, m, k, HalfRows::F16(&cpu.as_slice()?[o..o + n * k]), n),
         t => candle_core::bail!("half matmul on {t:?}"),
     };
+    drop(storage);
+    let mut dims = x.dims().to_vec();
+    if let Some(last) = dims.last_mut() {
+        *last = n;
+    }
+    Tensor::from_vec(y, dims, x.device())
+}
+
+/// Whether `x · Wᵀ` for an F32 `w` goes to [`half::matmul_f32_small`]: few rows
+/// (decode, a verify pass), on the CPU.
+fn small_f32(w: &Tensor, x: &Tensor) -> bool {
+    let k = w.dim(D::Minus1).unwrap_or(0);
+    w.dtype() == DType::F32
+        && w.rank() == 2
+        && k > 0
+        && x.dim(D::Minus1).ok() == Some(k)
+        && (2..=half::SMALL_M).contains(&(x.elem_count() / k))
+}
+
+/// `x · Wᵀ` for an F32 matrix and a few activation rows ([`half::matmul_f32_small`]).
+fn f32_small_forward(w: &Tensor, x: &Tensor) -> Result<Tensor> {
+    let (n, k) = w.dims2()?;
+    let m = x.elem_count() / k;
+    let xs = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+    let w = w.contiguous()?;
+    let (storage, layout) = w.storage_and_layout();
+    let candle_core::Storage::Cpu(cpu) = &*storage else {
+        candle_core::bail!("f32 matmul runs on the CPU only");
+    };
+    let o = layout.start_offset();
+    let y = half::matmul_f32_small(&xs, m, k, &cpu.as_slice::<f32>()?[o..o + n * k], n);
     drop(storage);
     let mut dims = x.dims().to_vec();
     if let Some(last) = dims.last_mut() {
