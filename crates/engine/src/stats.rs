@@ -38,6 +38,9 @@ pub struct Stats {
     #[serde(default)]
     #[cfg_attr(feature = "ts", ts(type = "number | null"))]
     pub vram_bytes: Option<u64>,
+    /// Prompt tokens that were images' features (part of `prompt_tokens`).
+    #[serde(default)]
+    pub image_tokens: usize,
 }
 
 /// Resident set size of this process in bytes (0 if the OS does not say).

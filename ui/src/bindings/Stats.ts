@@ -54,4 +54,8 @@ device: string,
  * GPU memory in use on the model's device after the reply (NVML; none on the
  * CPU). Stored replies from before GPUs have none.
  */
-vram_bytes: number | null, };
+vram_bytes: number | null, 
+/**
+ * Prompt tokens that were images' features (part of `prompt_tokens`).
+ */
+image_tokens: number, };
