@@ -271,11 +271,13 @@ impl LoadedModel {
         let mut model = Model::load_with_progress(&src, &device, progress)?;
         let vision = match (&src, &opts.mmproj) {
             _ if opts.text_only => None,
-            (Source::Hf(_), Some(m)) => return Err(Error::Invalid(format!(
+            (Source::Hf(_), Some(m)) => {
+                return Err(Error::Invalid(format!(
                 "{}: an mmproj goes with a GGUF model; the folder {} holds its own vision tower",
                 m.display(),
                 path.display()
-            ))),
+            )))
+            }
             (Source::Hf(h), None) => Vision::from_folder(h, &config, &device)?,
             (Source::Gguf(_), named) => {
                 let found = match named {
@@ -369,8 +371,8 @@ impl LoadedModel {
         params: &GenerationParams,
         sink: &mut dyn FnMut(&TokenEvent) -> bool,
     ) -> Result<Reply> {
-        let prompt = self.placed(prompt_ids.to_vec(), images)?;
-        self.chat_session().run(&prompt, params, sink, None)
+        self.chat_session()
+            .complete_with_images(prompt_ids, images, params, sink)
     }
 
     /// `ids` with `images` placed at its runs of image tokens (one each, in order).
@@ -975,6 +977,20 @@ impl<'m> ChatSession<'m> {
             ids: prompt_ids.to_vec(),
             images: Vec::new(),
         };
+        self.run(&prompt, params, sink, None)
+    }
+
+    /// [`ChatSession::complete`] with images placed at the runs of image tokens
+    /// ([`LoadedModel::generate_with_images`]); the cache is reused up to the first
+    /// image that differs from what it holds.
+    pub fn complete_with_images(
+        &mut self,
+        prompt_ids: &[u32],
+        images: &[Image],
+        params: &GenerationParams,
+        sink: &mut dyn FnMut(&TokenEvent) -> bool,
+    ) -> Result<Reply> {
+        let prompt = self.model.placed(prompt_ids.to_vec(), images)?;
         self.run(&prompt, params, sink, None)
     }
 

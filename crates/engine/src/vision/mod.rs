@@ -351,20 +351,31 @@ impl Vision {
     /// `text` (a rendered chat) with each [`MARKER`] replaced by the text of one
     /// image's tokens, as transformers' processor expands `<start_of_image>`.
     pub fn expand_markers(&self, text: &str, tok: &Tokenizer) -> Result<String> {
-        let name = |id: u32| {
-            tok.hf().id_to_token(id).ok_or_else(|| {
-                Error::Invalid(format!("the vocabulary has no token {id} for images"))
-            })
-        };
-        let image = name(self.tokens.image)?;
-        let seq = format!(
-            "\n\n{}{}{}\n\n",
-            name(self.tokens.begin)?,
-            image.repeat(self.tokens_per_image()),
-            name(self.tokens.end)?
-        );
-        Ok(text.replace(MARKER, &seq))
+        expand_markers(text, self.tokens, self.tokens_per_image(), tok)
     }
+}
+
+/// `text` with each [`MARKER`] replaced by the text of one image's `per_image`
+/// tokens, as transformers' `Gemma3Processor` expands `<start_of_image>`:
+/// `\n\n<begin>` + `<image>` × `per_image` + `<end>\n\n`.
+pub fn expand_markers(
+    text: &str,
+    tokens: ImageTokens,
+    per_image: usize,
+    tok: &Tokenizer,
+) -> Result<String> {
+    let name = |id: u32| {
+        tok.hf()
+            .id_to_token(id)
+            .ok_or_else(|| Error::Invalid(format!("the vocabulary has no token {id} for images")))
+    };
+    let seq = format!(
+        "\n\n{}{}{}\n\n",
+        name(tokens.begin)?,
+        name(tokens.image)?.repeat(per_image),
+        name(tokens.end)?
+    );
+    Ok(text.replace(MARKER, &seq))
 }
 
 /// An image prepared for one model: its preprocessed pixels and, once encoded, its

@@ -362,3 +362,82 @@ fn a_bad_image_file_is_one_clear_error() {
         .to_string();
     assert!(e.contains("takes no images"), "{e}");
 }
+
+/// A session's cache holds an image only where the same image comes again: the
+/// same prompt with another image recomputes from that image on (and equals a
+/// fresh run), the same image again reuses everything.
+#[test]
+fn the_cache_reuses_an_image_only_where_it_is_the_same() {
+    let dir = folder();
+    let m = unicorn_engine::LoadedModel::load(&dir, &f32_options()).unwrap();
+    let v = m.vision().unwrap();
+    let ids = ids(&gold()["input_ids"]);
+    let a = m.open_image(&dir.join("image.png")).unwrap();
+    // Another image: the same pixels upside down.
+    let b = v
+        .image(a.pixels().flip(&[1]).unwrap(), Path::new("flipped"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(a != b);
+    let mut params = unicorn_engine::GenerationParams::greedy(4);
+    params.ignore_eos = true;
+    let fresh_b = m
+        .generate_with_images(&ids, std::slice::from_ref(&b), &params, &mut |_| true)
+        .unwrap();
+    let mut s = m.chat_session();
+    let first = s
+        .complete_with_images(&ids, std::slice::from_ref(&a), &params, &mut |_| true)
+        .unwrap();
+    assert_eq!(first.stats.prefill_tokens, 31);
+    let again = s
+        .complete_with_images(&ids, std::slice::from_ref(&a), &params, &mut |_| true)
+        .unwrap();
+    assert_eq!(again.stats.prefill_tokens, 1, "the same image is reused");
+    assert_eq!(again.token_ids, first.token_ids);
+    let other = s
+        .complete_with_images(&ids, std::slice::from_ref(&b), &params, &mut |_| true)
+        .unwrap();
+    assert_eq!(
+        other.stats.prefill_tokens,
+        31 - 8,
+        "recomputed from the image on"
+    );
+    assert_eq!(other.token_ids, fresh_b.token_ids);
+    assert_ne!(other.token_ids, first.token_ids);
+}
+
+/// A chat turn's image expands as transformers' Gemma3Processor writes it, in the
+/// real Gemma 3 vocabulary: `\n\n<start_of_image>`, the image tokens,
+/// `<end_of_image>\n\n`, where the message held it.
+#[test]
+fn a_chat_image_expands_to_gemmas_image_tokens() {
+    use unicorn_engine::models::siglip::ImageTokens;
+    use unicorn_engine::vision::{expand_markers, MARKER};
+    let tok = unicorn_engine::tokenizer::Tokenizer::from_file(
+        &model(GEMMA_TOKENIZER),
+        Some("<bos>"),
+        Some("<eos>"),
+        Some(true),
+    )
+    .unwrap();
+    let [image, begin, end] = ImageTokens::TEXT.map(|t| tok.token_id(t).unwrap());
+    assert_eq!((image, begin, end), (262_144, 255_999, 256_000));
+    let tokens = ImageTokens { image, begin, end };
+    let text = format!("<start_of_turn>user\n{MARKER}Describe this.<end_of_turn>\n");
+    let ids = tok
+        .encode(&expand_markers(&text, tokens, 4, &tok).unwrap())
+        .unwrap();
+    // The text around the image is tokenized with the newlines the processor adds
+    // (here "user\n" + "\n\n" becomes one "\n\n\n" token, as in transformers,
+    // which also tokenizes the expanded text).
+    let at = ids.iter().position(|&i| i == begin).unwrap();
+    assert_eq!(
+        tok.decode(&ids[..at], true).unwrap(),
+        "<start_of_turn>user\n\n\n"
+    );
+    assert_eq!(&ids[at + 1..at + 5], &[image; 4]);
+    assert_eq!(ids[at + 5], end);
+    assert_eq!(
+        tok.decode(&ids[at + 6..], true).unwrap(),
+        "\n\nDescribe this.<end_of_turn>\n"
+    );
+}
