@@ -8,10 +8,12 @@
 //!
 //! `llama.rs` holds the llama family (Llama, Mistral, Qwen 2, Qwen 3: one forward
 //! pass that follows the tensors present); `gemma3.rs` holds Gemma 3, and
-//! `siglip.rs` its vision tower and projector.
+//! `siglip.rs` its vision tower and projector (`mmproj.rs` writes them as
+//! llama.cpp's mmproj files).
 
 pub mod gemma3;
 pub mod llama;
+pub mod mmproj;
 pub mod siglip;
 
 use crate::attention::{attend, attend_blocks, KvCache, KvType, Rope};

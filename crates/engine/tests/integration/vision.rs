@@ -441,3 +441,83 @@ fn a_chat_image_expands_to_gemmas_image_tokens() {
         "\n\nDescribe this.<end_of_turn>\n"
     );
 }
+
+/// The tiny folder as llama.cpp runs it: the text model quantized to a GGUF and the
+/// tower written as an mmproj beside it (F16 matrices, as llama.cpp's converter).
+/// Found beside the GGUF, it gives transformers' greedy ids and logits within the
+/// F16 weights' rounding.
+#[test]
+fn a_gguf_with_its_mmproj_beside_it_sees_the_image() {
+    use unicorn_engine::models::mmproj::{self, MmprojType};
+    let dir = scratch("vision-gguf");
+    let gguf = dir.join("tiny-vision-F32.gguf");
+    unicorn_engine::quantize::quantize(
+        &folder(),
+        &gguf,
+        unicorn_engine::quantize::types::QuantType::F32,
+        false,
+        &mut |_| true,
+    )
+    .unwrap();
+    let src = Source::open(&folder()).unwrap();
+    let text = Config::from_source(&src).unwrap();
+    let Source::Hf(h) = &src else { unreachable!() };
+    let cfg = VisionConfig::from_hf(h.config(), &text).unwrap().unwrap();
+    let proj = dir.join("mmproj-tiny-vision-F16.gguf");
+    mmproj::from_folder(
+        VisionFiles::Hf(h),
+        &cfg,
+        [0.5; 3],
+        [0.5; 3],
+        MmprojType::F16,
+        &proj,
+    )
+    .unwrap();
+    let m = unicorn_engine::LoadedModel::load(&gguf, &f32_options()).unwrap();
+    let v = m.vision().expect("the mmproj beside the GGUF");
+    assert_eq!(v.origin(), proj.as_path());
+    let g = gold();
+    let ids = ids(&g["input_ids"]);
+    let image = m.open_image(&folder().join("image.png")).unwrap();
+    let d = max_abs_diff(
+        &floats(&v.features(&image).unwrap()),
+        &floats(&g["image_features"]),
+    );
+    assert!(d < 0.05, "image_features through F16: max |Δ| {d}");
+    let mut params = unicorn_engine::GenerationParams::greedy(16);
+    params.ignore_eos = true;
+    let reply = m
+        .generate_with_images(&ids, std::slice::from_ref(&image), &params, &mut |_| true)
+        .unwrap();
+    assert_eq!(reply.token_ids, unicorn_test_support::ids(&g["greedy_ids"]));
+    // Named explicitly, or refused when it is another kind of file.
+    let named = unicorn_engine::LoadOptions {
+        mmproj: Some(proj.clone()),
+        ..f32_options()
+    };
+    assert!(unicorn_engine::LoadedModel::load(&gguf, &named)
+        .unwrap()
+        .vision()
+        .is_some());
+    let wrong = unicorn_engine::LoadOptions {
+        mmproj: Some(gguf.clone()),
+        ..f32_options()
+    };
+    let e = unicorn_engine::LoadedModel::load(&gguf, &wrong)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("clip.projector_type") && e.contains("tiny-vision-F32.gguf"),
+        "{e}"
+    );
+    let off = unicorn_engine::LoadOptions {
+        text_only: true,
+        ..f32_options()
+    };
+    assert!(unicorn_engine::LoadedModel::load(&gguf, &off)
+        .unwrap()
+        .vision()
+        .is_none());
+    std::fs::remove_dir_all(&dir).ok();
+}
