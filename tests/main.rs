@@ -7,3 +7,4 @@ mod crash;
 mod hub;
 mod models;
 mod server;
+mod vision;

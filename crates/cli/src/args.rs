@@ -61,6 +61,13 @@ pub struct LoadArgs {
     /// are unchanged.
     #[arg(long, value_parser = HeadType::parse, default_value = "stored")]
     pub head_type: HeadType,
+    /// The vision tower of a GGUF model: a llama.cpp mmproj GGUF (default: an
+    /// mmproj*.gguf beside the model that fits it).
+    #[arg(long, conflicts_with = "no_vision")]
+    pub mmproj: Option<PathBuf>,
+    /// Load no vision tower, even where the model has one (saves its memory).
+    #[arg(long)]
+    pub no_vision: bool,
     #[command(flatten)]
     pub run: RunArgs,
 }
@@ -73,6 +80,8 @@ impl LoadArgs {
             device: self.device,
             kv_type: self.kv_type,
             head_type: self.head_type,
+            mmproj: self.mmproj.clone(),
+            text_only: self.no_vision,
         }
     }
 }
@@ -128,7 +137,10 @@ impl DraftArgs {
             return Ok(None);
         };
         let mut opts = target.load.options();
+        // A draft proposes text: no tokenizer override, no vision tower.
         opts.tokenizer_json = None;
+        opts.mmproj = None;
+        opts.text_only = true;
         let path = model_path(d)?;
         let mut shown = Reporter::bytes(target.load.run.json, "loading draft").quiet();
         let model = LoadedModel::load_with_progress(&path, &opts, &mut |p| shown.show(p))
@@ -154,6 +166,25 @@ impl DraftArgs {
             })
             .transpose()
             .map_err(Into::into)
+    }
+}
+
+/// Images for a prompt (`--image`, repeatable), prepared for the loaded model.
+#[derive(Args)]
+pub struct ImageArgs {
+    /// An image (PNG, JPEG or WebP) for a model that sees (Gemma 3 4B and up);
+    /// repeatable, used in order.
+    #[arg(long = "image")]
+    pub images: Vec<PathBuf>,
+}
+
+impl ImageArgs {
+    /// Each image decoded and preprocessed for `model`.
+    pub fn open(&self, model: &LoadedModel) -> Result<Vec<unicorn_engine::vision::Image>> {
+        self.images
+            .iter()
+            .map(|p| Ok(model.open_image(p)?))
+            .collect()
     }
 }
 

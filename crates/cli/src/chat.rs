@@ -2,7 +2,7 @@
 //! KV cache (later turns compute only their new tokens), within `--ctx` tokens, with
 //! the engine's overflow policy for a conversation that outgrows them.
 
-use crate::args::{DraftArgs, ModelArgs, SamplingArgs};
+use crate::args::{DraftArgs, ImageArgs, ModelArgs, SamplingArgs};
 use crate::output::{print_done, stream_reply};
 use anyhow::Result;
 use clap::Args;
@@ -28,6 +28,10 @@ pub struct ChatArgs {
     /// prompt and the latest text).
     #[arg(long, default_value = "drop-oldest")]
     overflow: Overflow,
+    /// Images shown with the first message (before its text, as the chat template
+    /// places them).
+    #[command(flatten)]
+    images: ImageArgs,
     #[command(flatten)]
     sampling: SamplingArgs,
     #[command(flatten)]
@@ -45,6 +49,7 @@ pub fn run(a: ChatArgs) -> Result<()> {
             a.model.model
         );
     }
+    let images = a.images.open(&model)?;
     let mut session = model.chat_session();
     session.set_draft(a.draft.for_target(&model, draft.as_ref())?);
     let ctx = a.ctx.unwrap_or(model.config().context_length());
@@ -59,7 +64,9 @@ pub fn run(a: ChatArgs) -> Result<()> {
     };
     if let Some(p) = &a.prompt {
         let msgs = first_turn(&a.system, p.clone());
-        let reply = stream_reply(json, |sink| session.send(&msgs, &params, sink))?;
+        let reply = stream_reply(json, |sink| {
+            session.send_with_images(&msgs, &images, &params, sink)
+        })?;
         print_done(json, &reply);
         return Ok(());
     }
@@ -98,13 +105,15 @@ pub fn run(a: ChatArgs) -> Result<()> {
             }
             _ => {}
         }
-        let msgs = if first {
-            first_turn(&a.system, line)
+        let (msgs, shown) = if first {
+            (first_turn(&a.system, line), &images[..])
         } else {
-            vec![Message::user(line)]
+            (vec![Message::user(line)], &[][..])
         };
         first = false;
-        match stream_reply(json, |sink| session.send(&msgs, &params, sink)) {
+        match stream_reply(json, |sink| {
+            session.send_with_images(&msgs, shown, &params, sink)
+        }) {
             Ok(reply) => print_done(json, &reply),
             Err(e) => eprintln!("error: {e:#}"),
         }

@@ -1,6 +1,6 @@
 //! `unicorn generate`: raw completion of a prompt or of token ids, no template.
 
-use crate::args::{DraftArgs, ModelArgs, SamplingArgs};
+use crate::args::{DraftArgs, ImageArgs, ModelArgs, SamplingArgs};
 use crate::output::{print_done, stream_reply};
 use anyhow::{bail, Context, Result};
 use clap::Args;
@@ -27,6 +27,10 @@ pub struct GenerateArgs {
     /// to compare devices or builds number by number.
     #[arg(long)]
     logits_out: Option<PathBuf>,
+    /// With --prompt-ids: each run of the model's image token (as many as one image
+    /// takes) is filled by the next --image.
+    #[command(flatten)]
+    images: ImageArgs,
     #[command(flatten)]
     sampling: SamplingArgs,
     #[command(flatten)]
@@ -34,6 +38,9 @@ pub struct GenerateArgs {
 }
 
 pub fn run(a: GenerateArgs) -> Result<()> {
+    if !a.images.images.is_empty() && a.prompt_ids.is_none() {
+        bail!("--image goes with --prompt-ids (their image tokens place it); for text, use chat --image");
+    }
     let model = a.model.load()?;
     let draft = a.draft.load(&a.model)?;
     let ids: Vec<u32> = match (&a.prompt, &a.prompt_ids) {
@@ -52,6 +59,7 @@ pub fn run(a: GenerateArgs) -> Result<()> {
     if let Some(bad) = ids.iter().find(|&&i| i >= vocab) {
         bail!("--prompt-ids: token id {bad} is outside the vocabulary (size {vocab})");
     }
+    let images = a.images.open(&model)?;
     if let Some(out) = &a.logits_out {
         if ids.is_empty() {
             bail!("--logits-out needs a prompt");
@@ -66,7 +74,9 @@ pub fn run(a: GenerateArgs) -> Result<()> {
     let json = a.model.load.run.json;
     let mut session = model.chat_session();
     session.set_draft(a.draft.for_target(&model, draft.as_ref())?);
-    let reply = stream_reply(json, |sink| session.complete(&ids, &params, sink))?;
+    let reply = stream_reply(json, |sink| {
+        session.complete_with_images(&ids, &images, &params, sink)
+    })?;
     print_done(json, &reply);
     Ok(())
 }

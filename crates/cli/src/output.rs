@@ -167,6 +167,7 @@ pub fn print_done(json: bool, reply: &unicorn_engine::Reply) {
             "done",
             serde_json::json!({
                 "prompt_tokens": s.prompt_tokens,
+                "image_tokens": s.image_tokens,
                 "prefill_tokens": s.prefill_tokens,
                 "generated_tokens": s.generated_tokens,
                 "token_ids": reply.token_ids,
@@ -190,8 +191,12 @@ pub fn print_done(json: bool, reply: &unicorn_engine::Reply) {
         );
     } else {
         println!();
+        let images = match s.image_tokens {
+            0 => String::new(),
+            n => format!(", {n} of them image"),
+        };
         eprintln!(
-            "[{} prompt tokens ({} computed) · TTFT {:.0} ms · prefill {:.1} tok/s · {} tokens at {:.1} tok/s · {:?} · weights {} · KV cache {} · RSS {}]",
+            "[{} prompt tokens{images} ({} computed) · TTFT {:.0} ms · prefill {:.1} tok/s · {} tokens at {:.1} tok/s · {:?} · weights {} · KV cache {} · RSS {}]",
             s.prompt_tokens,
             s.prefill_tokens,
             s.ttft_ms,

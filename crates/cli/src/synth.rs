@@ -134,6 +134,36 @@ pub fn run(a: SynthArgs) -> Result<()> {
         std::fs::remove_dir_all(&folder).ok();
     }
     let quantized = quantized.with_context(|| format!("quantizing to {}", a.out.display()))?;
+    // A GGUF of a shape that sees gets its vision tower beside it, as llama.cpp
+    // ships one: an F16 mmproj (a folder or NF4 output stays text-only).
+    let tower = match gguf {
+        Some(_) => unicorn_engine::models::siglip::public_tower(&config),
+        None => None,
+    };
+    let mmproj = match tower {
+        Some(v) => {
+            let name = a
+                .out
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let p = a.out.with_file_name(format!("mmproj-{name}"));
+            let write = unicorn_engine::models::mmproj::write(
+                &p,
+                &v,
+                [0.5; 3],
+                [0.5; 3],
+                unicorn_engine::models::mmproj::MmprojType::F16,
+                &mut unicorn_engine::models::mmproj::synthetic(a.seed),
+            );
+            if let Err(e) = write {
+                std::fs::remove_file(&p).ok();
+                return Err(e).with_context(|| format!("writing {}", p.display()));
+            }
+            Some(p)
+        }
+        None => None,
+    };
     let (bytes, bpw) = quantized.unwrap_or((r.bytes, r.bytes as f64 * 8.0 / parameters as f64));
     // The quantizer read the tokenizer from the temporary folder: name the user's file.
     let copied = folder.join("tokenizer.json").display().to_string();
@@ -146,7 +176,8 @@ pub fn run(a: SynthArgs) -> Result<()> {
     if a.json {
         json_line(
             &serde_json::json!({"out": a.out, "parameters": parameters, "bytes": bytes,
-                                      "bits_per_weight": bpw, "shards": r.shards}),
+                                      "bits_per_weight": bpw, "shards": r.shards,
+                                      "mmproj": mmproj}),
         );
     } else {
         println!(
@@ -158,6 +189,12 @@ pub fn run(a: SynthArgs) -> Result<()> {
             human_bytes(bytes as f64),
             bpw
         );
+        if let Some(p) = &mmproj {
+            println!(
+                "{}: its vision tower (SigLIP so400m, F16, random weights)",
+                p.display()
+            );
+        }
     }
     Ok(())
 }

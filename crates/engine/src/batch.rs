@@ -629,6 +629,7 @@ fn finish(model: &LoadedModel, mut seq: Seq, cache: &KvCache) {
     let (computed, prefill_s) = seq.prefill;
     let n = seq.generated.len();
     let stats = Stats {
+        image_tokens: 0,
         prompt_tokens: seq.req.prompt.len(),
         prefill_tokens: computed,
         generated_tokens: n,

@@ -57,6 +57,7 @@ pub mod models;
 pub mod pool;
 pub mod source;
 pub mod tokenizer;
+pub mod vision;
 
 pub use error::{Error, Result};
 pub use unicorn_common::{Meter, Progress};

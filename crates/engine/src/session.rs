@@ -5,6 +5,7 @@
 use crate::attention::KvCache;
 use crate::error::{Error, Result};
 use crate::hf::tokenizer_files;
+use crate::models::ImageSpan;
 use crate::models::{Config, Model};
 use crate::sampler::{Sampler, SamplingParams};
 use crate::source::Source;
@@ -12,6 +13,7 @@ use crate::speculative::Draft;
 use crate::stats::{peak_rss_bytes, rss_bytes, Stats};
 use crate::template::{ChatTemplate, Message};
 use crate::tokenizer::{TokenStream, Tokenizer};
+use crate::vision::{self, Image, Vision};
 use candle_core::{DType, Device};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -28,6 +30,11 @@ pub struct LoadOptions {
     pub kv_type: Option<crate::attention::KvType>,
     /// How the output head runs (default: as stored).
     pub head_type: crate::models::HeadType,
+    /// The mmproj GGUF of a GGUF model's vision tower (default: an `mmproj*.gguf`
+    /// beside the model that fits it, [`Vision::find_mmproj`]).
+    pub mmproj: Option<PathBuf>,
+    /// Load no vision tower (saves its memory; images are then refused).
+    pub text_only: bool,
 }
 
 /// A model with everything needed to turn text into text.
@@ -42,6 +49,7 @@ pub struct LoadedModel {
     load_time: Duration,
     device: Device,
     placement: crate::device::Placement,
+    vision: Option<Vision>,
 }
 
 /// What one generated token looks like to a sink.
@@ -262,6 +270,32 @@ impl LoadedModel {
             _ => None,
         };
         let mut model = Model::load_with_progress(&src, &device, progress)?;
+        let vision = match (&src, &opts.mmproj) {
+            _ if opts.text_only => None,
+            (Source::Hf(_), Some(m)) => {
+                return Err(Error::Invalid(format!(
+                "{}: an mmproj goes with a GGUF model; the folder {} holds its own vision tower",
+                m.display(),
+                path.display()
+            )))
+            }
+            (Source::Hf(h), None) => Vision::from_folder(h, &config, &device)?,
+            (Source::Gguf(_), named) => {
+                let found = match named {
+                    Some(m) => Some(m.clone()),
+                    None => Vision::find_mmproj(path, &config)?,
+                };
+                match found {
+                    Some(m) => Some(Vision::from_mmproj(
+                        &m,
+                        &config,
+                        tokenizer.as_ref(),
+                        &device,
+                    )?),
+                    None => None,
+                }
+            }
+        };
         if let Some(kv) = opts.kv_type {
             model
                 .set_kv_type(kv)
@@ -297,7 +331,70 @@ impl LoadedModel {
             load_time: t0.elapsed(),
             device,
             placement,
+            vision,
         })
+    }
+
+    /// The vision tower, when the model sees images (a multimodal folder, or a GGUF
+    /// with its mmproj).
+    pub fn vision(&self) -> Option<&Vision> {
+        self.vision.as_ref()
+    }
+
+    /// The vision tower, or an error saying the model takes no images.
+    fn eyes(&self) -> Result<&Vision> {
+        self.vision.as_ref().ok_or_else(|| {
+            Error::Invalid(format!(
+                "{} takes no images: it has no vision tower (a Gemma 3 4B or larger \
+                 folder, or a GGUF with its mmproj file beside it or named)",
+                self.path.display()
+            ))
+        })
+    }
+
+    /// An image file (PNG, JPEG or WebP) prepared for this model.
+    pub fn open_image(&self, path: &Path) -> Result<Image> {
+        self.eyes()?.open(path)
+    }
+
+    /// An image file's bytes prepared for this model; `name` names it in errors.
+    pub fn image_from_bytes(&self, bytes: &[u8], name: &str) -> Result<Image> {
+        self.eyes()?.image_from_bytes(bytes, name)
+    }
+
+    /// Raw completion of `prompt_ids` with images: each run of the image token
+    /// ([`Vision::tokens`], `tokens_per_image` long) takes the next image's
+    /// features, in order.
+    pub fn generate_with_images(
+        &self,
+        prompt_ids: &[u32],
+        images: &[Image],
+        params: &GenerationParams,
+        sink: &mut dyn FnMut(&TokenEvent) -> bool,
+    ) -> Result<Reply> {
+        self.chat_session()
+            .complete_with_images(prompt_ids, images, params, sink)
+    }
+
+    /// `ids` with `images` placed at its runs of image tokens (one each, in order).
+    fn placed(&self, ids: Vec<u32>, images: &[Image]) -> Result<Prompt> {
+        let runs = match (&self.vision, images.is_empty()) {
+            (None, true) => Vec::new(),
+            _ => self.eyes()?.image_runs(&ids)?,
+        };
+        if runs.len() != images.len() {
+            return Err(Error::Invalid(format!(
+                "the prompt holds {} images' tokens but {} images were given",
+                runs.len(),
+                images.len()
+            )));
+        }
+        let images = runs
+            .iter()
+            .map(|r| r.start)
+            .zip(images.iter().cloned())
+            .collect();
+        Ok(Prompt { ids, images })
     }
 
     /// The file it was loaded from.
@@ -373,6 +470,9 @@ impl LoadedModel {
             dropped: 0,
             cut: 0,
             draft: None,
+            images: Vec::new(),
+            turn_images: Vec::new(),
+            cached_images: Vec::new(),
         }
     }
 
@@ -403,6 +503,26 @@ impl LoadedModel {
             Some(_) => tok.encode(text),
             None => tok.encode_with_bos(text),
         }
+    }
+
+    /// The prompt of rendered chat text whose image markers stand for `images`, in
+    /// order.
+    fn encode_prompt(&self, text: &str, images: &[Image]) -> Result<Prompt> {
+        let n = text.matches(vision::MARKER).count();
+        if n != images.len() {
+            return Err(Error::Invalid(format!(
+                "the conversation places {n} images but holds {}",
+                images.len()
+            )));
+        }
+        if n == 0 {
+            return Ok(Prompt {
+                ids: self.encode_rendered(text)?,
+                images: Vec::new(),
+            });
+        }
+        let expanded = self.eyes()?.expand_markers(text, self.tokenizer()?)?;
+        self.placed(self.encode_rendered(&expanded)?, images)
     }
 
     /// Whether the chat template renders tools itself, and how its model calls one.
@@ -439,6 +559,14 @@ impl LoadedModel {
     }
 }
 
+/// A prompt's ids and the images placed in it (each at the first of its run of
+/// image tokens).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Prompt {
+    ids: Vec<u32>,
+    images: Vec<(usize, Image)>,
+}
+
 /// A conversation: its messages and the KV cache of everything already computed,
 /// within a context length, with a policy for when the conversation outgrows it.
 pub struct ChatSession<'m> {
@@ -456,6 +584,12 @@ pub struct ChatSession<'m> {
     cut: usize,
     /// A model proposing tokens for this one to check ([`crate::speculative`]).
     draft: Option<Draft<'m>>,
+    /// The images of `messages`, in the order of their markers ([`vision::MARKER`]).
+    images: Vec<Image>,
+    /// The images of the conversation a turn renders (`images` and the turn's).
+    turn_images: Vec<Image>,
+    /// The images the cache holds: (position of the first of its tokens, image).
+    cached_images: Vec<(usize, Image)>,
 }
 
 impl<'m> ChatSession<'m> {
@@ -468,11 +602,48 @@ impl<'m> ChatSession<'m> {
         params: &GenerationParams,
         sink: &mut dyn FnMut(&TokenEvent) -> bool,
     ) -> Result<Reply> {
+        self.send_with_images(new_messages, &[], params, sink)
+    }
+
+    /// [`ChatSession::send`] with images ([`LoadedModel::open_image`]) shown in the
+    /// last new user message, before its text, as Gemma's chat template places an
+    /// image content part: the message keeps one [`vision::MARKER`] per image, and
+    /// the conversation keeps the images for later turns (an overflow policy that
+    /// lets a message go lets its images go with it).
+    pub fn send_with_images(
+        &mut self,
+        new_messages: &[Message],
+        images: &[Image],
+        params: &GenerationParams,
+        sink: &mut dyn FnMut(&TokenEvent) -> bool,
+    ) -> Result<Reply> {
+        if new_messages
+            .iter()
+            .any(|m| m.content.contains(vision::MARKER))
+        {
+            return Err(Error::Invalid(format!(
+                "a message may not contain {:?} (U+FFFC, the image placeholder)",
+                vision::MARKER
+            )));
+        }
+        let mut new_messages = new_messages.to_vec();
+        if !images.is_empty() {
+            self.model.eyes()?;
+            let last = new_messages
+                .iter_mut()
+                .rev()
+                .find(|m| m.role == "user")
+                .ok_or_else(|| Error::Invalid("images need a user message to go with".into()))?;
+            let markers: String = std::iter::repeat_n(vision::MARKER, images.len()).collect();
+            last.content = format!("{markers}{}", last.content);
+        }
         let mut messages = self.messages.clone();
-        messages.extend_from_slice(new_messages);
+        messages.extend(new_messages);
+        self.turn_images = self.images.iter().chain(images).cloned().collect();
         let reply = self.reply_to(&messages, params, sink)?;
         messages.push(Message::assistant(reply.text.clone()));
         self.messages = messages;
+        self.images = std::mem::take(&mut self.turn_images);
         Ok(reply)
     }
 
@@ -493,6 +664,7 @@ impl<'m> ChatSession<'m> {
             ));
         }
         self.rewind_to(messages.len());
+        self.turn_images = self.images.clone();
         let reply = self.reply_to(&messages, params, sink)?;
         messages.push(Message::assistant(reply.text.clone()));
         self.messages = messages;
@@ -513,9 +685,15 @@ impl<'m> ChatSession<'m> {
                 "message {index} is not a user message of this conversation"
             )));
         }
+        if text.contains(vision::MARKER) {
+            return Err(Error::Invalid(
+                "a message may not contain U+FFFC, the image placeholder".into(),
+            ));
+        }
         let mut messages = self.messages[..index].to_vec();
         messages.push(Message::user(text));
         self.rewind_to(index);
+        self.turn_images = self.images.clone();
         let reply = self.reply_to(&messages, params, sink)?;
         messages.push(Message::assistant(reply.text.clone()));
         self.messages = messages;
@@ -526,6 +704,7 @@ impl<'m> ChatSession<'m> {
     /// shares its prefix up to there, so only what follows is computed again.
     fn rewind_to(&mut self, n: usize) {
         self.messages.truncate(n);
+        self.images.truncate(markers(&self.messages));
         // The policy's state may point past the new end; the next turn refits.
         self.dropped = 0;
         self.cut = 0;
@@ -586,7 +765,7 @@ impl<'m> ChatSession<'m> {
         let (dropped_messages, dropped_tokens) = match (self.dropped, self.cut) {
             (0, 0) => (0, 0),
             (d, _) => {
-                let all = self.model.render_chat(messages)?.len();
+                let all = self.prompt_for(messages, 0)?.ids.len();
                 (d, all.saturating_sub(reply.stats.prompt_tokens))
             }
         };
@@ -602,7 +781,7 @@ impl<'m> ChatSession<'m> {
 
     /// Why a turn cannot go ahead under the policy, in words a user can act on.
     fn too_long(&self, messages: &[Message], reserve: usize) -> String {
-        let n = self.model.render_chat(messages).map_or(0, |v| v.len());
+        let n = self.prompt_for(messages, 0).map_or(0, |p| p.ids.len());
         match self.overflow {
             Overflow::Stop => format!(
                 "the conversation takes {n} tokens and the reply needs room for {reserve} more; the context holds {}: start a new chat, raise the context length, or let the oldest turns go",
@@ -625,41 +804,41 @@ impl<'m> ChatSession<'m> {
         messages: &[Message],
         extra: usize,
         reserve: usize,
-    ) -> Result<Option<Vec<u32>>> {
+    ) -> Result<Option<Prompt>> {
         let ctx = self.ctx;
         let fits = |n: usize| n + extra + reserve <= ctx;
         let roomy = |n: usize| n + extra <= ctx / 2;
         match self.overflow {
             Overflow::Stop => {
-                let ids = self.model.render_chat(messages)?;
-                Ok(fits(ids.len()).then_some(ids))
+                let p = self.prompt_for(messages, 0)?;
+                Ok(fits(p.ids.len()).then_some(p))
             }
             Overflow::DropOldest => {
                 let mut d = self.dropped.min(droppable(messages));
-                let ids = self.model.render_chat(&kept(messages, d))?;
-                if fits(ids.len()) {
+                let p = self.prompt_for(messages, d)?;
+                if fits(p.ids.len()) {
                     self.dropped = d;
-                    return Ok(Some(ids));
+                    return Ok(Some(p));
                 }
                 let mut best = None;
                 while let Some(next) = next_turn(messages, d) {
                     d = next;
-                    let ids = self.model.render_chat(&kept(messages, d))?;
-                    if fits(ids.len()) {
-                        let done = roomy(ids.len());
-                        best = Some((d, ids));
+                    let p = self.prompt_for(messages, d)?;
+                    if fits(p.ids.len()) {
+                        let done = roomy(p.ids.len());
+                        best = Some((d, p));
                         if done {
                             break;
                         }
                     }
                 }
-                Ok(best.map(|(d, ids)| {
+                Ok(best.map(|(d, p)| {
                     self.dropped = d;
-                    ids
+                    p
                 }))
             }
             Overflow::Rolling => {
-                let full = self.model.render_text(messages)?;
+                let full = self.model.render_text(&plain_replies(messages))?;
                 let head = self.head_len(messages)?.min(full.len());
                 // Never cut into the latest user message.
                 let last = messages
@@ -676,10 +855,23 @@ impl<'m> ChatSession<'m> {
                         format!("{}{}", &full[..head], &full[cut..])
                     }
                 };
-                let ids = |cut: usize| self.model.encode_rendered(&text(cut));
+                // The images of markers cut away go with them.
+                let ids = |cut: usize| -> Result<Prompt> {
+                    let images = match cut <= head {
+                        true => self.turn_images.clone(),
+                        false => {
+                            let (before, upto) = (count(&full[..head]), count(&full[..cut]));
+                            let imgs = &self.turn_images;
+                            let mut kept = imgs[..before.min(imgs.len())].to_vec();
+                            kept.extend_from_slice(&imgs[upto.min(imgs.len())..]);
+                            kept
+                        }
+                    };
+                    self.model.encode_prompt(&text(cut), &images)
+                };
                 let cut = if self.cut > last { 0 } else { self.cut };
                 let kept = ids(cut)?;
-                if fits(kept.len()) {
+                if fits(kept.ids.len()) {
                     self.cut = cut;
                     return Ok(Some(kept));
                 }
@@ -688,7 +880,7 @@ impl<'m> ChatSession<'m> {
                 // leaves the reserve, at most a quarter of it, free.)
                 let (mut lo, mut hi) = (cut.max(head), last);
                 let mut best = ids(hi)?;
-                if !fits(best.len()) {
+                if !fits(best.ids.len()) {
                     return Ok(None);
                 }
                 while lo < hi {
@@ -697,7 +889,7 @@ impl<'m> ChatSession<'m> {
                         break;
                     }
                     let at = ids(mid)?;
-                    if roomy(at.len()) {
+                    if roomy(at.ids.len()) {
                         (hi, best) = (mid, at);
                     } else {
                         lo = mid;
@@ -708,7 +900,7 @@ impl<'m> ChatSession<'m> {
                     let after = hi + ws + 1;
                     if ws < 64 && full.is_char_boundary(after) {
                         let at = ids(after)?;
-                        if fits(at.len()) {
+                        if fits(at.ids.len()) {
                             (hi, best) = (after, at);
                         }
                     }
@@ -717,6 +909,17 @@ impl<'m> ChatSession<'m> {
                 Ok(Some(best))
             }
         }
+    }
+
+    /// The prompt of `messages` with the first `dropped` after the system ones left
+    /// out, with the turn's images of the markers it keeps.
+    fn prompt_for(&self, messages: &[Message], dropped: usize) -> Result<Prompt> {
+        let system = messages.iter().take_while(|m| m.role == "system").count();
+        let gone = &messages[system..(system + dropped).min(messages.len())];
+        let skip = markers(gone).min(self.turn_images.len());
+        let kept = plain_replies(&kept(messages, dropped));
+        let text = self.model.render_text(&kept)?;
+        self.model.encode_prompt(&text, &self.turn_images[skip..])
     }
 
     /// Bytes of the rendered conversation before the first user message's text: the
@@ -748,7 +951,14 @@ impl<'m> ChatSession<'m> {
     /// starts empty, so the next turn computes them once).
     pub fn restore(&mut self, messages: Vec<Message>) {
         self.reset();
-        self.messages = messages;
+        // Images are not part of a stored conversation: their places go.
+        self.messages = messages
+            .into_iter()
+            .map(|m| Message {
+                content: m.content.replace(vision::MARKER, ""),
+                role: m.role,
+            })
+            .collect();
     }
 
     /// Forgets the conversation and the cache.
@@ -756,6 +966,8 @@ impl<'m> ChatSession<'m> {
         self.messages.clear();
         self.cached.clear();
         self.cache.clear();
+        self.images.clear();
+        self.cached_images.clear();
     }
 
     /// Bytes the KV cache holds.
@@ -771,19 +983,38 @@ impl<'m> ChatSession<'m> {
         params: &GenerationParams,
         sink: &mut dyn FnMut(&TokenEvent) -> bool,
     ) -> Result<Reply> {
-        self.run(prompt_ids, params, sink, None)
+        let prompt = Prompt {
+            ids: prompt_ids.to_vec(),
+            images: Vec::new(),
+        };
+        self.run(&prompt, params, sink, None)
+    }
+
+    /// [`ChatSession::complete`] with images placed at the runs of image tokens
+    /// ([`LoadedModel::generate_with_images`]); the cache is reused up to the first
+    /// image that differs from what it holds.
+    pub fn complete_with_images(
+        &mut self,
+        prompt_ids: &[u32],
+        images: &[Image],
+        params: &GenerationParams,
+        sink: &mut dyn FnMut(&TokenEvent) -> bool,
+    ) -> Result<Reply> {
+        let prompt = self.model.placed(prompt_ids.to_vec(), images)?;
+        self.run(&prompt, params, sink, None)
     }
 
     /// The generation loop. With `messages` (a chat turn), a reply that fills the
     /// context refits the conversation by its policy and goes on.
     fn run(
         &mut self,
-        prompt_ids: &[u32],
+        prompt: &Prompt,
         params: &GenerationParams,
         sink: &mut dyn FnMut(&TokenEvent) -> bool,
         messages: Option<&[Message]>,
     ) -> Result<Reply> {
         params.sampling.validate().map_err(Error::Invalid)?;
+        let prompt_ids = &prompt.ids[..];
         let m = self.model;
         let ctx = self.ctx;
         if prompt_ids.is_empty() {
@@ -796,12 +1027,14 @@ impl<'m> ChatSession<'m> {
             )));
         }
         let mut clock = Clock::start();
-        let (mut logits, mut computed) = self.prefill(prompt_ids)?;
+        let (mut logits, mut computed) = self.prefill(prompt)?;
         clock.prefilled();
         let mut sampler = Sampler::new(params.sampling.clone());
         let mut text = TextOut::new(m.tokenizer.as_ref(), &params.stop_strings);
         let mut history: Vec<u32> = prompt_ids.to_vec();
         let mut generated: Vec<u32> = Vec::new();
+        // A draft reads ids only: a conversation with images' features decodes alone.
+        let drafting = prompt.images.is_empty();
         if let Some(d) = &mut self.draft {
             d.begin(&params.sampling);
         }
@@ -851,18 +1084,18 @@ impl<'m> ChatSession<'m> {
                     }
                     _ => None,
                 };
-                let Some(mut ids) = refit else {
+                let Some(mut refit) = refit else {
                     break StopReason::ContextFull;
                 };
                 // The kept conversation and the reply so far, computed once; the
                 // reply then goes on from there.
-                ids.extend_from_slice(&generated);
-                let (l, n) = self.prefill(&ids)?;
+                refit.ids.extend_from_slice(&generated);
+                let (l, n) = self.prefill(&refit)?;
                 logits = l;
                 computed += n;
                 continue;
             }
-            if let Some(d) = &mut self.draft {
+            if let Some(d) = self.draft.as_mut().filter(|_| drafting) {
                 // Room for proposals: the context, and the tokens still wanted.
                 let room = (ctx - 2 - self.cache.len())
                     .min(params.max_tokens.saturating_sub(generated.len() + 1));
@@ -887,6 +1120,8 @@ impl<'m> ChatSession<'m> {
             });
         }
         let stats = Stats {
+            image_tokens: prompt.images.len()
+                * m.vision.as_ref().map_or(0, |v| v.tokens_per_image()),
             prompt_tokens: prompt_ids.len(),
             prefill_tokens: computed,
             generated_tokens: generated.len(),
@@ -913,14 +1148,69 @@ impl<'m> ChatSession<'m> {
     /// Computes what the cache lacks of `prompt_ids` (at least its last token, whose
     /// logits pick the first reply token); returns those logits and how many tokens
     /// were computed.
-    fn prefill(&mut self, prompt_ids: &[u32]) -> Result<(Vec<f32>, usize)> {
-        let reuse = reuse_prefix(&mut self.cache, &mut self.cached, prompt_ids);
-        let fresh = &prompt_ids[reuse..];
-        let logits = self
-            .model
-            .model
-            .forward(fresh, &mut self.cache, fresh.len() - 1)?;
+    fn prefill(&mut self, prompt: &Prompt) -> Result<(Vec<f32>, usize)> {
+        let ids = &prompt.ids;
+        let reuse = match (
+            &self.model.vision,
+            prompt.images.is_empty() && self.cached_images.is_empty(),
+        ) {
+            (Some(v), false) => {
+                let n = v.tokens_per_image();
+                // An image is reused whole, and only where the same image is again.
+                let mut want = common_prefix(&self.cached, ids).min(ids.len().saturating_sub(1));
+                for &(at, ref img) in &self.cached_images {
+                    let same = prompt.images.iter().any(|(a, i)| *a == at && i == img);
+                    if at < want && (!same || at + n > want) {
+                        want = at;
+                    }
+                }
+                for &(at, _) in &prompt.images {
+                    if at < want && want < at + n {
+                        want = at;
+                    }
+                }
+                let reuse = self.cache.truncate(want);
+                self.cached.truncate(reuse);
+                self.cached_images.retain(|(at, _)| at + n <= reuse);
+                reuse
+            }
+            _ => reuse_prefix(&mut self.cache, &mut self.cached, ids),
+        };
+        let fresh = &ids[reuse..];
+        let new_images: Vec<&(usize, Image)> = prompt
+            .images
+            .iter()
+            .filter(|(at, _)| *at >= reuse)
+            .collect();
+        let logits = match new_images.is_empty() {
+            true => self
+                .model
+                .model
+                .forward(fresh, &mut self.cache, fresh.len() - 1)?,
+            false => {
+                let v = self.model.eyes()?;
+                let features = new_images
+                    .iter()
+                    .map(|(_, img)| v.features(img))
+                    .collect::<Result<Vec<_>>>()?;
+                let spans: Vec<ImageSpan> = new_images
+                    .iter()
+                    .zip(&features)
+                    .map(|((at, _), f)| ImageSpan {
+                        at: at - reuse,
+                        features: f,
+                    })
+                    .collect();
+                self.model.model.forward_with_images(
+                    fresh,
+                    &mut self.cache,
+                    fresh.len() - 1,
+                    &spans,
+                )?
+            }
+        };
         self.cached.extend_from_slice(fresh);
+        self.cached_images.extend(new_images.into_iter().cloned());
         Ok((last_logits(logits)?, fresh.len()))
     }
 }
@@ -952,6 +1242,37 @@ fn find_message(text: &str, content: &str) -> Option<usize> {
     (prefix.len() >= 16.min(trimmed.len()))
         .then(|| text.rfind(prefix))
         .flatten()
+}
+
+/// Image markers in `messages`' user turns.
+fn markers(messages: &[Message]) -> usize {
+    messages
+        .iter()
+        .filter(|m| m.role == "user")
+        .map(|m| count(&m.content))
+        .sum()
+}
+
+/// Image markers in `text`.
+fn count(text: &str) -> usize {
+    text.matches(vision::MARKER).count()
+}
+
+/// `messages` with any image marker out of other turns than the user's (a reply
+/// may have written one): only user turns hold images.
+fn plain_replies(messages: &[Message]) -> Vec<Message> {
+    messages
+        .iter()
+        .map(
+            |m| match m.role != "user" && m.content.contains(vision::MARKER) {
+                true => Message {
+                    role: m.role.clone(),
+                    content: m.content.replace(vision::MARKER, "\u{FFFD}"),
+                },
+                false => m.clone(),
+            },
+        )
+        .collect()
 }
 
 /// `messages` without the first `dropped` messages after the leading system ones.

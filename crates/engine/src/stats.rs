@@ -41,6 +41,9 @@ pub struct Stats {
     /// Speculative decoding's figures, when a draft model proposed tokens.
     #[serde(default)]
     pub draft: Option<Box<crate::speculative::DraftStats>>,
+    /// Prompt tokens that were images' features (part of `prompt_tokens`).
+    #[serde(default)]
+    pub image_tokens: usize,
 }
 
 /// Resident set size of this process in bytes (0 if the OS does not say).

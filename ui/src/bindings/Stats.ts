@@ -59,4 +59,9 @@ vram_bytes: number | null,
 /**
  * Speculative decoding's figures, when a draft model proposed tokens.
  */
-draft: DraftStats | null, };
+draft: DraftStats | null, 
+/**
+
+ * Prompt tokens that were images' features (part of `prompt_tokens`).
+ */
+image_tokens: number, };

@@ -1,6 +1,7 @@
 //! The pieces every decoder-only architecture shares: the KV cache ([`cache`]),
 //! rotary position tables ([`rope`]), and causal (optionally sliding-window) grouped-query
-//! attention.
+//! attention, where blocks of positions (an image's tokens) may also see each other
+//! both ways ([`attend_blocks`]).
 
 mod cache;
 mod rope;
@@ -27,8 +28,41 @@ pub fn attend(
     scale: f64,
     window: Option<usize>,
 ) -> Result<Tensor> {
+    attend_blocks(q, k, v, (start, base), scale, window, &[])
+}
+
+/// [`attend`] where the queries of each block of `blocks` (absolute positions, end
+/// excluded) also see the later keys of their own block: Gemma 3's image tokens
+/// attend to each other both ways. A window still applies after that: query `q` sees
+/// key `k` iff (`k <= q` or both are in one block) and `k > q - window`. A block
+/// must lie wholly within the positions this call computes, or wholly before them
+/// (where it changes nothing: later queries see all of it anyway).
+pub fn attend_blocks(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    (start, base): (usize, usize),
+    scale: f64,
+    window: Option<usize>,
+    blocks: &[std::ops::Range<usize>],
+) -> Result<Tensor> {
     let t = q.dim(2)?;
     let total = start + t;
+    if let Some(b) = blocks
+        .iter()
+        .find(|b| b.end > start && (b.start < start || b.end > total))
+    {
+        candle_core::bail!(
+            "a bidirectional block {b:?} must lie within the positions computed together ({start}..{total})"
+        );
+    }
+    // The last key query position p sees: p, or the end of its block.
+    let last_seen = |p: usize| -> usize {
+        blocks
+            .iter()
+            .find(|b| b.contains(&p))
+            .map_or(p, |b| b.end - 1)
+    };
     // Keys older than the window can never be seen by any of the t queries: skip them.
     let first_key = match window {
         Some(w) => (start + 1).saturating_sub(w),
@@ -43,7 +77,7 @@ pub fn attend(
         return attend_one_cpu(q, k, v, first_key - base, total - base, scale as f32);
     }
     if q.device().is_cpu() && q.dtype() == DType::F32 {
-        return attend_many_cpu(q, k, v, (start, base), scale as f32, window);
+        return attend_many_cpu(q, k, v, (start, base), scale as f32, window, &last_seen);
     }
     let (_, heads, _, d) = q.dims4()?;
     let kv_heads = k.dim(1)?;
@@ -72,7 +106,7 @@ pub fn attend(
                 let qp = start + i;
                 for j in 0..n_keys {
                     let kp = first_key + j;
-                    let visible = kp <= qp && window.is_none_or(|w| qp - kp < w);
+                    let visible = kp <= last_seen(qp) && window.is_none_or(|w| kp + w > qp);
                     mask.push(if visible { 0f32 } else { f32::NEG_INFINITY });
                 }
             }
@@ -142,7 +176,8 @@ const QUERY_CHUNK: usize = 16;
 /// rows; it converts the keys and values those rows see to f32 once, then per row
 /// scores only the visible keys (causal, and inside the window), softmax, and the
 /// weighted sum of values. candle's path computed every score, masked half of them
-/// away, and multiplied on one thread.
+/// away, and multiplied on one thread. Query position `p` sees the keys from the
+/// window's start to `last_seen(p)` (`p`, or the end of its bidirectional block).
 fn attend_many_cpu(
     q: &Tensor,
     k: &Tensor,
@@ -150,6 +185,7 @@ fn attend_many_cpu(
     (start, base): (usize, usize),
     scale: f32,
     window: Option<usize>,
+    last_seen: &(dyn Fn(usize) -> usize + Sync),
 ) -> Result<Tensor> {
     let (_, heads, t, d) = q.dims4()?;
     let (_, kv_heads, _, _) = k.dims4()?;
@@ -171,7 +207,12 @@ fn attend_many_cpu(
                 let rows = c * QUERY_CHUNK..((c + 1) * QUERY_CHUNK).min(t);
                 let kv = (h / group) * cap;
                 // Keys this run of queries sees, as f32 rows.
-                let (first, last) = (lo(start + rows.start), start + rows.end - 1);
+                let first = lo(start + rows.start);
+                let last = rows
+                    .clone()
+                    .map(|i| last_seen(start + i))
+                    .max()
+                    .unwrap_or(0);
                 keys.clear();
                 vals.clear();
                 for p in first..=last {
@@ -187,7 +228,7 @@ fn attend_many_cpu(
                         std::slice::from_raw_parts_mut(out_ptr.get().add((i * heads + h) * d), d)
                     };
                     attend_query(
-                        p + 1 - first - from,
+                        last_seen(p) + 1 - first - from,
                         scale,
                         &mut scores,
                         |j| dot(qh, &keys[(from + j) * d..(from + j + 1) * d]),
@@ -458,6 +499,92 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Bidirectional blocks against a direct reference (every visible key by the
+    /// rule, in f64), on the CPU prefill path and the general one, after cached
+    /// tokens, with and without a window, and with queries that see keys of their
+    /// block beyond their work item's rows.
+    #[test]
+    #[allow(clippy::single_range_in_vec_init)] // a list of one block, not a range's values
+    fn blocks_see_their_later_keys_inside_the_window() {
+        let (heads, kv, d) = (4, 2, 32);
+        for (window, blocks) in [
+            (None, vec![5..12]),
+            (Some(4), vec![5..12]),
+            (Some(8), vec![3..5, 6..30]),
+            (None, vec![0..3, 3..40]),
+        ] {
+            let (start, t) = (3, 40);
+            let total = start + t;
+            let k = random((1, kv, total, d), 1);
+            let v = random((1, kv, total, d), 2);
+            let q = random((1, heads, t, d), 3);
+            let scale = 0.2;
+            let got = attend_blocks(&q, &k, &v, (start, 0), scale, window, &blocks).unwrap();
+            let general = attend_blocks(
+                &q.to_dtype(DType::F64).unwrap(),
+                &k.to_dtype(DType::F64).unwrap(),
+                &v.to_dtype(DType::F64).unwrap(),
+                (start, 0),
+                scale,
+                window,
+                &blocks,
+            )
+            .unwrap()
+            .to_dtype(DType::F32)
+            .unwrap();
+            let (qv, kv_, vv) = (floats(&q), floats(&k), floats(&v));
+            let mut want = vec![0f32; t * heads * d];
+            for h in 0..heads {
+                let g = h / (heads / kv);
+                for i in 0..t {
+                    let p = start + i;
+                    let visible: Vec<usize> = (0..total)
+                        .filter(|&kp| {
+                            let same = blocks.iter().any(|b| b.contains(&p) && b.contains(&kp));
+                            (kp <= p || same) && window.is_none_or(|w| kp + w > p)
+                        })
+                        .collect();
+                    let s: Vec<f64> = visible
+                        .iter()
+                        .map(|&kp| {
+                            (0..d)
+                                .map(|x| {
+                                    qv[(h * t + i) * d + x] as f64
+                                        * kv_[(g * total + kp) * d + x] as f64
+                                })
+                                .sum::<f64>()
+                                * scale
+                        })
+                        .collect();
+                    let m = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                    let z: f64 = s.iter().map(|x| (x - m).exp()).sum();
+                    for x in 0..d {
+                        let o: f64 = visible
+                            .iter()
+                            .zip(&s)
+                            .map(|(&kp, sc)| {
+                                (sc - m).exp() / z * vv[(g * total + kp) * d + x] as f64
+                            })
+                            .sum();
+                        want[(i * heads + h) * d + x] = o as f32;
+                    }
+                }
+            }
+            for (name, out) in [("cpu", &got), ("general", &general)] {
+                let diff = max_abs_diff(&floats(out), &want);
+                assert!(
+                    diff < 1e-5,
+                    "{name} window {window:?} blocks {blocks:?}: {diff}"
+                );
+            }
+        }
+        // A block cut by the start of the pass cannot be served.
+        let q = random((1, 2, 4, 32), 3);
+        let k = random((1, 2, 8, 32), 1);
+        assert!(attend_blocks(&q, &k, &k, (4, 0), 0.2, None, &[2..6]).is_err());
+        assert!(attend_blocks(&q, &k, &k, (4, 0), 0.2, None, &[6..9]).is_err());
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //! in `model.safetensors.index.json` (memory-mapped), and the tokenizer files. Tensors
 //! are looked up by their text-model name whichever key layout the checkpoint uses:
 //! `model.*` (CausalLM), `language_model.model.*` (published multimodal checkpoints)
-//! or `model.language_model.*` (transformers 5); vision tensors are never read.
+//! or `model.language_model.*` (transformers 5). A multimodal checkpoint's vision
+//! tower and projector are kept apart, under one spelling of their names
+//! ([`vision_name`]), for the vision loader only.
 
 pub mod config;
 pub mod names;
@@ -63,6 +65,8 @@ pub struct HfFolder {
     arch: &'static Architecture,
     shards: Vec<Shard>,
     tensors: HashMap<String, Entry>,
+    /// Vision tower and projector tensors, by [`vision_name`].
+    vision: HashMap<String, Entry>,
     /// The byte ranges (shard, start, end) most recently handed out, oldest first;
     /// see [`HfFolder::mapped`].
     recent: std::sync::Mutex<std::collections::VecDeque<(usize, usize, usize)>>,
@@ -79,14 +83,24 @@ fn canonical(stored: &str) -> Option<String> {
             return Some(format!("{to}{rest}"));
         }
     }
-    if stored.starts_with("vision_tower.")
-        || stored.starts_with("multi_modal_projector.")
-        || stored.starts_with("model.vision_tower.")
-        || stored.starts_with("model.multi_modal_projector.")
-    {
+    if vision_name(stored).is_some() {
         return None;
     }
     Some(stored.to_string())
+}
+
+/// The name a vision tower or projector tensor is known by, whichever layout stored
+/// it: `vision_tower.*` (transformers' `save_pretrained`), `vision_tower.vision_model.*`
+/// (published checkpoints) or `model.vision_tower.*` (transformers 5), and
+/// `multi_modal_projector.*`; `None` for other keys.
+pub fn vision_name(stored: &str) -> Option<String> {
+    let s = stored.strip_prefix("model.").unwrap_or(stored);
+    if let Some(rest) = s.strip_prefix("vision_tower.") {
+        let rest = rest.strip_prefix("vision_model.").unwrap_or(rest);
+        return Some(format!("vision_tower.{rest}"));
+    }
+    s.starts_with("multi_modal_projector.")
+        .then(|| s.to_string())
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
@@ -170,6 +184,7 @@ impl HfFolder {
         };
         let mut shards = Vec::with_capacity(files.len());
         let mut tensors = HashMap::new();
+        let mut vision = HashMap::new();
         for (i, f) in files.iter().enumerate() {
             let path = dir.join(f);
             if !path.is_file() {
@@ -192,19 +207,18 @@ impl HfFolder {
                         continue;
                     }
                 }
-                let Some(name) = canonical(&stored) else {
-                    continue;
+                let entry = Entry {
+                    shard: i,
+                    stored_name: stored.clone(),
+                    dtype: info.dtype,
+                    shape: info.shape.clone(),
+                    range: info.data_offsets,
                 };
-                tensors.insert(
-                    name,
-                    Entry {
-                        shard: i,
-                        stored_name: stored.clone(),
-                        dtype: info.dtype,
-                        shape: info.shape.clone(),
-                        range: info.data_offsets,
-                    },
-                );
+                if let Some(name) = canonical(&stored) {
+                    tensors.insert(name, entry);
+                } else if let Some(name) = vision_name(&stored) {
+                    vision.insert(name, entry);
+                }
             }
             shards.push(Shard {
                 path,
@@ -233,6 +247,7 @@ impl HfFolder {
             arch,
             shards,
             tensors,
+            vision,
             recent: Default::default(),
         })
     }
@@ -290,11 +305,34 @@ impl HfFolder {
         self.tensors.contains_key(hf_name)
     }
 
+    /// A text-model tensor, else a vision one ([`vision_name`]).
+    fn lookup(&self, name: &str) -> Option<&Entry> {
+        self.tensors.get(name).or_else(|| self.vision.get(name))
+    }
+
+    /// Whether the folder stores a vision tower or projector tensor of this
+    /// [`vision_name`].
+    pub fn has_vision(&self, name: &str) -> bool {
+        self.vision.contains_key(name)
+    }
+
+    /// Vision tower and projector tensors: ([`vision_name`], storage dtype, shape),
+    /// sorted by name.
+    pub fn vision_tensor_infos(&self) -> Vec<(String, String, Vec<usize>)> {
+        let mut v: Vec<_> = self
+            .vision
+            .iter()
+            .map(|(n, e)| (n.clone(), format!("{:?}", e.dtype), e.shape.clone()))
+            .collect();
+        v.sort();
+        v
+    }
+
     /// The shape of the matrix or vector `hf_name` holds (for a bitsandbytes 4-bit
     /// matrix, the shape its quant state records, not the packed bytes'); `None`
     /// when the folder lacks it.
     pub fn logical_shape(&self, hf_name: &str) -> Result<Option<Vec<usize>>> {
-        let Some(e) = self.tensors.get(hf_name) else {
+        let Some(e) = self.lookup(hf_name) else {
             return Ok(None);
         };
         if !crate::formats::nf4::load::is_nf4(self, hf_name) {
@@ -306,7 +344,7 @@ impl HfFolder {
     /// Where tensor `hf_name` is stored: its shard and its name there (the folder and
     /// `hf_name` when it is absent), for errors that point at it.
     pub fn whereabouts(&self, hf_name: &str) -> (PathBuf, String) {
-        match self.tensors.get(hf_name) {
+        match self.lookup(hf_name) {
             Some(e) => (self.shards[e.shard].path.clone(), e.stored_name.clone()),
             None => (self.dir.clone(), hf_name.to_string()),
         }
@@ -332,7 +370,7 @@ impl HfFolder {
     }
 
     pub(crate) fn entry(&self, hf_name: &str) -> Result<&Entry> {
-        self.tensors.get(hf_name).ok_or_else(|| Error::Tensor {
+        self.lookup(hf_name).ok_or_else(|| Error::Tensor {
             path: self.dir.clone(),
             tensor: hf_name.to_string(),
             message: "missing from the checkpoint".into(),

@@ -426,7 +426,8 @@ impl Forward for Gemma3 {
         let c = &self.cfg;
         let t = steps.t();
         let eps = c.rms_norm_eps;
-        let mut x = (steps.embed(&self.token_embd, dev)? * self.embed_scale)?; // [B, t, h]
+        let x = (steps.embed(&self.token_embd, dev)? * self.embed_scale)?; // [B, t, h]
+        let mut x = steps.place_images(x)?;
         let local = steps.rope_tables(&self.rope_local, dev)?;
         let global = steps.rope_tables(&self.rope_global, dev)?;
         let scale = c.query_pre_attn_scalar.powf(-0.5);

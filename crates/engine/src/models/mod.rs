@@ -7,12 +7,16 @@
 //! [`REGISTRY`], so adding an architecture is one file and one line there.
 //!
 //! `llama.rs` holds the llama family (Llama, Mistral, Qwen 2, Qwen 3: one forward
-//! pass that follows the tensors present); `gemma3.rs` holds Gemma 3.
+//! pass that follows the tensors present); `gemma3.rs` holds Gemma 3, and
+//! `siglip.rs` its vision tower and projector (`mmproj.rs` writes them as
+//! llama.cpp's mmproj files).
 
 pub mod gemma3;
 pub mod llama;
+pub mod mmproj;
+pub mod siglip;
 
-use crate::attention::{attend, KvCache, KvType, Rope, RopeScaling};
+use crate::attention::{attend, attend_blocks, KvCache, KvType, Rope, RopeScaling};
 use crate::error::{Error, Result};
 use crate::formats::Weight;
 use crate::gguf::GgufFile;
@@ -291,8 +295,64 @@ impl Model {
                 caches.len()
             )));
         }
-        let mut steps = Steps { ids, caches, t };
+        let mut steps = Steps {
+            ids,
+            caches,
+            t,
+            images: &[],
+            images_placed: Cell::new(false),
+        };
         self.net.forward(&mut steps, logits_from)
+    }
+
+    /// [`Model::forward`] with images: each [`ImageSpan`] replaces the embeddings of
+    /// its positions of `ids` with an image's features (rows of the model's hidden
+    /// size, from [`siglip::VisionTower::encode`]), and those positions attend to each
+    /// other both ways. Decode steps after it are ordinary [`Model::forward`] calls.
+    pub fn forward_with_images(
+        &self,
+        ids: &[u32],
+        cache: &mut KvCache,
+        logits_from: usize,
+        images: &[ImageSpan<'_>],
+    ) -> Result<Tensor> {
+        if images.is_empty() {
+            return self.forward(ids, cache, logits_from);
+        }
+        let t = ids.len();
+        if t == 0 || logits_from >= t {
+            return Err(Error::Invalid(format!(
+                "a forward pass needs tokens and logits from one of them (got {t} tokens, logits from {logits_from})"
+            )));
+        }
+        let mut end = 0;
+        for s in images {
+            let (rows, width) = s.features.dims2()?;
+            if s.at < end || rows == 0 || s.at + rows > t || width != self.config.hidden_size {
+                return Err(Error::Invalid(format!(
+                    "image features [{rows}, {width}] at token {} do not fit a prompt of {t} tokens \
+                     and hidden size {} (spans in order, not overlapping)",
+                    s.at, self.config.hidden_size
+                )));
+            }
+            end = s.at + rows;
+        }
+        let mut caches = [cache];
+        let mut steps = Steps {
+            ids: &[ids],
+            caches: &mut caches,
+            t,
+            images,
+            images_placed: Cell::new(false),
+        };
+        let logits = self.net.forward(&mut steps, logits_from)?;
+        if !steps.images_placed.get() {
+            return Err(Error::Invalid(format!(
+                "{} models take no image features",
+                self.config.arch.name
+            )));
+        }
+        Ok(logits.squeeze(0)?)
     }
 
     /// A fresh, empty cache for this model, of its [`Model::kv_type`].
@@ -862,6 +922,20 @@ pub struct Steps<'a, 'c> {
     ids: &'a [&'a [u32]],
     caches: &'a mut [&'c mut KvCache],
     t: usize,
+    /// Image features of a one-sequence pass ([`Model::forward_with_images`]).
+    images: &'a [ImageSpan<'a>],
+    /// Whether the architecture put them in ([`Steps::place_images`]).
+    images_placed: Cell<bool>,
+}
+
+/// An image's features in a forward pass: its `[n, hidden]` rows replace the
+/// embeddings of new tokens `at .. at + n`, which form one bidirectional block.
+#[derive(Debug, Clone, Copy)]
+pub struct ImageSpan<'a> {
+    /// Index of its first token among the pass's new tokens.
+    pub at: usize,
+    /// The rows, in the model's hidden size (F32).
+    pub features: &'a Tensor,
 }
 
 impl Steps<'_, '_> {
@@ -870,6 +944,30 @@ impl Steps<'_, '_> {
         let flat: Vec<u32> = self.ids.iter().flat_map(|s| s.iter().copied()).collect();
         let x = w.embedding(&Tensor::from_vec(flat, (self.ids.len(), self.t), dev)?)?;
         x.reshape((self.ids.len(), self.t, x.dim(1)?))
+    }
+
+    /// `x` (`[1, t, hidden]`, the scaled token embeddings) with the image rows of
+    /// the pass in place of their tokens' embeddings. The features are not scaled:
+    /// Gemma 3 multiplies only text embeddings by √hidden.
+    pub(crate) fn place_images(&self, x: Tensor) -> candle_core::Result<Tensor> {
+        if self.images.is_empty() {
+            return Ok(x);
+        }
+        self.images_placed.set(true);
+        let mut parts = Vec::with_capacity(2 * self.images.len() + 1);
+        let mut at = 0;
+        for s in self.images {
+            let n = s.features.dim(0)?;
+            if s.at > at {
+                parts.push(x.narrow(1, at, s.at - at)?);
+            }
+            parts.push(s.features.to_dtype(x.dtype())?.unsqueeze(0)?);
+            at = s.at + n;
+        }
+        if at < self.t {
+            parts.push(x.narrow(1, at, self.t - at)?);
+        }
+        Tensor::cat(&parts, 1)
     }
 
     /// Rope tables at each sequence's positions: `[t, dim/2]` for one sequence (as
@@ -912,7 +1010,17 @@ impl Steps<'_, '_> {
             let cache = &mut *self.caches[i];
             let start = cache.len();
             let (kc, vc, base) = cache.append(layer, &one(k, i)?, &one(v, i)?)?;
-            outs.push(attend(&one(q, i)?, &kc, &vc, (start, base), scale, window)?);
+            let q = one(q, i)?;
+            outs.push(if self.images.is_empty() {
+                attend(&q, &kc, &vc, (start, base), scale, window)?
+            } else {
+                let blocks: Vec<_> = self
+                    .images
+                    .iter()
+                    .map(|s| start + s.at..start + s.at + s.features.dim(0).unwrap_or(0))
+                    .collect();
+                attend_blocks(&q, &kc, &vc, (start, base), scale, window, &blocks)?
+            });
         }
         match outs.len() {
             1 => Ok(outs.remove(0)),

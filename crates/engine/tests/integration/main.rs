@@ -19,3 +19,4 @@ mod nf4_bnb_numerics;
 mod quantize;
 mod synth;
 mod tokenizer;
+mod vision;
