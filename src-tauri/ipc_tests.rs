@@ -279,6 +279,24 @@ fn chat_and_side_by_side_through_the_ipc() {
     };
     let (again, _) = send(&mut ipc, json!({ "kind": "regenerate" }), &settings);
     assert_eq!(again, main_text);
+    // With a draft model (here the model itself): the same greedy reply, and the
+    // reply's figures say what the draft did; a draft that is not there is refused.
+    let drafted = json!({ "temperature": 0.0, "max_tokens": 24, "draft": demo() });
+    let (with_draft, done) = send(&mut ipc, json!({ "kind": "regenerate" }), &drafted);
+    assert_eq!(with_draft, main_text);
+    assert_eq!(done["stats"]["draft"]["max_draft_tokens"], 8, "{done}");
+    let missing = json!({ "temperature": 0.0, "draft": "/no/such/model.gguf" });
+    let (_, ch) = ipc.channel();
+    let e = ipc
+        .invoke(
+            "chat_send",
+            json!({ "turn": { "kind": "regenerate" }, "settings": missing, "onEvent": ch }),
+        )
+        .unwrap_err();
+    assert!(
+        e["message"].as_str().unwrap().contains("no such file"),
+        "{e}"
+    );
     let chat_id = ipc.invoke("chat_list", json!({})).unwrap()[0]["id"].clone();
     let lib = unicorn_library::Library::open(&data.join("library.sqlite3")).unwrap();
     assert_eq!(

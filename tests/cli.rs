@@ -245,6 +245,37 @@ fn generate_with_a_draft_keeps_the_reference_ids_and_reports_acceptance() {
     assert!(err.contains("cannot draft for"), "{err}");
 }
 
+/// `bench --draft` measures decode alone and with the draft, alternating, and says
+/// whether the ids were the same.
+#[test]
+fn bench_with_a_draft_measures_both_and_checks_the_ids() {
+    let out = run(
+        &[
+            "bench",
+            &path(GEMMA),
+            "--pp",
+            "0",
+            "--tg",
+            "8",
+            "--reps",
+            "1",
+            "--draft",
+            &path(GEMMA),
+            "--draft-min",
+            "2",
+            "--json",
+        ],
+        None,
+    );
+    assert_ok(&out);
+    let r = json_lines(&out).pop().unwrap();
+    let d = &r["draft"];
+    assert_eq!(d["identical"], true, "{r}");
+    assert!(d["alone"]["mean_tok_s"].as_f64().unwrap() > 0.0, "{r}");
+    assert!(d["drafted"]["mean_tok_s"].as_f64().unwrap() > 0.0, "{r}");
+    assert_eq!(d["acceptance_rate"], 1.0, "{r}");
+}
+
 #[test]
 fn generate_text_prompt_adds_bos_for_gemma() {
     let out = run(

@@ -138,6 +138,9 @@ fn check_turn(turn: &Turn, settings: &ChatSettings) -> CommandResult<()> {
     {
         message_text(system, "system prompt")?;
     }
+    if let Some(d) = &settings.draft {
+        existing(d)?;
+    }
     let stop = settings.stop.as_deref().unwrap_or_default();
     if settings
         .temperature

@@ -89,6 +89,10 @@ pub struct ChatSettings {
     /// What happens when the conversation outgrows the context (default: drop-oldest).
     #[serde(default)]
     pub overflow: Option<Overflow>,
+    /// A model (file or folder, absolute) that drafts tokens for the loaded one to
+    /// check (speculative decoding: the reply stays the loaded model's); none: off.
+    #[serde(default)]
+    pub draft: Option<String>,
 }
 
 /// What a turn is: a new message, the last reply again, or an edited message.

@@ -172,6 +172,8 @@ fn serve(
                 hold(Some(path.clone()));
                 let _ = reply.send(Ok(summary));
                 let mut session = model.chat_session();
+                // The draft the session uses, by the path the settings named.
+                let mut drafting: Option<String> = None;
                 // Serve this model until another is asked for.
                 while let Ok(r) = rx.recv() {
                     match r {
@@ -188,6 +190,25 @@ fn serve(
                             sink,
                         } => {
                             let params = params(&model, &settings);
+                            if settings.draft != drafting {
+                                let draft = catch(|| {
+                                    settings
+                                        .draft
+                                        .as_deref()
+                                        .map(|d| load_draft(&model, d, &opts))
+                                        .transpose()
+                                });
+                                match draft {
+                                    Ok(d) => {
+                                        session.set_draft(d);
+                                        drafting = settings.draft.clone();
+                                    }
+                                    Err(message) => {
+                                        sink(ChatEvent::Error { message });
+                                        continue;
+                                    }
+                                }
+                            }
                             let mut on_token = |t: &unicorn_engine::session::TokenEvent| {
                                 if !t.text.is_empty() {
                                     sink(ChatEvent::Token {
@@ -302,6 +323,24 @@ fn load(
         load_ms: t0.elapsed().as_secs_f64() * 1e3,
     };
     Ok((model, summary))
+}
+
+/// A draft model for `target`, on its device, without a vision tower; refused
+/// (naming the ids) when its vocabulary differs.
+fn load_draft(
+    target: &LoadedModel,
+    path: &str,
+    opts: &LoadOptions,
+) -> Result<unicorn_engine::speculative::Draft, String> {
+    let opts = LoadOptions {
+        text_only: true,
+        mmproj: None,
+        tokenizer_json: None,
+        ..opts.clone()
+    };
+    let draft = LoadedModel::load(std::path::Path::new(path), &opts)
+        .map_err(|e| format!("the draft model: {e}"))?;
+    unicorn_engine::speculative::Draft::new(target, Arc::new(draft), 8).map_err(|e| e.to_string())
 }
 
 /// The model's recommended sampling (else ours), overridden by what the user set.

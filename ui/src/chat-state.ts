@@ -15,11 +15,13 @@ export type Turn = { role: "user" | "assistant"; text: string; live?: boolean; s
 export type Form = {
   temperature: string; top_k: string; top_p: string; min_p: string; repeat_penalty: string;
   max_tokens: string; seed: string; stop: string; stop_on_loop: boolean; ctx: string; overflow: Overflow;
+  /** A library model drafting for the loaded one ("": none). */
+  draft: string;
 };
 
 export const EMPTY_FORM: Form = {
   temperature: "", top_k: "", top_p: "", min_p: "", repeat_penalty: "",
-  max_tokens: "512", seed: "", stop: "", stop_on_loop: false, ctx: "", overflow: "drop-oldest",
+  max_tokens: "512", seed: "", stop: "", stop_on_loop: false, ctx: "", overflow: "drop-oldest", draft: "",
 };
 
 function stored<T>(key: string, fallback: T): Signal<T> {
@@ -64,6 +66,7 @@ export function toSettings(f: Form): ChatSettings | string {
     temperature: num(f.temperature), top_k: num(f.top_k), top_p: num(f.top_p), min_p: num(f.min_p),
     repeat_penalty: num(f.repeat_penalty), max_tokens: num(f.max_tokens), seed: num(f.seed),
     stop: stop.length ? stop : null, stop_on_loop: f.stop_on_loop, ctx: num(f.ctx), overflow: f.overflow,
+    draft: f.draft === "" ? null : f.draft,
   };
 }
 

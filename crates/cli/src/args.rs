@@ -132,7 +132,7 @@ pub struct DraftArgs {
 
 impl DraftArgs {
     /// Loads the draft (on the target's device and KV cache type), if one is named.
-    pub fn load(&self, target: &ModelArgs) -> Result<Option<LoadedModel>> {
+    pub fn load(&self, target: &ModelArgs) -> Result<Option<std::sync::Arc<LoadedModel>>> {
         let Some(d) = &self.draft else {
             return Ok(None);
         };
@@ -146,20 +146,20 @@ impl DraftArgs {
         let model = LoadedModel::load_with_progress(&path, &opts, &mut |p| shown.show(p))
             .with_context(|| format!("loading the draft {d}"));
         drop(shown);
-        Ok(Some(model?))
+        Ok(Some(std::sync::Arc::new(model?)))
     }
 
     /// The engine's draft for `target`, checked to share its vocabulary.
-    pub fn for_target<'m>(
+    pub fn for_target(
         &self,
         target: &LoadedModel,
-        draft: Option<&'m LoadedModel>,
-    ) -> Result<Option<unicorn_engine::speculative::Draft<'m>>> {
+        draft: Option<&std::sync::Arc<LoadedModel>>,
+    ) -> Result<Option<unicorn_engine::speculative::Draft>> {
         draft
             .map(|d| {
                 unicorn_engine::speculative::Draft::with_min(
                     target,
-                    d,
+                    d.clone(),
                     self.draft_tokens,
                     self.draft_min,
                 )

@@ -23,6 +23,10 @@ pub struct BenchArgs {
     /// Tokens already in the KV cache when each run starts (llama-bench's `-d`).
     #[arg(long, default_value_t = 0)]
     depth: usize,
+    /// Also measure decode with this draft model against decode alone (speculative
+    /// decoding): greedy, through the generation loop, runs alternating.
+    #[command(flatten)]
+    draft: crate::args::DraftArgs,
 }
 
 pub fn run(a: BenchArgs) -> Result<()> {
@@ -34,13 +38,26 @@ pub fn run(a: BenchArgs) -> Result<()> {
         reps: a.reps,
         depth: a.depth,
     };
-    let r = bench::run(&model, opts, &mut |label| {
+    let mut progress = |label: &str| {
         if !json {
             eprint!("\r{label:<30}");
         }
-    })?;
+    };
+    let r = bench::run(&model, opts, &mut progress)?;
+    let drafted = match a.draft.load(&a.model)? {
+        Some(d) => Some(bench::draft(
+            &model,
+            d,
+            (a.draft.draft_min, a.draft.draft_tokens),
+            opts,
+            &mut progress,
+        )?),
+        None => None,
+    };
     if json {
-        json_line(&r);
+        let mut v = serde_json::to_value(&r)?;
+        v["draft"] = serde_json::to_value(&drafted)?;
+        json_line(&v);
         return Ok(());
     }
     eprintln!("\r{:<30}", "");
@@ -66,6 +83,20 @@ pub fn run(a: BenchArgs) -> Result<()> {
             format!("tg{}{at}", t.tokens),
             t.mean_tok_s,
             t.sd_tok_s
+        );
+    }
+    if let Some(d) = &drafted {
+        println!(
+            "draft      {}: tg{} {:.1} ± {:.1} tok/s alone, {:.1} ± {:.1} with it: {:.2}x, {:.0} % of proposals accepted, ids {}",
+            d.draft_model,
+            d.alone.tokens,
+            d.alone.mean_tok_s,
+            d.alone.sd_tok_s,
+            d.drafted.mean_tok_s,
+            d.drafted.sd_tok_s,
+            d.speedup,
+            100.0 * d.acceptance_rate,
+            if d.identical { "identical" } else { "DIFFERENT" }
         );
     }
     println!(

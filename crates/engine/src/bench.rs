@@ -193,6 +193,95 @@ pub fn run(
     })
 }
 
+/// Decode with a draft model against decode alone ([`crate::speculative`]).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DraftBench {
+    /// The draft's file.
+    pub draft_model: String,
+    /// Decode alone, through the generation loop (sampling and detokenization
+    /// included), greedy.
+    pub alone: Throughput,
+    /// The same with the draft proposing.
+    pub drafted: Throughput,
+    /// `drafted / alone`, measured.
+    pub speedup: f64,
+    /// Accepted proposals over all proposals.
+    pub acceptance_rate: f64,
+    /// Whether every run's ids with the draft were the ids without it.
+    pub identical: bool,
+}
+
+/// Measures decode of `tg` greedy tokens with and without `draft` (`draft_tokens`:
+/// the fewest and most proposals a step), alternating runs, `reps` of each. The prompt is
+/// a request rendered by the chat template when the model has one (acceptance
+/// depends on the text), else `pp` pseudo-random ids.
+pub fn draft(
+    model: &LoadedModel,
+    draft: std::sync::Arc<LoadedModel>,
+    draft_tokens: (usize, usize),
+    opts: BenchOptions,
+    progress: &mut dyn FnMut(&str),
+) -> Result<DraftBench> {
+    use crate::session::GenerationParams;
+    use crate::speculative::Draft;
+    if opts.tg == 0 || opts.reps == 0 {
+        return Err(Error::Invalid(
+            "a draft bench needs --tg and --reps above 0".into(),
+        ));
+    }
+    let prompt = if model.has_chat_template() {
+        let m = crate::template::Message::user(
+            "Write a short story about a robot who learns to paint, in five paragraphs.",
+        );
+        model.render_chat(&[m])?
+    } else {
+        let vocab = model.config().vocab_size() as u64;
+        (0..opts.pp.max(16) as u64)
+            .map(|i| ((i * 2_654_435_761 + 12_345) % vocab.max(1)) as u32)
+            .collect()
+    };
+    let mut params = GenerationParams::greedy(opts.tg);
+    params.ignore_eos = true;
+    let (mut alone, mut drafted) = (Vec::new(), Vec::new());
+    let (mut proposed, mut accepted, mut identical) = (0usize, 0usize, true);
+    for r in 0..opts.reps {
+        progress(&format!("tg{} alone {}/{}", opts.tg, r + 1, opts.reps));
+        let a = model
+            .chat_session()
+            .complete(&prompt, &params, &mut |_| true)?;
+        alone.push(a.stats.decode_tok_s);
+        progress(&format!("tg{} with draft {}/{}", opts.tg, r + 1, opts.reps));
+        let mut s = model.chat_session();
+        let (min, max) = draft_tokens;
+        s.set_draft(Some(Draft::with_min(model, draft.clone(), max, min)?));
+        let d = s.complete(&prompt, &params, &mut |_| true)?;
+        drafted.push(d.stats.decode_tok_s);
+        if let Some(st) = &d.stats.draft {
+            proposed += st.drafted;
+            accepted += st.accepted;
+        }
+        identical &= a.token_ids == d.token_ids;
+    }
+    let summarize = |s: Vec<f64>| {
+        let (m, sd) = mean_sd(&s);
+        Throughput {
+            tokens: opts.tg,
+            mean_tok_s: m,
+            sd_tok_s: sd,
+            samples: s,
+        }
+    };
+    let (alone, drafted) = (summarize(alone), summarize(drafted));
+    Ok(DraftBench {
+        draft_model: draft.path().display().to_string(),
+        speedup: drafted.mean_tok_s / alone.mean_tok_s.max(1e-9),
+        acceptance_rate: accepted as f64 / proposed.max(1) as f64,
+        identical,
+        alone,
+        drafted,
+    })
+}
+
 /// Bandwidth of a GPU's memory in bytes per second: the best of several passes that
 /// read a 1 GiB tensor and write its successor.
 pub fn device_bandwidth(device: &candle_core::Device) -> Result<f64> {

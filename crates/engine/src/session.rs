@@ -583,7 +583,7 @@ pub struct ChatSession<'m> {
     /// cache its work.
     cut: usize,
     /// A model proposing tokens for this one to check ([`crate::speculative`]).
-    draft: Option<Draft<'m>>,
+    draft: Option<Draft>,
     /// The images of `messages`, in the order of their markers ([`vision::MARKER`]).
     images: Vec<Image>,
     /// The images of the conversation a turn renders (`images` and the turn's).
@@ -730,7 +730,7 @@ impl<'m> ChatSession<'m> {
 
     /// Lets `draft` propose tokens for this conversation's replies (speculative
     /// decoding: the output stays this model's), or stops that with `None`.
-    pub fn set_draft(&mut self, draft: Option<Draft<'m>>) {
+    pub fn set_draft(&mut self, draft: Option<Draft>) {
         self.draft = draft;
     }
 

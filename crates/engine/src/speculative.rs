@@ -19,6 +19,7 @@ use crate::models::Model;
 use crate::sampler::{Sampler, SamplingParams};
 use crate::session::{last_logits, reuse_prefix, LoadedModel};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Vocabulary sizes a draft and its target may differ by: padding rows past the
@@ -105,8 +106,8 @@ pub fn check_compatible(target: &LoadedModel, draft: &LoadedModel) -> Result<()>
 }
 
 /// A draft model with its own cache, proposing tokens for one conversation.
-pub struct Draft<'m> {
-    model: &'m LoadedModel,
+pub struct Draft {
+    model: Arc<LoadedModel>,
     cache: KvCache,
     cached: Vec<u32>,
     max_tokens: usize,
@@ -132,9 +133,9 @@ pub struct Draft<'m> {
 /// cache; the last is not (as a freshly sampled token).
 pub(crate) type Proposal = Vec<u32>;
 
-impl<'m> Draft<'m> {
+impl Draft {
     /// A draft proposing at most `max_tokens` tokens at a time, for `target`.
-    pub fn new(target: &LoadedModel, model: &'m LoadedModel, max_tokens: usize) -> Result<Self> {
+    pub fn new(target: &LoadedModel, model: Arc<LoadedModel>, max_tokens: usize) -> Result<Self> {
         Self::with_min(target, model, max_tokens, 0)
     }
 
@@ -142,7 +143,7 @@ impl<'m> Draft<'m> {
     /// measurements say it does not pay (llama.cpp's `--draft-min`).
     pub fn with_min(
         target: &LoadedModel,
-        model: &'m LoadedModel,
+        model: Arc<LoadedModel>,
         max_tokens: usize,
         min_tokens: usize,
     ) -> Result<Self> {
@@ -151,15 +152,15 @@ impl<'m> Draft<'m> {
                 "draft tokens: at most 1 to 32 (got {max_tokens}), at least no more than that (got {min_tokens})"
             )));
         }
-        check_compatible(target, model)?;
+        check_compatible(target, &model)?;
         let label = model
             .path()
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         Ok(Self {
-            model,
             cache: model.model().new_cache(),
+            model,
             cached: Vec::new(),
             max_tokens,
             min_tokens,
@@ -284,7 +285,8 @@ impl<'m> Draft<'m> {
         let t0 = Instant::now();
         let reuse = reuse_prefix(&mut self.cache, &mut self.cached, history);
         let fresh = &history[reuse..];
-        let draft = self.model.model();
+        let model = Arc::clone(&self.model);
+        let draft = model.model();
         let mut logits = last_logits(draft.forward(fresh, &mut self.cache, fresh.len() - 1)?)?;
         self.cached.extend_from_slice(fresh);
         let caught_up = t0.elapsed().as_secs_f64();
@@ -468,7 +470,7 @@ mod with_models {
     /// come) the test fails: the draft's distribution is far from the target's.
     #[test]
     fn a_step_samples_from_the_targets_distribution() {
-        let (target, draft) = (tiny("llama"), tiny("qwen2"));
+        let (target, draft) = (tiny("llama"), Arc::new(tiny("qwen2")));
         let prompt: Vec<u32> = vec![2, 400, 235, 414, 297, 134, 419, 98];
         let params = SamplingParams {
             temperature: 1.0,
@@ -499,7 +501,7 @@ mod with_models {
             / 2.0;
         assert!(tv > 0.3, "the draft should disagree: total variation {tv}");
 
-        let mut d = Draft::new(&target, &draft, 3).unwrap();
+        let mut d = Draft::new(&target, Arc::clone(&draft), 3).unwrap();
         let n = 4000;
         let mut counts = std::collections::HashMap::new();
         for seed in 0..n {

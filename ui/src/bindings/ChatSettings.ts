@@ -49,4 +49,9 @@ ctx: number | null,
 /**
  * What happens when the conversation outgrows the context (default: drop-oldest).
  */
-overflow: Overflow | null, };
+overflow: Overflow | null, 
+/**
+ * A model (file or folder, absolute) that drafts tokens for the loaded one to
+ * check (speculative decoding: the reply stays the loaded model's); none: off.
+ */
+draft: string | null, };

@@ -61,7 +61,6 @@ vram_bytes: number | null,
  */
 draft: DraftStats | null, 
 /**
-
  * Prompt tokens that were images' features (part of `prompt_tokens`).
  */
 image_tokens: number, };

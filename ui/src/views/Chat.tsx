@@ -162,6 +162,11 @@ function Messages({ id, source, onError, actions }: { id: string; source: Signal
           {t.stats && (
             <div class="stats">
               TTFT {t.stats.ttft_ms.toFixed(0)} ms · <span class="tok-s">{tokS(t.stats.decode_tok_s)}</span> · {t.stats.generated_tokens} tokens
+              {t.stats.draft && (
+                <span class="draft-stats" title="Tokens the draft model proposed and the loaded model kept; the speedup is an estimate (the loaded model's own speed is timed on its plain steps)">
+                  {` · draft ${t.stats.draft.accepted}/${t.stats.draft.drafted} accepted, est. ${t.stats.draft.est_speedup.toFixed(2)}×`}
+                </span>
+              )}
               {STOPS[t.stop ?? ""] ?? ""}
             </div>
           )}
@@ -526,6 +531,13 @@ export function Chat() {
               <option value="drop-oldest">drop the oldest turns</option>
               <option value="rolling">rolling window</option>
               <option value="stop">stop and tell me</option>
+            </select></label>
+            <label title="A smaller model with the same vocabulary proposes tokens that the loaded one checks in one pass (speculative decoding): the reply is the loaded model's, faster when the draft guesses well. A quantized copy of the model drafts well.">draft <select id="draft-model" value={form.value.draft}
+              onChange={(e) => (form.value = { ...form.value, draft: (e.target as HTMLSelectElement).value })}>
+              <option value="">none</option>
+              {library.value.filter((m) => m.present && m.path !== summary?.path).map((m) => (
+                <option key={m.path} value={m.path}>{m.repo ?? baseName(m.path)} ({m.quantization})</option>
+              ))}
             </select></label>
             <label>device <select id="device" value={device.value} onChange={(e) => { device.value = (e.target as HTMLSelectElement).value; if (model) void load(model); }}>
               {["auto", "cpu", "cuda", "metal"].map((d) => <option key={d} value={d}>{d}</option>)}

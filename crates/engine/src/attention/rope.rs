@@ -230,7 +230,10 @@ impl RopeScaling {
                 None | Some(serde_json::Value::Null) => Ok(None),
                 Some(v) => match v.as_f64() {
                     Some(x) if x.is_finite() && x > 0.0 => Ok(Some(x)),
-                    _ => Err(err(key, &format!("expected a positive number, found {v}"))),
+                    _ => Err(err(
+                        key,
+                        &format!("expected a positive finite number, found {v}"),
+                    )),
                 },
             }
         };
@@ -362,7 +365,7 @@ impl RopeScaling {
             if v.is_finite() && v > 0.0 {
                 Ok(v)
             } else {
-                Err(bad(key, format!("{v}: expected a positive number")))
+                Err(bad(key, format!("{v}: expected a positive finite number")))
             }
         };
         Ok(match kind.as_deref() {

@@ -157,8 +157,8 @@ fn converted_folders_give_the_ggufs_logits() {
 
 /// Speculative decoding with a quantized copy drafting for its original: the Q4_K_M
 /// quantization of each converted F32 folder proposes, the folder checks, and the
-/// greedy reply is the folder's own, id for id (96 tokens of a chat reply, most of
-/// them proposed and accepted). A draft of another vocabulary is refused, naming
+/// greedy reply is the folder's own, id for id (96 tokens of a chat reply, a third or
+/// more of them proposed and accepted). A draft of another vocabulary is refused, naming
 /// ids that differ.
 #[test]
 fn a_quantized_copy_drafts_for_its_original_with_identical_greedy_ids() {
@@ -173,10 +173,8 @@ fn a_quantized_copy_drafts_for_its_original_with_identical_greedy_ids() {
         let dir = converted(gguf, cell);
         let q4 = scratch.join(format!("{gguf}.q4_k_m.gguf"));
         quantize(dir, &q4, QuantType::Q4KM, true, &mut |_| true).unwrap();
-        let (target, draft) = (
-            load_dir(dir),
-            LoadedModel::load(&q4, &f32_options()).unwrap(),
-        );
+        let target = load_dir(dir);
+        let draft = std::sync::Arc::new(LoadedModel::load(&q4, &f32_options()).unwrap());
         let msgs = [Message::user(
             "Write a short story about a robot learning to paint.",
         )];
@@ -187,17 +185,18 @@ fn a_quantized_copy_drafts_for_its_original_with_identical_greedy_ids() {
             .send(&msgs, &params, &mut |_| true)
             .unwrap();
         let mut s = target.chat_session();
-        s.set_draft(Some(Draft::new(&target, &draft, 8).unwrap()));
+        // At least 4 proposals a step: the check does not hang on timings.
+        s.set_draft(Some(Draft::with_min(&target, draft.clone(), 8, 4).unwrap()));
         let drafted = s.send(&msgs, &params, &mut |_| true).unwrap();
         assert_eq!(drafted.token_ids, alone.token_ids, "{gguf}");
         assert_eq!(drafted.text, alone.text, "{gguf}");
         let d = drafted.stats.draft.clone().unwrap();
         eprintln!("{gguf}: {d:?}");
-        assert!(d.accepted > 48 && d.accepted <= d.drafted, "{gguf}: {d:?}");
+        assert!(d.accepted >= 32 && d.accepted <= d.drafted, "{gguf}: {d:?}");
         assert!(alone.stats.draft.is_none());
         drafts.push((target, draft));
     }
-    let e = Draft::new(&drafts[0].0, &drafts[1].1, 4)
+    let e = Draft::new(&drafts[0].0, drafts[1].1.clone(), 4)
         .err()
         .unwrap()
         .to_string();
