@@ -62,7 +62,7 @@ pub fn run(a: QuantizeArgs) -> Result<()> {
         Some(to) => {
             let r = quantize(&src, &a.out, to, a.force, &mut |p| shown.show(p))
                 .with_context(|| format!("quantizing {}", src.display()))?;
-            let summary = format!(
+            let mut summary = format!(
                 "{} → {}: {} → {} ({:.2}x), {:.2} bits per weight, {:.1} s ({:.2} GB/s of source), peak RSS {}",
                 r.source,
                 r.output,
@@ -74,6 +74,9 @@ pub fn run(a: QuantizeArgs) -> Result<()> {
                 r.source_bytes_per_sec / 1e9,
                 r.peak_rss_bytes.map(|b| human_bytes(b as f64)).unwrap_or_else(|| "n/a".into()),
             );
+            if let Some(m) = &r.mmproj {
+                summary += &format!("; the vision tower beside it, as llama.cpp keeps it: {m}");
+            }
             (
                 r.tensors.clone(),
                 summary,
@@ -105,7 +108,7 @@ pub fn run(a: QuantizeArgs) -> Result<()> {
             (
                 r.tensors.clone(),
                 summary,
-                Vec::new(),
+                r.notes.clone(),
                 serde_json::to_value(&r)?,
             )
         }

@@ -120,6 +120,9 @@ pub struct QuantizeReport {
     pub peak_rss_bytes: Option<u64>,
     /// Things the user should know (re-quantizing quantized weights, fallbacks).
     pub warnings: Vec<String>,
+    /// The llama.cpp mmproj GGUF written beside the output for a multimodal source's
+    /// vision tower (F16, as llama.cpp's converter writes it), if there is one.
+    pub mmproj: Option<String>,
 }
 
 /// Quantizes `src` into `out` as `to`. `force` allows replacing an existing `out`;
@@ -166,8 +169,19 @@ fn quantize_with(
         jobs,
         warnings,
     } = plan(&source, &config, to)?;
+    // The vision tower goes beside the text model, as llama.cpp keeps it: written
+    // (whole or not at all) before the model, so a model never lacks its mmproj.
+    let mmproj = match (&source, synthetic) {
+        (Source::Hf(h), None) => vision_beside(h, &config, out, force)?,
+        _ => None,
+    };
     let tensors = atomic::file(out, |tmp| {
         write::write(&source, synthetic, tmp, &metadata, &jobs, progress)
+    })
+    .inspect_err(|_| {
+        if let Some(p) = &mmproj {
+            std::fs::remove_file(p).ok();
+        }
     })?;
     let output_bytes = std::fs::metadata(out).map(|m| m.len()).unwrap_or(0);
     let source_bytes: u64 = jobs.iter().map(|j| j.source_bytes).sum();
@@ -190,7 +204,54 @@ fn quantize_with(
         source_bytes_per_sec: source_bytes as f64 / seconds.max(1e-9),
         peak_rss_bytes: crate::stats::peak_rss_bytes(),
         warnings,
+        mmproj: mmproj.map(|p| p.display().to_string()),
     })
+}
+
+/// Writes the mmproj of a multimodal folder's vision tower beside `out`
+/// (`mmproj-{out's stem}.gguf`), or nothing for a text-only folder.
+fn vision_beside(
+    h: &crate::hf::HfFolder,
+    config: &Config,
+    out: &Path,
+    force: bool,
+) -> Result<Option<std::path::PathBuf>> {
+    use crate::models::{mmproj, siglip};
+    if !siglip::supports(config) {
+        return Ok(None);
+    }
+    let Some(cfg) = siglip::VisionConfig::from_hf(h.config(), config)? else {
+        return Ok(None);
+    };
+    let defaults =
+        crate::vision::preprocess::Preprocess::gemma(cfg.image_size as u32, [0.5; 3], [0.5; 3]);
+    let name = "preprocessor_config.json";
+    let pre = match crate::source::read_folder_file(h.dir(), name, 1 << 20)? {
+        Some(json) => crate::vision::preprocess::Preprocess::from_config(
+            &h.dir().join(name),
+            &json,
+            &defaults,
+        )?,
+        None => defaults,
+    };
+    let (mean, std) = pre.normalize.unwrap_or(([0.5; 3], [0.5; 3]));
+    let stem = out
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let path = out.with_file_name(format!("mmproj-{stem}.gguf"));
+    atomic::check_target(&path, atomic::Kind::File, force, Some(h.dir()))?;
+    atomic::file(&path, |tmp| {
+        mmproj::from_folder(
+            siglip::VisionFiles::Hf(h),
+            &cfg,
+            mean,
+            std,
+            mmproj::MmprojType::F16,
+            tmp,
+        )
+    })?;
+    Ok(Some(path))
 }
 
 /// What quantizing will write, from the same plan as [`quantize`], before reading

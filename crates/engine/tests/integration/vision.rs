@@ -442,16 +442,15 @@ fn a_chat_image_expands_to_gemmas_image_tokens() {
     );
 }
 
-/// The tiny folder as llama.cpp runs it: the text model quantized to a GGUF and the
-/// tower written as an mmproj beside it (F16 matrices, as llama.cpp's converter).
+/// The tiny folder as llama.cpp runs it: `quantize` writes the text model to a GGUF
+/// and the tower as an mmproj beside it (F16 matrices, as llama.cpp's converter).
 /// Found beside the GGUF, it gives transformers' greedy ids and logits within the
-/// F16 weights' rounding.
+/// F16 weights' rounding. NF4 export keeps the tower as it was and says so.
 #[test]
 fn a_gguf_with_its_mmproj_beside_it_sees_the_image() {
-    use unicorn_engine::models::mmproj::{self, MmprojType};
     let dir = scratch("vision-gguf");
     let gguf = dir.join("tiny-vision-F32.gguf");
-    unicorn_engine::quantize::quantize(
+    let report = unicorn_engine::quantize::quantize(
         &folder(),
         &gguf,
         unicorn_engine::quantize::types::QuantType::F32,
@@ -459,20 +458,47 @@ fn a_gguf_with_its_mmproj_beside_it_sees_the_image() {
         &mut |_| true,
     )
     .unwrap();
-    let src = Source::open(&folder()).unwrap();
-    let text = Config::from_source(&src).unwrap();
-    let Source::Hf(h) = &src else { unreachable!() };
-    let cfg = VisionConfig::from_hf(h.config(), &text).unwrap().unwrap();
-    let proj = dir.join("mmproj-tiny-vision-F16.gguf");
-    mmproj::from_folder(
-        VisionFiles::Hf(h),
-        &cfg,
-        [0.5; 3],
-        [0.5; 3],
-        MmprojType::F16,
-        &proj,
+    let proj = dir.join("mmproj-tiny-vision-F32.gguf");
+    assert_eq!(report.mmproj, Some(proj.display().to_string()));
+    // The same again is refused without --force, the mmproj included.
+    let e = unicorn_engine::quantize::quantize(
+        &folder(),
+        &dir.join("other.gguf"),
+        unicorn_engine::quantize::types::QuantType::F32,
+        false,
+        &mut |_| false,
     )
+    .err()
     .unwrap();
+    assert!(
+        e.to_string().contains("cancel") || e.to_string().contains("Cancel"),
+        "{e}"
+    );
+    assert!(
+        !dir.join("mmproj-other.gguf").exists(),
+        "a cancelled run leaves no mmproj"
+    );
+
+    let nf4 = dir.join("nf4");
+    let r =
+        unicorn_engine::formats::nf4::export::export(&folder(), &nf4, 64, true, false, &mut |_| {
+            true
+        })
+        .unwrap();
+    assert!(
+        r.notes.iter().any(|n| n.contains("vision tower")),
+        "{:?}",
+        r.notes
+    );
+    let cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(nf4.join("config.json")).unwrap()).unwrap();
+    assert_eq!(
+        cfg["quantization_config"]["llm_int8_skip_modules"],
+        serde_json::json!(["vision_tower", "multi_modal_projector", "lm_head"])
+    );
+    let m = unicorn_engine::LoadedModel::load(&nf4, &f32_options()).unwrap();
+    assert!(m.vision().is_some(), "the NF4 folder keeps its tower");
+
     let m = unicorn_engine::LoadedModel::load(&gguf, &f32_options()).unwrap();
     let v = m.vision().expect("the mmproj beside the GGUF");
     assert_eq!(v.origin(), proj.as_path());

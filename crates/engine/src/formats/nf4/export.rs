@@ -3,7 +3,7 @@
 //! `.quant_map`, `.nested_absmax`, `.nested_quant_map`,
 //! `.quant_state.bitsandbytes__nf4`, and `quantization_config` in config.json).
 //! Linear weights of the text model are quantized; embeddings, norms, biases, the
-//! output head and anything outside the text model are copied unchanged, as
+//! output head and a vision tower and projector are copied unchanged, as
 //! transformers' skip list does. One tensor at a time, into a temporary folder that
 //! is renamed when complete.
 
@@ -40,6 +40,8 @@ pub struct Nf4Report {
     /// Per quantized tensor: bytes with its statistics, and the error of its
     /// dequantized weights (the GGUF quantizer's report, type `NF4`).
     pub tensors: Vec<crate::quantize::TensorReport>,
+    /// What the user should know about what was left as it was.
+    pub notes: Vec<String>,
 }
 
 /// Whether a tensor is quantized: 2-D linear weights of the text model, not the
@@ -290,7 +292,9 @@ pub fn predict(
     double_quant: bool,
 ) -> Result<crate::quantize::Prediction> {
     let h = HfFolder::open(src)?;
-    let infos = h.tensor_infos();
+    // The text model's tensors, then a vision tower's (copied as they are).
+    let mut infos = h.tensor_infos();
+    infos.extend(h.vision_tensor_infos());
     let (plan, _) = plan_tensors(&h, &infos, blocksize, double_quant, None)?;
     let size = |t: &PlannedTensor| {
         t.shape.iter().product::<usize>() as u64
@@ -425,7 +429,9 @@ fn write(
     progress: &mut dyn FnMut(&Progress) -> bool,
 ) -> Result<Nf4Report> {
     let h = src.h;
-    let infos = h.tensor_infos();
+    // The text model's tensors, then a vision tower's (copied as they are).
+    let mut infos = h.tensor_infos();
+    infos.extend(h.vision_tensor_infos());
     let meter = Meter::start();
     // The quantized tensors, in the source's order, and their source bytes (both
     // passes report progress over them).
@@ -531,6 +537,21 @@ fn write(
     }
     w.finish()?;
 
+    // A vision tower and its projector stay in their dtype, and config.json says so
+    // (transformers would otherwise expect them quantized), as a model quantized with
+    // `llm_int8_skip_modules=["vision_tower", "multi_modal_projector", "lm_head"]`.
+    let vision = infos
+        .iter()
+        .any(|(n, _, _)| n.starts_with("vision_tower.") || n.starts_with("multi_modal_projector."));
+    let mut notes = Vec::new();
+    let skip = if vision {
+        notes.push(
+            "the vision tower and projector are kept in their source dtype, not NF4 (listed in llm_int8_skip_modules, as transformers does for a model that skips them)".to_string(),
+        );
+        serde_json::json!(["vision_tower", "multi_modal_projector", "lm_head"])
+    } else {
+        serde_json::Value::Null
+    };
     let mut cfg = h.config().json().clone();
     cfg["quantization_config"] = serde_json::json!({
         "_load_in_4bit": true,
@@ -541,7 +562,7 @@ fn write(
         "bnb_4bit_use_double_quant": double_quant,
         "llm_int8_enable_fp32_cpu_offload": false,
         "llm_int8_has_fp16_weight": false,
-        "llm_int8_skip_modules": null,
+        "llm_int8_skip_modules": skip,
         "llm_int8_threshold": 6.0,
         "load_in_4bit": true,
         "load_in_8bit": false,
@@ -562,6 +583,8 @@ fn write(
         "generation_config.json",
         "chat_template.jinja",
         "special_tokens_map.json",
+        "preprocessor_config.json",
+        "processor_config.json",
     ] {
         let p = h.dir().join(f);
         if p.is_file() {
@@ -581,6 +604,7 @@ fn write(
         ratio: source_bytes as f64 / output_bytes.max(1) as f64,
         seconds: 0.0,
         tensors,
+        notes,
     })
 }
 
