@@ -180,6 +180,7 @@ pub fn server_start(
         queue: 4 * parallel,
         ctx: None,
         api_key: api_key.filter(|k| !k.trim().is_empty()),
+        draft: None,
     };
     let served =
         unicorn_server::State::load(std::slice::from_ref(&path), &Default::default(), &opts)

@@ -166,3 +166,52 @@ fn tools_through_a_template_that_renders_them() {
         "the native tools test failed (output above)"
     );
 }
+
+/// `serve --draft`: a lone request is drafted for (the model drafting for itself,
+/// made to propose), its greedy reply is the one without a draft, and its timings
+/// say what the draft did.
+#[test]
+fn a_served_model_with_a_draft_answers_the_same() {
+    let m = model(GEMMA);
+    let ask = |url: &str| -> serde_json::Value {
+        let script = r#"
+import json, sys, urllib.request
+body = {"model": sys.argv[2], "temperature": 0, "max_tokens": 16,
+        "messages": [{"role": "user", "content": "What is the capital of France?"}]}
+req = urllib.request.Request(sys.argv[1] + "/v1/chat/completions", json.dumps(body).encode(),
+                             {"Content-Type": "application/json"})
+print(urllib.request.urlopen(req, timeout=120).read().decode())
+"#;
+        let out = Command::new("python3")
+            .args(["-c", script, url, GEMMA.trim_end_matches(".gguf")])
+            .output()
+            .expect("run python3");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let plain = ask(&serve(&m, &["--parallel", "1"]).url);
+    let drafted = ask(&serve(
+        &m,
+        &[
+            "--parallel",
+            "1",
+            "--draft",
+            m.to_str().unwrap(),
+            "--draft-min",
+            "2",
+        ],
+    )
+    .url);
+    assert_eq!(
+        drafted["choices"][0]["message"]["content"],
+        plain["choices"][0]["message"]["content"]
+    );
+    assert!(plain["timings"]["draft"].is_null());
+    let d = &drafted["timings"]["draft"];
+    assert!(d["drafted"].as_u64().unwrap() >= 2, "{drafted}");
+    assert_eq!(d["acceptance_rate"], 1.0, "{drafted}");
+}

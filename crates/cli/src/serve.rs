@@ -37,6 +37,10 @@ pub struct ServeArgs {
     pub queue: usize,
     #[command(flatten)]
     pub load: LoadArgs,
+    /// A draft model (speculative decoding) for every served model that shares its
+    /// vocabulary; it proposes while a model decodes one request alone.
+    #[command(flatten)]
+    pub draft: crate::args::DraftArgs,
 }
 
 pub fn run(a: ServeArgs) -> Result<()> {
@@ -56,11 +60,31 @@ pub fn run(a: ServeArgs) -> Result<()> {
         .map(|m| model_path(m))
         .collect::<Result<Vec<_>>>()?;
     let load = a.load.options();
+    let draft = match &a.draft.draft {
+        Some(d) => {
+            let path = model_path(d)?;
+            let opts = unicorn_engine::LoadOptions {
+                text_only: true,
+                mmproj: None,
+                tokenizer_json: None,
+                ..load.clone()
+            };
+            let model = unicorn_engine::LoadedModel::load(&path, &opts)
+                .with_context(|| format!("loading the draft {d}"))?;
+            Some(unicorn_server::DraftModel {
+                model: Arc::new(model),
+                tokens: a.draft.draft_tokens,
+                min_tokens: a.draft.draft_min,
+            })
+        }
+        None => None,
+    };
     let opts = unicorn_server::Options {
         parallel: a.parallel,
         queue: a.queue,
         ctx: a.ctx,
         api_key: key,
+        draft,
     };
     let state = unicorn_server::State::load(&paths, &load, &opts).map_err(anyhow::Error::msg)?;
     let ids: Vec<String> = state.models.iter().map(|m| m.id.clone()).collect();

@@ -22,6 +22,7 @@ use crate::sampler::Sampler;
 use crate::session::{
     common_prefix, reuse_prefix, GenerationParams, LoadedModel, StopReason, TextOut,
 };
+use crate::speculative::Draft;
 use crate::stats::{peak_rss_bytes, rss_bytes, Stats};
 use candle_core::DType;
 use std::collections::VecDeque;
@@ -160,6 +161,18 @@ pub struct Batcher {
 impl Batcher {
     /// Starts the batching thread on `model`.
     pub fn new(model: Arc<LoadedModel>, opts: BatchOptions) -> Result<Self> {
+        Self::with_draft(model, opts, None)
+    }
+
+    /// [`Batcher::new`] with a draft model ([`crate::speculative`]): while one
+    /// sequence decodes alone (no constraint, no log-probabilities asked), the
+    /// draft proposes and a step checks its proposals in one pass; with several,
+    /// batching already reads each weight once for all of them.
+    pub fn with_draft(
+        model: Arc<LoadedModel>,
+        opts: BatchOptions,
+        draft: Option<Draft>,
+    ) -> Result<Self> {
         if opts.parallel == 0 || opts.parallel > 256 {
             return Err(Error::Invalid(format!(
                 "parallel sequences must be 1 to 256, got {}",
@@ -186,7 +199,7 @@ impl Batcher {
             .name("unicorn-batch".into())
             .spawn(move || {
                 let crashed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    run(&model, &s, opts)
+                    run(&model, &s, opts, draft)
                 }))
                 .is_err();
                 if crashed {
@@ -297,9 +310,11 @@ struct Seq<'m> {
     ended: Option<StopReason>,
     /// A `Failed` event was sent: no `Done` follows.
     failed: bool,
+    /// What the draft did for this sequence, once it proposed for it.
+    draft: Option<crate::speculative::DraftStats>,
 }
 
-fn run(model: &LoadedModel, shared: &Shared, opts: BatchOptions) {
+fn run(model: &LoadedModel, shared: &Shared, opts: BatchOptions, mut draft: Option<Draft>) {
     let mut slots: Vec<Slot> = (0..opts.parallel)
         .map(|_| Slot {
             cache: model.model().new_cache(),
@@ -359,54 +374,31 @@ fn run(model: &LoadedModel, shared: &Shared, opts: BatchOptions) {
             slots.iter().filter(|s| s.seq.is_some()).count(),
             Ordering::Relaxed,
         );
-        // One decode step over every sequence that has a token to feed.
-        let mut ids: Vec<[u32; 1]> = Vec::new();
-        let mut caches: Vec<&mut KvCache> = Vec::new();
-        let mut which: Vec<usize> = Vec::new();
-        for (i, s) in slots.iter_mut().enumerate() {
-            if let Some(seq) = &s.seq {
-                if seq.req.cancel.load(Ordering::Relaxed) {
-                    continue;
-                }
-                if let Some(next) = seq.next {
-                    ids.push([next]);
-                    caches.push(&mut s.cache);
-                    which.push(i);
-                }
+        // One sequence decoding alone, with a draft: a speculative step instead.
+        let alone = match slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| {
+                s.seq
+                    .as_ref()
+                    .is_some_and(|q| q.next.is_some() && !q.req.cancel.load(Ordering::Relaxed))
+            })
+            .collect::<Vec<_>>()[..]
+        {
+            [(i, s)]
+                if s.seq
+                    .as_ref()
+                    .is_some_and(|q| q.req.constraint.is_none() && q.req.logprobs.is_none()) =>
+            {
+                Some(i)
             }
-        }
-        if !ids.is_empty() {
-            let refs: Vec<&[u32]> = ids.iter().map(|a| a.as_slice()).collect();
-            let out = model
-                .model()
-                .forward_batch(&refs, &mut caches, 0)
-                .and_then(|t| Ok(t.squeeze(1)?.to_dtype(DType::F32)?.to_vec2::<f32>()?));
-            drop(caches);
+            _ => None,
+        };
+        if let (Some(d), Some(i)) = (draft.as_mut(), alone) {
+            speculate(model, d, &mut slots[i], opts.ctx);
             shared.load.steps.fetch_add(1, Ordering::Relaxed);
-            match out {
-                Ok(rows) => {
-                    for (i, logits) in which.iter().zip(rows) {
-                        let s = &mut slots[*i];
-                        if let Some(seq) = s.seq.as_mut() {
-                            if let Some(next) = seq.next.take() {
-                                s.cached.push(next);
-                            }
-                            let ctx_left = opts.ctx.saturating_sub(s.cache.len());
-                            step(model, seq, logits, ctx_left);
-                        }
-                    }
-                }
-                Err(e) => {
-                    for i in which {
-                        let s = &mut slots[i];
-                        if let Some(mut seq) = s.seq.take() {
-                            (seq.req.sink)(Event::Failed(e.to_string()));
-                        }
-                        s.cache.clear();
-                        s.cached.clear();
-                    }
-                }
-            }
+        } else {
+            decode_step(model, shared, &mut slots, opts.ctx);
         }
         // Sequences that ended (or whose client left) free their slots; the cache
         // keeps what it computed for the next request that shares a prefix. The
@@ -430,6 +422,104 @@ fn run(model: &LoadedModel, shared: &Shared, opts: BatchOptions) {
         );
         for (i, seq) in ended {
             finish(model, seq, &slots[i].cache);
+        }
+    }
+}
+
+/// One decode step over every sequence that has a token to feed.
+fn decode_step(model: &LoadedModel, shared: &Shared, slots: &mut [Slot<'_>], ctx: usize) {
+    let mut ids: Vec<[u32; 1]> = Vec::new();
+    let mut caches: Vec<&mut KvCache> = Vec::new();
+    let mut which: Vec<usize> = Vec::new();
+    for (i, s) in slots.iter_mut().enumerate() {
+        if let Some(seq) = &s.seq {
+            if seq.req.cancel.load(Ordering::Relaxed) {
+                continue;
+            }
+            if let Some(next) = seq.next {
+                ids.push([next]);
+                caches.push(&mut s.cache);
+                which.push(i);
+            }
+        }
+    }
+    if !ids.is_empty() {
+        let refs: Vec<&[u32]> = ids.iter().map(|a| a.as_slice()).collect();
+        let out = model
+            .model()
+            .forward_batch(&refs, &mut caches, 0)
+            .and_then(|t| Ok(t.squeeze(1)?.to_dtype(DType::F32)?.to_vec2::<f32>()?));
+        drop(caches);
+        shared.load.steps.fetch_add(1, Ordering::Relaxed);
+        match out {
+            Ok(rows) => {
+                for (i, logits) in which.iter().zip(rows) {
+                    let s = &mut slots[*i];
+                    if let Some(seq) = s.seq.as_mut() {
+                        if let Some(next) = seq.next.take() {
+                            s.cached.push(next);
+                        }
+                        let ctx_left = ctx.saturating_sub(s.cache.len());
+                        step(model, seq, logits, ctx_left);
+                    }
+                }
+            }
+            Err(e) => {
+                for i in which {
+                    let s = &mut slots[i];
+                    if let Some(mut seq) = s.seq.take() {
+                        (seq.req.sink)(Event::Failed(e.to_string()));
+                    }
+                    s.cache.clear();
+                    s.cached.clear();
+                }
+            }
+        }
+    }
+}
+
+/// A speculative step for the one sequence of `slot`: the draft proposes, the
+/// target checks in one pass, and the tokens it settles go out one by one.
+fn speculate(model: &LoadedModel, d: &mut Draft, slot: &mut Slot<'_>, ctx: usize) {
+    let Some(seq) = slot.seq.as_mut() else {
+        return;
+    };
+    if seq.draft.is_none() {
+        d.begin(&seq.req.params.sampling);
+    }
+    let before = slot.cache.len();
+    let wanted = seq
+        .req
+        .params
+        .max_tokens
+        .saturating_sub(seq.generated.len());
+    let room = ctx.saturating_sub(before + 2).min(wanted.saturating_sub(1));
+    seq.next = None;
+    let settled = d.step(
+        model.model(),
+        &mut slot.cache,
+        &mut slot.cached,
+        &seq.history,
+        &mut seq.sampler,
+        room,
+    );
+    seq.draft = Some(d.stats());
+    match settled {
+        Ok(tokens) => {
+            for (j, t) in tokens.into_iter().enumerate() {
+                seq.next = None;
+                emit(model, seq, t, ctx.saturating_sub(before + 1 + j), None);
+                if seq.ended.is_some() {
+                    break;
+                }
+            }
+        }
+        Err(e) => {
+            (seq.req.sink)(Event::Failed(e.to_string()));
+            seq.failed = true;
+            seq.ended = Some(StopReason::Cancelled);
+            slot.cache.clear();
+            slot.cached.clear();
         }
     }
 }
@@ -475,6 +565,7 @@ fn admit<'m>(
             last: submitted,
             ended: None,
             failed: false,
+            draft: None,
             req,
         });
         filled.push(i);
@@ -527,6 +618,17 @@ fn step(model: &LoadedModel, seq: &mut Seq, mut logits: Vec<f32>, ctx_left: usiz
         }
     }
     let next = seq.sampler.sample(&logits, &seq.history);
+    let logprob = logprob.map(|(all, top)| Logprob {
+        logprob: all[next as usize],
+        top,
+    });
+    emit(model, seq, next, ctx_left, logprob);
+}
+
+/// Tells the sink about token `next` and decides whether the sequence goes on
+/// (then `seq.next` is the token to feed).
+fn emit(model: &LoadedModel, seq: &mut Seq, next: u32, ctx_left: usize, logprob: Option<Logprob>) {
+    let p = &seq.req.params;
     let now = Instant::now();
     seq.first.get_or_insert(now);
     seq.last = now;
@@ -556,10 +658,6 @@ fn step(model: &LoadedModel, seq: &mut Seq, mut logits: Vec<f32>, ctx_left: usiz
             return;
         }
     };
-    let logprob = logprob.map(|(all, top)| Logprob {
-        logprob: all[next as usize],
-        top,
-    });
     let alive = (seq.req.sink)(Event::Token {
         id: next,
         text: piece,
@@ -647,7 +745,7 @@ fn finish(model: &LoadedModel, mut seq: Seq, cache: &KvCache) {
         peak_rss_bytes: peak_rss_bytes(),
         vram_bytes: crate::device::vram_used(model.placement()),
         device: model.placement().label.clone(),
-        draft: None,
+        draft: seq.draft.take().map(Box::new),
     };
     let stop_string = seq.text.stop_string().map(str::to_string);
     let text = std::mem::replace(&mut seq.text, TextOut::new(None, &[])).into_text();

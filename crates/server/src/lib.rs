@@ -48,6 +48,31 @@ pub struct Options {
     pub ctx: Option<usize>,
     /// The key clients must send (`Authorization: Bearer` or `x-api-key`).
     pub api_key: Option<String>,
+    /// A draft model for speculative decoding, used for every served model whose
+    /// vocabulary it shares, and the most tokens it proposes at once.
+    pub draft: Option<DraftModel>,
+}
+
+/// A loaded draft model ([`Options::draft`]).
+#[derive(Clone)]
+pub struct DraftModel {
+    /// The model.
+    pub model: Arc<LoadedModel>,
+    /// The most tokens it proposes at once.
+    pub tokens: usize,
+    /// The fewest (0: it may rest where proposing does not pay).
+    pub min_tokens: usize,
+}
+
+impl std::fmt::Debug for DraftModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "DraftModel({}, {})",
+            self.model.path().display(),
+            self.tokens
+        )
+    }
 }
 
 /// One model being served.
@@ -142,13 +167,27 @@ impl State {
             .ctx
             .unwrap_or(8192)
             .min(model.config().context_length());
-        let batcher = Batcher::new(
+        let draft = opts
+            .draft
+            .as_ref()
+            .map(|d| {
+                unicorn_engine::speculative::Draft::with_min(
+                    &model,
+                    d.model.clone(),
+                    d.tokens,
+                    d.min_tokens,
+                )
+            })
+            .transpose()
+            .map_err(|e| e.to_string())?;
+        let batcher = Batcher::with_draft(
             model.clone(),
             BatchOptions {
                 parallel: opts.parallel,
                 queue: opts.queue,
                 ctx,
             },
+            draft,
         )
         .map_err(|e| e.to_string())?;
         Ok(Served {

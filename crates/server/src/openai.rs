@@ -717,6 +717,7 @@ impl Reply {
             "predicted_n": stats.generated_tokens,
             "predicted_per_second": stats.decode_tok_s,
             "ttft_ms": stats.ttft_ms,
+            "draft": stats.draft,
         })
     }
 

@@ -304,3 +304,49 @@ fn constrained_output_matches_its_schema_smollm2() {
 fn constrained_output_matches_its_schema_gemma3() {
     check_constrained(GEMMA);
 }
+
+/// A batcher with a draft model (here the model itself, made to propose at least
+/// two tokens a step): requests taken one at a time are drafted for and give the
+/// ids they give alone, with the draft's figures in their `Done`; requests decoded
+/// together are batched as before (no draft) and give the same ids.
+#[test]
+fn a_draft_speeds_a_lone_sequence_and_leaves_the_ids_alone() {
+    use unicorn_engine::speculative::Draft;
+    let m = Arc::new(LoadedModel::load(&model(GEMMA), &LoadOptions::default()).unwrap());
+    let want = alone(&m, 24);
+    for parallel in [1, 4] {
+        let b = Batcher::with_draft(
+            m.clone(),
+            BatchOptions {
+                parallel,
+                queue: 16,
+                ctx: 1024,
+            },
+            Some(Draft::with_min(&m, m.clone(), 4, 2).unwrap()),
+        )
+        .unwrap();
+        let (tx, rx) = mpsc::channel();
+        for (i, q) in QUESTIONS.iter().enumerate() {
+            let ids = m.render_chat(&[Message::user(*q)]).unwrap();
+            b.submit(request(ids, 24, tx.clone(), i)).unwrap();
+        }
+        drop(tx);
+        let mut drafted = 0;
+        for (i, e) in rx {
+            if let Event::Done {
+                token_ids, stats, ..
+            } = e
+            {
+                let mut ids = token_ids;
+                if ids.last().is_some_and(|t| m.stop_ids().contains(t)) {
+                    ids.pop();
+                }
+                assert_eq!(ids, want[i], "{parallel} slots, question {i}");
+                drafted += stats.draft.map_or(0, |d| d.drafted);
+            }
+        }
+        if parallel == 1 {
+            assert!(drafted >= 2 * QUESTIONS.len(), "drafted {drafted}");
+        }
+    }
+}
