@@ -281,10 +281,13 @@ impl Draft {
         }
         self.idle = 0;
 
-        // Propose: the draft catches up on the history, then runs k tokens ahead.
+        // Propose: the draft catches up on what the target's cache holds (after an
+        // overflow policy let turns go, that is less than the history) and `next`,
+        // then runs k tokens ahead.
         let t0 = Instant::now();
-        let reuse = reuse_prefix(&mut self.cache, &mut self.cached, history);
-        let fresh = &history[reuse..];
+        let context: Vec<u32> = cached.iter().copied().chain([next]).collect();
+        let reuse = reuse_prefix(&mut self.cache, &mut self.cached, &context);
+        let fresh = &context[reuse..];
         let model = Arc::clone(&self.model);
         let draft = model.model();
         let mut logits = last_logits(draft.forward(fresh, &mut self.cache, fresh.len() - 1)?)?;
@@ -307,7 +310,7 @@ impl Draft {
         }
         // Per draft step; a catch-up of one token is one, a longer one (the prompt,
         // a rejected run) is not timed.
-        let (time, steps) = if fresh.len() == 1 {
+        let (time, steps) = if context.len() - reuse == 1 {
             (t1.elapsed().as_secs_f64() + caught_up, k)
         } else {
             (t1.elapsed().as_secs_f64(), k - 1)

@@ -266,3 +266,31 @@ fn an_exact_loop_ends_the_reply_only_when_asked() {
         free.token_ids[..stopped.token_ids.len()]
     );
 }
+
+/// A draft follows the conversation the context keeps: with drop-oldest on a
+/// 128-token context over 12 turns (and replies that fill it mid-way), a session
+/// with a draft (the model itself, made to propose) answers every turn as one
+/// without.
+#[test]
+fn a_draft_follows_what_the_context_keeps() {
+    use std::sync::Arc;
+    use unicorn_engine::speculative::Draft;
+    let m = smollm();
+    let d = Arc::new(smollm());
+    let params = GenerationParams::greedy(48);
+    let mut plain = m.chat_session();
+    let mut drafted = m.chat_session();
+    drafted.set_draft(Some(Draft::with_min(&m, d, 4, 2).unwrap()));
+    for s in [&mut plain, &mut drafted] {
+        s.set_context(128, Overflow::DropOldest).unwrap();
+    }
+    let mut proposed = 0;
+    for (turn, q) in QUESTIONS.iter().cycle().take(12).enumerate() {
+        let new = [Message::user(*q)];
+        let a = plain.send(&new, &params, &mut |_| true).unwrap();
+        let b = drafted.send(&new, &params, &mut |_| true).unwrap();
+        assert_eq!(a.token_ids, b.token_ids, "turn {turn}");
+        proposed += b.stats.draft.map_or(0, |d| d.drafted);
+    }
+    assert!(proposed >= 24, "{proposed}");
+}
