@@ -120,8 +120,8 @@ pub struct DraftArgs {
     /// faster when the draft guesses well. A quantized copy of MODEL drafts well.
     #[arg(long)]
     pub draft: Option<String>,
-    /// The most tokens the draft proposes at once; fewer when its guesses are often
-    /// rejected or it is slow next to MODEL (measured as it runs).
+    /// The most tokens the draft proposes at once (1 to 15); fewer when its guesses
+    /// are often rejected or it is slow next to MODEL (measured as it runs).
     #[arg(long, default_value_t = 8, requires = "draft")]
     pub draft_tokens: usize,
     /// Propose at least this many tokens each step, even where the measurements say

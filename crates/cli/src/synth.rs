@@ -147,19 +147,25 @@ pub fn run(a: SynthArgs) -> Result<()> {
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
+            // Whole or not at all, and an existing file is not replaced.
             let p = a.out.with_file_name(format!("mmproj-{name}"));
-            let write = unicorn_engine::models::mmproj::write(
+            unicorn_common::atomic::check_target(
                 &p,
-                &v,
-                [0.5; 3],
-                [0.5; 3],
-                unicorn_engine::models::mmproj::MmprojType::F16,
-                &mut unicorn_engine::models::mmproj::synthetic(a.seed),
-            );
-            if let Err(e) = write {
-                std::fs::remove_file(&p).ok();
-                return Err(e).with_context(|| format!("writing {}", p.display()));
-            }
+                unicorn_common::atomic::Kind::File,
+                false,
+                None,
+            )?;
+            unicorn_common::atomic::file(&p, |tmp| {
+                unicorn_engine::models::mmproj::write(
+                    tmp,
+                    &v,
+                    [0.5; 3],
+                    [0.5; 3],
+                    unicorn_engine::models::mmproj::MmprojType::F16,
+                    &mut unicorn_engine::models::mmproj::synthetic(a.seed),
+                )
+            })
+            .with_context(|| format!("writing {}", p.display()))?;
             Some(p)
         }
         None => None,

@@ -1164,9 +1164,12 @@ impl<'m> ChatSession<'m> {
                         want = at;
                     }
                 }
-                for &(at, _) in &prompt.images {
-                    if at < want && want < at + n {
-                        want = at;
+                // A prompt image is reused only where the cache holds that very
+                // image's features there (not its tokens computed without it).
+                for (at, img) in &prompt.images {
+                    let held = self.cached_images.iter().any(|(a, i)| a == at && i == img);
+                    if *at < want && !held {
+                        want = *at;
                     }
                 }
                 let reuse = self.cache.truncate(want);

@@ -27,6 +27,10 @@ use std::time::Instant;
 /// llama.cpp allows.
 const MAX_VOCAB_DIFFERENCE: usize = 128;
 
+/// The most tokens proposed at once: a verify pass of up to 16 rows computes each
+/// row as decode does ([`crate::formats::half::SMALL_M`]).
+pub const MAX_DRAFT: usize = crate::formats::half::SMALL_M - 1;
+
 /// What drafting did during one reply; the speedup is an estimate.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "ts", derive(ts_rs::TS))]
@@ -147,9 +151,9 @@ impl Draft {
         max_tokens: usize,
         min_tokens: usize,
     ) -> Result<Self> {
-        if max_tokens == 0 || max_tokens > 32 || min_tokens > max_tokens {
+        if max_tokens == 0 || max_tokens > MAX_DRAFT || min_tokens > max_tokens {
             return Err(Error::Invalid(format!(
-                "draft tokens: at most 1 to 32 (got {max_tokens}), at least no more than that (got {min_tokens})"
+                "draft tokens: at most 1 to {MAX_DRAFT} (got {max_tokens}), at least no more than that (got {min_tokens})"
             )));
         }
         check_compatible(target, &model)?;
@@ -251,6 +255,66 @@ impl Draft {
         }
     }
 
+    /// The draft's `k` proposals after the target's cached tokens and `next`, each
+    /// with the distribution it was drawn from. Refuses ids the draft has no row
+    /// for, and never proposes one the target has no row for.
+    #[allow(clippy::type_complexity)]
+    fn propose(
+        &mut self,
+        cached: &[u32],
+        next: u32,
+        history: &[u32],
+        k: usize,
+        target: &Model,
+    ) -> Result<(Vec<u32>, Vec<Vec<(u32, f64)>>)> {
+        let model = Arc::clone(&self.model);
+        let draft = model.model();
+        let rows = draft.config().vocab_size();
+        let target_rows = target.config().vocab_size();
+        // What the target's cache holds (after an overflow policy let turns go,
+        // less than the history) and `next`.
+        let context: Vec<u32> = cached.iter().copied().chain([next]).collect();
+        if let Some(bad) = context.iter().find(|&&t| t as usize >= rows) {
+            return Err(Error::Invalid(format!(
+                "token {bad} is past the draft's {rows} rows"
+            )));
+        }
+        let t0 = Instant::now();
+        let reuse = reuse_prefix(&mut self.cache, &mut self.cached, &context);
+        let fresh = &context[reuse..];
+        let mut logits = last_logits(draft.forward(fresh, &mut self.cache, fresh.len() - 1)?)?;
+        self.cached.extend_from_slice(fresh);
+        let caught_up = t0.elapsed().as_secs_f64();
+        let mut proposals = Vec::with_capacity(k);
+        let mut dists = Vec::with_capacity(k);
+        let mut seen = history.to_vec();
+        let t1 = Instant::now();
+        for i in 0..k {
+            logits.truncate(target_rows);
+            let q = self.sampler.distribution(&logits, &seen);
+            let d = self.sampler.pick(&q).unwrap_or(q[0].0);
+            proposals.push(d);
+            dists.push(q);
+            seen.push(d);
+            if i + 1 < k {
+                logits = last_logits(draft.forward(&[d], &mut self.cache, 0)?)?;
+                self.cached.push(d);
+            }
+        }
+        // Per draft step; a catch-up of one token is one, a longer one (the prompt,
+        // a rejected run) is not timed.
+        let (time, steps) = if fresh.len() == 1 {
+            (t1.elapsed().as_secs_f64() + caught_up, k)
+        } else {
+            (t1.elapsed().as_secs_f64(), k - 1)
+        };
+        if steps > 0 {
+            let per = time / steps as f64;
+            self.draft_s = Some(self.draft_s.map_or(per, |d| 0.8 * d + 0.2 * per));
+        }
+        Ok((proposals, dists))
+    }
+
     /// One speculative step after `history`, whose last token is sampled but not yet
     /// in the target's `cache` (which holds `cached`). Proposes up to `room` tokens,
     /// verifies them in one target pass, and returns the tokens to emit.
@@ -264,11 +328,25 @@ impl Draft {
         room: usize,
     ) -> Result<Proposal> {
         let started = Instant::now();
-        let k = self.length(target).min(room);
         let next = *history
             .last()
             .ok_or_else(|| Error::Invalid("empty history".into()))?;
-        if k == 0 {
+        let mut k = self.length(target).min(room);
+        let mut proposed = None;
+        if k > 0 {
+            self.idle = 0;
+            // The draft's trouble (an id past its vocabulary, a failed pass) costs
+            // only this step's proposals: the target goes on alone.
+            match self.propose(cached, next, history, k, target) {
+                Ok(p) => proposed = Some(p),
+                Err(_) => {
+                    self.cache.clear();
+                    self.cached.clear();
+                    k = 0;
+                }
+            }
+        }
+        let Some((proposals, dists)) = proposed.filter(|_| k > 0) else {
             let logits = last_logits(target.forward(&[next], cache, 0)?)?;
             cached.push(next);
             let t = started.elapsed().as_secs_f64();
@@ -278,47 +356,7 @@ impl Draft {
             self.emitted += 1;
             self.spent_s += started.elapsed().as_secs_f64();
             return Ok(out);
-        }
-        self.idle = 0;
-
-        // Propose: the draft catches up on what the target's cache holds (after an
-        // overflow policy let turns go, that is less than the history) and `next`,
-        // then runs k tokens ahead.
-        let t0 = Instant::now();
-        let context: Vec<u32> = cached.iter().copied().chain([next]).collect();
-        let reuse = reuse_prefix(&mut self.cache, &mut self.cached, &context);
-        let fresh = &context[reuse..];
-        let model = Arc::clone(&self.model);
-        let draft = model.model();
-        let mut logits = last_logits(draft.forward(fresh, &mut self.cache, fresh.len() - 1)?)?;
-        self.cached.extend_from_slice(fresh);
-        let caught_up = t0.elapsed().as_secs_f64();
-        let mut proposals = Vec::with_capacity(k);
-        let mut dists = Vec::with_capacity(k);
-        let mut seen = history.to_vec();
-        let t1 = Instant::now();
-        for i in 0..k {
-            let q = self.sampler.distribution(&logits, &seen);
-            let d = self.sampler.pick(&q).unwrap_or(q[0].0);
-            proposals.push(d);
-            dists.push(q);
-            seen.push(d);
-            if i + 1 < k {
-                logits = last_logits(draft.forward(&[d], &mut self.cache, 0)?)?;
-                self.cached.push(d);
-            }
-        }
-        // Per draft step; a catch-up of one token is one, a longer one (the prompt,
-        // a rejected run) is not timed.
-        let (time, steps) = if context.len() - reuse == 1 {
-            (t1.elapsed().as_secs_f64() + caught_up, k)
-        } else {
-            (t1.elapsed().as_secs_f64(), k - 1)
         };
-        if steps > 0 {
-            let per = time / steps as f64;
-            self.draft_s = Some(self.draft_s.map_or(per, |d| 0.8 * d + 0.2 * per));
-        }
 
         // Verify: the target's logits after `next` and after each proposal.
         let t2 = Instant::now();
@@ -326,8 +364,7 @@ impl Draft {
         let mut ids = Vec::with_capacity(k + 1);
         ids.push(next);
         ids.extend_from_slice(&proposals);
-        let rows: Vec<Vec<f32>> = target
-            .forward(&ids, cache, 0)?
+        let rows: Vec<Vec<f32>> = crate::formats::decode_exact(|| target.forward(&ids, cache, 0))?
             .to_dtype(candle_core::DType::F32)?
             .to_vec2()?;
         cached.extend_from_slice(&ids);
@@ -362,12 +399,15 @@ impl Draft {
         // The cache keeps `next` and the accepted proposals.
         let keep = before + 1 + accepted;
         let kept = cache.truncate(keep);
-        cached.truncate(kept);
         if kept < keep {
-            // A sliding layer already let go of what a rollback needs: recompute.
-            let redo = &ids[kept - before..1 + accepted];
-            target.forward(redo, cache, redo.len() - 1)?;
-            cached.extend_from_slice(redo);
+            // A sliding layer already let go of what a rollback needs (a cache
+            // truncates to what was asked or to nothing): recompute what is lost.
+            let redo = cached[kept..keep].to_vec();
+            cached.truncate(kept);
+            target.forward(&redo, cache, redo.len() - 1)?;
+            cached.extend_from_slice(&redo);
+        } else {
+            cached.truncate(keep);
         }
 
         self.accepted_w = 0.9 * self.accepted_w + accepted as f64;

@@ -167,19 +167,17 @@ impl State {
             .ctx
             .unwrap_or(8192)
             .min(model.config().context_length());
-        let draft = opts
-            .draft
-            .as_ref()
-            .map(|d| {
-                unicorn_engine::speculative::Draft::with_min(
-                    &model,
-                    d.model.clone(),
-                    d.tokens,
-                    d.min_tokens,
-                )
-            })
-            .transpose()
-            .map_err(|e| e.to_string())?;
+        // A draft of another vocabulary leaves this model to decode alone.
+        let draft = opts.draft.as_ref().and_then(|d| {
+            unicorn_engine::speculative::Draft::with_min(
+                &model,
+                d.model.clone(),
+                d.tokens,
+                d.min_tokens,
+            )
+            .map_err(|e| eprintln!("note: {id} decodes without the draft: {e}"))
+            .ok()
+        });
         let batcher = Batcher::with_draft(
             model.clone(),
             BatchOptions {

@@ -277,7 +277,16 @@ impl RopeScaling {
                 };
                 let attention_factor = match num("attention_factor")? {
                     Some(a) => a,
-                    None => match (num("mscale")?, num("mscale_all_dim")?) {
+                    // transformers takes mscale and mscale_all_dim only when both
+                    // are set and non-zero.
+                    None => match (
+                        s.get("mscale")
+                            .and_then(serde_json::Value::as_f64)
+                            .filter(|&m| m > 0.0),
+                        s.get("mscale_all_dim")
+                            .and_then(serde_json::Value::as_f64)
+                            .filter(|&m| m > 0.0),
+                    ) {
                         (Some(m), Some(all)) => yarn_mscale(factor, m) / yarn_mscale(factor, all),
                         _ => yarn_mscale(factor, 1.0),
                     },
@@ -390,9 +399,14 @@ impl RopeScaling {
                         ));
                     }
                 }
-                let original_context = g
-                    .u64_opt(&k("original_context_length"))?
-                    .ok_or_else(|| bad("original_context_length", "missing for yarn".into()))?;
+                // llama.cpp falls back on the context length, as transformers on
+                // max_position_embeddings.
+                let original_context = match g.u64_opt(&k("original_context_length"))? {
+                    Some(c) => c,
+                    None => g
+                        .u64_opt(&format!("{arch}.context_length"))?
+                        .ok_or_else(|| bad("original_context_length", "missing for yarn".into()))?,
+                };
                 if original_context == 0 || original_context > crate::models::MAX_CONTEXT as u64 {
                     return Err(bad(
                         "original_context_length",

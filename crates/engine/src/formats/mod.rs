@@ -254,13 +254,39 @@ fn nf4_forward(ws: &[&nf4::Nf4Matrix], x: &Tensor) -> Result<Vec<Tensor>> {
         .collect()
 }
 
+thread_local! {
+    static DECODE_EXACT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` (a forward pass on this thread) with every activation row through the
+/// decode kernels, so that each position's logits are bit for bit what decoding it
+/// alone gives: speculative decoding's verify pass. Prefill's tiled kernels (from 4
+/// rows of a sequence, on AVX-512) would round differently.
+pub fn decode_exact<T>(f: impl FnOnce() -> T) -> T {
+    struct Reset(bool);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            DECODE_EXACT.with(|d| d.set(self.0));
+        }
+    }
+    let _reset = Reset(DECODE_EXACT.with(|d| d.replace(true)));
+    f()
+}
+
 /// Several matmuls over the same input through our kernels in one parallel region.
 fn own_kernel_forward(qs: &[&QTensor], x: &Tensor) -> Result<Vec<Tensor>> {
     use blocks::{blocks, matmul_many, Rows};
     let k = x.dim(D::Minus1)?;
     let m = x.elem_count() / k.max(1);
     // Rows of one sequence: `[B, t, k]` is B sequences of t tokens (Model::forward_batch).
-    let seq_rows = if x.rank() >= 2 { x.dim(D::Minus2)? } else { m };
+    // A verify pass takes the decode kernels, each row as if alone ([`decode_exact`]).
+    let seq_rows = if DECODE_EXACT.with(|d| d.get()) {
+        1
+    } else if x.rank() >= 2 {
+        x.dim(D::Minus2)?
+    } else {
+        m
+    };
     let x = x.to_dtype(DType::F32)?.contiguous()?;
     let (storage, layout) = x.storage_and_layout();
     let candle_core::Storage::Cpu(cpu) = &*storage else {
