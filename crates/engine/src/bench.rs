@@ -37,6 +37,19 @@ pub struct Throughput {
     pub samples: Vec<f64>,
 }
 
+impl Throughput {
+    /// The mean and standard deviation of runs of `tokens` tokens each.
+    fn of(tokens: usize, samples: Vec<f64>) -> Self {
+        let (m, sd) = mean_sd(&samples);
+        Self {
+            tokens,
+            mean_tok_s: m,
+            sd_tok_s: sd,
+            samples,
+        }
+    }
+}
+
 /// Everything `unicorn bench` reports.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct BenchReport {
@@ -157,15 +170,7 @@ pub fn run(
         * (opts.depth + opts.tg / 2);
     let bytes_per_token = wb.read_per_token + kv_read;
     let roofline = bw / bytes_per_token as f64;
-    let summarize = |tokens, s: Vec<f64>| {
-        let (m, sd) = mean_sd(&s);
-        Throughput {
-            tokens,
-            mean_tok_s: m,
-            sd_tok_s: sd,
-            samples: s,
-        }
-    };
+    let summarize = Throughput::of;
     let tg = (opts.tg > 0).then(|| summarize(opts.tg, tg_samples));
     let roofline_pct = tg
         .as_ref()
@@ -262,16 +267,10 @@ pub fn draft(
         }
         identical &= a.token_ids == d.token_ids;
     }
-    let summarize = |s: Vec<f64>| {
-        let (m, sd) = mean_sd(&s);
-        Throughput {
-            tokens: opts.tg,
-            mean_tok_s: m,
-            sd_tok_s: sd,
-            samples: s,
-        }
-    };
-    let (alone, drafted) = (summarize(alone), summarize(drafted));
+    let (alone, drafted) = (
+        Throughput::of(opts.tg, alone),
+        Throughput::of(opts.tg, drafted),
+    );
     Ok(DraftBench {
         draft_model: draft.path().display().to_string(),
         speedup: drafted.mean_tok_s / alone.mean_tok_s.max(1e-9),

@@ -58,6 +58,13 @@ pub enum RopeScaling {
     Stored,
 }
 
+/// Unscaled rope: the frequency `base^(-2i/dim)` of each of the `dim / 2` pairs.
+fn plain_frequencies(base: f64, dim: usize) -> Vec<f64> {
+    (0..dim / 2)
+        .map(|i| 1.0 / base.powf((2 * i) as f64 / dim as f64))
+        .collect()
+}
+
 /// transformers' and llama.cpp's YaRN magnitude correction: `0.1·m·ln(s) + 1`.
 fn yarn_mscale(scale: f64, m: f64) -> f64 {
     if scale <= 1.0 {
@@ -78,9 +85,7 @@ impl RopeScaling {
         stored: Option<&[f32]>,
     ) -> std::result::Result<(Vec<f64>, f64), String> {
         let half = dim / 2;
-        let plain: Vec<f64> = (0..half)
-            .map(|i| 1.0 / base.powf((2 * i) as f64 / dim as f64))
-            .collect();
+        let plain = plain_frequencies(base, dim);
         let divided = |d: &dyn Fn(usize, f64) -> f64| {
             plain
                 .iter()
@@ -167,11 +172,9 @@ impl RopeScaling {
     /// (`None` for every other kind, which GGUF spells in metadata).
     pub fn gguf_factors(&self, base: f64, dim: usize) -> Option<Vec<f32>> {
         matches!(self, Self::Llama3 { .. }).then(|| {
-            (0..dim / 2)
-                .map(|i| {
-                    let f = 1.0 / base.powf((2 * i) as f64 / dim as f64);
-                    self.llama3_divisor(f) as f32
-                })
+            plain_frequencies(base, dim)
+                .into_iter()
+                .map(|f| self.llama3_divisor(f) as f32)
                 .collect()
         })
     }
@@ -187,14 +190,14 @@ impl RopeScaling {
             return None;
         }
         let (low, high) = (1.0, 4.0);
-        let freq = |i: usize| 1.0 / base.powf((2 * i) as f64 / dim as f64);
+        let freq = plain_frequencies(base, dim);
         let mut candidates: Vec<usize> = factors
             .iter()
             .enumerate()
             .filter(|(_, &f)| f > 1.0 && (f as f64) < factor * (1.0 - 1e-6))
             .map(|(i, &f)| {
                 let s = (1.0 / f as f64 - 1.0 / factor) / (1.0 - 1.0 / factor);
-                let wavelen = 2.0 * PI / freq(i);
+                let wavelen = 2.0 * PI / freq[i];
                 (wavelen * (s * (high - low) + low)).round() as usize
             })
             .collect();

@@ -223,17 +223,7 @@ fn vision_beside(
     let Some(cfg) = siglip::VisionConfig::from_hf(h.config(), config)? else {
         return Ok(None);
     };
-    let defaults =
-        crate::vision::preprocess::Preprocess::gemma(cfg.image_size as u32, [0.5; 3], [0.5; 3]);
-    let name = "preprocessor_config.json";
-    let pre = match crate::source::read_folder_file(h.dir(), name, 1 << 20)? {
-        Some(json) => crate::vision::preprocess::Preprocess::from_config(
-            &h.dir().join(name),
-            &json,
-            &defaults,
-        )?,
-        None => defaults,
-    };
+    let pre = crate::vision::preprocess::Preprocess::of_folder(h, &cfg)?;
     let (mean, std) = pre.normalize.unwrap_or(([0.5; 3], [0.5; 3]));
     let stem = out
         .file_stem()

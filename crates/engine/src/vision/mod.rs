@@ -59,13 +59,7 @@ impl Vision {
         let Some(cfg) = VisionConfig::from_hf(h.config(), text)? else {
             return Ok(None);
         };
-        let side = cfg.image_size as u32;
-        let defaults = Preprocess::gemma(side, [0.5; 3], [0.5; 3]);
-        let name = "preprocessor_config.json";
-        let preprocess = match crate::source::read_folder_file(h.dir(), name, 1 << 20)? {
-            Some(json) => Preprocess::from_config(&h.dir().join(name), &json, &defaults)?,
-            None => defaults,
-        };
+        let preprocess = Preprocess::of_folder(h, &cfg)?;
         let tokens = cfg.tokens.ok_or_else(|| Error::BadFile {
             path: h.config().path().to_path_buf(),
             message: "no image token ids".into(),

@@ -119,6 +119,20 @@ pub struct Preprocess {
 }
 
 impl Preprocess {
+    /// A multimodal folder's `preprocessor_config.json` over Gemma 3's defaults for
+    /// its tower's image size.
+    pub fn of_folder(
+        h: &crate::hf::HfFolder,
+        cfg: &crate::models::siglip::VisionConfig,
+    ) -> Result<Self> {
+        let defaults = Self::gemma(cfg.image_size as u32, [0.5; 3], [0.5; 3]);
+        let name = "preprocessor_config.json";
+        match crate::source::read_folder_file(h.dir(), name, 1 << 20)? {
+            Some(json) => Self::from_config(&h.dir().join(name), &json, &defaults),
+            None => Ok(defaults),
+        }
+    }
+
     /// Gemma 3's processor for square images of `side` pixels: bilinear, 1/255, mean
     /// and std 0.5 (what an mmproj's `clip.vision.*` keys describe too).
     pub fn gemma(side: u32, mean: [f32; 3], std: [f32; 3]) -> Self {
