@@ -332,13 +332,7 @@ fn load_draft(
     path: &str,
     opts: &LoadOptions,
 ) -> Result<unicorn_engine::speculative::Draft, String> {
-    let opts = LoadOptions {
-        text_only: true,
-        mmproj: None,
-        tokenizer_json: None,
-        ..opts.clone()
-    };
-    let draft = LoadedModel::load(std::path::Path::new(path), &opts)
+    let draft = LoadedModel::load(std::path::Path::new(path), &opts.for_draft())
         .map_err(|e| format!("the draft model: {e}"))?;
     unicorn_engine::speculative::Draft::new(target, Arc::new(draft), 8).map_err(|e| e.to_string())
 }

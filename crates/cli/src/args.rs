@@ -132,17 +132,13 @@ pub struct DraftArgs {
 
 impl DraftArgs {
     /// Loads the draft (on the target's device and KV cache type), if one is named.
-    pub fn load(&self, target: &ModelArgs) -> Result<Option<std::sync::Arc<LoadedModel>>> {
+    pub fn load(&self, target: &LoadArgs) -> Result<Option<std::sync::Arc<LoadedModel>>> {
         let Some(d) = &self.draft else {
             return Ok(None);
         };
-        let mut opts = target.load.options();
-        // A draft proposes text: no tokenizer override, no vision tower.
-        opts.tokenizer_json = None;
-        opts.mmproj = None;
-        opts.text_only = true;
+        let opts = target.options().for_draft();
         let path = model_path(d)?;
-        let mut shown = Reporter::bytes(target.load.run.json, "loading draft").quiet();
+        let mut shown = Reporter::bytes(target.run.json, "loading draft").quiet();
         let model = LoadedModel::load_with_progress(&path, &opts, &mut |p| shown.show(p))
             .with_context(|| format!("loading the draft {d}"));
         drop(shown);

@@ -44,7 +44,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         }
     };
     let r = bench::run(&model, opts, &mut progress)?;
-    let drafted = match a.draft.load(&a.model)? {
+    let drafted = match a.draft.load(&a.model.load)? {
         Some(d) => Some(bench::draft(
             &model,
             d,

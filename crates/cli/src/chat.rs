@@ -40,7 +40,7 @@ pub struct ChatArgs {
 
 pub fn run(a: ChatArgs) -> Result<()> {
     let model = a.model.load()?;
-    let draft = a.draft.load(&a.model)?;
+    let draft = a.draft.load(&a.model.load)?;
     let json = a.model.load.run.json;
     let params = a.sampling.params(false, &model)?;
     if !model.has_chat_template() {

@@ -42,7 +42,7 @@ pub fn run(a: GenerateArgs) -> Result<()> {
         bail!("--image goes with --prompt-ids (their image tokens place it); for text, use chat --image");
     }
     let model = a.model.load()?;
-    let draft = a.draft.load(&a.model)?;
+    let draft = a.draft.load(&a.model.load)?;
     let ids: Vec<u32> = match (&a.prompt, &a.prompt_ids) {
         (_, Some(s)) => s
             .split(|c: char| c.is_whitespace() || c == ',')

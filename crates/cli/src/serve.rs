@@ -60,25 +60,14 @@ pub fn run(a: ServeArgs) -> Result<()> {
         .map(|m| model_path(m))
         .collect::<Result<Vec<_>>>()?;
     let load = a.load.options();
-    let draft = match &a.draft.draft {
-        Some(d) => {
-            let path = model_path(d)?;
-            let opts = unicorn_engine::LoadOptions {
-                text_only: true,
-                mmproj: None,
-                tokenizer_json: None,
-                ..load.clone()
-            };
-            let model = unicorn_engine::LoadedModel::load(&path, &opts)
-                .with_context(|| format!("loading the draft {d}"))?;
-            Some(unicorn_server::DraftModel {
-                model: Arc::new(model),
-                tokens: a.draft.draft_tokens,
-                min_tokens: a.draft.draft_min,
-            })
-        }
-        None => None,
-    };
+    let draft = a
+        .draft
+        .load(&a.load)?
+        .map(|model| unicorn_server::DraftModel {
+            model,
+            tokens: a.draft.draft_tokens,
+            min_tokens: a.draft.draft_min,
+        });
     let opts = unicorn_server::Options {
         parallel: a.parallel,
         queue: a.queue,

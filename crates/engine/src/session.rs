@@ -37,6 +37,20 @@ pub struct LoadOptions {
     pub text_only: bool,
 }
 
+impl LoadOptions {
+    /// How a draft model for a target loaded with these options loads
+    /// ([`crate::speculative`]): on the same device with the same cache and head, its
+    /// own tokenizer, no vision tower (a draft proposes text).
+    pub fn for_draft(&self) -> Self {
+        Self {
+            tokenizer_json: None,
+            mmproj: None,
+            text_only: true,
+            ..self.clone()
+        }
+    }
+}
+
 /// A model with everything needed to turn text into text.
 pub struct LoadedModel {
     path: PathBuf,
