@@ -36,7 +36,11 @@ fn permute(w: &Tensor, heads: usize) -> Tensor {
         .unwrap()
 }
 
-fn write_gguf(name: &str, meta: Vec<(&str, Value)>, tensors: Vec<(String, Tensor)>) -> PathBuf {
+fn write_gguf<K: AsRef<str>>(
+    name: &str,
+    meta: Vec<(K, Value)>,
+    tensors: Vec<(String, Tensor)>,
+) -> PathBuf {
     let path =
         std::env::temp_dir().join(format!("unicorn-tiny-{name}-{}.gguf", std::process::id()));
     let qs: Vec<(String, QTensor)> = tensors
@@ -44,9 +48,8 @@ fn write_gguf(name: &str, meta: Vec<(&str, Value)>, tensors: Vec<(String, Tensor
         .map(|(n, t)| (n, QTensor::quantize(&t, GgmlDType::F32).unwrap()))
         .collect();
     let tokens = Value::Array((0..512).map(|i| Value::String(format!("t{i}"))).collect());
-    let mut meta = meta;
-    meta.push(("tokenizer.ggml.tokens", tokens));
-    let meta_refs: Vec<(&str, &Value)> = meta.iter().map(|(k, v)| (*k, v)).collect();
+    let mut meta_refs: Vec<(&str, &Value)> = meta.iter().map(|(k, v)| (k.as_ref(), v)).collect();
+    meta_refs.push(("tokenizer.ggml.tokens", &tokens));
     let t_refs: Vec<(&str, &QTensor)> = qs.iter().map(|(n, q)| (n.as_str(), q)).collect();
     let mut f = std::fs::File::create(&path).unwrap();
     gguf_file::write(&mut f, &meta_refs, &t_refs).unwrap();
@@ -309,9 +312,12 @@ fn tiny_llama_family_gguf(
             }
         }
     }
-    let k = |s: &str| -> &'static str { Box::leak(format!("{arch}.{s}").into_boxed_str()) };
+    let k = |s: &str| format!("{arch}.{s}");
     let mut all = vec![
-        ("general.architecture", Value::String(arch.into())),
+        (
+            "general.architecture".to_string(),
+            Value::String(arch.into()),
+        ),
         (k("context_length"), Value::U32(2048)),
         (k("embedding_length"), Value::U32(64)),
         (k("block_count"), Value::U32(4)),
@@ -322,7 +328,7 @@ fn tiny_llama_family_gguf(
         (k("rope.freq_base"), Value::F32(theta)),
         (k("rope.dimension_count"), Value::U32(16)),
     ];
-    all.extend(meta);
+    all.extend(meta.into_iter().map(|(k, v)| (k.to_string(), v)));
     write_gguf(tag, all, tensors)
 }
 
@@ -330,6 +336,15 @@ fn tiny_llama_family_gguf(
 /// logits: Llama 3's per-pair factors as the `rope_freqs.weight` tensor (computed
 /// here with the converter's own float32 formula, not the engine's), and YaRN as
 /// `qwen2.rope.scaling.{type,factor,original_context_length}` metadata.
+/// The error loading the GGUF at `path` gives.
+fn load_err(path: &std::path::Path) -> String {
+    let g = GgufFile::open(path).unwrap();
+    match Model::load(&Source::Gguf(g), &Device::Cpu) {
+        Ok(_) => panic!("{} loaded but should not have", path.display()),
+        Err(e) => e.to_string(),
+    }
+}
+
 #[test]
 fn scaled_rope_written_like_llama_cpp_matches_transformers() {
     let (base, dim) = (1000f32, 16usize);
@@ -386,10 +401,7 @@ fn scaled_rope_written_like_llama_cpp_matches_transformers() {
             vec![],
             vec![("rope_freqs.weight".into(), freqs)],
         );
-        let e = Model::load(&Source::Gguf(GgufFile::open(&path).unwrap()), &Device::Cpu)
-            .err()
-            .unwrap()
-            .to_string();
+        let e = load_err(&path);
         assert!(e.contains("rope_freqs.weight"), "{tag}: {e}");
         std::fs::remove_file(&path).ok();
     }
@@ -403,10 +415,7 @@ fn scaled_rope_written_like_llama_cpp_matches_transformers() {
         vec![("qwen2.rope.scaling.type", Value::String("longrope".into()))],
         vec![],
     );
-    let e = Model::load(&Source::Gguf(GgufFile::open(&path).unwrap()), &Device::Cpu)
-        .err()
-        .unwrap()
-        .to_string();
+    let e = load_err(&path);
     assert!(
         e.contains("qwen2.rope.scaling.type") && e.contains("longrope"),
         "{e}"
