@@ -227,6 +227,13 @@ impl RopeScaling {
         let Some(s) = s.filter(|s| !s.is_null()) else {
             return Ok(Self::None);
         };
+        // Anything but an object would read as no scaling: refuse it instead.
+        if !s.is_object() {
+            return Err((
+                "rope_scaling".into(),
+                format!("expected an object, found {s}"),
+            ));
+        }
         let err = |key: &str, m: &str| (format!("rope_scaling.{key}"), m.to_string());
         let num = |key: &str| -> std::result::Result<Option<f64>, (String, String)> {
             match s.get(key) {
@@ -245,7 +252,7 @@ impl RopeScaling {
                 Some(x) if x.fract() == 0.0 && x <= crate::models::MAX_CONTEXT as f64 => {
                     Ok(Some(x as usize))
                 }
-                Some(x) => Err(err(key, &format!("{x} is not a context length"))),
+                Some(x) => Err(err(key, &format!("{x:e} is not a context length"))),
                 None => Ok(None),
             }
         };
@@ -518,7 +525,10 @@ impl RopeScaling {
             } => vec![
                 ("rope scaling factor", factor),
                 ("rope low_freq_factor", low_freq_factor),
-                ("rope high_freq_factor", high_freq_factor - low_freq_factor),
+                (
+                    "rope high_freq_factor − low_freq_factor",
+                    high_freq_factor - low_freq_factor,
+                ),
                 ("rope original context", original_context as f64),
             ],
             Self::Yarn {
