@@ -215,3 +215,119 @@ print(urllib.request.urlopen(req, timeout=120).read().decode())
     assert!(d["drafted"].as_u64().unwrap() >= 2, "{drafted}");
     assert_eq!(d["acceptance_rate"], 1.0, "{drafted}");
 }
+
+/// Images in requests, on the tiny Gemma 3 vision model: an OpenAI `image_url`
+/// data URL and an Anthropic base64 `image` block each give the greedy reply of
+/// `unicorn chat --image` (the image's 16 tokens placed by the chat template), the
+/// same image sent again with the history reuses its cached features, and each bad
+/// image is one 400 naming the part at fault.
+#[test]
+fn images_in_requests_answer_as_chat_does() {
+    let dir = scratch("served-images");
+    let m = tiny_vision_chat(&dir);
+    let image = tiny("gemma3_vision").join("image.png");
+    let out = run(
+        &[
+            "chat",
+            m.to_str().unwrap(),
+            "--image",
+            image.to_str().unwrap(),
+            "--prompt",
+            "Describe it.",
+            "--temperature",
+            "0",
+            "--max-tokens",
+            "12",
+            "--json",
+        ],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let done = cli::json_lines(&out)
+        .into_iter()
+        .find(|v| v["event"] == "done")
+        .expect("a done event");
+    assert_eq!(done["image_tokens"], 16, "{done}");
+    let expected = done["text"].as_str().unwrap().to_string();
+    let server = serve(&m, &["--parallel", "2"]);
+    let text_only = serve(&model(GEMMA), &["--parallel", "1"]);
+    let fresh = serve(&m, &["--parallel", "1"]);
+    let script = r#"
+import base64, json, sys, urllib.request, urllib.error
+url, other, fresh, image, expected = sys.argv[1:6]
+png = base64.b64encode(open(image, "rb").read()).decode()
+def post(base, path, body):
+    req = urllib.request.Request(base + path, json.dumps(body).encode(),
+                                 {"Content-Type": "application/json", "anthropic-version": "2023-06-01"})
+    try:
+        return 200, json.loads(urllib.request.urlopen(req, timeout=300).read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+def chat(content, base=url, model="tiny-vision-chat", history=()):
+    return post(base, "/v1/chat/completions", {"model": model, "temperature": 0, "max_tokens": 12,
+        "messages": list(history) + [{"role": "user", "content": content}]})
+image_part = {"type": "image_url", "image_url": {"url": "data:image/png;base64," + png}}
+code, r = chat([image_part, {"type": "text", "text": "Describe it."}])
+assert code == 200, r
+reply = r["choices"][0]["message"]["content"]
+assert reply == expected, (reply, expected)
+assert r["timings"]["image_tokens"] == 16, r["timings"]
+first = r["usage"]["prompt_tokens"]
+# A second turn resends the image: its features and tokens come from the cache.
+history = [{"role": "user", "content": [image_part, {"type": "text", "text": "Describe it."}]},
+           {"role": "assistant", "content": reply}]
+code, r2 = chat("And again?", history=history)
+assert code == 200, r2
+assert r2["timings"]["prompt_n"] > first, r2["timings"]
+# The first turn's prompt (the image in it) is a prefix of the second's.
+assert r2["timings"]["prompt_computed"] <= r2["timings"]["prompt_n"] - first + 1, r2["timings"]
+# Anthropic's image block: the same reply (from a server whose cache is empty, as
+# one-token prefills take the decode kernels and may differ in the last bits).
+code, a = post(fresh, "/v1/messages", {"model": "tiny-vision-chat", "max_tokens": 12, "temperature": 0,
+    "messages": [{"role": "user", "content": [
+        {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": png}},
+        {"type": "text", "text": "Describe it."}]}]})
+assert code == 200, a
+assert a["content"][0]["text"] == expected, (a, expected)
+# Bad images: one 400 each, naming the part.
+def refused(content, want, base=url, model="tiny-vision-chat"):
+    code, e = chat(content, base, model)
+    assert code == 400, (code, e)
+    msg = e["error"]["message"]
+    assert want in msg, (want, e)
+    return e["error"]
+bad = lambda u: [{"type": "text", "text": "hi"}, {"type": "image_url", "image_url": {"url": u}}]
+e = refused(bad("https://example.com/cat.png"), "not fetched")
+assert e["param"] == "messages[0].content[1]", e
+refused(bad("data:image/png;base64,%%%"), "not valid base64")
+refused(bad("data:image/png;base64," + base64.b64encode(b"not an image at all").decode()), "image")
+refused("a \ufffc b", "U+FFFC")
+refused([image_part], "no vision tower", other, "gemma-3-270m-q4_k_m")
+code, r = chat([image_part] * 17)
+assert code == 400 and "at most 16 images" in r["error"]["message"], r
+print("ok")
+"#;
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            script,
+            &server.url,
+            &text_only.url,
+            &fresh.url,
+            image.to_str().unwrap(),
+            &expected,
+        ])
+        .output()
+        .expect("run python3");
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

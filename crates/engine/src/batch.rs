@@ -20,10 +20,12 @@ use crate::attention::KvCache;
 use crate::error::{Error, Result};
 use crate::sampler::Sampler;
 use crate::session::{
-    common_prefix, reuse_prefix, GenerationParams, LoadedModel, StopReason, TextOut,
+    common_prefix, compute_rest, keep_prefix, GenerationParams, LoadedModel, Prompt, StopReason,
+    TextOut,
 };
 use crate::speculative::Draft;
 use crate::stats::{peak_rss_bytes, rss_bytes, Stats};
+use crate::vision::Image;
 use candle_core::DType;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -92,8 +94,9 @@ pub type Sink = Box<dyn FnMut(Event) -> bool + Send>;
 
 /// One completion to run.
 pub struct Request {
-    /// The prompt's token ids (rendered and tokenized by the caller).
-    pub prompt: Vec<u32>,
+    /// The prompt's token ids and images (rendered and tokenized by the caller:
+    /// [`LoadedModel::chat_prompt`], or plain ids with `.into()`).
+    pub prompt: Prompt,
     /// Sampling, limits and stop strings.
     pub params: GenerationParams,
     /// Report log-probabilities with this many alternatives (`Some(0)`: only the
@@ -291,6 +294,8 @@ impl Drop for Batcher {
 struct Slot<'m> {
     cache: KvCache,
     cached: Vec<u32>,
+    /// The images among `cached`: a prefix is reused only with the same images.
+    cached_images: Vec<(usize, Image)>,
     seq: Option<Seq<'m>>,
 }
 
@@ -319,6 +324,7 @@ fn run(model: &LoadedModel, shared: &Shared, opts: BatchOptions, mut draft: Opti
         .map(|_| Slot {
             cache: model.model().new_cache(),
             cached: Vec::new(),
+            cached_images: Vec::new(),
             seq: None,
         })
         .collect();
@@ -368,6 +374,7 @@ fn run(model: &LoadedModel, shared: &Shared, opts: BatchOptions, mut draft: Opti
                 }
                 slot.cache.clear();
                 slot.cached.clear();
+                slot.cached_images.clear();
             }
         }
         shared.load.active.store(
@@ -386,9 +393,13 @@ fn run(model: &LoadedModel, shared: &Shared, opts: BatchOptions, mut draft: Opti
             .collect::<Vec<_>>()[..]
         {
             [(i, s)]
-                if s.seq
-                    .as_ref()
-                    .is_some_and(|q| q.req.constraint.is_none() && q.req.logprobs.is_none()) =>
+                if s.seq.as_ref().is_some_and(|q| {
+                    // The draft reads text only: a conversation with images is
+                    // decoded alone (as a chat session does).
+                    q.req.constraint.is_none()
+                        && q.req.logprobs.is_none()
+                        && q.req.prompt.images().is_empty()
+                }) =>
             {
                 Some(i)
             }
@@ -472,6 +483,7 @@ fn decode_step(model: &LoadedModel, shared: &Shared, slots: &mut [Slot<'_>], ctx
                     }
                     s.cache.clear();
                     s.cached.clear();
+                    s.cached_images.clear();
                 }
             }
         }
@@ -520,6 +532,7 @@ fn speculate(model: &LoadedModel, d: &mut Draft, slot: &mut Slot<'_>, ctx: usize
             seq.ended = Some(StopReason::Cancelled);
             slot.cache.clear();
             slot.cached.clear();
+            slot.cached_images.clear();
         }
     }
 }
@@ -548,7 +561,7 @@ fn admit<'m>(
             .iter()
             .enumerate()
             .filter(|(_, s)| s.seq.is_none())
-            .max_by_key(|(_, s)| common_prefix(&s.cached, &req.prompt))
+            .max_by_key(|(_, s)| common_prefix(&s.cached, req.prompt.ids()))
             .map(|(i, _)| i);
         let Some(i) = best else { break };
         let (req, submitted) = waiting.pop_front().expect("front");
@@ -556,7 +569,7 @@ fn admit<'m>(
         slots[i].seq = Some(Seq {
             sampler: Sampler::new(req.params.sampling.clone()),
             text: TextOut::new(tok, &req.params.stop_strings),
-            history: req.prompt.clone(),
+            history: req.prompt.ids().to_vec(),
             generated: Vec::new(),
             next: None,
             submitted,
@@ -579,7 +592,13 @@ fn prefill(model: &LoadedModel, slot: &mut Slot, ctx: usize) -> Result<()> {
         return Ok(());
     };
     let prompt = &seq.req.prompt;
-    let reuse = reuse_prefix(&mut slot.cache, &mut slot.cached, prompt);
+    let reuse = keep_prefix(
+        model,
+        &mut slot.cache,
+        &mut slot.cached,
+        &mut slot.cached_images,
+        prompt,
+    );
     if !(seq.req.sink)(Event::Admitted {
         prompt_tokens: prompt.len(),
         reused: reuse,
@@ -588,13 +607,15 @@ fn prefill(model: &LoadedModel, slot: &mut Slot, ctx: usize) -> Result<()> {
         return Ok(());
     }
     let t0 = Instant::now();
-    let fresh = &prompt[reuse..];
-    let logits = model
-        .model()
-        .forward(fresh, &mut slot.cache, fresh.len() - 1)?;
-    slot.cached.extend_from_slice(fresh);
-    let logits = crate::session::last_logits(logits)?;
-    seq.prefill = (fresh.len(), t0.elapsed().as_secs_f64());
+    let (logits, computed) = compute_rest(
+        model,
+        &mut slot.cache,
+        &mut slot.cached,
+        &mut slot.cached_images,
+        prompt,
+        reuse,
+    )?;
+    seq.prefill = (computed, t0.elapsed().as_secs_f64());
     let ctx_left = ctx.saturating_sub(slot.cache.len());
     step(model, seq, logits, ctx_left);
     Ok(())
@@ -727,7 +748,8 @@ fn finish(model: &LoadedModel, mut seq: Seq, cache: &KvCache) {
     let (computed, prefill_s) = seq.prefill;
     let n = seq.generated.len();
     let stats = Stats {
-        image_tokens: 0,
+        image_tokens: seq.req.prompt.images().len()
+            * model.vision().map_or(0, |v| v.tokens_per_image()),
         prompt_tokens: seq.req.prompt.len(),
         prefill_tokens: computed,
         generated_tokens: n,

@@ -85,7 +85,7 @@ pub mod template;
 
 pub use sampler::SamplingParams;
 pub use session::{
-    ChatSession, GenerationParams, LoadOptions, LoadedModel, Reply, StopReason, TokenEvent,
+    ChatSession, GenerationParams, LoadOptions, LoadedModel, Prompt, Reply, StopReason, TokenEvent,
 };
 pub use template::Message;
 pub mod batch;

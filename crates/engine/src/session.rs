@@ -551,6 +551,25 @@ impl LoadedModel {
         messages: &serde_json::Value,
         tools: &serde_json::Value,
     ) -> Result<Vec<u32>> {
+        Ok(self.chat_prompt_with_tools(messages, tools, &[])?.ids)
+    }
+
+    /// The prompt of a conversation whose messages place `images` with
+    /// [`vision::MARKER`]s (one per image, in order; the model's template puts
+    /// each marker's image tokens where it stands). A marker count that differs
+    /// from the images, or images for a model without a vision tower, is an error.
+    pub fn chat_prompt(&self, messages: &[Message], images: &[Image]) -> Result<Prompt> {
+        self.encode_prompt(&self.render_text(messages)?, images)
+    }
+
+    /// [`LoadedModel::chat_prompt`] through a template that renders tools
+    /// ([`LoadedModel::render_chat_with_tools`]).
+    pub fn chat_prompt_with_tools(
+        &self,
+        messages: &serde_json::Value,
+        tools: &serde_json::Value,
+        images: &[Image],
+    ) -> Result<Prompt> {
         let tok = self.tokenizer()?;
         let t = self.template.as_ref().ok_or_else(|| {
             Error::Invalid(format!(
@@ -558,7 +577,8 @@ impl LoadedModel {
                 self.path.display()
             ))
         })?;
-        tok.encode(&t.render_with_tools(messages, tools, &tok.bos_token, &tok.eos_token)?)
+        let text = t.render_with_tools(messages, tools, &tok.bos_token, &tok.eos_token)?;
+        self.encode_prompt(&text, images)
     }
 
     /// Raw completion of `prompt_ids` (no template, no BOS added) in a fresh cache.
@@ -574,11 +594,43 @@ impl LoadedModel {
 }
 
 /// A prompt's ids and the images placed in it (each at the first of its run of
-/// image tokens).
+/// image tokens). Made by [`LoadedModel::chat_prompt`] and its siblings, which check
+/// that each image sits on a run of image tokens; plain ids convert with `From`.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct Prompt {
+pub struct Prompt {
     ids: Vec<u32>,
     images: Vec<(usize, Image)>,
+}
+
+impl Prompt {
+    /// Its token ids (an image's run of image tokens included).
+    pub fn ids(&self) -> &[u32] {
+        &self.ids
+    }
+
+    /// Its images, each with the position of the first of its tokens.
+    pub fn images(&self) -> &[(usize, Image)] {
+        &self.images
+    }
+
+    /// Tokens.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// Whether it has no tokens.
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+}
+
+impl From<Vec<u32>> for Prompt {
+    fn from(ids: Vec<u32>) -> Self {
+        Self {
+            ids,
+            images: Vec::new(),
+        }
+    }
 }
 
 /// A conversation: its messages and the KV cache of everything already computed,
@@ -1163,73 +1215,116 @@ impl<'m> ChatSession<'m> {
     /// logits pick the first reply token); returns those logits and how many tokens
     /// were computed.
     fn prefill(&mut self, prompt: &Prompt) -> Result<(Vec<f32>, usize)> {
-        let ids = &prompt.ids;
-        let reuse = match (
-            &self.model.vision,
-            prompt.images.is_empty() && self.cached_images.is_empty(),
-        ) {
-            (Some(v), false) => {
-                let n = v.tokens_per_image();
-                // An image is reused whole, and only where the same image is again.
-                let mut want = common_prefix(&self.cached, ids).min(ids.len().saturating_sub(1));
-                for &(at, ref img) in &self.cached_images {
-                    let same = prompt.images.iter().any(|(a, i)| *a == at && i == img);
-                    if at < want && (!same || at + n > want) {
-                        want = at;
-                    }
-                }
-                // A prompt image is reused only where the cache holds that very
-                // image's features there (not its tokens computed without it).
-                for (at, img) in &prompt.images {
-                    let held = self.cached_images.iter().any(|(a, i)| a == at && i == img);
-                    if *at < want && !held {
-                        want = *at;
-                    }
-                }
-                let reuse = self.cache.truncate(want);
-                self.cached.truncate(reuse);
-                self.cached_images.retain(|(at, _)| at + n <= reuse);
-                reuse
-            }
-            _ => reuse_prefix(&mut self.cache, &mut self.cached, ids),
-        };
-        let fresh = &ids[reuse..];
-        let new_images: Vec<&(usize, Image)> = prompt
-            .images
-            .iter()
-            .filter(|(at, _)| *at >= reuse)
-            .collect();
-        let logits = match new_images.is_empty() {
-            true => self
-                .model
-                .model
-                .forward(fresh, &mut self.cache, fresh.len() - 1)?,
-            false => {
-                let v = self.model.eyes()?;
-                let features = new_images
-                    .iter()
-                    .map(|(_, img)| v.features(img))
-                    .collect::<Result<Vec<_>>>()?;
-                let spans: Vec<ImageSpan> = new_images
-                    .iter()
-                    .zip(&features)
-                    .map(|((at, _), f)| ImageSpan {
-                        at: at - reuse,
-                        features: f,
-                    })
-                    .collect();
-                self.model.model.forward_with_images(
-                    fresh,
-                    &mut self.cache,
-                    fresh.len() - 1,
-                    &spans,
-                )?
-            }
-        };
-        self.cached.extend_from_slice(fresh);
-        self.cached_images.extend(new_images.into_iter().cloned());
-        Ok((last_logits(logits)?, fresh.len()))
+        prefill_prompt(
+            self.model,
+            &mut self.cache,
+            &mut self.cached,
+            &mut self.cached_images,
+            prompt,
+        )
     }
+}
+
+/// Computes what `cache` lacks of `prompt` (at least its last token, whose logits
+/// pick the first reply token): `cached` are the tokens it holds and
+/// `cached_images` the images among them. Returns the last position's logits and
+/// how many tokens were computed.
+pub(crate) fn prefill_prompt(
+    model: &LoadedModel,
+    cache: &mut KvCache,
+    cached: &mut Vec<u32>,
+    cached_images: &mut Vec<(usize, Image)>,
+    prompt: &Prompt,
+) -> Result<(Vec<f32>, usize)> {
+    let reuse = keep_prefix(model, cache, cached, cached_images, prompt);
+    compute_rest(model, cache, cached, cached_images, prompt, reuse)
+}
+
+/// Keeps of `cache` the longest prefix it shares with `prompt` ([`reuse_prefix`]),
+/// where an image is reused whole and only where the same image is again; returns
+/// how many positions it kept.
+pub(crate) fn keep_prefix(
+    model: &LoadedModel,
+    cache: &mut KvCache,
+    cached: &mut Vec<u32>,
+    cached_images: &mut Vec<(usize, Image)>,
+    prompt: &Prompt,
+) -> usize {
+    let ids = &prompt.ids;
+    match (
+        &model.vision,
+        prompt.images.is_empty() && cached_images.is_empty(),
+    ) {
+        (Some(v), false) => {
+            let n = v.tokens_per_image();
+            let mut want = common_prefix(cached, ids).min(ids.len().saturating_sub(1));
+            for &(at, ref img) in cached_images.iter() {
+                let same = prompt.images.iter().any(|(a, i)| *a == at && i == img);
+                if at < want && (!same || at + n > want) {
+                    want = at;
+                }
+            }
+            // A prompt image is reused only where the cache holds that very
+            // image's features there (not its tokens computed without it).
+            for (at, img) in &prompt.images {
+                let held = cached_images.iter().any(|(a, i)| a == at && i == img);
+                if *at < want && !held {
+                    want = *at;
+                }
+            }
+            let reuse = cache.truncate(want);
+            cached.truncate(reuse);
+            cached_images.retain(|(at, _)| at + n <= reuse);
+            reuse
+        }
+        _ => {
+            cached_images.clear();
+            reuse_prefix(cache, cached, ids)
+        }
+    }
+}
+
+/// Computes `prompt` from position `reuse` on (what [`keep_prefix`] kept), the
+/// images placed there included; returns the last position's logits and how many
+/// tokens were computed.
+pub(crate) fn compute_rest(
+    model: &LoadedModel,
+    cache: &mut KvCache,
+    cached: &mut Vec<u32>,
+    cached_images: &mut Vec<(usize, Image)>,
+    prompt: &Prompt,
+    reuse: usize,
+) -> Result<(Vec<f32>, usize)> {
+    let fresh = &prompt.ids[reuse..];
+    let new_images: Vec<&(usize, Image)> = prompt
+        .images
+        .iter()
+        .filter(|(at, _)| *at >= reuse)
+        .collect();
+    let logits = match new_images.is_empty() {
+        true => model.model.forward(fresh, cache, fresh.len() - 1)?,
+        false => {
+            let v = model.eyes()?;
+            let features = new_images
+                .iter()
+                .map(|(_, img)| v.features(img))
+                .collect::<Result<Vec<_>>>()?;
+            let spans: Vec<ImageSpan> = new_images
+                .iter()
+                .zip(&features)
+                .map(|((at, _), f)| ImageSpan {
+                    at: at - reuse,
+                    features: f,
+                })
+                .collect();
+            model
+                .model
+                .forward_with_images(fresh, cache, fresh.len() - 1, &spans)?
+        }
+    };
+    cached.extend_from_slice(fresh);
+    cached_images.extend(new_images.into_iter().cloned());
+    Ok((last_logits(logits)?, fresh.len()))
 }
 
 /// Where `content` starts in the rendered `text`, searching from the end. Templates

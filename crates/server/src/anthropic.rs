@@ -4,6 +4,7 @@
 //! `stop_sequences`, tools (`tool_use` and `tool_result` blocks).
 
 use crate::error::{ApiError, Dialect};
+use crate::images::{self, Images};
 use crate::openai::{generation, SamplingFields, Stop};
 use crate::tools::{self, Choice, ToolDef, Turn};
 use crate::{internal, read_json, submit, Running, State, Work};
@@ -79,15 +80,16 @@ fn text_of(v: &Value, at: &str) -> Result<String, ApiError> {
     }
 }
 
-/// The conversation as turns: the system prompt, text, `tool_use` blocks as calls
-/// and `tool_result` blocks as tool turns.
-fn conversation(req: &MessagesRequest) -> Result<Vec<Turn>, ApiError> {
+/// The conversation as turns: the system prompt, text, `tool_use` blocks as calls,
+/// `tool_result` blocks as tool turns; and the `image` blocks of user messages.
+fn conversation(req: &MessagesRequest) -> Result<(Vec<Turn>, Images), ApiError> {
     if req.messages.is_empty() {
         return Err(bad("messages", "messages is empty"));
     }
     let mut out: Vec<Turn> = Vec::new();
+    let mut images = Images::new();
     if let Some(s) = &req.system {
-        let system = text_of(s, "system")?;
+        let system = images::plain_text(&text_of(s, "system")?, "system", false)?;
         if !system.is_empty() {
             out.push(Turn::text("system", system));
         }
@@ -97,19 +99,34 @@ fn conversation(req: &MessagesRequest) -> Result<Vec<Turn>, ApiError> {
         if m.role != "user" && m.role != "assistant" {
             return Err(bad(&format!("{at}.role"), "role must be user or assistant"));
         }
+        let user = m.role == "user";
         let mut turn = Turn::text(&m.role, String::new());
         let mut results: Vec<Turn> = Vec::new();
         match &m.content {
-            Value::String(s) => turn.content = s.clone(),
+            Value::String(s) => {
+                turn.content = images::plain_text(s, &format!("{at}.content"), user)?
+            }
             Value::Array(blocks) => {
                 for (j, b) in blocks.iter().enumerate() {
                     let bat = format!("{at}.content[{j}]");
                     match b.get("type").and_then(Value::as_str) {
                         Some("text") => {
-                            if !turn.content.is_empty() {
+                            // Text blocks are paragraphs; an image needs no
+                            // separator (its tokens bring their own newlines).
+                            if !turn.content.is_empty()
+                                && !turn.content.ends_with(unicorn_engine::vision::MARKER)
+                            {
                                 turn.content.push_str("\n\n");
                             }
-                            turn.content.push_str(&text_of(&json!([b]), &bat)?);
+                            let t = text_of(&json!([b]), &bat)?;
+                            turn.content.push_str(&images::plain_text(&t, &bat, user)?);
+                        }
+                        Some("image") if user => {
+                            let bytes = images::anthropic_block(b, &bat)?;
+                            turn.content.push(images.push(&bat, bytes)?);
+                        }
+                        Some("image") => {
+                            return Err(bad(&bat, "images may only be in user messages"))
                         }
                         Some("tool_use") => turn.calls.push((
                             b.get("id")
@@ -125,7 +142,11 @@ fn conversation(req: &MessagesRequest) -> Result<Vec<Turn>, ApiError> {
                         Some("tool_result") => {
                             let content = match b.get("content") {
                                 None => String::new(),
-                                Some(c) => text_of(c, &format!("{bat}.content"))?,
+                                Some(c) => images::plain_text(
+                                    &text_of(c, &format!("{bat}.content"))?,
+                                    &bat,
+                                    false,
+                                )?,
                             };
                             let id = b
                                 .get("tool_use_id")
@@ -140,7 +161,7 @@ fn conversation(req: &MessagesRequest) -> Result<Vec<Turn>, ApiError> {
                             return Err(bad(
                                 &bat,
                                 format!(
-                                "content block {:?} is not supported (text, tool_use, tool_result)",
+                                "content block {:?} is not supported (text, image, tool_use, tool_result)",
                                 k.unwrap_or("?")
                             ),
                             ))
@@ -162,7 +183,7 @@ fn conversation(req: &MessagesRequest) -> Result<Vec<Turn>, ApiError> {
             out.push(turn);
         }
     }
-    Ok(out)
+    Ok((out, images))
 }
 
 fn parse_tools(req: &MessagesRequest) -> Result<(Vec<ToolDef>, Choice), ApiError> {
@@ -225,7 +246,8 @@ async fn messages_route(
             format!("temperature must be 0 to 1, got {t}"),
         ));
     }
-    let (prompt, syntax) = crate::prompt(served, conversation(&req)?, &defs, &choice, D).await?;
+    let (turns, images) = conversation(&req)?;
+    let (prompt, syntax) = crate::prompt(served, turns, images, &defs, &choice, D).await?;
     let fields = SamplingFields {
         temperature: req.temperature,
         top_p: req.top_p,

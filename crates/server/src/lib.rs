@@ -10,6 +10,7 @@
 
 pub mod anthropic;
 pub mod error;
+pub mod images;
 pub mod metrics;
 pub mod openai;
 pub mod tools;
@@ -32,10 +33,11 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 use unicorn_engine::batch::{BatchOptions, Batcher, Event, Rejected, Request as Job};
 use unicorn_engine::constrain::{Grammar, Grammars};
-use unicorn_engine::{GenerationParams, LoadOptions, LoadedModel};
+use unicorn_engine::{GenerationParams, LoadOptions, LoadedModel, Prompt};
 
-/// Largest request body read (a long conversation is well under 1 MB of JSON).
-pub const MAX_BODY: usize = 8 << 20;
+/// Largest request body read (a long conversation is well under 1 MB of JSON; an
+/// image as a base64 data URL takes a third more than its file).
+pub const MAX_BODY: usize = 32 << 20;
 
 /// How to serve.
 #[derive(Debug, Clone)]
@@ -498,8 +500,8 @@ impl Drop for CancelOnDrop {
 
 /// What a handler hands the batcher.
 pub struct Work {
-    /// The prompt's ids.
-    pub prompt: Vec<u32>,
+    /// The prompt's ids and images.
+    pub prompt: Prompt,
     /// Sampling and limits.
     pub params: GenerationParams,
     /// Log-probabilities with this many alternatives.
@@ -678,26 +680,39 @@ pub fn sse(
 pub async fn prompt(
     served: &Served,
     turns: Vec<tools::Turn>,
+    images: images::Images,
     defs: &[tools::ToolDef],
     choice: &tools::Choice,
     d: Dialect,
-) -> Result<(Vec<u32>, Option<unicorn_engine::template::ToolSyntax>), ApiError> {
+) -> Result<(Prompt, Option<unicorn_engine::template::ToolSyntax>), ApiError> {
     let model = served.model.clone();
     let syntax = tools::syntax(model.tool_syntax(), defs, choice);
     let bad =
         move |e: unicorn_engine::Error| ApiError::invalid("messages", e.to_string()).dialect(d);
-    let ids = if syntax.is_some() {
+    let prompt = if syntax.is_some() {
         let (msgs, tools) = tools::native_messages(&turns, defs);
         blocking(
-            move || model.render_chat_with_tools(&msgs, &tools).map_err(bad),
+            move || {
+                let images = images.prepare(&model).map_err(|e| e.dialect(d))?;
+                model
+                    .chat_prompt_with_tools(&msgs, &tools, &images)
+                    .map_err(bad)
+            },
             d,
         )
         .await?
     } else {
         let msgs = tools::text_messages(&turns, defs, choice);
-        blocking(move || model.render_chat(&msgs).map_err(bad), d).await?
+        blocking(
+            move || {
+                let images = images.prepare(&model).map_err(|e| e.dialect(d))?;
+                model.chat_prompt(&msgs, &images).map_err(bad)
+            },
+            d,
+        )
+        .await?
     };
-    Ok((ids, syntax))
+    Ok((prompt, syntax))
 }
 
 /// Seconds since the epoch (OpenAI's `created`).

@@ -6,6 +6,7 @@
 //! figures, as llama-server does).
 
 use crate::error::{ApiError, Dialect};
+use crate::images::{self, Images};
 use crate::tools::{self, Choice, ToolDef, Turn};
 use crate::{blocking, internal, now_secs, read_json, submit, Running, Served, State, Work};
 use axum::body::Body;
@@ -58,13 +59,13 @@ pub enum Stop {
     Many(Vec<String>),
 }
 
-/// Message content: a string, or parts of which only text is supported.
+/// Message content: a string, or parts (text, and images in user messages).
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
 pub enum Content {
     /// Plain text.
     Text(String),
-    /// Parts (`{"type": "text", "text": …}`).
+    /// Parts (`{"type": "text", "text": …}`, `{"type": "image_url", …}`).
     Parts(Vec<Value>),
 }
 
@@ -350,45 +351,64 @@ fn parse_tools(
     Ok((defs, choice))
 }
 
-/// The text of a message's content.
-fn content_text(c: Option<&Content>, at: &str) -> Result<String, ApiError> {
-    match c {
-        None => Ok(String::new()),
-        Some(Content::Text(s)) => Ok(s.clone()),
+/// The text of a message's content; an image part (user messages only) goes to
+/// `images` and leaves its marker where it stood.
+fn content_text(
+    c: Option<&Content>,
+    at: &str,
+    user: bool,
+    images: &mut Images,
+) -> Result<String, ApiError> {
+    let text = match c {
+        None => String::new(),
+        Some(Content::Text(s)) => s.clone(),
         Some(Content::Parts(parts)) => {
             let mut out = String::new();
             for (j, p) in parts.iter().enumerate() {
+                let pat = format!("{at}.content[{j}]");
                 match (
                     p.get("type").and_then(Value::as_str),
                     p.get("text").and_then(Value::as_str),
                 ) {
-                    (Some("text"), Some(t)) => out.push_str(t),
+                    (Some("text"), Some(t)) => out.push_str(&images::plain_text(t, &pat, user)?),
+                    (Some("image_url"), _) if user => {
+                        let bytes = images::openai_part(p, &pat)?;
+                        out.push(images.push(&pat, bytes)?);
+                    }
+                    (Some("image_url"), _) => {
+                        return Err(ApiError::invalid(
+                            &pat,
+                            "images may only be in user messages",
+                        ))
+                    }
                     (kind, _) => {
                         return Err(ApiError::invalid(
-                            &format!("{at}.content[{j}]"),
+                            &pat,
                             format!(
-                                "content part of type {:?} is not supported (text only)",
+                                "content part of type {:?} is not supported (text, image_url)",
                                 kind.unwrap_or("?")
                             ),
                         ))
                     }
                 }
             }
-            Ok(out)
+            return Ok(out);
         }
-    }
+    };
+    images::plain_text(&text, &format!("{at}.content"), user)
 }
 
 /// The conversation as turns (tool calls with their arguments, tool results with the
-/// call they answer).
-fn turns(msgs: &[ChatMessage]) -> Result<Vec<Turn>, ApiError> {
+/// call they answer), and the images of its user messages.
+fn turns(msgs: &[ChatMessage]) -> Result<(Vec<Turn>, Images), ApiError> {
     if msgs.is_empty() {
         return Err(ApiError::invalid("messages", "messages is empty"));
     }
     let mut out = Vec::with_capacity(msgs.len());
+    let mut images = Images::new();
     for (i, m) in msgs.iter().enumerate() {
         let at = format!("messages[{i}]");
-        let text = content_text(m.content.as_ref(), &at)?;
+        let text = content_text(m.content.as_ref(), &at, m.role == "user", &mut images)?;
         let turn = match m.role.as_str() {
             "system" | "developer" => Turn::text("system", text),
             "user" => Turn::text("user", text),
@@ -434,7 +454,7 @@ fn turns(msgs: &[ChatMessage]) -> Result<Vec<Turn>, ApiError> {
         };
         out.push(turn);
     }
-    Ok(out)
+    Ok((out, images))
 }
 
 /// `POST /v1/chat/completions`.
@@ -471,7 +491,8 @@ async fn chat_inner(
         }
         (false, None) => None,
     };
-    let (prompt, syntax) = crate::prompt(served, turns(&req.messages)?, &defs, &choice, D).await?;
+    let (turns, images) = turns(&req.messages)?;
+    let (prompt, syntax) = crate::prompt(served, turns, images, &defs, &choice, D).await?;
     if let Some(g) = tools::grammar(&defs, &choice, syntax) {
         if grammar.is_some() {
             return Err(ApiError::invalid(
@@ -617,7 +638,7 @@ async fn completions_inner(
         &id,
         "/v1/completions",
         Work {
-            prompt: ids,
+            prompt: ids.into(),
             params,
             logprobs: top,
             constraint,
@@ -713,6 +734,7 @@ impl Reply {
         json!({
             "prompt_n": stats.prompt_tokens,
             "prompt_computed": stats.prefill_tokens,
+            "image_tokens": stats.image_tokens,
             "prompt_per_second": stats.prefill_tok_s,
             "predicted_n": stats.generated_tokens,
             "predicted_per_second": stats.decode_tok_s,

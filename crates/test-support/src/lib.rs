@@ -10,7 +10,7 @@ pub mod fake_hub;
 
 use candle_core::{Device, Tensor};
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// SmolLM2-135M-Instruct Q4_1, the demo model.
 pub const SMOLLM: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
@@ -82,6 +82,27 @@ pub fn golden(rel: &str) -> HashMap<String, Tensor> {
 /// A tiny model's folder: `tests/golden/tiny/<arch>`.
 pub fn tiny(arch: &str) -> PathBuf {
     golden_path(&format!("tiny/{arch}"))
+}
+
+/// The tiny Gemma 3 vision model as a folder that chats: its golden weights and
+/// config with the character-level tokenizer and Gemma 3's chat template of
+/// `tests/fixtures/tiny-vision-chat`, assembled under `dir` (returned).
+pub fn tiny_vision_chat(dir: &Path) -> PathBuf {
+    let out = dir.join("tiny-vision-chat");
+    std::fs::create_dir_all(&out).unwrap();
+    let weights = tiny("gemma3_vision");
+    for f in [
+        "config.json",
+        "model.safetensors",
+        "preprocessor_config.json",
+    ] {
+        std::fs::copy(weights.join(f), out.join(f)).unwrap();
+    }
+    let fixture = repo_root().join("tests/fixtures/tiny-vision-chat");
+    for f in ["tokenizer.json", "tokenizer_config.json"] {
+        std::fs::copy(fixture.join(f), out.join(f)).unwrap();
+    }
+    out
 }
 
 /// A tiny model's prompt ids and transformers' 16 greedy ids after it (golden.json).

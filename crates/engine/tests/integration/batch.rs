@@ -20,7 +20,7 @@ const QUESTIONS: [&str; 6] = [
 
 fn request(prompt: Vec<u32>, max: usize, tx: mpsc::Sender<(usize, Event)>, i: usize) -> Request {
     Request {
-        prompt,
+        prompt: prompt.into(),
         params: GenerationParams::greedy(max),
         logprobs: None,
         constraint: None,
