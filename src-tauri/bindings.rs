@@ -6,7 +6,8 @@
 #[cfg(test)]
 mod tests {
     use crate::chat::types::{
-        ChatEvent, ChatSettings, ContextEstimate, LoadEvent, LoadedSummary, OpenedChat, Slot, Turn,
+        ChatEvent, ChatSettings, ContextEstimate, ImageFile, LoadEvent, LoadedSummary, OpenedChat,
+        Slot, Turn,
     };
     use crate::hub::types::{HubListing, HubPlan, HubSearchResult, PullEvent};
     use crate::quantize::types::{CompareEvent, QuantizeEvent, QuantizePrediction};
@@ -27,6 +28,7 @@ mod tests {
         LoadEvent::export_all_to(dir).unwrap();
         LoadedSummary::export_all_to(dir).unwrap();
         OpenedChat::export_all_to(dir).unwrap();
+        ImageFile::export_all_to(dir).unwrap();
         PullEvent::export_all_to(dir).unwrap();
         HubListing::export_all_to(dir).unwrap();
         HubPlan::export_all_to(dir).unwrap();

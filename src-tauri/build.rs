@@ -22,6 +22,7 @@ fn main() {
         "model_settings_save",
         "chat_load",
         "chat_send",
+        "chat_image_read",
         "chat_context_estimate",
         "chat_stop",
         "chat_reset",

@@ -478,3 +478,173 @@ fn api_server_through_the_ipc() {
     );
     std::fs::remove_dir_all(&data).ok();
 }
+
+/// Images in the chat, through the IPC with the tiny Gemma 3 vision model: the
+/// loaded model says it takes them, a dropped file is read, a message with its image
+/// is answered with the image's tokens counted, stored with it, shown on reopening
+/// and given to the model again; hostile images (not one, too many, for a model without vision) are
+/// refused in one line before anything is stored; edit and delete let them go.
+#[test]
+fn chat_images_through_the_ipc() {
+    use base64::Engine as _;
+    let mut ipc = Ipc::temp("images");
+    let model = unicorn_test_support::tiny_vision_chat(&ipc.dir);
+    let png = unicorn_test_support::tiny("gemma3_vision").join("image.png");
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+
+    let (_, ch) = ipc.channel();
+    let loaded = ipc
+        .invoke(
+            "chat_load",
+            json!({ "path": model.display().to_string(), "device": "cpu", "onProgress": ch }),
+        )
+        .unwrap();
+    assert_eq!(loaded["images"]["tokens_per_image"], 16, "{loaded}");
+    assert_eq!(loaded["images"]["max_per_message"], 8);
+    assert_eq!(loaded["images"]["max_bytes"], 20 << 20);
+
+    // A dropped file, read by the shell; a file that is not an image is refused.
+    let read = ipc
+        .invoke(
+            "chat_image_read",
+            json!({ "path": png.display().to_string() }),
+        )
+        .unwrap();
+    assert_eq!(read["name"], "image.png");
+    let data = read["data"].as_str().unwrap().to_string();
+    assert_eq!(data, b64(&std::fs::read(&png).unwrap()));
+    let notes = ipc.dir.join("notes.png");
+    std::fs::write(&notes, "plain text").unwrap();
+    let e = ipc
+        .invoke(
+            "chat_image_read",
+            json!({ "path": notes.display().to_string() }),
+        )
+        .unwrap_err();
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .ends_with("notes.png: not a PNG, JPEG or WebP image"),
+        "{e}"
+    );
+
+    let thumb = format!("data:image/png;base64,{data}");
+    let image = |name: &str, data: &str| json!({ "name": name, "data": data, "thumb": thumb });
+    let settings = json!({ "temperature": 0.0, "max_tokens": 6 });
+    let send = |ipc: &mut Ipc, turn: Value, slot: &str| {
+        let (id, ch) = ipc.channel();
+        ipc.invoke(
+            "chat_send",
+            json!({ "turn": turn, "settings": settings, "slot": slot, "onEvent": ch }),
+        )
+        .map(|chat| (chat, reply(ipc, id)))
+    };
+    let new = |text: &str, images: Vec<Value>| json!({ "kind": "new", "text": text, "system": null, "images": images });
+
+    let (chat, (_, done)) = send(
+        &mut ipc,
+        new("What is in the picture?", vec![image("image.png", &data)]),
+        "main",
+    )
+    .unwrap();
+    assert_eq!(done["event"], "done", "{done}");
+    assert_eq!(done["stats"]["image_tokens"], 16, "{done}");
+    let chat = chat.as_i64().unwrap();
+
+    // Refused before anything is stored, each in one line naming the image.
+    let not_image = b64(b"GIF89a not what the engine decodes");
+    let nine: Vec<Value> = (0..9).map(|i| image(&format!("{i}.png"), &data)).collect();
+    let mut truncated = std::fs::read(&png).unwrap();
+    truncated.truncate(40);
+    for (turn, why) in [
+        (
+            new("And this?", vec![image("anim.gif", &not_image)]),
+            "anim.gif: not a PNG, JPEG or WebP image",
+        ),
+        (new("And these?", nine), "9 images: at most 8"),
+        (
+            new("And this?", vec![image("cut.png", &b64(&truncated))]),
+            "cut.png",
+        ),
+        (new("  ", vec![]), "the message is empty"),
+    ] {
+        let e = send(&mut ipc, turn, "main").unwrap_err();
+        let m = e["message"].as_str().unwrap();
+        assert!(m.contains(why) && !m.contains('\n'), "{why}: {e}");
+    }
+    let stored = ipc.library().chat(chat).unwrap().unwrap().1;
+    assert_eq!(stored.len(), 2, "nothing of the refused turns is stored");
+
+    // The next turn, text alone: the image is still in the conversation, and in the
+    // cache (only the new turn is computed).
+    let (_, (_, done)) = send(&mut ipc, new("Describe it again.", vec![]), "main").unwrap();
+    assert_eq!(done["stats"]["image_tokens"], 16, "{done}");
+    assert!(
+        done["stats"]["prefill_tokens"].as_u64() < done["stats"]["prompt_tokens"].as_u64(),
+        "{done}"
+    );
+    // A message of images alone is a message.
+    let (_, (_, done)) = send(&mut ipc, new("", vec![image("again.png", &data)]), "main").unwrap();
+    assert_eq!(done["stats"]["image_tokens"], 32, "{done}");
+
+    // A model without vision refuses images, saying so (the side slot: not stored).
+    let (_, ch) = ipc.channel();
+    let text_only = ipc
+        .invoke(
+            "chat_load",
+            json!({ "path": demo(), "slot": "side", "onProgress": ch }),
+        )
+        .unwrap();
+    assert_eq!(text_only["images"], Value::Null);
+    let e = send(
+        &mut ipc,
+        new("Look!", vec![image("image.png", &data)]),
+        "side",
+    )
+    .unwrap_err();
+    assert!(
+        e["message"].as_str().unwrap().contains("takes no images"),
+        "{e}"
+    );
+    ipc.invoke("chat_unload", json!({ "slot": "side" }))
+        .unwrap();
+
+    // Reopened: each message's images come back with it.
+    let opened = ipc.invoke("chat_open", json!({ "id": chat })).unwrap();
+    let images = opened["images"].as_array().unwrap();
+    assert_eq!(images.len(), 6, "{opened}");
+    assert_eq!(images[0][0]["name"], "image.png");
+    assert_eq!(images[0][0]["thumb"], thumb.as_str());
+    assert_eq!(images[4][0]["name"], "again.png");
+    for i in [1, 2, 3, 5] {
+        assert_eq!(images[i], json!([]), "message {i}");
+    }
+    let list = ipc.invoke("chat_list", json!({})).unwrap();
+    assert_eq!(list[0]["title"], "What is in the picture?");
+    // ... and the model has them again: the next turn's prompt holds both images.
+    assert_eq!(opened["notice"], Value::Null, "{opened}");
+    let (_, (_, done)) = send(&mut ipc, new("Which came first?", vec![]), "main").unwrap();
+    assert_eq!(done["stats"]["image_tokens"], 32, "{done}");
+
+    // Editing a message sends its text alone: its images go, from the store too.
+    let (_, (_, done)) = send(
+        &mut ipc,
+        json!({ "kind": "edit", "index": 4, "text": "No picture now." }),
+        "main",
+    )
+    .unwrap();
+    assert_eq!(done["event"], "done", "{done}");
+    let opened = ipc.invoke("chat_open", json!({ "id": chat })).unwrap();
+    assert_eq!(opened["images"][4], json!([]));
+    assert_eq!(opened["images"][0][0]["name"], "image.png");
+
+    // Deleting the chat deletes its images.
+    let folder = ipc.dir.join("chat-images").join(chat.to_string());
+    assert!(folder.join("0").is_dir());
+    assert_eq!(
+        ipc.invoke("chat_delete", json!({ "id": chat })).unwrap(),
+        true
+    );
+    assert!(!folder.exists());
+}

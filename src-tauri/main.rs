@@ -66,6 +66,7 @@ fn app<R: tauri::Runtime>(builder: tauri::Builder<R>, state: state::AppState) ->
             chat::chat_load_cancel,
             chat::chat_unload,
             chat::chat_send,
+            chat::chat_image_read,
             chat::chat_context_estimate,
             chat::chat_stop,
             chat::chat_reset,

@@ -42,7 +42,7 @@ impl AppState {
         Self {
             chat: ChatWorker::new(),
             side: ChatWorker::new(),
-            history: History::new(data.join("library.sqlite3")),
+            history: History::new(data.join("library.sqlite3"), data.join("chat-images")),
             jobs: Jobs::default(),
             system: Mutex::new(None),
             bandwidth: Default::default(),

@@ -1,7 +1,9 @@
 //! The chat history in the library database: which model the main chat worker
 //! holds, which stored conversation the next turn continues, and the sink wrapper
-//! that stores each reply with its measured figures.
+//! that stores each reply with its measured figures. Messages' images are kept
+//! beside the database ([`ImageStore`]), following their messages.
 
+use super::images::{Attachment, ImageStore};
 use super::types::ChatEvent;
 use crate::jobs::Sink;
 use std::path::PathBuf;
@@ -11,16 +13,24 @@ use std::sync::Mutex;
 /// stored conversation the next turn continues, and the wrapper that stores replies.
 pub struct History {
     db: PathBuf,
+    images: ImageStore,
     state: Mutex<(Option<String>, Option<i64>)>,
 }
 
 impl History {
-    /// History kept in the library database at `db`.
-    pub fn new(db: PathBuf) -> Self {
+    /// History kept in the library database at `db`, messages' images under
+    /// `images`.
+    pub fn new(db: PathBuf, images: PathBuf) -> Self {
         Self {
             db,
+            images: ImageStore::new(images),
             state: Mutex::new((None, None)),
         }
+    }
+
+    /// The stored messages' images.
+    pub fn images(&self) -> &ImageStore {
+        &self.images
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, (Option<String>, Option<i64>)> {
@@ -54,29 +64,69 @@ impl History {
         }
     }
 
-    /// Stores the user's turn (and the system prompt, on a new conversation); returns
-    /// the conversation's id.
-    pub fn begin(&self, system: Option<&str>, user: &str) -> Result<i64, String> {
+    /// Stores the user's turn with its images (and the system prompt, on a new
+    /// conversation); returns the conversation's id.
+    pub fn begin(
+        &self,
+        system: Option<&str>,
+        user: &str,
+        images: &[Attachment],
+    ) -> Result<i64, String> {
         let mut st = self.lock();
         let model =
             st.0.clone()
                 .ok_or("no model is loaded: pick one in the library first")?;
         let lib = self.library()?;
-        let id = match st.1 {
-            Some(id) => id,
+        let (id, new) = match st.1 {
+            Some(id) => (id, false),
             None => {
-                let id = lib.chat_new(&model, user).map_err(|e| e.to_string())?;
+                // A message of images alone is titled by their names.
+                let title = match user.trim() {
+                    "" => images
+                        .iter()
+                        .map(|a| a.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    _ => user.to_string(),
+                };
+                let id = lib.chat_new(&model, &title).map_err(|e| e.to_string())?;
                 if let Some(s) = system.filter(|s| !s.trim().is_empty()) {
                     lib.chat_append(id, "system", s, None)
                         .map_err(|e| e.to_string())?;
                 }
-                st.1 = Some(id);
-                id
+                (id, true)
             }
         };
-        lib.chat_append(id, "user", user, None)
-            .map_err(|e| e.to_string())?;
-        Ok(id)
+        // The images first: a message is stored only with all of its images.
+        let stored = lib
+            .chat_record(id)
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.ok_or_else(|| format!("stored chat {id} is gone")))
+            .and_then(|r| {
+                // A new chat's id may be a deleted one's: none of its images may show.
+                if new {
+                    self.images.delete(id)?;
+                }
+                self.images.save(id, r.messages, images)?;
+                lib.chat_append(id, "user", user, None).map_err(|e| {
+                    let _ = self.images.truncate(id, r.messages);
+                    e.to_string()
+                })
+            });
+        match stored {
+            Ok(()) => {
+                st.1 = Some(id);
+                Ok(id)
+            }
+            Err(e) => {
+                // A new chat without its first message is no chat at all.
+                if new {
+                    let _ = lib.chat_delete(id);
+                    let _ = self.images.delete(id);
+                }
+                Err(e)
+            }
+        }
     }
 
     /// The stored conversation without its last reply, which is being sampled again;
@@ -88,10 +138,12 @@ impl History {
             _ => messages.len(),
         };
         lib.chat_truncate(id, keep).map_err(|e| e.to_string())?;
+        self.images.truncate(id, keep)?;
         Ok(id)
     }
 
-    /// The stored conversation up to message `index`, which becomes `text`; returns its
+    /// The stored conversation up to message `index`, which becomes `text` (without
+    /// the images it had: the engine's edit sends the new text alone); returns its
     /// id.
     pub fn edit(&self, index: usize, text: &str) -> Result<i64, String> {
         let (id, lib, messages) = self.current()?;
@@ -101,6 +153,7 @@ impl History {
             ));
         }
         lib.chat_truncate(id, index).map_err(|e| e.to_string())?;
+        self.images.truncate(id, index)?;
         lib.chat_append(id, "user", text, None)
             .map_err(|e| e.to_string())?;
         Ok(id)
@@ -173,13 +226,13 @@ mod tests {
         let d = std::env::temp_dir().join(format!("unicorn-history-{}", std::process::id()));
         std::fs::remove_dir_all(&d).ok();
         let db = d.join("library.sqlite3");
-        let history = History::new(db.clone());
+        let history = History::new(db.clone(), d.join("chat-images"));
         let w = ChatWorker::new();
-        assert!(history.begin(None, "hello").is_err(), "no model yet");
+        assert!(history.begin(None, "hello", &[]).is_err(), "no model yet");
         let s = load(&w, demo()).unwrap();
         history.loaded(&s.path);
         let say_stored = |w: &ChatWorker, text: &str| {
-            let id = history.begin(Some("Answer briefly."), text).unwrap();
+            let id = history.begin(Some("Answer briefly."), text, &[]).unwrap();
             let (tx, rx) = channel();
             let sink = history.storing(
                 id,
@@ -196,8 +249,10 @@ mod tests {
                 crate::chat::types::Turn::New {
                     text: text.into(),
                     system: Some("Answer briefly.".into()),
+                    images: Vec::new(),
                 },
                 settings,
+                Vec::new(),
                 sink,
             )
             .unwrap();
@@ -222,7 +277,9 @@ mod tests {
                 content: m.content.clone(),
             })
             .collect();
-        w2.restore(history_messages).unwrap();
+        let (tx, rx) = channel();
+        w2.restore(history_messages, Vec::new(), tx).unwrap();
+        rx.recv().unwrap().unwrap();
         history.continue_chat(id);
         let (same, (_, done)) = say_stored(&w2, "And of Germany?");
         assert_eq!(same, id);

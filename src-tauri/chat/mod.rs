@@ -1,9 +1,11 @@
 //! Chat: loading a model into a slot (the conversation's, or side-by-side mode's
 //! second one), sending turns whose replies stream through a channel, stopping,
 //! starting over, and the stored conversations. The models live on the workers'
-//! threads ([`worker`]); the main slot's turns are stored ([`history`]).
+//! threads ([`worker`]); the main slot's turns are stored ([`history`]), their
+//! images too ([`images`]).
 
 pub mod history;
+pub mod images;
 pub mod store;
 pub mod types;
 pub mod worker;
@@ -14,7 +16,8 @@ use crate::to_channel;
 use tauri::ipc::Channel;
 use tauri::State;
 use types::{
-    ChatEvent, ChatSettings, ContextEstimate, LoadEvent, LoadedSummary, OpenedChat, Slot, Turn,
+    ChatEvent, ChatSettings, ContextEstimate, ImageFile, LoadEvent, LoadedSummary, OpenedChat,
+    Slot, Turn,
 };
 use unicorn_engine::attention::KvType;
 use unicorn_engine::models::HeadType;
@@ -88,26 +91,56 @@ pub fn chat_unload(slot: Option<Slot>, state: State<'_, AppState>) -> CommandRes
         .map_err(CommandError::Engine)
 }
 
-/// Sends the next turn to `slot`'s model: a new message, the last reply again, or an
-/// edited message; the reply streams through `on_event`. Returns the stored chat's id
-/// (main slot). Turns of the main slot are
-/// stored (regenerate and edit rewrite the stored conversation from their turn on).
-/// The front end sends the side slot its turn after the main reply is done: run
-/// together, the two would share the cores and neither speed would be the model's own.
+/// Sends the next turn to `slot`'s model: a new message (with its images), the last
+/// reply again, or an edited message; the reply streams through `on_event`. Returns
+/// the stored chat's id (main slot). Turns of the main slot are stored (regenerate
+/// and edit rewrite the stored conversation from their turn on). A new message's
+/// images are checked, then decoded by the model, before anything is stored: an
+/// image the model cannot take is this command's error, and the chat keeps no
+/// message it could not send. The front end sends the side slot its turn after the
+/// main reply is done: run together, the two would share the cores and neither
+/// speed would be the model's own.
 #[tauri::command]
-pub fn chat_send(
-    turn: Turn,
+pub async fn chat_send(
+    mut turn: Turn,
     settings: ChatSettings,
     slot: Option<Slot>,
     on_event: Channel<ChatEvent>,
     state: State<'_, AppState>,
 ) -> CommandResult<Option<i64>> {
     check_turn(&turn, &settings)?;
+    // The images leave the turn here: the worker gets them decoded.
+    let uploads = match &mut turn {
+        Turn::New { images, .. } => std::mem::take(images),
+        _ => Vec::new(),
+    };
+    let attachments =
+        tauri::async_runtime::spawn_blocking(move || images::check(uploads)).await??;
     let slot = slot.unwrap_or_default();
+    let prepared = match attachments.is_empty() {
+        true => Vec::new(),
+        false => {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let files = attachments
+                .iter()
+                .map(|a| (a.name.clone(), a.bytes.clone()))
+                .collect();
+            state
+                .worker(slot)
+                .prepare_async(files, tx)
+                .map_err(CommandError::Engine)?;
+            tauri::async_runtime::spawn_blocking(move || rx.recv())
+                .await?
+                .map_err(|_| CommandError::Engine("the chat worker stopped".into()))?
+                .map_err(CommandError::Invalid)?
+        }
+    };
     let (id, sink) = match slot {
         Slot::Main => {
             let id = match &turn {
-                Turn::New { text, system } => state.history.begin(system.as_deref(), text),
+                Turn::New { text, system, .. } => {
+                    state.history.begin(system.as_deref(), text, &attachments)
+                }
                 Turn::Regenerate => state.history.regenerate(),
                 Turn::Edit { index, text } => state.history.edit(*index, text),
             }
@@ -118,15 +151,24 @@ pub fn chat_send(
     };
     state
         .worker(slot)
-        .say(turn, settings, sink)
+        .say(turn, settings, prepared, sink)
         .map_err(CommandError::Engine)?;
     Ok(id)
+}
+
+/// Reads an image file dropped on the window, for the chat to preview and send
+/// (a PNG, JPEG or WebP of at most [`images::MAX_IMAGE_BYTES`]).
+#[tauri::command]
+pub async fn chat_image_read(path: String) -> CommandResult<ImageFile> {
+    tauri::async_runtime::spawn_blocking(move || images::read_file(&path)).await?
 }
 
 /// A turn the workers accept, or why not.
 fn check_turn(turn: &Turn, settings: &ChatSettings) -> CommandResult<()> {
     if let Turn::New { text, .. } | Turn::Edit { text, .. } = turn {
-        if text.trim().is_empty() {
+        // A new message may be images alone.
+        let pictured = matches!(turn, Turn::New { images, .. } if !images.is_empty());
+        if text.trim().is_empty() && !pictured {
             return Err(CommandError::Invalid("the message is empty".into()));
         }
         message_text(text, "message")?;
@@ -217,6 +259,7 @@ pub async fn chat_open(id: i64, state: State<'_, AppState>) -> CommandResult<Ope
         .library()?
         .chat(id)?
         .ok_or_else(|| CommandError::Invalid(format!("no stored chat {id}")))?;
+    let kept = state.history.images().load(id, messages.len());
     // Reopening shows no progress of its own: the view says it is loading.
     let quiet = Channel::new(|_| Ok(()));
     let loaded = chat_load(
@@ -229,26 +272,61 @@ pub async fn chat_open(id: i64, state: State<'_, AppState>) -> CommandResult<Ope
         state.clone(),
     )
     .await?;
+    // Each message shows its images before its text, as the turn that sent them
+    // placed them (a stored text's own markers, from an imported file, go).
+    let marker = unicorn_engine::vision::MARKER;
     let history: Vec<Message> = messages
         .iter()
-        .map(|m| Message {
+        .zip(&kept)
+        .map(|(m, imgs)| Message {
             role: m.role.clone(),
-            content: m.content.clone(),
+            content: std::iter::repeat_n(marker, imgs.len())
+                .chain(m.content.chars().filter(|&c| c != marker))
+                .collect(),
         })
         .collect();
+    let files: Vec<(String, std::sync::Arc<[u8]>)> = kept
+        .iter()
+        .flatten()
+        .map(|k| (k.shown.name.clone(), k.bytes.clone()))
+        .collect();
+    let mut notice = None;
     for slot in [Slot::Side, Slot::Main] {
+        let (tx, rx) = std::sync::mpsc::channel();
         state
             .worker(slot)
-            .restore(history.clone())
+            .restore(history.clone(), files.clone(), tx)
             .map_err(CommandError::Engine)?;
+        let restored = tauri::async_runtime::spawn_blocking(move || rx.recv())
+            .await?
+            .map_err(|_| CommandError::Engine("the chat worker stopped".into()))?;
+        if let (Slot::Main, Err(e)) = (slot, restored) {
+            notice = Some(format!(
+                "The model does not have this chat's images again ({e}); it continues with the text."
+            ));
+        }
     }
     state.history.continue_chat(id);
-    Ok(OpenedChat { loaded, messages })
+    Ok(OpenedChat {
+        loaded,
+        messages,
+        images: kept
+            .into_iter()
+            .map(|v| v.into_iter().map(|k| k.shown).collect())
+            .collect(),
+        notice,
+    })
 }
 
-/// Deletes stored conversation `id`.
+/// Deletes stored conversation `id`, and its images.
 #[tauri::command]
 pub fn chat_delete(id: i64, state: State<'_, AppState>) -> CommandResult<bool> {
     state.history.forget(id);
-    Ok(state.library()?.chat_delete(id)?)
+    let deleted = state.library()?.chat_delete(id)?;
+    state
+        .history
+        .images()
+        .delete(id)
+        .map_err(CommandError::Engine)?;
+    Ok(deleted)
 }

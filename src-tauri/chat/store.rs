@@ -124,7 +124,15 @@ pub(crate) fn export_at(
 /// with one line naming it and the problem.
 #[tauri::command]
 pub fn chat_import(path: String, state: State<'_, AppState>) -> CommandResult<ChatRecord> {
-    import_at(&state.library()?, &path)
+    let record = import_at(&state.library()?, &path)?;
+    // The format holds no images; the new id may be a deleted chat's, whose images
+    // must not show with it.
+    state
+        .history
+        .images()
+        .delete(record.id)
+        .map_err(CommandError::Engine)?;
+    Ok(record)
 }
 
 pub(crate) fn import_at(lib: &Library, path: &str) -> CommandResult<ChatRecord> {

@@ -99,12 +99,16 @@ pub struct ChatSettings {
 #[derive(Debug, Clone, Deserialize, TS)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Turn {
-    /// A new user message (with the system prompt, on a new conversation).
+    /// A new user message (with the system prompt, on a new conversation), and the
+    /// images it shows the model (placed before its text).
     New {
-        /// The message.
+        /// The message (may be blank when it has images).
         text: String,
         /// The system prompt.
         system: Option<String>,
+        /// Its images (at most [`super::images::MAX_PER_MESSAGE`]).
+        #[serde(default)]
+        images: Vec<ImageUpload>,
     },
     /// Sample the last reply again.
     Regenerate,
@@ -116,6 +120,49 @@ pub enum Turn {
         /// Its new text.
         text: String,
     },
+}
+
+/// An image the front end sends with a message.
+#[derive(Debug, Clone, Deserialize, TS)]
+pub struct ImageUpload {
+    /// Its file name, shown with it (never a path anything opens).
+    pub name: String,
+    /// The file's bytes (a PNG, JPEG or WebP), base64.
+    pub data: String,
+    /// The preview the front end made of it (a `data:image/png;base64,` URL), kept
+    /// with the stored chat so that reopening it shows the image without sending
+    /// its bytes back.
+    pub thumb: String,
+}
+
+/// An image file read for the front end (a file dropped on the window).
+#[derive(Debug, Clone, Serialize, TS)]
+pub struct ImageFile {
+    /// Its file name.
+    pub name: String,
+    /// Its bytes, base64.
+    pub data: String,
+}
+
+/// A stored message's image, as the chat shows it.
+#[derive(Debug, Clone, Serialize, TS)]
+pub struct ShownImage {
+    /// Its file name.
+    pub name: String,
+    /// Its preview, a `data:` URL.
+    pub thumb: String,
+}
+
+/// The images a model takes in a message.
+#[derive(Debug, Clone, Serialize, TS)]
+pub struct ImageLimits {
+    /// Prompt tokens one image takes.
+    pub tokens_per_image: usize,
+    /// Most images in one message.
+    pub max_per_message: usize,
+    /// Largest image file, in bytes.
+    #[ts(type = "number")]
+    pub max_bytes: u64,
 }
 
 /// The memory a context length takes with the loaded model (an estimate).
@@ -177,6 +224,9 @@ pub struct LoadedSummary {
     pub kv_type: unicorn_engine::attention::KvType,
     /// How its output head runs (`q8_0` only where a dense head was copied).
     pub head_type: unicorn_engine::models::HeadType,
+    /// The images it takes in a message; none when it sees no images (no vision
+    /// tower).
+    pub images: Option<ImageLimits>,
 }
 
 /// A stored conversation reopened: the model now loaded, and its messages.
@@ -186,4 +236,9 @@ pub struct OpenedChat {
     pub loaded: LoadedSummary,
     /// The messages, oldest first.
     pub messages: Vec<unicorn_library::chats::StoredMessage>,
+    /// The images of each message (most have none), in the same order.
+    pub images: Vec<Vec<ShownImage>>,
+    /// Why the model does not have the chat's images again (it continues with the
+    /// text), when it does not.
+    pub notice: Option<String>,
 }

@@ -2,7 +2,9 @@
 //! engine's `ChatSession` borrows the model, so both live on that thread's stack)
 //! and serves requests in order. Heavy work never runs on the async runtime.
 
-use super::types::{ChatEvent, ChatSettings, ContextEstimate, LoadEvent, LoadedSummary, Turn};
+use super::types::{
+    ChatEvent, ChatSettings, ContextEstimate, ImageLimits, LoadEvent, LoadedSummary, Turn,
+};
 use crate::jobs::Sink;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use unicorn_engine::sampler::SamplingOverrides;
 use unicorn_engine::session::{GenerationParams, LoadOptions, LoadedModel};
 use unicorn_engine::template::Message;
+use unicorn_engine::vision::Image;
 use unicorn_engine::SamplingParams;
 
 enum Request {
@@ -20,13 +23,26 @@ enum Request {
         progress: Box<dyn Fn(LoadEvent) + Send>,
         reply: Sender<Result<LoadedSummary, String>>,
     },
+    /// Decode and preprocess images (name, file bytes) for the held model.
+    Prepare {
+        images: Vec<(String, Arc<[u8]>)>,
+        reply: Sender<Result<Vec<Image>, String>>,
+    },
     Send {
         turn: Turn,
         settings: ChatSettings,
+        /// The images of a new message, prepared for the held model.
+        images: Vec<Image>,
         sink: Sink<ChatEvent>,
     },
     Reset,
-    Restore(Vec<Message>),
+    /// Continue a stored conversation: its messages (one image marker per image
+    /// where a message shows it) and those images (name, file bytes), in order.
+    Restore {
+        messages: Vec<Message>,
+        images: Vec<(String, Arc<[u8]>)>,
+        reply: Sender<Result<(), String>>,
+    },
     Unload,
 }
 
@@ -102,17 +118,31 @@ impl ChatWorker {
         self.cancel_load.store(true, Ordering::SeqCst);
     }
 
-    /// Queues the next turn; the reply streams to `sink`.
+    /// Queues decoding `images` (name, file bytes) for the held model; the images,
+    /// or the first one's error naming it (not an image, no vision tower), go to
+    /// `reply`.
+    pub fn prepare_async(
+        &self,
+        images: Vec<(String, Arc<[u8]>)>,
+        reply: Sender<Result<Vec<Image>, String>>,
+    ) -> Result<(), String> {
+        self.send(Request::Prepare { images, reply })
+    }
+
+    /// Queues the next turn, with the images of a new message ([`Self::prepare_async`]);
+    /// the reply streams to `sink`.
     pub fn say(
         &self,
         turn: Turn,
         settings: ChatSettings,
+        images: Vec<Image>,
         sink: Sink<ChatEvent>,
     ) -> Result<(), String> {
         self.stop.store(false, Ordering::SeqCst);
         self.send(Request::Send {
             turn,
             settings,
+            images,
             sink,
         })
     }
@@ -122,9 +152,22 @@ impl ChatWorker {
         self.stop.store(true, Ordering::SeqCst);
     }
 
-    /// Continues a stored conversation with the loaded model.
-    pub fn restore(&self, messages: Vec<Message>) -> Result<(), String> {
-        self.send(Request::Restore(messages))
+    /// Continues a stored conversation with the loaded model: `messages` hold one
+    /// [`unicorn_engine::vision::MARKER`] per image where they show it, `images` are
+    /// those images (name, file bytes) in order. Whether the model has the images
+    /// again goes to `reply`: when it cannot take them, it continues with the text
+    /// and the error says why.
+    pub fn restore(
+        &self,
+        messages: Vec<Message>,
+        images: Vec<(String, Arc<[u8]>)>,
+        reply: Sender<Result<(), String>>,
+    ) -> Result<(), String> {
+        self.send(Request::Restore {
+            messages,
+            images,
+            reply,
+        })
     }
 
     /// Starts a new conversation with the same model.
@@ -182,11 +225,44 @@ fn serve(
                             break;
                         }
                         Request::Reset => session.reset(),
-                        Request::Restore(messages) => session.restore(messages),
+                        Request::Restore {
+                            messages,
+                            images,
+                            reply,
+                        } => {
+                            let restored = catch(|| {
+                                let decoded = images
+                                    .iter()
+                                    .map(|(name, bytes)| model.image_from_bytes(bytes, name))
+                                    .collect::<Result<Vec<_>, _>>()
+                                    .map_err(|e| e.to_string())?;
+                                session
+                                    .restore_with_images(messages.clone(), decoded)
+                                    .map_err(|e| e.to_string())
+                            });
+                            if restored.is_err() {
+                                session.restore(messages);
+                            }
+                            let _ = reply.send(restored);
+                        }
                         Request::Unload => break,
+                        Request::Prepare { images, reply } => {
+                            let prepared = catch(|| {
+                                images
+                                    .iter()
+                                    .map(|(name, bytes)| {
+                                        model
+                                            .image_from_bytes(bytes, name)
+                                            .map_err(|e| e.to_string())
+                                    })
+                                    .collect()
+                            });
+                            let _ = reply.send(prepared);
+                        }
                         Request::Send {
                             turn,
                             settings,
+                            images,
                             sink,
                         } => {
                             let params = params(&model, &settings);
@@ -224,7 +300,7 @@ fn serve(
                                         settings.overflow.unwrap_or_default(),
                                     )
                                     .and_then(|()| match turn {
-                                        Turn::New { text, system } => {
+                                        Turn::New { text, system, .. } => {
                                             let mut turn = Vec::new();
                                             if session.messages().is_empty() {
                                                 if let Some(s) =
@@ -234,7 +310,12 @@ fn serve(
                                                 }
                                             }
                                             turn.push(Message::user(text));
-                                            session.send(&turn, &params, &mut on_token)
+                                            session.send_with_images(
+                                                &turn,
+                                                &images,
+                                                &params,
+                                                &mut on_token,
+                                            )
                                         }
                                         Turn::Regenerate => {
                                             session.regenerate(&params, &mut on_token)
@@ -266,12 +347,22 @@ fn serve(
                 }
             }
             Request::Send { sink, .. } => sink(ChatEvent::Error {
-                message: "no model is loaded: pick one in the library first".into(),
+                message: NO_MODEL.into(),
             }),
-            Request::Reset | Request::Restore(_) | Request::Unload => {}
+            Request::Prepare { reply, .. } => {
+                let _ = reply.send(Err(NO_MODEL.into()));
+            }
+            // Nothing held, nothing to continue: the next turn says no model is loaded.
+            Request::Restore { reply, .. } => {
+                let _ = reply.send(Ok(()));
+            }
+            Request::Reset | Request::Unload => {}
         }
     }
 }
+
+/// Why a turn or its images cannot go ahead before a load.
+const NO_MODEL: &str = "no model is loaded: pick one in the library first";
 
 /// Runs `f`, turning a panic into an error: the worker (and the app) must survive
 /// whatever slips through the engine's checks.
@@ -321,6 +412,11 @@ fn load(
         sampling_from_model: model.default_sampling().is_some(),
         has_chat_template: model.has_chat_template(),
         load_ms: t0.elapsed().as_secs_f64() * 1e3,
+        images: model.vision().map(|v| ImageLimits {
+            tokens_per_image: v.tokens_per_image(),
+            max_per_message: super::images::MAX_PER_MESSAGE,
+            max_bytes: super::images::MAX_IMAGE_BYTES as u64,
+        }),
     };
     Ok((model, summary))
 }
@@ -436,8 +532,10 @@ pub(crate) mod tests {
             Turn::New {
                 text: text.into(),
                 system: None,
+                images: Vec::new(),
             },
             settings,
+            Vec::new(),
             Box::new(move |e| {
                 let _ = tx.send(e);
             }),

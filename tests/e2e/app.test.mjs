@@ -3,9 +3,11 @@
 // Run by scripts/e2e, which sets APP, MODELS, DATA, OUT and starts tauri-driver.
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { execFileSync } from "node:child_process";
-import { dirname } from "node:path";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { Builder, By, until } from "selenium-webdriver";
 
 const { APP, MODELS, OUT, SMOL_FOLDER, OPENED } = process.env;
@@ -412,4 +414,96 @@ test("themes: every view in dark, as the system or the user picks", async () => 
     await shot(`${tab}-dark`);
   }
   await driver.findElement(By.css('#theme option[value="system"]')).click();
+});
+
+test("chat images: paste and drop an image for the tiny Gemma 3 vision model, its tokens counted", async () => {
+  // The tiny random Gemma 3 vision model with the chat fixture's tokenizer (as
+  // unicorn_test_support::tiny_vision_chat assembles it): 16 tokens an image.
+  const repo = fileURLToPath(new URL("../..", import.meta.url));
+  const folder = join(mkdtempSync(join(tmpdir(), "unicorn-e2e-vision-")), "tiny-vision-chat");
+  mkdirSync(folder);
+  for (const f of ["config.json", "model.safetensors", "preprocessor_config.json"]) copyFileSync(join(repo, "tests/golden/tiny/gemma3_vision", f), join(folder, f));
+  for (const f of ["tokenizer.json", "tokenizer_config.json"]) copyFileSync(join(repo, "tests/fixtures/tiny-vision-chat", f), join(folder, f));
+  const png = join(repo, "tests/golden/tiny/gemma3_vision/image.png");
+
+  await driver.findElement(By.id("tab-library")).click();
+  await type("#import-path", folder);
+  await driver.findElement(By.id("import")).click();
+  await (await wait(until.elementLocated(By.css(`tr[data-path="${folder}"] button.chat`)), 30)).click();
+  await wait(until.elementTextContains(await wait(until.elementLocated(By.id("chat-status")), 10), "loaded in"), 60);
+  await driver.findElement(By.id("new-chat")).click();
+  await wait(async () => (await driver.findElements(By.css(".msg"))).length === 0, 10);
+  // The model sees images: the attach control is there (a text model shows why not).
+  await wait(until.elementLocated(By.id("attach")), 10);
+  assert.equal((await driver.findElements(By.id("no-images"))).length, 0);
+  if (!(await driver.executeScript("return document.getElementById('chat-settings').open"))) {
+    await driver.findElement(By.css("#chat-settings summary")).click();
+  }
+  // The earlier tests' settings (a context longer than this model's 4096) go first.
+  await driver.findElement(By.id("settings-reset")).click();
+  await type("#temperature", "0");
+  await type("#max-tokens", "8");
+  await driver.findElement(By.css("#chat-settings summary")).click();
+
+  // Paste: a clipboard image as the webview hands it to the message field.
+  await driver.executeScript(`
+    const bytes = Uint8Array.from(atob(arguments[0]), (c) => c.charCodeAt(0));
+    const file = new File([bytes], "pasted.png", { type: "image/png" });
+    let event;
+    try {
+      const data = new DataTransfer();
+      data.items.add(file);
+      event = new ClipboardEvent("paste", { clipboardData: data, bubbles: true, cancelable: true });
+      if (!event.clipboardData) throw new Error("no clipboardData");
+    } catch {
+      event = new Event("paste", { bubbles: true, cancelable: true });
+      Object.defineProperty(event, "clipboardData", { value: { files: [file], items: [] } });
+    }
+    document.getElementById("prompt").dispatchEvent(event);`, readFileSync(png).toString("base64"));
+  const shown = (n) => wait(async () => (await driver.findElements(By.css("#attachments .thumb img"))).length === n, 10);
+  await shown(1);
+  // Drop: the event Tauri sends for files dropped on the window (WebDriver cannot
+  // drag from the desktop), through the app's own drop handler, which reads the path
+  // in the shell; a second copy of the same image.
+  const drop = (paths) => driver.executeAsyncScript(`
+    const done = arguments[arguments.length - 1];
+    window.__TAURI_INTERNALS__.invoke("plugin:event|emit", { event: "tauri://drag-drop", payload: { paths: arguments[0], position: { x: 10, y: 10 } } })
+      .then(() => done(null), (e) => done(String(e)));`, paths);
+  assert.equal(await drop([png]), null);
+  await shown(2);
+  assert.equal(await driver.findElement(By.id("chat")).isDisplayed(), true, "an image dropped on the chat stays in the chat");
+  // A file that is not an image, named like one, is refused in one line.
+  const fake = join(folder, "notes.png");
+  writeFileSync(fake, "not an image");
+  await drop([fake]);
+  const refused = await wait(until.elementLocated(By.id("attach-error")), 10);
+  assert.match(await refused.getText(), /notes\.png: not a PNG, JPEG or WebP image/);
+  // Each preview is an image the webview drew; one is removed again.
+  const widths = await driver.executeScript("return [...document.querySelectorAll('#attachments .thumb img')].map((i) => i.naturalWidth)");
+  assert.ok(widths.every((w) => w > 0), `previews drawn: ${widths}`);
+  await driver.findElement(By.css("#attachments .thumb:last-child .thumb-remove")).click();
+  await shown(1);
+
+  await type("#prompt", "What is in this picture?");
+  await driver.findElement(By.id("send")).click();
+  await replyDone(1);
+  assert.equal((await driver.findElements(By.css("#attachments"))).length, 0, "sent: nothing waits any more");
+  assert.equal((await driver.findElements(By.css(".msg.user .thumb img"))).length, 1);
+  const stats = await driver.findElement(By.css(".msg.assistant .stats")).getText();
+  assert.match(stats, / · 16 image tokens/);
+  console.log(`chat image: ${stats}`);
+  await shot("chat-image");
+
+  // The stored chat keeps its image: reopened, the message shows it again, and the
+  // model has it again (the next reply's prompt counts its tokens).
+  await driver.findElement(By.id("new-chat")).click();
+  await wait(async () => (await driver.findElements(By.css(".msg"))).length === 0, 10);
+  await (await wait(until.elementLocated(By.xpath("//ul[@id='chat-list']//button[contains(., 'What is in this picture?')]")), 10)).click();
+  await wait(async () => (await driver.findElements(By.css(".msg.user .thumb img"))).length === 1, 30);
+  assert.equal(await driver.executeScript("return document.querySelector('.msg.user .thumb img').naturalWidth > 0"), true);
+  assert.equal((await driver.findElements(By.id("chat-notice"))).length, 0);
+  await type("#prompt", "And now?");
+  await driver.findElement(By.id("send")).click();
+  await replyDone(2);
+  assert.match((await texts(".msg.assistant .stats"))[1], / · 16 image tokens/);
 });

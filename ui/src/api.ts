@@ -10,6 +10,7 @@ import type { Entry } from "./bindings/Entry";
 import type { DeletionPlan } from "./bindings/DeletionPlan";
 import type { Preset } from "./bindings/Preset";
 import type { HubListing } from "./bindings/HubListing";
+import type { ImageFile } from "./bindings/ImageFile";
 import type { HubPlan } from "./bindings/HubPlan";
 import type { HubSearchResult } from "./bindings/HubSearchResult";
 import type { PullEvent } from "./bindings/PullEvent";
@@ -74,6 +75,8 @@ export const api = {
     ch.onmessage = onEvent;
     return invoke<number | null>("chat_send", { turn, settings, slot, onEvent: ch });
   },
+  // An image file dropped on the window, read by the shell (PNG, JPEG or WebP, bounded).
+  chatImageRead: (path: string) => invoke<ImageFile>("chat_image_read", { path }),
   chatContextEstimate: (path: string, ctx: number, kvType: KvType) =>
     invoke<ContextEstimate>("chat_context_estimate", { path, ctx, kvType }),
   chatStop: () => invoke<void>("chat_stop"),

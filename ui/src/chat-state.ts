@@ -6,10 +6,12 @@ import { signal, type Signal } from "@preact/signals";
 import type { ChatSettings } from "./bindings/ChatSettings";
 import type { ContextUse } from "./bindings/ContextUse";
 import type { Overflow } from "./bindings/Overflow";
+import type { ShownImage } from "./bindings/ShownImage";
 import type { Stats } from "./bindings/Stats";
 
-/** One message as shown; `live`: a reply still streaming in. */
-export type Turn = { role: "user" | "assistant"; text: string; live?: boolean; stats?: Stats; stop?: string; error?: string };
+/** One message as shown; `live`: a reply still streaming in; `images`: a user
+ * message's images (previews). */
+export type Turn = { role: "user" | "assistant"; text: string; images?: ShownImage[]; live?: boolean; stats?: Stats; stop?: string; error?: string };
 
 /** The settings form: text fields as typed (empty: the model's default). */
 export type Form = {

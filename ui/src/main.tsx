@@ -2,6 +2,7 @@ import { render } from "preact";
 import { useEffect, useState } from "preact/hooks";
 import { getCurrentWebview } from "@tauri-apps/api/webview";
 import { api } from "./api";
+import { attachPaths, splitDrop } from "./attachments";
 import { isTyping, matchShortcut, modName, shortcutHelp } from "./shortcuts";
 import { selected, view } from "./store";
 import { themeChoice, type ThemeChoice } from "./theme";
@@ -56,8 +57,14 @@ function App() {
       else if (e.payload.type === "leave") setDragging(false);
       else if (e.payload.type === "drop") {
         setDragging(false);
-        view.value = "library";
-        setDropErrors(await importPaths(e.payload.paths));
+        // Images dropped on the chat go with the next message; anything else is a
+        // model to import.
+        const { images, others } = splitDrop(e.payload.paths, view.value === "chat");
+        if (images.length) void attachPaths(images);
+        if (others.length) {
+          view.value = "library";
+          setDropErrors(await importPaths(others));
+        }
       }
     });
     window.addEventListener("keydown", onShortcut);

@@ -1027,6 +1027,32 @@ impl<'m> ChatSession<'m> {
             .collect();
     }
 
+    /// [`ChatSession::restore`] of a conversation with images: its messages hold one
+    /// [`vision::MARKER`] per image where they show it (as [`ChatSession::messages`]
+    /// holds them after [`ChatSession::send_with_images`]), and `images` are those
+    /// images in the order of their markers. A count that differs, or images for a
+    /// model without a vision tower, is an error, and the conversation is then empty.
+    pub fn restore_with_images(
+        &mut self,
+        messages: Vec<Message>,
+        images: Vec<Image>,
+    ) -> Result<()> {
+        self.reset();
+        let n = markers(&messages);
+        if n != images.len() {
+            return Err(Error::Invalid(format!(
+                "the conversation places {n} images but {} were given",
+                images.len()
+            )));
+        }
+        if n > 0 {
+            self.model.eyes()?;
+        }
+        self.messages = messages;
+        self.images = images;
+        Ok(())
+    }
+
     /// Forgets the conversation and the cache.
     pub fn reset(&mut self) {
         self.messages.clear();

@@ -2,15 +2,19 @@
 // context length and an overflow policy, stop, regenerate, edit and resend, copy,
 // system prompt, every sampling setting with presets and per-model defaults, a
 // sidebar of stored chats (search, rename, delete, export, import), and each reply's
-// measured TTFT and speed. Side by side, each turn also goes to a second model
-// (typically the quantization's source) once the first has answered: run together
-// they would share the cores, and neither measured speed would be the model's own.
+// measured TTFT and speed. A model that sees images takes them with a message
+// (pasted, picked or dropped: attachments.ts), shown as previews in the message and
+// kept with the stored chat; the reply's figures count their tokens. Side by side,
+// each turn also goes to a second model (typically the quantization's source) once
+// the first has answered: run together they would share the cores, and neither
+// measured speed would be the model's own.
 // The conversation lives in chat-state.ts, so a reply streams on while another tab
 // is shown.
 import { memo } from "preact/compat";
 import { useCallback, useEffect, useMemo, useRef, useState } from "preact/hooks";
 import type { Signal } from "@preact/signals";
 import { api, errorText } from "../api";
+import { attachError, attachFiles, attachments, IMAGE_TYPES, noImagesReason, pastedImages } from "../attachments";
 import type { ChatRecord } from "../bindings/ChatRecord";
 import type { ChatSettings } from "../bindings/ChatSettings";
 import type { ContextEstimate } from "../bindings/ContextEstimate";
@@ -134,6 +138,20 @@ const STOPS: Record<string, string> = {
 
 type Actions = { onRegenerate?: () => void; onEdit?: (i: number, text: string) => void };
 
+/** A message's images as previews; `onRemove`: each gets a remove button. */
+function Thumbs({ images, onRemove }: { images: { name: string; thumb: string }[]; onRemove?: (i: number) => void }) {
+  return (
+    <div class="thumbs">
+      {images.map((img, i) => (
+        <figure class="thumb" key={i} title={img.name}>
+          <img src={img.thumb} alt={img.name} />
+          {onRemove && <button type="button" class="thumb-remove" title={`Remove ${img.name}`} onClick={() => onRemove(i)}>×</button>}
+        </figure>
+      ))}
+    </div>
+  );
+}
+
 /** The messages of `source`; only this re-renders as a reply streams in (it alone
  * reads the signal), not the whole view with its forms. */
 function Messages({ id, source, onError, actions }: { id: string; source: Signal<Turn[]>; onError: (m: string) => void; actions?: Actions }) {
@@ -151,17 +169,26 @@ function Messages({ id, source, onError, actions }: { id: string; source: Signal
             ? (
               <form class="edit" onSubmit={(e) => { e.preventDefault(); setEditing(null); actions?.onEdit?.(i, text); }}>
                 <textarea class="edit-text" value={text} onInput={(e) => setText((e.target as HTMLTextAreaElement).value)} />
+                {t.images?.length ? <p class="hint edit-images">The edited message is sent as text alone, without its images.</p> : null}
                 <button class="edit-send" type="submit" disabled={!text.trim()}>Send</button>
                 <button type="button" onClick={() => setEditing(null)}>Cancel</button>
               </form>
             )
             : t.role === "assistant"
               ? <Reply text={t.text} live={t.live === true} />
-              : <div class="text">{t.text}</div>}
+              : (
+                <>
+                  {t.images?.length ? <Thumbs images={t.images} /> : null}
+                  {t.text && <div class="text">{t.text}</div>}
+                </>
+              )}
           {t.error && <p class="error">{t.error}</p>}
           {t.stats && (
             <div class="stats">
               TTFT {t.stats.ttft_ms.toFixed(0)} ms · <span class="tok-s">{tokS(t.stats.decode_tok_s)}</span> · {t.stats.generated_tokens} tokens
+              {t.stats.image_tokens > 0 && (
+                <span class="image-tokens" title="Prompt tokens that were the images' features (part of the prompt)">{` · ${t.stats.image_tokens} image tokens`}</span>
+              )}
               {t.stats.draft && (
                 <span class="draft-stats" title="Tokens the draft model proposed and the loaded model kept; the speedup is an estimate (the loaded model's own speed is timed on its plain steps)">
                   {` · draft ${t.stats.draft.accepted}/${t.stats.draft.drafted} accepted, est. ${t.stats.draft.est_speedup.toFixed(2)}×`}
@@ -323,6 +350,8 @@ let restoreTried = false;
 export function Chat() {
   const [loading, setLoading] = useState(false);
   const [error, setError] = useState("");
+  // What the conversation shown lacks that the user should know (one line), or "".
+  const [notice, setNotice] = useState("");
   const [sideBySide, setSideBySide] = useState(false);
   const [side, setSide] = useState<LoadedSummary | null>(null);
   const [sideLoading, setSideLoading] = useState(false);
@@ -344,14 +373,18 @@ export function Chat() {
       const sys = opened.messages.find((m) => m.role === "system");
       hasSystem.value = sys !== undefined;
       system.value = sys?.content ?? "";
-      const stored: Turn[] = opened.messages.filter((m) => m.role !== "system").map((m) => ({
+      const stored: Turn[] = opened.messages.flatMap((m, i) => m.role === "system" ? [] : [{
         role: m.role === "user" ? "user" : "assistant",
         text: m.content,
+        images: opened.images[i]?.length ? opened.images[i] : undefined,
         stats: m.stats ?? undefined,
-      }));
+      }]);
       turns.value = stored;
       chatId.value = id;
       contextUse.value = null;
+      // Said when the model could not take the chat's images again (it goes on
+      // with the text).
+      setNotice(opened.notice ?? "");
       // The side model continues from the same stored history (without the figures,
       // which were the first model's).
       sideTurns.value = side ? stored.map((t) => ({ ...t, stats: undefined })) : [];
@@ -370,6 +403,7 @@ export function Chat() {
     setError("");
     try {
       loaded.value = await api.chatLoad("main", path, device.value, kvType.value, headType.value, onProgress);
+      setNotice("");
       turns.value = [];
       sideTurns.value = [];
       chatId.value = null;
@@ -434,6 +468,7 @@ export function Chat() {
   async function newChat() {
     if (busy.value) return;
     await api.chatReset().catch(() => {});
+    setNotice("");
     turns.value = [];
     sideTurns.value = [];
     chatId.value = null;
@@ -465,11 +500,15 @@ export function Chat() {
 
   async function send() {
     const text = draft.value.trim();
-    if (!text || busy.value) return;
+    const images = attachments.value;
+    if ((!text && images.length === 0) || busy.value) return;
     draft.value = "";
+    attachments.value = [];
+    attachError.value = "";
     if (turns.value.length === 0) hasSystem.value = system.value.trim() !== "";
     const live: Turn = { role: "assistant", text: "", live: true };
-    await turn({ kind: "new", text, system: system.value || null }, (t) => [...t, { role: "user", text }, live]);
+    const shown = images.length ? images.map(({ name, thumb }) => ({ name, thumb })) : undefined;
+    await turn({ kind: "new", text, system: system.value || null, images }, (t) => [...t, { role: "user", text, images: shown }, live]);
   }
 
   const regenerate = () => void turn({ kind: "regenerate" }, (t) => [...t.slice(0, -1), { role: "assistant", text: "", live: true }]);
@@ -575,6 +614,7 @@ export function Chat() {
         )}
         {summary?.device_note && <p class="hint" id="device-note">{summary.device_note}</p>}
         {error && <p class="error">{error}</p>}
+        {notice && <p class="hint" id="chat-notice">{notice}</p>}
         {side
           ? (
             <div class="side-by-side">
@@ -583,13 +623,40 @@ export function Chat() {
             </div>
           )
           : <Messages id="main-messages" source={turns} onError={setError} actions={actions} />}
+        {attachments.value.length > 0 && (
+          <div id="attachments">
+            <Thumbs images={attachments.value} onRemove={(i) => (attachments.value = attachments.value.filter((_, k) => k !== i))} />
+          </div>
+        )}
+        {attachError.value && <p class="error" id="attach-error">{attachError.value}</p>}
         <form class="row composer" onSubmit={(e) => { e.preventDefault(); void send(); }}>
+          {summary?.images
+            ? (
+              <>
+                <button id="attach" type="button" title={`Attach images (PNG, JPEG or WebP; up to ${summary.images.max_per_message}, each ${summary.images.tokens_per_image} tokens): or paste one, or drop files on the window`}
+                  onClick={() => document.getElementById("attach-file")?.click()}>Attach</button>
+                <input id="attach-file" type="file" accept={IMAGE_TYPES.join(",")} multiple hidden
+                  onChange={(e) => {
+                    const input = e.target as HTMLInputElement;
+                    void attachFiles(Array.from(input.files ?? []));
+                    input.value = "";
+                  }} />
+              </>
+            )
+            : summary && <span id="no-images" class="hint" title={noImagesReason(summary.path)}>Text only</span>}
           <textarea id="prompt" placeholder={summary ? "Message (Enter sends, Shift+Enter a new line)" : "Load a model first"} value={draft.value}
             onInput={(e) => (draft.value = (e.target as HTMLTextAreaElement).value)}
+            onPaste={(e) => {
+              const files = pastedImages(e.clipboardData);
+              if (files.length) {
+                e.preventDefault();
+                void attachFiles(files);
+              }
+            }}
             onKeyDown={(e) => { if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); void send(); } }} />
           {busy.value
             ? <button id="stop" type="button" title="Esc" onClick={() => api.chatStop()}>Stop</button>
-            : <button id="send" type="submit" disabled={!summary || !draft.value.trim()}>Send</button>}
+            : <button id="send" type="submit" disabled={!summary || (!draft.value.trim() && attachments.value.length === 0)}>Send</button>}
         </form>
       </div>
     </section>

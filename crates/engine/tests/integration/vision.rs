@@ -547,3 +547,57 @@ fn a_gguf_with_its_mmproj_beside_it_sees_the_image() {
         .is_none());
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// A conversation with an image, stored and restored (as the app reopens a saved
+/// chat): the next turn sees the image again and answers as a fresh run of the
+/// whole conversation with its image; a marker count that differs from the images is one clear error.
+#[test]
+fn a_restored_conversation_sees_its_images_again() {
+    let dir = scratch("restore-images");
+    let folder = tiny_vision_chat(&dir);
+    let m = unicorn_engine::LoadedModel::load(&folder, &f32_options()).unwrap();
+    let img = m
+        .open_image(&tiny("gemma3_vision").join("image.png"))
+        .unwrap();
+    let mut params = unicorn_engine::GenerationParams::greedy(6);
+    params.ignore_eos = true;
+    let mut live = m.chat_session();
+    live.send_with_images(
+        &[unicorn_engine::Message::user("Look.")],
+        std::slice::from_ref(&img),
+        &params,
+        &mut |_| true,
+    )
+    .unwrap();
+    let next = [unicorn_engine::Message::user("Again?")];
+    let stored = live.messages().to_vec();
+    assert_eq!(stored.len(), 2);
+    // What a fresh cache computes for the whole conversation with its image.
+    let mut all = stored.clone();
+    all.extend_from_slice(&next);
+    let prompt = m.chat_prompt(&all, std::slice::from_ref(&img)).unwrap();
+    let want = m
+        .generate_with_images(
+            prompt.ids(),
+            std::slice::from_ref(&img),
+            &params,
+            &mut |_| true,
+        )
+        .unwrap();
+    assert_eq!(want.stats.image_tokens, 16);
+
+    let mut back = m.chat_session();
+    back.restore_with_images(stored.clone(), vec![img.clone()])
+        .unwrap();
+    let got = back.send(&next, &params, &mut |_| true).unwrap();
+    assert_eq!(got.stats.image_tokens, 16);
+    assert_eq!(got.token_ids, want.token_ids);
+
+    let e = back
+        .restore_with_images(stored, Vec::new())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("places 1 images but 0 were given"), "{e}");
+    assert!(back.messages().is_empty());
+    std::fs::remove_dir_all(&dir).ok();
+}
