@@ -89,6 +89,104 @@ fn run_chunk(g: &[f32], u: &[f32], out: &mut [f32], z: impl Fn(f32) -> f32) {
     }
 }
 
+/// PyTorch's `gelu(approximate="tanh")` of every value (a vision tower's MLP) as
+/// `x·σ(2u)`, vectorised and spread over our pool like [`gated`]; candle's `gelu`
+/// calls libm one value at a time. Other devices and dtypes go to candle.
+pub fn gelu_tanh(x: &Tensor) -> Result<Tensor> {
+    if !matches!(x.device(), Device::Cpu) || x.dtype() != DType::F32 {
+        return Ok(x.gelu()?);
+    }
+    map_f32(x, CHUNK, |src, out| {
+        for (o, &v) in out.iter_mut().zip(src) {
+            *o = v / (1.0 + exp(-TWO_SQRT_2_OVER_PI * (v + 0.044715 * v * v * v)));
+        }
+    })
+}
+
+/// `softmax(scale · x)` over the last dimension, each row as transformers computes
+/// it (the scaled row's maximum subtracted before the exponential), vectorised and
+/// spread over our pool; candle's softmax calls libm's `expf` one value at a time,
+/// which was a sixth of a vision tower's time. Other devices and dtypes: candle.
+pub fn softmax_scaled(x: &Tensor, scale: f32) -> Result<Tensor> {
+    let row = x.dims().last().copied().unwrap_or(0);
+    if !matches!(x.device(), Device::Cpu) || x.dtype() != DType::F32 || row == 0 {
+        return Ok(candle_nn::ops::softmax_last_dim(&(x * scale as f64)?)?);
+    }
+    map_f32(x, row * CHUNK.div_ceil(row).max(1), |src, out| {
+        for (s, o) in src.chunks_exact(row).zip(out.chunks_exact_mut(row)) {
+            softmax_row(s, o, scale);
+        }
+    })
+}
+
+/// One row of [`softmax_scaled`]. The maximum and the sum run in [`LANES`]
+/// independent lanes so that they vectorise (a single running value is a chain
+/// LLVM may not reorder); the exponentials are a plain loop.
+#[inline(always)]
+fn softmax_row(s: &[f32], o: &mut [f32], scale: f32) {
+    let whole = s.len() / LANES * LANES;
+    let mut lanes = [f32::NEG_INFINITY; LANES];
+    for c in s[..whole].chunks_exact(LANES) {
+        for (m, &v) in lanes.iter_mut().zip(c) {
+            *m = m.max(v * scale);
+        }
+    }
+    let max = s[whole..]
+        .iter()
+        .map(|&v| v * scale)
+        .chain(lanes)
+        .fold(f32::NEG_INFINITY, f32::max);
+    for (o, &v) in o.iter_mut().zip(s) {
+        // Below e^−87.3 (where `exp` clamps) is 0: a masked −∞ weighs nothing, as
+        // in PyTorch.
+        let d = v * scale - max;
+        let e = exp(d);
+        *o = if d < -87.3 { 0.0 } else { e };
+    }
+    let mut sums = [0f32; LANES];
+    for c in o[..whole].chunks_exact(LANES) {
+        for (a, &e) in sums.iter_mut().zip(c) {
+            *a += e;
+        }
+    }
+    let sum: f32 = o[whole..].iter().sum::<f32>() + sums.iter().sum::<f32>();
+    let inv = 1.0 / sum;
+    o.iter_mut().for_each(|o| *o *= inv);
+}
+
+/// Independent accumulators of [`softmax_row`]: two AVX-512 registers' worth.
+const LANES: usize = 32;
+
+/// `f(src, out)` over chunks of `chunk` values of an F32 CPU tensor (chunks hold
+/// whole rows where `f` needs them), in parallel past one chunk.
+fn map_f32(x: &Tensor, chunk: usize, f: impl Fn(&[f32], &mut [f32]) + Sync) -> Result<Tensor> {
+    let x = x.contiguous()?;
+    let n = x.elem_count();
+    let mut out = vec![0f32; n];
+    {
+        let (st, l) = x.storage_and_layout();
+        let candle_core::Storage::Cpu(c) = &*st else {
+            unreachable!("checked: a CPU tensor");
+        };
+        let src = &c.as_slice::<f32>()?[l.start_offset()..l.start_offset() + n];
+        if n <= chunk {
+            f(src, &mut out);
+        } else {
+            let ptr = crate::pool::SyncPtr(out.as_mut_ptr());
+            crate::pool::run_chunked(n.div_ceil(chunk), |items| {
+                for c in items {
+                    let r = c * chunk..((c + 1) * chunk).min(n);
+                    // SAFETY: chunk c's range of `out` is written by this item only.
+                    let o =
+                        unsafe { std::slice::from_raw_parts_mut(ptr.get().add(r.start), r.len()) };
+                    f(&src[r], o);
+                }
+            });
+        }
+    }
+    Ok(Tensor::from_vec(out, x.dims(), x.device())?)
+}
+
 /// e^x within 2 ulp over the range that matters here: inputs are clamped to
 /// [-87.3, 88], so the result is never infinite (x·σ then tends to 0 or x as it
 /// should). Range reduction `x = n·ln2 + r` in two parts, a degree-6 polynomial on
@@ -133,6 +231,54 @@ mod tests {
         assert!(worst <= 2.0, "worst {worst} ulp");
         assert!(exp(-1000.0) >= 0.0 && exp(-1000.0) < 1e-37);
         assert!(exp(1000.0).is_finite());
+    }
+
+    /// The ungated GELU equals the gated one with `up` = 1, and the softmax is
+    /// within a few ulp of f64 math, rows summing to 1, through the parallel path
+    /// (and a row of −∞ but one value, and huge values, stay finite).
+    #[test]
+    fn gelu_and_softmax_match_references() {
+        let row = 4096;
+        let n = 3 * row + row * CHUNK.div_ceil(row);
+        let x: Vec<f32> = (0..n)
+            .map(|i| ((i * 7919) % 1000) as f32 / 50.0 - 10.0)
+            .collect();
+        let t = Tensor::from_vec(x.clone(), (n / row, row), &Device::Cpu).unwrap();
+        let g = gelu_tanh(&t)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let mut want = vec![0f32; n];
+        apply(Gate::GeluTanh, &x, &vec![1.0; n], &mut want);
+        assert_eq!(g, want);
+        let scale = 0.125f32;
+        let s = softmax_scaled(&t, scale).unwrap().to_vec2::<f32>().unwrap();
+        for (r, got) in s.iter().enumerate() {
+            let xs = &x[r * row..(r + 1) * row];
+            let max = xs
+                .iter()
+                .map(|&v| (v * scale) as f64)
+                .fold(f64::MIN, f64::max);
+            let sum: f64 = xs.iter().map(|&v| ((v * scale) as f64 - max).exp()).sum();
+            for (i, &p) in got.iter().enumerate() {
+                let want = ((xs[i] * scale) as f64 - max).exp() / sum;
+                // The f32 sum of 4096 terms (as PyTorch's) rounds by up to ~64 ulp.
+                let err = (p as f64 - want).abs();
+                assert!(
+                    err <= 64.0 * f32::EPSILON as f64 * want + 1e-30,
+                    "{p} vs {want}"
+                );
+            }
+        }
+        let odd = Tensor::new(
+            &[[f32::NEG_INFINITY, 3e38, f32::NEG_INFINITY, 1.0]],
+            &Device::Cpu,
+        )
+        .unwrap();
+        let p = softmax_scaled(&odd, 1.0).unwrap().to_vec2::<f32>().unwrap();
+        assert_eq!(p[0], [0.0, 1.0, 0.0, 0.0]);
     }
 
     /// Against f64 math of the formulas PyTorch writes (tanh GELU, x·sigmoid),

@@ -2,7 +2,10 @@
 //! activations, accumulating in f32. Widening a half to f32 is exact, so the result is
 //! the f32 product of the stored weights; converting whole matrices to F32 at load
 //! would double their memory, and converting per call would cost a full copy each
-//! token. x86-64 uses AVX2 + FMA + F16C when present.
+//! token. x86-64 uses AVX2 + FMA + F16C when present. From [`GEMM_M`] rows on, the
+//! caller (`formats::widened_forward`) widens blocks of weights and runs a tiled
+//! GEMM instead: at thousands of rows the product is compute-bound, not bandwidth-
+//! bound, and the per-call widening is small beside it.
 //!
 //! Up to [`SMALL_M`] activation rows (decode, and speculative decoding's verify pass)
 //! each weight row is read from memory once for all of them, and each row's result
@@ -50,6 +53,14 @@ impl HalfRows<'_> {
 /// Activation rows up to which each goes through the one-row kernel (see the module
 /// documentation); past it, prefill's four-row kernels amortise the widening.
 pub const SMALL_M: usize = 16;
+
+/// Activation rows from which the matmul widens blocks of weights to F32 and runs a
+/// tiled GEMM instead of the row kernels (`formats::widened_forward`). Measured on
+/// a vision tower and long BF16 prefills on 2 Zen 5 cores: see ARCHITECTURE.md.
+pub const GEMM_M: usize = 64;
+
+/// Weights widened at once by that path.
+pub const WIDEN_ELEMS: usize = 4 << 20;
 
 /// `y = x · Wᵀ` for `x` `[m, k]` and `w` `[n, k]`; returns `[m, n]`. Runs of rows
 /// go to candle's barrier pool ([`row_runs_into`]); past [`SMALL_M`] rows, four

@@ -182,6 +182,9 @@ fn half_forward(w: &Tensor, x: &Tensor) -> Result<Tensor> {
         candle_core::bail!("matmul: input {:?}, weight {:?}", x.dims(), w.dims());
     }
     let x32 = x.to_dtype(DType::F32)?.contiguous()?;
+    if m >= half::GEMM_M {
+        return widened_forward(w, &x32.reshape((m, k))?, x.dims());
+    }
     let xs = x32.flatten_all()?.to_vec1::<f32>()?;
     let w = w.contiguous()?;
     let (storage, layout) = w.storage_and_layout();
@@ -200,6 +203,35 @@ fn half_forward(w: &Tensor, x: &Tensor) -> Result<Tensor> {
         *last = n;
     }
     Tensor::from_vec(y, dims, x.device())
+}
+
+/// `x · Wᵀ` for an F16 / BF16 matrix and many activation rows `x` `[m, k]` (a long
+/// prefill, a vision tower's 4096 patches): blocks of weight rows widened to F32
+/// (exact) and multiplied by candle's tiled GEMM. The row kernels of [`half`] read
+/// every activation row once per 8 weight rows, which at thousands of rows streams
+/// the activations from memory hundreds of times per matrix; the GEMM keeps them in
+/// cache. Widening costs one pass over the weights per call, small beside the
+/// `m`-fold work of the product. Results equal the row kernels' to f32 rounding.
+fn widened_forward(w: &Tensor, x: &Tensor, dims: &[usize]) -> Result<Tensor> {
+    let (n, k) = w.dims2()?;
+    // At most 4 Mi weights (16 MB of F32) widened at once.
+    let rows = (half::WIDEN_ELEMS / k.max(1)).clamp(1, n);
+    let mut parts = Vec::with_capacity(n.div_ceil(rows));
+    for first in (0..n).step_by(rows) {
+        let wb = w
+            .narrow(0, first, rows.min(n - first))?
+            .to_dtype(DType::F32)?;
+        parts.push(x.matmul(&wb.t()?)?);
+    }
+    let y = match parts.len() {
+        1 => parts.pop().expect("one part"),
+        _ => Tensor::cat(&parts, 1)?,
+    };
+    let mut dims = dims.to_vec();
+    if let Some(last) = dims.last_mut() {
+        *last = n;
+    }
+    y.reshape(dims)
 }
 
 /// Whether `x · Wᵀ` for an F32 `w` goes to [`half::matmul_f32_small`]: few rows
@@ -400,5 +432,54 @@ pub fn ggml_type_name(t: GgmlDType) -> &'static str {
         GgmlDType::Q5K => "Q5_K",
         GgmlDType::Q6K => "Q6_K",
         GgmlDType::Q8K => "Q8_K",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    /// From [`half::GEMM_M`] rows on, F16 / BF16 products go through widened blocks
+    /// and candle's GEMM (several blocks here, as `WIDEN_ELEMS` is passed); they
+    /// equal the row kernels' to f32 rounding.
+    #[test]
+    fn widened_gemm_equals_the_row_kernels() {
+        let (n, k) = (half::WIDEN_ELEMS / 96 + 37, 96);
+        for m in [half::GEMM_M, 131] {
+            let x: Vec<f32> = (0..m * k)
+                .map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0)
+                .collect();
+            let wv: Vec<f32> = (0..n * k)
+                .map(|i| ((i * 53) % 97) as f32 / 48.0 - 1.0)
+                .collect();
+            let xt = Tensor::from_vec(x.clone(), (1, m, k), &Device::Cpu).unwrap();
+            for dt in [DType::BF16, DType::F16] {
+                let w = Tensor::from_vec(wv.clone(), (n, k), &Device::Cpu)
+                    .unwrap()
+                    .to_dtype(dt)
+                    .unwrap();
+                let got = Weight::Dense(w.clone()).forward(&xt).unwrap();
+                assert_eq!(got.dims(), [1, m, n]);
+                let got = got.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                let flat = w.flatten_all().unwrap();
+                let want = match dt {
+                    DType::BF16 => {
+                        let v = flat.to_vec1::<::half::bf16>().unwrap();
+                        half::matmul(&x, m, k, half::HalfRows::Bf16(&v), n)
+                    }
+                    _ => {
+                        let v = flat.to_vec1::<::half::f16>().unwrap();
+                        half::matmul(&x, m, k, half::HalfRows::F16(&v), n)
+                    }
+                };
+                let worst = got
+                    .iter()
+                    .zip(&want)
+                    .map(|(a, b)| (a - b).abs() / (b.abs() + 1.0))
+                    .fold(0f32, f32::max);
+                assert!(worst < 1e-5, "{dt:?} m={m}: {worst}");
+            }
+        }
     }
 }

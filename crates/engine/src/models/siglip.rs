@@ -791,7 +791,7 @@ impl VisionTower {
             let a = full_attention(&q, &k, &v, scale, &all)?;
             x = (x + linear(&l.out, &a)?)?;
             let h = candle_nn::ops::layer_norm(&x.contiguous()?, &l.ln2.0, &l.ln2.1, eps)?;
-            let m = linear(&l.down, &linear(&l.up, &h)?.gelu()?)?;
+            let m = linear(&l.down, &crate::activation::gelu_tanh(&linear(&l.up, &h)?)?)?;
             x = (x + m)?;
         }
         let x =
@@ -818,10 +818,12 @@ impl VisionTower {
 }
 
 /// Attention of every patch over every patch (`[1, heads, P, d]` each), as
-/// `[1, P, heads · d]`. On the CPU, a few heads at a time through matmuls (their
-/// `P × P` scores, 64 MB a head at 4096 patches): four times faster there than the
-/// row-by-row kernel the text model's prefill uses, which is built for causal rows
-/// over a cache.
+/// `[1, P, heads · d]`. On the CPU, one head and [`QUERY_ROWS`] queries at a time
+/// through matmuls: four times faster there than the row-by-row kernel the text
+/// model's prefill uses, which is built for causal rows over a cache. The block of
+/// scores (16 MB at 4096 patches) stays under the allocator's mmap threshold, so it
+/// is reused instead of being mapped, faulted in and cleared for every block (four
+/// heads' 268 MB at once spent a fifth of the tower's time in the kernel).
 fn full_attention(
     q: &Tensor,
     k: &Tensor,
@@ -841,19 +843,31 @@ fn full_attention(
         )?);
     }
     let (_, heads, p, d) = q.dims4()?;
-    const HEADS_AT_ONCE: usize = 4;
-    let mut outs = Vec::with_capacity(heads.div_ceil(HEADS_AT_ONCE));
-    for h in (0..heads).step_by(HEADS_AT_ONCE) {
-        let n = HEADS_AT_ONCE.min(heads - h);
-        let (qh, kh, vh) = (q.narrow(1, h, n)?, k.narrow(1, h, n)?, v.narrow(1, h, n)?);
-        let scores = (qh.matmul(&kh.t()?.contiguous()?)? * scale)?;
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-        outs.push(probs.matmul(&vh.contiguous()?)?);
+    let mut outs = Vec::with_capacity(heads);
+    for h in 0..heads {
+        let qh = q.narrow(1, h, 1)?.squeeze(0)?.squeeze(0)?;
+        let kt = k
+            .narrow(1, h, 1)?
+            .squeeze(0)?
+            .squeeze(0)?
+            .t()?
+            .contiguous()?;
+        let vh = v.narrow(1, h, 1)?.squeeze(0)?.squeeze(0)?.contiguous()?;
+        let mut rows = Vec::with_capacity(p.div_ceil(QUERY_ROWS));
+        for first in (0..p).step_by(QUERY_ROWS) {
+            let qb = qh.narrow(0, first, QUERY_ROWS.min(p - first))?;
+            // Scaled after the product, as transformers does.
+            let probs = crate::activation::softmax_scaled(&qb.matmul(&kt)?, scale as f32)?;
+            rows.push(probs.matmul(&vh)?);
+        }
+        outs.push(Tensor::cat(&rows, 0)?);
     }
-    Ok(Tensor::cat(&outs, 1)?
-        .transpose(1, 2)?
-        .reshape((1, p, heads * d))?)
+    // [P, heads · d]: each head's columns side by side.
+    Ok(Tensor::cat(&outs, 1)?.reshape((1, p, heads * d))?)
 }
+
+/// Queries per block of [`full_attention`] on the CPU.
+const QUERY_ROWS: usize = 1024;
 
 /// `x · Wᵀ + b`.
 fn linear((w, b): &(Weight, Tensor), x: &Tensor) -> Result<Tensor> {
