@@ -221,8 +221,11 @@ fn gemma3_q4_k_m_layout_equals_llama_cpps() {
 
 #[test]
 fn requantizing_a_gguf_warns_and_cancelling_leaves_nothing() {
-    let out = out_dir().join("requant.gguf");
-    std::fs::remove_file(&out).ok();
+    // A folder of its own: other tests' partial files in out_dir() would count.
+    let dir = out_dir().join("requant");
+    std::fs::remove_dir_all(&dir).ok();
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("requant.gguf");
     let r = quantize(&model(GEMMA), &out, QuantType::Q8_0, false, &mut |_| true).unwrap();
     assert!(
         r.warnings.iter().any(|w| w.contains("already quantized")),
@@ -247,13 +250,13 @@ fn requantizing_a_gguf_warns_and_cancelling_leaves_nothing() {
     .unwrap_err();
     assert!(matches!(e, unicorn_engine::Error::Cancelled));
     assert_eq!(std::fs::read(&out).unwrap(), before);
-    let temps = std::fs::read_dir(out_dir())
+    let temps = std::fs::read_dir(&dir)
         .unwrap()
         .filter_map(|e| e.ok())
         .filter(|e| e.file_name().to_string_lossy().contains("partial"))
         .count();
     assert_eq!(temps, 0);
-    std::fs::remove_file(&out).ok();
+    std::fs::remove_dir_all(&dir).ok();
 }
 
 /// llama.cpp's own reader (PyPI `gguf`) sees every key and tensor we wrote, with
