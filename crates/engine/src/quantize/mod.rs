@@ -169,20 +169,27 @@ fn quantize_with(
         jobs,
         warnings,
     } = plan(&source, &config, to)?;
-    // The vision tower goes beside the text model, as llama.cpp keeps it: written
-    // (whole or not at all) before the model, so a model never lacks its mmproj.
-    let mmproj = match (&source, synthetic) {
+    // The vision tower goes beside the text model, as llama.cpp keeps it. Its
+    // mmproj is written to a partial file first, the model next, and the mmproj
+    // takes its place only once the model has: a failed or cancelled run leaves
+    // both old files as they were (with --force too).
+    let vision = match (&source, synthetic) {
         (Source::Hf(h), None) => vision_beside(h, &config, out, force)?,
         _ => None,
     };
-    let tensors = atomic::file(out, |tmp| {
-        write::write(&source, synthetic, tmp, &metadata, &jobs, progress)
-    })
-    .inspect_err(|_| {
-        if let Some(p) = &mmproj {
-            std::fs::remove_file(p).ok();
-        }
-    })?;
+    let model = |progress: &mut dyn FnMut(&Progress) -> bool| {
+        atomic::file(out, |tmp| {
+            write::write(&source, synthetic, tmp, &metadata, &jobs, progress)
+        })
+    };
+    let tensors = match (&vision, &source) {
+        (Some(v), Source::Hf(h)) => atomic::file(&v.path, |mm_tmp| {
+            v.write(h, mm_tmp)?;
+            model(progress)
+        })?,
+        _ => model(progress)?,
+    };
+    let mmproj = vision.map(|v| v.path);
     let output_bytes = std::fs::metadata(out).map(|m| m.len()).unwrap_or(0);
     let source_bytes: u64 = jobs.iter().map(|j| j.source_bytes).sum();
     let weights: u64 = tensors
@@ -208,15 +215,16 @@ fn quantize_with(
     })
 }
 
-/// Writes the mmproj of a multimodal folder's vision tower beside `out`
-/// (`mmproj-{out's stem}.gguf`), or nothing for a text-only folder.
+/// The mmproj of a multimodal folder's vision tower, to go beside `out` as
+/// `mmproj-{out's stem}.gguf` (checked as a target), or `None` for a text-only
+/// folder.
 fn vision_beside(
     h: &crate::hf::HfFolder,
     config: &Config,
     out: &Path,
     force: bool,
-) -> Result<Option<std::path::PathBuf>> {
-    use crate::models::{mmproj, siglip};
+) -> Result<Option<VisionOut>> {
+    use crate::models::siglip;
     if !siglip::supports(config) {
         return Ok(None);
     }
@@ -231,17 +239,36 @@ fn vision_beside(
         .unwrap_or_default();
     let path = out.with_file_name(format!("mmproj-{stem}.gguf"));
     atomic::check_target(&path, atomic::Kind::File, force, Some(h.dir()))?;
-    atomic::file(&path, |tmp| {
+    Ok(Some(VisionOut {
+        path,
+        cfg,
+        mean,
+        std,
+    }))
+}
+
+/// An mmproj to write ([`vision_beside`]).
+struct VisionOut {
+    path: std::path::PathBuf,
+    cfg: crate::models::siglip::VisionConfig,
+    mean: [f32; 3],
+    std: [f32; 3],
+}
+
+impl VisionOut {
+    /// Writes the tower (F16 matrices, as llama.cpp's converter) to `tmp`.
+    fn write(&self, h: &crate::hf::HfFolder, tmp: &Path) -> Result<()> {
+        use crate::models::{mmproj, siglip};
         mmproj::from_folder(
             siglip::VisionFiles::Hf(h),
-            &cfg,
-            mean,
-            std,
+            &self.cfg,
+            self.mean,
+            self.std,
             mmproj::MmprojType::F16,
             tmp,
-        )
-    })?;
-    Ok(Some(path))
+        )?;
+        Ok(())
+    }
 }
 
 /// What quantizing will write, from the same plan as [`quantize`], before reading

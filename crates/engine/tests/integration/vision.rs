@@ -478,6 +478,29 @@ fn a_gguf_with_its_mmproj_beside_it_sees_the_image() {
         !dir.join("mmproj-other.gguf").exists(),
         "a cancelled run leaves no mmproj"
     );
+    // A cancelled --force run over the first output leaves both old files whole.
+    let (model_before, proj_before) =
+        (std::fs::read(&gguf).unwrap(), std::fs::read(&proj).unwrap());
+    let e = unicorn_engine::quantize::quantize(
+        &folder(),
+        &gguf,
+        unicorn_engine::quantize::types::QuantType::Q8_0,
+        true,
+        &mut |_| false,
+    )
+    .err()
+    .unwrap();
+    assert!(matches!(e, unicorn_engine::Error::Cancelled), "{e}");
+    assert_eq!(std::fs::read(&gguf).unwrap(), model_before);
+    assert_eq!(std::fs::read(&proj).unwrap(), proj_before);
+    assert_eq!(
+        std::fs::read_dir(&dir)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().contains("partial"))
+            .count(),
+        0
+    );
 
     let nf4 = dir.join("nf4");
     let r =
