@@ -71,6 +71,12 @@ pub fn run(a: ConvertArgs) -> Result<()> {
             human_bytes(report.weight_bytes as f64),
             report.files.join(", ")
         );
+        if let Some(p) = &report.mmproj {
+            println!(
+                "with the vision tower of {} (a Gemma3ForConditionalGeneration folder)",
+                p.display()
+            );
+        }
     }
     Ok(())
 }

@@ -10,8 +10,10 @@ use crate::error::{Error, Result};
 use crate::gguf::GgufFile;
 use crate::hf::names;
 use crate::hf::writer::{PlannedTensor, SafetensorsWriter};
-use crate::models::{Config, Stored};
+use crate::models::{siglip, Config, Stored};
 use crate::tokenizer::Tokenizer;
+use crate::vision::preprocess::Preprocess;
+use crate::vision::{Mmproj, Vision};
 use candle_core::{DType, Device, Tensor};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -53,6 +55,9 @@ pub struct ConvertReport {
     pub weight_bytes: u64,
     /// Files in the folder.
     pub files: Vec<String>,
+    /// The llama.cpp mmproj whose vision tower the folder took (a multimodal
+    /// `Gemma3ForConditionalGeneration` folder), when one sat beside the GGUF.
+    pub mmproj: Option<PathBuf>,
 }
 
 /// Writes the HF folder for `gguf` at `out`. An existing `out` is replaced only with
@@ -72,10 +77,26 @@ pub fn gguf_to_hf(
         Some(_) => Some(Tokenizer::from_gguf(&g)?),
         None => None,
     };
+    // The vision tower goes in too when its mmproj sits beside the GGUF, as the
+    // engine loads it: the folder is then the multimodal checkpoint transformers
+    // writes (published layout), text model under `language_model.`.
+    let vision = match Vision::find_mmproj(gguf, &config)? {
+        Some(p) => Some((Mmproj::open(&p, &config, tokenizer.as_ref())?, p)),
+        None => None,
+    };
     let mut report = atomic::folder(out, |tmp| {
-        write_folder(&g, &config, tokenizer.as_ref(), tmp, dtype, progress)
+        write_folder(
+            &g,
+            &config,
+            tokenizer.as_ref(),
+            vision.as_ref().map(|(m, _)| m),
+            tmp,
+            dtype,
+            progress,
+        )
     })?;
     report.out = out.to_path_buf();
+    report.mmproj = vision.map(|(_, p)| p);
     Ok(report)
 }
 
@@ -89,16 +110,30 @@ fn unpermute(w: &Tensor, heads: usize) -> candle_core::Result<Tensor> {
         .reshape((rows, cols))
 }
 
+/// Where a tensor of the folder comes from.
+enum From {
+    /// The GGUF's tensor of this name.
+    Text(String),
+    /// The mmproj's tensor of this name.
+    Vision(String),
+}
+
 fn write_folder(
     g: &GgufFile,
     config: &Config,
     tokenizer: Option<&Tokenizer>,
+    vision: Option<&Mmproj>,
     dir: &Path,
     dtype: OutDType,
     progress: &mut dyn FnMut(&Progress) -> bool,
 ) -> Result<ConvertReport> {
     let mut plan = Vec::new();
     let mut sources = std::collections::HashMap::new();
+    // Norms and biases stay F32: they are tiny and their precision matters.
+    let stored_as = |shape: &[usize]| match shape.len() {
+        1 => "F32",
+        _ => dtype.safetensors_name(),
+    };
     for (name, _, shape) in g.tensor_infos() {
         // Llama 3's rope divisors become `rope_scaling` in config.json.
         if name == ROPE_FREQS {
@@ -111,17 +146,29 @@ fn write_folder(
                 message: "no transformers counterpart for this tensor".into(),
             });
         };
+        let hf = match vision {
+            Some(_) => format!("language_model.{hf}"),
+            None => hf,
+        };
         plan.push(PlannedTensor {
             name: hf.clone(),
-            // Norms and biases stay F32: they are tiny and their precision matters.
-            dtype: if shape.len() == 1 {
-                "F32"
-            } else {
-                dtype.safetensors_name()
-            },
+            dtype: stored_as(&shape),
             shape: shape.clone(),
         });
-        sources.insert(hf, name);
+        sources.insert(hf, From::Text(name));
+    }
+    for (name, shape) in vision.map(|v| v.cfg.tensors()).unwrap_or_default() {
+        let hf = siglip::published_name(&name).ok_or_else(|| Error::Tensor {
+            path: g.path().to_path_buf(),
+            tensor: name.clone(),
+            message: "no transformers name for this vision tensor".into(),
+        })?;
+        plan.push(PlannedTensor {
+            name: hf.clone(),
+            dtype: stored_as(&shape),
+            shape,
+        });
+        sources.insert(hf, From::Vision(name));
     }
     let st_path = dir.join("model.safetensors");
     let mut w = SafetensorsWriter::create(&st_path, plan)?;
@@ -130,25 +177,40 @@ fn write_folder(
     let mut bytes_done = 0u64;
     let meter = Meter::start();
     for (i, t) in plan.iter().enumerate() {
-        let gname = &sources[&t.name];
+        let (file, gname) = match &sources[&t.name] {
+            From::Text(n) => (g.path(), n),
+            From::Vision(n) => (vision.map_or(g.path(), |v| v.gguf.path()), n),
+        };
         let terr = |e: candle_core::Error| Error::Tensor {
-            path: g.path().to_path_buf(),
+            path: file.to_path_buf(),
             tensor: gname.clone(),
             message: e.to_string(),
         };
-        let q = g.qtensor(gname, &Device::Cpu)?;
-        if let Some(why) = crate::formats::first_non_finite(&q).map_err(terr)? {
-            return Err(Error::Tensor {
-                path: g.path().to_path_buf(),
-                tensor: gname.clone(),
-                message: why,
-            });
-        }
-        let mut x = q.dequantize(&Device::Cpu).map_err(terr)?;
-        x = match config.stored(gname) {
-            Stored::Same => x,
-            Stored::PlusOne => (x - 1.0).map_err(terr)?,
-            Stored::PermutedHeads(heads) => unpermute(&x, heads).map_err(terr)?,
+        let x = match (&sources[&t.name], vision) {
+            (From::Vision(n), Some(v)) => {
+                // Checked for non-finite values and shape as the engine loads it.
+                let x = siglip::VisionFiles::Mmproj(&v.gguf).f32(n, &t.shape, &Device::Cpu)?;
+                match siglip::stored(n) {
+                    Stored::PlusOne => (x - 1.0).map_err(terr)?,
+                    _ => x,
+                }
+            }
+            _ => {
+                let q = g.qtensor(gname, &Device::Cpu)?;
+                if let Some(why) = crate::formats::first_non_finite(&q).map_err(terr)? {
+                    return Err(Error::Tensor {
+                        path: g.path().to_path_buf(),
+                        tensor: gname.clone(),
+                        message: why,
+                    });
+                }
+                let x = q.dequantize(&Device::Cpu).map_err(terr)?;
+                match config.stored(gname) {
+                    Stored::Same => x,
+                    Stored::PlusOne => (x - 1.0).map_err(terr)?,
+                    Stored::PermutedHeads(heads) => unpermute(&x, heads).map_err(terr)?,
+                }
+            }
         };
         let data = match t.dtype {
             "F32" => bytes_of(
@@ -195,10 +257,25 @@ fn write_folder(
         config.bos_token_id = tokenizer.bos_id;
         config.eos_token_ids = tokenizer.eos_id.into_iter().collect();
     }
-    write_json(
-        &dir.join("config.json"),
-        &config.to_hf_json(dtype.torch_name()),
-    )?;
+    let text_json = config.to_hf_json(dtype.torch_name());
+    match vision {
+        Some(v) => {
+            write_json(
+                &dir.join("config.json"),
+                &v.cfg.to_hf_json(text_json, v.tokens),
+            )?;
+            write_json(
+                &dir.join("preprocessor_config.json"),
+                &Preprocess::gemma_json(
+                    v.cfg.image_size as u32,
+                    v.mean,
+                    v.std,
+                    v.cfg.tokens_per_image,
+                ),
+            )?;
+        }
+        None => write_json(&dir.join("config.json"), &text_json)?,
+    }
     if let Some(tokenizer) = tokenizer {
         write_tokenizer_files(g, &config, tokenizer, dir)?;
     }
@@ -216,6 +293,7 @@ fn write_folder(
         tensors: plan.len(),
         weight_bytes: bytes_total,
         files,
+        mmproj: None,
     })
 }
 

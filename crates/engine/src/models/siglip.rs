@@ -201,6 +201,52 @@ impl VisionConfig {
         Ok(Some(cfg))
     }
 
+    /// The multimodal `config.json` keys this tower needs (what [`Self::from_hf`]
+    /// reads): `vision_config` and the top-level image keys, over `text_config`
+    /// (the text model's own JSON). Gemma 3's published layout.
+    pub fn to_hf_json(
+        &self,
+        text_config: serde_json::Value,
+        tokens: ImageTokens,
+    ) -> serde_json::Value {
+        let mut text = text_config;
+        let dtype = text.get("torch_dtype").cloned();
+        let (bos, eos) = (
+            text.get("bos_token_id").cloned(),
+            text.get("eos_token_id").cloned(),
+        );
+        if let Some(o) = text.as_object_mut() {
+            o.remove("architectures");
+        }
+        serde_json::json!({
+            "architectures": ["Gemma3ForConditionalGeneration"],
+            "model_type": "gemma3",
+            "text_config": text,
+            "vision_config": {
+                "model_type": "siglip_vision_model",
+                "hidden_size": self.hidden_size,
+                "intermediate_size": self.intermediate_size,
+                "num_hidden_layers": self.num_hidden_layers,
+                "num_attention_heads": self.num_attention_heads,
+                "image_size": self.image_size,
+                "patch_size": self.patch_size,
+                "layer_norm_eps": self.layer_norm_eps,
+                "num_channels": 3,
+                "hidden_act": "gelu_pytorch_tanh",
+                "vision_use_head": false,
+                "attention_dropout": 0.0,
+            },
+            "mm_tokens_per_image": self.tokens_per_image,
+            "image_token_index": tokens.image,
+            "boi_token_index": tokens.begin,
+            "eoi_token_index": tokens.end,
+            "bos_token_id": bos,
+            "eos_token_id": eos,
+            "torch_dtype": dtype,
+            "initializer_range": 0.02,
+        })
+    }
+
     /// The configuration of an mmproj GGUF (`clip.vision.*`).
     pub fn from_mmproj(g: &GgufFile) -> Result<Self> {
         let meta = |key: &str, message: String| Error::Metadata {
@@ -470,6 +516,16 @@ pub fn hf_name(mmproj: &str) -> Option<String> {
         .map(|(_, hf)| format!("vision_tower.encoder.layers.{layer}.{hf}.{kind}"))
 }
 
+/// The name an mmproj tensor has in Gemma 3's published multimodal checkpoints
+/// (`vision_tower.vision_model.…`, `multi_modal_projector.…`).
+pub fn published_name(mmproj: &str) -> Option<String> {
+    let hf = hf_name(mmproj)?;
+    Some(match hf.strip_prefix("vision_tower.") {
+        Some(rest) => format!("vision_tower.vision_model.{rest}"),
+        None => hf,
+    })
+}
+
 /// The mmproj name of an HF vision tensor ([`crate::hf::vision_name`]), `None` for
 /// one the tower does not use (SigLIP's pooling head).
 pub fn mmproj_name(hf: &str) -> Option<String> {
@@ -588,7 +644,9 @@ impl VisionFiles<'_> {
 
     /// A tensor of any shape, in F32 (vectors, embeddings, the patch kernel), with
     /// the value transform of its storage undone.
-    fn f32(&self, name: &str, shape: &[usize], dev: &Device) -> Result<Tensor> {
+    /// Tensor `name` (mmproj name) of `shape` as F32, in the engine's form
+    /// ([`stored`]: the projector's norm as `1 + w`).
+    pub fn f32(&self, name: &str, shape: &[usize], dev: &Device) -> Result<Tensor> {
         let t = match self {
             Self::Hf(h) => {
                 let hf = Self::hf(h, name)?;

@@ -75,75 +75,15 @@ impl Vision {
         tokenizer: Option<&Tokenizer>,
         device: &Device,
     ) -> Result<Self> {
-        let g = GgufFile::open(path)?;
-        let cfg = VisionConfig::from_mmproj(&g)?;
-        let bad = |message: String| Error::BadFile {
-            path: path.to_path_buf(),
-            message,
-        };
-        if !crate::models::siglip::supports(text) {
-            return Err(bad(format!(
-                "a vision tower for Gemma 3; this model is {}",
-                text.arch.name
-            )));
-        }
-        if cfg.text_hidden_size != text.hidden_size {
-            return Err(bad(format!(
-                "projects to width {}, but the text model's is {}: the mmproj of another model",
-                cfg.text_hidden_size, text.hidden_size
-            )));
-        }
-        let tokens = match (cfg.tokens, tokenizer) {
-            (Some(t), _) => t,
-            (None, Some(tok)) => {
-                let [image, begin, end] = ImageTokens::TEXT.map(|s| tok.token_id(s));
-                match (image, begin, end) {
-                    (Some(image), Some(begin), Some(end)) => ImageTokens { image, begin, end },
-                    _ => {
-                        return Err(bad(format!(
-                            "the text model's vocabulary lacks {:?}",
-                            ImageTokens::TEXT
-                        )))
-                    }
-                }
-            }
-            (None, None) => {
-                return Err(bad(
-                    "no image token ids, and the text model has no vocabulary to find them in"
-                        .into(),
-                ))
-            }
-        };
-        if [tokens.image, tokens.begin, tokens.end]
-            .iter()
-            .any(|&t| t as usize >= text.vocab_size)
-        {
-            return Err(bad(format!(
-                "image token ids {tokens:?} outside the vocabulary ({})",
-                text.vocab_size
-            )));
-        }
-        let f3 = |key: &str| -> Result<[f32; 3]> {
-            match g.get(key) {
-                None => Ok([0.5; 3]),
-                Some(_) => g
-                    .f32s(key)?
-                    .try_into()
-                    .map_err(|v: Vec<f32>| Error::Metadata {
-                        path: path.to_path_buf(),
-                        key: key.into(),
-                        message: format!("{} values, expected 3", v.len()),
-                    }),
-            }
-        };
-        let (mean, std) = (f3("clip.vision.image_mean")?, f3("clip.vision.image_std")?);
-        if std.iter().any(|&s| !(s.is_finite() && s > 0.0)) || mean.iter().any(|m| !m.is_finite()) {
-            return Err(bad(format!(
-                "image mean {mean:?} / std {std:?}: not a normalisation"
-            )));
-        }
-        let preprocess = Preprocess::gemma(cfg.image_size as u32, mean, std);
-        Self::new(VisionFiles::Mmproj(&g), cfg, preprocess, tokens, device)
+        let m = Mmproj::open(path, text, tokenizer)?;
+        let preprocess = Preprocess::gemma(m.cfg.image_size as u32, m.mean, m.std);
+        Self::new(
+            VisionFiles::Mmproj(&m.gguf),
+            m.cfg,
+            preprocess,
+            m.tokens,
+            device,
+        )
     }
 
     fn new(
@@ -346,6 +286,103 @@ impl Vision {
     /// image's tokens, as transformers' processor expands `<start_of_image>`.
     pub fn expand_markers(&self, text: &str, tok: &Tokenizer) -> Result<String> {
         expand_markers(text, self.tokens, self.tokens_per_image(), tok)
+    }
+}
+
+/// A llama.cpp mmproj GGUF checked against the text model it goes with: its
+/// tower's configuration, the image token ids (its own keys, or looked up in the
+/// text model's vocabulary) and the preprocessor's normalisation.
+pub struct Mmproj {
+    /// The file.
+    pub gguf: GgufFile,
+    /// The tower.
+    pub cfg: VisionConfig,
+    /// The image's tokens.
+    pub tokens: ImageTokens,
+    /// Normalisation mean.
+    pub mean: [f32; 3],
+    /// Normalisation standard deviation.
+    pub std: [f32; 3],
+}
+
+impl Mmproj {
+    /// Opens and checks the mmproj at `path` for the text model `text`.
+    pub fn open(path: &Path, text: &Config, tokenizer: Option<&Tokenizer>) -> Result<Self> {
+        let g = GgufFile::open(path)?;
+        let cfg = VisionConfig::from_mmproj(&g)?;
+
+        let bad = |message: String| Error::BadFile {
+            path: path.to_path_buf(),
+            message,
+        };
+        if !crate::models::siglip::supports(text) {
+            return Err(bad(format!(
+                "a vision tower for Gemma 3; this model is {}",
+                text.arch.name
+            )));
+        }
+        if cfg.text_hidden_size != text.hidden_size {
+            return Err(bad(format!(
+                "projects to width {}, but the text model's is {}: the mmproj of another model",
+                cfg.text_hidden_size, text.hidden_size
+            )));
+        }
+        let tokens = match (cfg.tokens, tokenizer) {
+            (Some(t), _) => t,
+            (None, Some(tok)) => {
+                let [image, begin, end] = ImageTokens::TEXT.map(|s| tok.token_id(s));
+                match (image, begin, end) {
+                    (Some(image), Some(begin), Some(end)) => ImageTokens { image, begin, end },
+                    _ => {
+                        return Err(bad(format!(
+                            "the text model's vocabulary lacks {:?}",
+                            ImageTokens::TEXT
+                        )))
+                    }
+                }
+            }
+            (None, None) => {
+                return Err(bad(
+                    "no image token ids, and the text model has no vocabulary to find them in"
+                        .into(),
+                ))
+            }
+        };
+        if [tokens.image, tokens.begin, tokens.end]
+            .iter()
+            .any(|&t| t as usize >= text.vocab_size)
+        {
+            return Err(bad(format!(
+                "image token ids {tokens:?} outside the vocabulary ({})",
+                text.vocab_size
+            )));
+        }
+        let f3 = |key: &str| -> Result<[f32; 3]> {
+            match g.get(key) {
+                None => Ok([0.5; 3]),
+                Some(_) => g
+                    .f32s(key)?
+                    .try_into()
+                    .map_err(|v: Vec<f32>| Error::Metadata {
+                        path: path.to_path_buf(),
+                        key: key.into(),
+                        message: format!("{} values, expected 3", v.len()),
+                    }),
+            }
+        };
+        let (mean, std) = (f3("clip.vision.image_mean")?, f3("clip.vision.image_std")?);
+        if std.iter().any(|&s| !(s.is_finite() && s > 0.0)) || mean.iter().any(|m| !m.is_finite()) {
+            return Err(bad(format!(
+                "image mean {mean:?} / std {std:?}: not a normalisation"
+            )));
+        }
+        Ok(Self {
+            gguf: g,
+            cfg,
+            tokens,
+            mean,
+            std,
+        })
     }
 }
 

@@ -144,6 +144,32 @@ impl Preprocess {
         }
     }
 
+    /// `preprocessor_config.json` for [`Self::gemma`]'s preprocessing, as
+    /// transformers' Gemma3ImageProcessor writes it (bilinear resize, rescale by
+    /// 1/255, normalise, no pan-and-scan).
+    pub fn gemma_json(
+        side: u32,
+        mean: [f32; 3],
+        std: [f32; 3],
+        tokens: usize,
+    ) -> serde_json::Value {
+        serde_json::json!({
+            "image_processor_type": "Gemma3ImageProcessor",
+            "processor_class": "Gemma3Processor",
+            "do_convert_rgb": null,
+            "do_resize": true,
+            "size": {"height": side, "width": side},
+            "resample": 2,
+            "do_rescale": true,
+            "rescale_factor": 1.0 / 255.0,
+            "do_normalize": true,
+            "image_mean": mean,
+            "image_std": std,
+            "do_pan_and_scan": null,
+            "image_seq_length": tokens,
+        })
+    }
+
     /// Reads `preprocessor_config.json` (its text `json`, from `path`), over
     /// `defaults` for keys it leaves out or sets to null.
     pub fn from_config(path: &Path, json: &[u8], defaults: &Self) -> Result<Self> {

@@ -624,3 +624,82 @@ fn a_restored_conversation_sees_its_images_again() {
     assert!(back.messages().is_empty());
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// `convert` of a GGUF with its mmproj beside it keeps the tower: the folder is a
+/// Gemma3ForConditionalGeneration checkpoint in the published layout with its
+/// preprocessor, and it sees the image as the GGUF and mmproj do (the same tower
+/// values: image features within the F32 products' rounding, the same greedy ids).
+#[test]
+fn convert_keeps_the_vision_tower_of_an_mmproj() {
+    let dir = scratch("vision-convert");
+    let gguf = dir.join("tiny-vision-F32.gguf");
+    let q = unicorn_engine::quantize::quantize(
+        &folder(),
+        &gguf,
+        unicorn_engine::quantize::types::QuantType::F32,
+        false,
+        &mut |_| true,
+    )
+    .unwrap();
+    let proj = std::path::PathBuf::from(q.mmproj.unwrap());
+    let out = dir.join("converted");
+    let r = unicorn_engine::convert::gguf_to_hf(
+        &gguf,
+        &out,
+        unicorn_engine::convert::OutDType::F32,
+        false,
+        &mut |_| true,
+    )
+    .unwrap();
+    assert_eq!(r.mmproj.as_deref(), Some(proj.as_path()));
+    assert!(
+        r.files.contains(&"preprocessor_config.json".to_string()),
+        "{:?}",
+        r.files
+    );
+    let cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(cfg["architectures"][0], "Gemma3ForConditionalGeneration");
+    assert_eq!(cfg["image_token_index"], 511);
+    assert_eq!(cfg["mm_tokens_per_image"], 16);
+    let st = std::fs::read(out.join("model.safetensors")).unwrap();
+    let names = safetensors::SafeTensors::deserialize(&st)
+        .unwrap()
+        .names()
+        .len();
+    assert!(
+        String::from_utf8_lossy(&st[..st.len().min(1 << 16)])
+            .contains("vision_tower.vision_model.encoder.layers.0.self_attn.q_proj.weight"),
+        "published layout"
+    );
+    assert!(names > 10);
+
+    let from_gguf = unicorn_engine::LoadedModel::load(&gguf, &f32_options()).unwrap();
+    let from_folder = unicorn_engine::LoadedModel::load(&out, &f32_options()).unwrap();
+    let g = gold();
+    let ids = ids(&g["input_ids"]);
+    let image = folder().join("image.png");
+    let (a, b) = (
+        from_gguf.open_image(&image).unwrap(),
+        from_folder.open_image(&image).unwrap(),
+    );
+    assert_eq!(
+        floats(a.pixels()),
+        floats(b.pixels()),
+        "the same preprocessing"
+    );
+    let d = max_abs_diff(
+        &floats(&from_gguf.vision().unwrap().features(&a).unwrap()),
+        &floats(&from_folder.vision().unwrap().features(&b).unwrap()),
+    );
+    assert!(d < 1e-3, "image features: max |Δ| {d}");
+    let mut params = unicorn_engine::GenerationParams::greedy(16);
+    params.ignore_eos = true;
+    let run = |m: &unicorn_engine::LoadedModel, img| {
+        m.generate_with_images(&ids, std::slice::from_ref(img), &params, &mut |_| true)
+            .unwrap()
+            .token_ids
+    };
+    assert_eq!(run(&from_folder, &b), run(&from_gguf, &a));
+    std::fs::remove_dir_all(&dir).ok();
+}
