@@ -183,7 +183,7 @@ fn half_forward(w: &Tensor, x: &Tensor) -> Result<Tensor> {
     }
     let x32 = x.to_dtype(DType::F32)?.contiguous()?;
     if m >= half::GEMM_M {
-        return widened_forward(w, &x32.reshape((m, k))?, x.dims());
+        return widened_forward(w, &x32.reshape((m, k))?, x.dims(), half::WIDEN_ELEMS);
     }
     let xs = x32.flatten_all()?.to_vec1::<f32>()?;
     let w = w.contiguous()?;
@@ -212,10 +212,10 @@ fn half_forward(w: &Tensor, x: &Tensor) -> Result<Tensor> {
 /// the activations from memory hundreds of times per matrix; the GEMM keeps them in
 /// cache. Widening costs one pass over the weights per call, small beside the
 /// `m`-fold work of the product. Results equal the row kernels' to f32 rounding.
-fn widened_forward(w: &Tensor, x: &Tensor, dims: &[usize]) -> Result<Tensor> {
+/// At most `widen` weights are widened at once ([`half::WIDEN_ELEMS`]: 16 MB of F32).
+fn widened_forward(w: &Tensor, x: &Tensor, dims: &[usize], widen: usize) -> Result<Tensor> {
     let (n, k) = w.dims2()?;
-    // At most 4 Mi weights (16 MB of F32) widened at once.
-    let rows = (half::WIDEN_ELEMS / k.max(1)).clamp(1, n);
+    let rows = (widen / k.max(1)).clamp(1, n);
     let mut parts = Vec::with_capacity(n.div_ceil(rows));
     for first in (0..n).step_by(rows) {
         let wb = w
@@ -441,11 +441,12 @@ mod tests {
     use candle_core::Device;
 
     /// From [`half::GEMM_M`] rows on, F16 / BF16 products go through widened blocks
-    /// and candle's GEMM (several blocks here, as `WIDEN_ELEMS` is passed); they
-    /// equal the row kernels' to f32 rounding.
+    /// and candle's GEMM (here in blocks of 50 rows and a ragged last one, small
+    /// enough for the aarch64 run under qemu); they equal the row kernels' to f32
+    /// rounding, and `Weight::forward` takes that path.
     #[test]
     fn widened_gemm_equals_the_row_kernels() {
-        let (n, k) = (half::WIDEN_ELEMS / 96 + 37, 96);
+        let (n, k) = (137, 96);
         for m in [half::GEMM_M, 131] {
             let x: Vec<f32> = (0..m * k)
                 .map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0)
@@ -459,9 +460,13 @@ mod tests {
                     .unwrap()
                     .to_dtype(dt)
                     .unwrap();
-                let got = Weight::Dense(w.clone()).forward(&xt).unwrap();
+                let x2 = xt.reshape((m, k)).unwrap();
+                let got = widened_forward(&w, &x2, xt.dims(), 50 * k).unwrap();
                 assert_eq!(got.dims(), [1, m, n]);
+                let whole = Weight::Dense(w.clone()).forward(&xt).unwrap();
+                let whole = whole.flatten_all().unwrap().to_vec1::<f32>().unwrap();
                 let got = got.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                assert_eq!(got, whole, "one block or several: the same products");
                 let flat = w.flatten_all().unwrap();
                 let want = match dt {
                     DType::BF16 => {
