@@ -242,15 +242,8 @@ fn images_in_requests_answer_as_chat_does() {
         ],
         None,
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let done = cli::json_lines(&out)
-        .into_iter()
-        .find(|v| v["event"] == "done")
-        .expect("a done event");
+    cli::assert_ok(&out);
+    let done = cli::done_events(&out).pop().expect("a done event");
     assert_eq!(done["image_tokens"], 16, "{done}");
     let expected = done["text"].as_str().unwrap().to_string();
     let server = serve(&m, &["--parallel", "2"]);

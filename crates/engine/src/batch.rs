@@ -748,8 +748,7 @@ fn finish(model: &LoadedModel, mut seq: Seq, cache: &KvCache) {
     let (computed, prefill_s) = seq.prefill;
     let n = seq.generated.len();
     let stats = Stats {
-        image_tokens: seq.req.prompt.images().len()
-            * model.vision().map_or(0, |v| v.tokens_per_image()),
+        image_tokens: model.image_tokens(&seq.req.prompt),
         prompt_tokens: seq.req.prompt.len(),
         prefill_tokens: computed,
         generated_tokens: n,

@@ -390,6 +390,11 @@ impl LoadedModel {
             .complete_with_images(prompt_ids, images, params, sink)
     }
 
+    /// The image tokens of `prompt` (its images times the tokens each takes).
+    pub(crate) fn image_tokens(&self, prompt: &Prompt) -> usize {
+        prompt.images.len() * self.vision.as_ref().map_or(0, |v| v.tokens_per_image())
+    }
+
     /// `ids` with `images` placed at its runs of image tokens (one each, in order).
     fn placed(&self, ids: Vec<u32>, images: &[Image]) -> Result<Prompt> {
         let runs = match (&self.vision, images.is_empty()) {
@@ -530,10 +535,7 @@ impl LoadedModel {
             )));
         }
         if n == 0 {
-            return Ok(Prompt {
-                ids: self.encode_rendered(text)?,
-                images: Vec::new(),
-            });
+            return Ok(self.encode_rendered(text)?.into());
         }
         let expanded = self.eyes()?.expand_markers(text, self.tokenizer()?)?;
         self.placed(self.encode_rendered(&expanded)?, images)
@@ -1075,11 +1077,7 @@ impl<'m> ChatSession<'m> {
         params: &GenerationParams,
         sink: &mut dyn FnMut(&TokenEvent) -> bool,
     ) -> Result<Reply> {
-        let prompt = Prompt {
-            ids: prompt_ids.to_vec(),
-            images: Vec::new(),
-        };
-        self.run(&prompt, params, sink, None)
+        self.run(&prompt_ids.to_vec().into(), params, sink, None)
     }
 
     /// [`ChatSession::complete`] with images placed at the runs of image tokens
@@ -1212,8 +1210,7 @@ impl<'m> ChatSession<'m> {
             });
         }
         let stats = Stats {
-            image_tokens: prompt.images.len()
-                * m.vision.as_ref().map_or(0, |v| v.tokens_per_image()),
+            image_tokens: m.image_tokens(prompt),
             prompt_tokens: prompt_ids.len(),
             prefill_tokens: computed,
             generated_tokens: generated.len(),

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use unicorn_engine::models::siglip::{VisionConfig, VisionFiles, VisionTower};
 use unicorn_engine::models::{Config, ImageSpan, Model};
+use unicorn_engine::quantize::types::QuantType;
 use unicorn_engine::source::Source;
 
 /// Tolerance of the tower's output and the image features (golden README, A2).
@@ -442,6 +443,17 @@ fn a_chat_image_expands_to_gemmas_image_tokens() {
     );
 }
 
+/// Quantizes the tiny folder to `out` (its mmproj beside it); `go` false cancels at
+/// the first progress report.
+fn quantize_tiny(
+    out: &Path,
+    to: QuantType,
+    force: bool,
+    go: bool,
+) -> unicorn_engine::Result<unicorn_engine::quantize::QuantizeReport> {
+    unicorn_engine::quantize::quantize(&folder(), out, to, force, &mut |_| go)
+}
+
 /// The tiny folder as llama.cpp runs it: `quantize` writes the text model to a GGUF
 /// and the tower as an mmproj beside it (F16 matrices, as llama.cpp's converter).
 /// Found beside the GGUF, it gives transformers' greedy ids and logits within the
@@ -450,26 +462,13 @@ fn a_chat_image_expands_to_gemmas_image_tokens() {
 fn a_gguf_with_its_mmproj_beside_it_sees_the_image() {
     let dir = scratch("vision-gguf");
     let gguf = dir.join("tiny-vision-F32.gguf");
-    let report = unicorn_engine::quantize::quantize(
-        &folder(),
-        &gguf,
-        unicorn_engine::quantize::types::QuantType::F32,
-        false,
-        &mut |_| true,
-    )
-    .unwrap();
+    let report = quantize_tiny(&gguf, QuantType::F32, false, true).unwrap();
     let proj = dir.join("mmproj-tiny-vision-F32.gguf");
     assert_eq!(report.mmproj, Some(proj.display().to_string()));
     // The same again is refused without --force, the mmproj included.
-    let e = unicorn_engine::quantize::quantize(
-        &folder(),
-        &dir.join("other.gguf"),
-        unicorn_engine::quantize::types::QuantType::F32,
-        false,
-        &mut |_| false,
-    )
-    .err()
-    .unwrap();
+    let e = quantize_tiny(&dir.join("other.gguf"), QuantType::F32, false, false)
+        .err()
+        .unwrap();
     assert!(
         e.to_string().contains("cancel") || e.to_string().contains("Cancel"),
         "{e}"
@@ -481,15 +480,9 @@ fn a_gguf_with_its_mmproj_beside_it_sees_the_image() {
     // A cancelled --force run over the first output leaves both old files whole.
     let (model_before, proj_before) =
         (std::fs::read(&gguf).unwrap(), std::fs::read(&proj).unwrap());
-    let e = unicorn_engine::quantize::quantize(
-        &folder(),
-        &gguf,
-        unicorn_engine::quantize::types::QuantType::Q8_0,
-        true,
-        &mut |_| false,
-    )
-    .err()
-    .unwrap();
+    let e = quantize_tiny(&gguf, QuantType::Q8_0, true, false)
+        .err()
+        .unwrap();
     assert!(matches!(e, unicorn_engine::Error::Cancelled), "{e}");
     assert_eq!(std::fs::read(&gguf).unwrap(), model_before);
     assert_eq!(std::fs::read(&proj).unwrap(), proj_before);
@@ -633,14 +626,7 @@ fn a_restored_conversation_sees_its_images_again() {
 fn convert_keeps_the_vision_tower_of_an_mmproj() {
     let dir = scratch("vision-convert");
     let gguf = dir.join("tiny-vision-F32.gguf");
-    let q = unicorn_engine::quantize::quantize(
-        &folder(),
-        &gguf,
-        unicorn_engine::quantize::types::QuantType::F32,
-        false,
-        &mut |_| true,
-    )
-    .unwrap();
+    let q = quantize_tiny(&gguf, QuantType::F32, false, true).unwrap();
     let proj = std::path::PathBuf::from(q.mmproj.unwrap());
     let out = dir.join("converted");
     let r = unicorn_engine::convert::gguf_to_hf(
