@@ -36,6 +36,9 @@ pub enum Weight {
     Gguf(Arc<QTensor>),
     /// bitsandbytes NF4, kept packed; decoded in registers inside the matmul.
     Nf4(Arc<nf4::Nf4Matrix>),
+    /// bitsandbytes NF4 in VRAM, as the file stores it ([`nf4::cuda`]).
+    #[cfg(feature = "cuda")]
+    Nf4Cuda(Arc<nf4::cuda::Nf4Cuda>),
 }
 
 impl Weight {
@@ -70,6 +73,8 @@ impl Weight {
             }
             Self::Gguf(q) => QMatMul::QTensor(q.clone()).forward(x),
             Self::Nf4(w) => Ok(nf4_forward(&[w], x)?.remove(0)),
+            #[cfg(feature = "cuda")]
+            Self::Nf4Cuda(w) => w.forward(x),
         }
     }
 
@@ -125,6 +130,8 @@ impl Weight {
                 }
                 Tensor::from_vec(out, (ids.len(), w.cols), &device)
             }
+            #[cfg(feature = "cuda")]
+            Self::Nf4Cuda(w) => w.embedding(ids),
         }
     }
 
@@ -134,6 +141,8 @@ impl Weight {
             Self::Dense(w) => w.dims(),
             Self::Gguf(q) => q.shape().dims(),
             Self::Nf4(w) => return (w.rows, w.cols),
+            #[cfg(feature = "cuda")]
+            Self::Nf4Cuda(w) => return (w.rows, w.cols),
         };
         (d[0], d.get(1).copied().unwrap_or(1))
     }
@@ -144,6 +153,8 @@ impl Weight {
             Self::Dense(w) => w.elem_count() * w.dtype().size_in_bytes(),
             Self::Gguf(q) => q.storage_size_in_bytes(),
             Self::Nf4(w) => w.bytes(),
+            #[cfg(feature = "cuda")]
+            Self::Nf4Cuda(w) => w.bytes(),
         }
     }
 
@@ -153,6 +164,8 @@ impl Weight {
             Self::Dense(w) => format!("{:?}", w.dtype()).to_uppercase(),
             Self::Gguf(q) => ggml_type_name(q.dtype()).to_string(),
             Self::Nf4(_) => "NF4".to_string(),
+            #[cfg(feature = "cuda")]
+            Self::Nf4Cuda(_) => "NF4".to_string(),
         }
     }
 }

@@ -789,6 +789,8 @@ impl WeightBytes {
             (Weight::Gguf(a), Weight::Gguf(b)) => std::sync::Arc::ptr_eq(a, b),
             (Weight::Dense(a), Weight::Dense(b)) => a.id() == b.id(),
             (Weight::Nf4(a), Weight::Nf4(b)) => std::sync::Arc::ptr_eq(a, b),
+            #[cfg(feature = "cuda")]
+            (Weight::Nf4Cuda(a), Weight::Nf4Cuda(b)) => std::sync::Arc::ptr_eq(a, b),
             _ => false,
         };
         let (rows, _) = embd.dims();

@@ -16,14 +16,19 @@ pub fn is_nf4(h: &HfFolder, hf_name: &str) -> bool {
     h.entry(hf_name).is_ok_and(|e| e.dtype == Dtype::U8) && h.has(&format!("{hf_name}.absmax"))
 }
 
-/// The matrix `[rows, cols]`, kept packed on the CPU. On a GPU, which has no NF4
-/// kernel yet, it is held in BF16.
+/// The matrix `[rows, cols]`, kept packed on the CPU and on NVIDIA GPUs
+/// ([`super::cuda`]). On other GPUs (Metal), which have no NF4 kernel, it is held in
+/// BF16.
 pub fn weight(
     h: &HfFolder,
     hf_name: &str,
     shape: (usize, usize),
     device: &Device,
 ) -> Result<Weight> {
+    #[cfg(feature = "cuda")]
+    if let Device::Cuda(gpu) = device {
+        return cuda_weight(h, hf_name, shape, gpu);
+    }
     let m = packed(h, hf_name, shape)?;
     if device.is_cpu() {
         return Ok(Weight::Nf4(std::sync::Arc::new(m)));
@@ -34,6 +39,36 @@ pub fn weight(
     }
     let t = Tensor::from_vec(dense, (shape.0, shape.1), device)?;
     Ok(Weight::Dense(t.to_dtype(DType::BF16)?))
+}
+
+/// The matrix uploaded as stored: codes, and the absmax codes with their nested
+/// scales and map rather than the resolved f32 scales (4.13 instead of 4.5 bits per
+/// weight). The scales are still resolved here once, to refuse a non-finite one as
+/// the CPU path does.
+#[cfg(feature = "cuda")]
+fn cuda_weight(
+    h: &HfFolder,
+    hf_name: &str,
+    shape: (usize, usize),
+    gpu: &candle_core::cuda::CudaDevice,
+) -> Result<Weight> {
+    use super::cuda::{Nf4Cuda, Scales};
+    let l = check(h, hf_name, shape)?;
+    scales(h, hf_name, &l)?;
+    let absmax_name = format!("{hf_name}.absmax");
+    let scales = match l.nested {
+        Some((nested_blocksize, offset)) => Scales::Double {
+            codes: h.any_bytes(&absmax_name)?.0,
+            nested: h.f32s(&format!("{hf_name}.nested_absmax"))?,
+            map: h.f32s(&format!("{hf_name}.nested_quant_map"))?,
+            nested_blocksize,
+            offset,
+        },
+        None => Scales::Plain(h.f32s(&absmax_name)?),
+    };
+    let (packed, _, _) = h.any_bytes(hf_name)?;
+    let m = Nf4Cuda::new(gpu, shape, l.blocksize, packed, scales)?;
+    Ok(Weight::Nf4Cuda(std::sync::Arc::new(m)))
 }
 
 /// The matrix shape a 4-bit tensor's quant state records, once everything about the
@@ -75,8 +110,19 @@ fn quant_state(h: &HfFolder, hf_name: &str) -> Result<serde_json::Value> {
 /// resolved with the stored maps), checked against the quant state's shape.
 fn packed(h: &HfFolder, hf_name: &str, shape: (usize, usize)) -> Result<Nf4Matrix> {
     let l = check(h, hf_name, shape)?;
-    let e = h.entry(hf_name)?;
-    let bad = |m: String| h.tensor_err(e, m);
+    let scales = scales(h, hf_name, &l)?;
+    let (packed, _, _) = h.any_bytes(hf_name)?;
+    Ok(Nf4Matrix {
+        rows: shape.0,
+        cols: shape.1,
+        blocksize: l.blocksize,
+        packed: packed.to_vec(),
+        scales,
+    })
+}
+
+/// The f32 block scales of a checked matrix, each one finite.
+fn scales(h: &HfFolder, hf_name: &str, l: &Layout) -> Result<Vec<f32>> {
     let absmax_name = format!("{hf_name}.absmax");
     let scales: Vec<f32> = match l.nested {
         Some((nb, offset)) => {
@@ -92,16 +138,10 @@ fn packed(h: &HfFolder, hf_name: &str, shape: (usize, usize)) -> Result<Nf4Matri
         None => h.f32s(&absmax_name)?,
     };
     if let Some(i) = scales.iter().position(|s| !s.is_finite()) {
-        return Err(bad(format!("block scale {i} is NaN or infinite")));
+        let e = h.entry(hf_name)?;
+        return Err(h.tensor_err(e, format!("block scale {i} is NaN or infinite")));
     }
-    let (packed, _, _) = h.any_bytes(hf_name)?;
-    Ok(Nf4Matrix {
-        rows: shape.0,
-        cols: shape.1,
-        blocksize: l.blocksize,
-        packed: packed.to_vec(),
-        scales,
-    })
+    Ok(scales)
 }
 
 /// What a 4-bit matrix's quant state says, once checked.

@@ -16,9 +16,11 @@
 //! `absmax = dynamic[qabsmax] · nested_absmax[block / 256] + offset`.
 //!
 //! This folder is NF4's one home: the format here, the matmul on packed codes
-//! ([`kernel`]), reading bitsandbytes tensors from an HF folder ([`load`]) and
-//! writing them ([`export`]).
+//! ([`kernel`]; on NVIDIA GPUs `cuda` and `nf4.cu`), reading bitsandbytes tensors
+//! from an HF folder ([`load`]) and writing them ([`export`]).
 
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod export;
 pub mod kernel;
 pub mod load;
