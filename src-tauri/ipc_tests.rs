@@ -384,6 +384,8 @@ fn chat_and_side_by_side_through_the_ipc() {
 
     let stats = ipc.invoke("system_stats", json!({})).unwrap();
     assert!(stats["gpus"].is_array() && stats["total_memory"].as_u64().unwrap() > 0);
+    assert_eq!(stats["engine"], "CPU");
+    assert_eq!(stats["engine_note"], serde_json::Value::Null);
 
     let p = ipc
         .invoke(

@@ -2,13 +2,14 @@
 //! the engine, and stream its events; no model logic lives here. One module per
 //! domain, each with its commands, its jobs and its types: [`chat`], [`quantize`],
 //! [`hub`] (download), [`library`], [`links`] (replies' links open in the browser,
-//! never in the window), the dashboard's [`system`] figures, and the API [`server`]. Long work runs as
+//! never in the window), the dashboard's [`system`] figures, the API [`server`], and the hand-over to the CUDA build ([`gpu`]). Long work runs as
 //! [`jobs`]; every command returns [`error::CommandError`].
 #![cfg_attr(not(debug_assertions), windows_subsystem = "windows")]
 
 mod bindings;
 mod chat;
 mod error;
+mod gpu;
 mod hub;
 mod jobs;
 mod library;
@@ -93,8 +94,14 @@ fn app<R: tauri::Runtime>(builder: tauri::Builder<R>, state: state::AppState) ->
 }
 
 fn main() {
-    let result =
-        app(tauri::Builder::default(), state::AppState::default()).run(tauri::generate_context!());
+    if std::env::args_os().nth(1).is_some_and(|a| a == gpu::PROBE) {
+        gpu::probe();
+    }
+    // The CPU build hands over to the CUDA build when it can use a GPU (never
+    // returning then); otherwise the dashboard shows why.
+    let mut state = state::AppState::default();
+    state.engine_note = gpu::hand_over();
+    let result = app(tauri::Builder::default(), state).run(tauri::generate_context!());
     if let Err(e) = result {
         eprintln!("error: Unicorn could not start: {e}");
         std::process::exit(1);

@@ -26,6 +26,8 @@ pub struct AppState {
     pub bandwidth: std::sync::Arc<OnceLock<f64>>,
     /// The Server panel's API server.
     pub server: crate::server::AppServer,
+    /// Why this CPU build runs rather than the CUDA build ([`crate::gpu`]).
+    pub engine_note: Option<String>,
     /// The app's data folder.
     data: PathBuf,
 }
@@ -47,6 +49,7 @@ impl AppState {
             system: Mutex::new(None),
             bandwidth: Default::default(),
             server: Default::default(),
+            engine_note: None,
             data,
         }
     }

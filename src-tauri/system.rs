@@ -28,6 +28,10 @@ pub struct SystemStats {
     pub gpus: Vec<unicorn_engine::device::GpuMemory>,
     /// Why there are none, when the driver cannot be read.
     pub gpu_note: Option<String>,
+    /// The engine this window runs: `CUDA` or `CPU` (the package's two builds).
+    pub engine: String,
+    /// Why the CPU engine runs, when the package could have a CUDA one.
+    pub engine_note: Option<String>,
 }
 
 /// RAM, CPU and this process's memory, measured now; the memory bandwidth once
@@ -61,5 +65,12 @@ pub fn system_stats(state: State<'_, AppState>) -> SystemStats {
         memory_bandwidth: state.bandwidth.get().copied().unwrap_or(0.0),
         gpus: gpus.as_ref().cloned().unwrap_or_default(),
         gpu_note: gpus.err(),
+        engine: if unicorn_engine::device::CUDA_BUILD {
+            "CUDA"
+        } else {
+            "CPU"
+        }
+        .into(),
+        engine_note: state.engine_note.clone(),
     }
 }

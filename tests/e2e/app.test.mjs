@@ -318,6 +318,10 @@ test("dashboard: live machine figures and the reply's speed", async () => {
   const gpu = await driver.findElements(By.id("gpu"));
   if (gpu.length) assert.match(await gpu[0].getText(), /GPU none/);
   else await wait(until.elementLocated(By.css(".card.vram")), 5);
+  // The package's engine, and why the CPU one runs (this build has no CUDA twin).
+  assert.match(await driver.findElement(By.id("engine")).getText(), /Engine (CPU|CUDA)/);
+  const note = await driver.findElements(By.id("engine-note"));
+  if (note.length) assert.match(await note[0].getText(), /CPU engine: (this installation has no CUDA engine|the NVIDIA driver reports no GPU|no GPU: )/);
   // The model loaded last (side by side) is the Q8_0 quantization.
   const compression = await driver.findElement(By.id("compression")).getText();
   assert.match(compression, /Q8_0, 8\.\d\d bits per weight: 1\.\d\dx smaller than 16-bit/);

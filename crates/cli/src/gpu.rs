@@ -7,22 +7,32 @@ use anyhow::{bail, Result};
 use unicorn_engine::device::{self, DeviceChoice};
 use unicorn_engine::LoadedModel;
 
+/// How long `unicorn-cuda --version` may take to show that it starts.
+const PROBE_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Re-runs this command with `unicorn-cuda` when `choice` may use CUDA, this build
-/// has none, that build is installed, and a driver reports a GPU. Returns when this
-/// process should go on by itself.
+/// has none, that build is installed and starts, and a driver reports a GPU. Returns
+/// when this process should go on by itself.
 pub fn hand_over(choice: DeviceChoice) -> Result<()> {
     if device::CUDA_BUILD || !matches!(choice, DeviceChoice::Auto | DeviceChoice::Cuda(_)) {
         return Ok(());
     }
-    let Some(cuda) = std::env::current_exe()
-        .ok()
-        .map(|e| e.with_file_name(format!("unicorn-cuda{}", std::env::consts::EXE_SUFFIX)))
-        .filter(|p| p.is_file())
-    else {
+    let Some(cuda) = device::cuda_twin("unicorn-cuda") else {
         return Ok(());
     };
     match device::gpus() {
-        Ok(g) if !g.is_empty() => exec(&cuda),
+        // The CUDA build links the CUDA libraries: one that cannot even start (a
+        // missing libcublas) must not take the command down with it.
+        Ok(g) if !g.is_empty() => match device::probe_twin(&cuda, "--version", PROBE_LIMIT) {
+            Ok(()) => exec(&cuda),
+            Err(why) if matches!(choice, DeviceChoice::Cuda(_)) => {
+                bail!("--device {choice}: the CUDA build cannot start: {why}")
+            }
+            Err(why) => {
+                eprintln!("note: running on the CPU: the CUDA build cannot start: {why}");
+                Ok(())
+            }
+        },
         Ok(_) if matches!(choice, DeviceChoice::Cuda(_)) => {
             bail!("--device {choice}: the NVIDIA driver reports no GPU")
         }

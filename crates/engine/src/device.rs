@@ -113,6 +113,80 @@ pub fn place(choice: DeviceChoice) -> Result<Placement> {
     }
 }
 
+/// The CUDA build of this program installed beside it as `name` (`unicorn-cuda`,
+/// `unicorn-app-cuda`), when this build has none. candle's CUDA build links the
+/// driver, so it cannot even start without one: the CPU build is the one users start,
+/// and it hands over to this twin when a driver reports a GPU.
+pub fn cuda_twin(name: &str) -> Option<std::path::PathBuf> {
+    if CUDA_BUILD {
+        return None;
+    }
+    std::env::current_exe()
+        .ok()
+        .map(|e| e.with_file_name(format!("{name}{}", std::env::consts::EXE_SUFFIX)))
+        .filter(|p| p.is_file())
+}
+
+/// Runs `exe arg` (a CUDA twin's probe) and says whether it succeeded, or why not
+/// (its status and first line on standard error: a missing `libcublas.so.13`, no
+/// usable device). One that runs longer than `limit` is killed: a hanging driver
+/// must not hang whoever asked.
+pub fn probe_twin(
+    exe: &std::path::Path,
+    arg: &str,
+    limit: std::time::Duration,
+) -> std::result::Result<(), String> {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(exe)
+        .arg(arg)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("{} cannot start: {e}", exe.display()))?;
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+            break status;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!(
+                "{} {arg} took over {} s",
+                exe.display(),
+                limit.as_secs_f32()
+            ));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    if status.success() {
+        return Ok(());
+    }
+    // The message is a line or two; what is read is bounded anyway.
+    let mut stderr = Vec::new();
+    if let Some(e) = child.stderr.take() {
+        let _ = e.take(64 * 1024).read_to_end(&mut stderr);
+    }
+    let stderr = String::from_utf8_lossy(&stderr);
+    let first = stderr.lines().find(|l| !l.trim().is_empty());
+    Err(format!(
+        "{} ({status}): {}",
+        exe.display(),
+        first.map_or("no message".into(), |l| l
+            .chars()
+            .take(300)
+            .collect::<String>())
+    ))
+}
+
+/// Whether this build can run on the first CUDA device, and if not why: a CUDA
+/// build's start-up probe, run by its CPU twin before handing over.
+pub fn probe_cuda() -> std::result::Result<(), String> {
+    cuda(0).map(|_| ())
+}
+
 fn cuda(n: usize) -> std::result::Result<Placement, String> {
     if !CUDA_BUILD {
         return Err(NO_CUDA.into());
@@ -205,6 +279,53 @@ pub fn vram_used(p: &Placement) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A stand-in twin: a script that answers `--probe` with `body`.
+    #[cfg(unix)]
+    fn twin(dir: &std::path::Path, name: &str, body: &str) -> std::path::PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let p = dir.join(name);
+        std::fs::write(
+            &p,
+            format!("#!/bin/sh\n[ \"$1\" = --probe ] || exit 9\n{body}\n"),
+        )
+        .unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        p
+    }
+
+    /// A probe succeeds, fails with its first line said, is missing, or hangs and is
+    /// killed within its limit.
+    #[cfg(unix)]
+    #[test]
+    fn twins_are_probed_in_bounded_time() {
+        use std::time::{Duration, Instant};
+        let dir = std::env::temp_dir().join(format!("unicorn-probe-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let limit = Duration::from_secs(10);
+        assert_eq!(
+            probe_twin(&twin(&dir, "ok", "exit 0"), "--probe", limit),
+            Ok(())
+        );
+        let lib = twin(
+            &dir,
+            "lib",
+            "echo; echo 'error while loading shared libraries: libcublas.so.13' >&2; exit 127",
+        );
+        let e = probe_twin(&lib, "--probe", limit).unwrap_err();
+        assert!(
+            e.contains("exit status: 127") && e.ends_with("libcublas.so.13"),
+            "{e}"
+        );
+        let e = probe_twin(&dir.join("missing"), "--probe", limit).unwrap_err();
+        assert!(e.contains("cannot start"), "{e}");
+        let t = Instant::now();
+        let hang = twin(&dir, "hang", "exec sleep 30");
+        let e = probe_twin(&hang, "--probe", Duration::from_millis(300)).unwrap_err();
+        assert!(e.contains("took over 0.3 s"), "{e}");
+        assert!(t.elapsed() < Duration::from_secs(10));
+        std::fs::remove_dir_all(&dir).ok();
+    }
 
     #[test]
     fn choices_parse_and_print() {

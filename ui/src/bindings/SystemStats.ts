@@ -36,4 +36,12 @@ gpus: Array<GpuMemory>,
 /**
  * Why there are none, when the driver cannot be read.
  */
-gpu_note: string | null, };
+gpu_note: string | null, 
+/**
+ * The engine this window runs: `CUDA` or `CPU` (the package's two builds).
+ */
+engine: string, 
+/**
+ * Why the CPU engine runs, when the package could have a CUDA one.
+ */
+engine_note: string | null, };

@@ -39,10 +39,12 @@ export function Dashboard() {
             <div class="card vram"><b>GPU {g.index}</b> {g.name}: {bytes(g.used_bytes)} / {bytes(g.total_bytes)} VRAM</div>
           ))}
           {!now.gpus.length && <div class="card" id="gpu" title={now.gpu_note ?? ""}><b>GPU</b> none{now.gpu_note ? " (no NVIDIA driver)" : ""}</div>}
+          <div class="card" id="engine" title={now.engine_note ?? ""}><b>Engine</b> {now.engine}</div>
           {server?.running && <div class="card" id="server-dash"><b>API server</b> {server.tok_s.toFixed(1)} tok/s, {server.active} active, {server.queued} queued</div>}
           <div class="card"><b>Bandwidth</b> {now.memory_bandwidth > 0 ? `${(now.memory_bandwidth / 1e9).toFixed(1)} GB/s measured` : "measuring…"}</div>
         </div>
       )}
+      {now?.engine_note && <p class="hint" id="engine-note">Running on the CPU engine: {now.engine_note}.</p>}
       <div class="charts">
         <TimeChart id="cpu-chart" unit="percent" now={edge} times={times} label={`CPU, % of all ${now?.cores ?? ""} cores, last 10 minutes`}
           series={[{ label: "CPU", values: s.map((x) => x.cpu) }]} />
