@@ -8,7 +8,7 @@
 //! chat template places the image's tokens there (Gemma 3's template writes
 //! `<start_of_image>` where an image part is).
 
-use crate::error::ApiError;
+use crate::error::{ApiError, Kind};
 use base64::Engine as _;
 use serde_json::Value;
 use unicorn_engine::vision::{Image, MARKER};
@@ -58,8 +58,13 @@ impl Images {
 
     /// The images prepared for `model` (decoded, resized, normalised) and encoded
     /// by its vision tower, so that the batching thread only places their features.
-    /// Blocking: the tower takes seconds on a CPU.
-    pub fn prepare(self, model: &LoadedModel) -> Result<Vec<Image>, ApiError> {
+    /// Blocking: the tower takes seconds on a CPU, so it stops between layers once
+    /// `left()` says the client has gone.
+    pub fn prepare(
+        self,
+        model: &LoadedModel,
+        left: &dyn Fn() -> bool,
+    ) -> Result<Vec<Image>, ApiError> {
         if self.items.is_empty() {
             return Ok(Vec::new());
         }
@@ -79,9 +84,14 @@ impl Images {
         self.items
             .into_iter()
             .map(|(at, bytes)| {
-                let bad = |e: unicorn_engine::Error| ApiError::invalid(&at, e.to_string());
+                let bad = |e: unicorn_engine::Error| match e {
+                    unicorn_engine::Error::Cancelled => {
+                        ApiError::new(Kind::Internal, "the client left during the image's encode")
+                    }
+                    e => ApiError::invalid(&at, e.to_string()),
+                };
                 let image = model.image_from_bytes(&bytes, &at).map_err(bad)?;
-                eyes.features(&image).map_err(bad)?;
+                eyes.features_until(&image, left).map_err(bad)?;
                 Ok(image)
             })
             .collect()

@@ -686,6 +686,11 @@ pub async fn prompt(
     d: Dialect,
 ) -> Result<(Prompt, Option<unicorn_engine::template::ToolSyntax>), ApiError> {
     let model = served.model.clone();
+    // Set when this request's future is dropped (the client left, or anything
+    // before the encode failed): the image encode then stops between layers.
+    let left = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let _on_drop = SetOnDrop(left.clone());
+    let gone = move || left.load(std::sync::atomic::Ordering::Relaxed);
     let syntax = tools::syntax(model.tool_syntax(), defs, choice);
     let bad =
         move |e: unicorn_engine::Error| ApiError::invalid("messages", e.to_string()).dialect(d);
@@ -693,7 +698,7 @@ pub async fn prompt(
         let (msgs, tools) = tools::native_messages(&turns, defs);
         blocking(
             move || {
-                let images = images.prepare(&model).map_err(|e| e.dialect(d))?;
+                let images = images.prepare(&model, &gone).map_err(|e| e.dialect(d))?;
                 model
                     .chat_prompt_with_tools(&msgs, &tools, &images)
                     .map_err(bad)
@@ -705,7 +710,7 @@ pub async fn prompt(
         let msgs = tools::text_messages(&turns, defs, choice);
         blocking(
             move || {
-                let images = images.prepare(&model).map_err(|e| e.dialect(d))?;
+                let images = images.prepare(&model, &gone).map_err(|e| e.dialect(d))?;
                 model.chat_prompt(&msgs, &images).map_err(bad)
             },
             d,
@@ -713,6 +718,15 @@ pub async fn prompt(
         .await?
     };
     Ok((prompt, syntax))
+}
+
+/// Sets its flag when dropped.
+struct SetOnDrop(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for SetOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// Seconds since the epoch (OpenAI's `created`).

@@ -240,6 +240,13 @@ impl Vision {
     /// The image's features (`[tokens_per_image, text hidden]`), computed once per
     /// image and kept with it.
     pub fn features(&self, image: &Image) -> Result<Tensor> {
+        self.features_until(image, &|| false)
+    }
+
+    /// [`Self::features`], giving up with [`Error::Cancelled`] between the tower's
+    /// layers once `stop()` says so; nothing is kept then, so a later call computes
+    /// them whole.
+    pub fn features_until(&self, image: &Image, stop: &dyn Fn() -> bool) -> Result<Tensor> {
         if image.0.vision != self.id {
             return Err(Error::Invalid(format!(
                 "{} was prepared for another model",
@@ -251,7 +258,7 @@ impl Vision {
         }
         let f = self
             .tower
-            .encode(&image.0.pixels.to_device(self.tower.device())?)?;
+            .encode_until(&image.0.pixels.to_device(self.tower.device())?, stop)?;
         Ok(image.0.features.get_or_init(|| f).clone())
     }
 

@@ -689,3 +689,28 @@ fn convert_keeps_the_vision_tower_of_an_mmproj() {
     assert_eq!(run(&from_folder, &b), run(&from_gguf, &a));
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// An encode told to stop gives up between the tower's layers with `Cancelled` and
+/// keeps nothing; the next call computes the features whole, as an uninterrupted
+/// encode gives them.
+#[test]
+fn an_encode_told_to_stop_gives_up_and_keeps_nothing() {
+    let dir = folder();
+    let m = unicorn_engine::LoadedModel::load(&dir, &f32_options()).unwrap();
+    let v = m.vision().expect("the folder's vision tower");
+    let image = m.open_image(&dir.join("image.png")).unwrap();
+    let asked = std::cell::Cell::new(0);
+    let stop_at_second = || {
+        asked.set(asked.get() + 1);
+        asked.get() >= 2
+    };
+    match v.features_until(&image, &stop_at_second) {
+        Err(unicorn_engine::Error::Cancelled) => {}
+        other => panic!("expected Cancelled, got {other:?}"),
+    }
+    assert_eq!(asked.get(), 2, "asked before each layer until told to stop");
+    let whole = v.features(&image).unwrap();
+    let fresh = m.open_image(&dir.join("image.png")).unwrap();
+    let d = max_abs_diff(&floats(&whole), &floats(&v.features(&fresh).unwrap()));
+    assert_eq!(d, 0.0);
+}
