@@ -6,7 +6,6 @@
 //! use it. Otherwise it stays on the CPU, and the dashboard says why.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use unicorn_engine::device::{self, GpuMemory};
 
 /// The CUDA build's file name beside the CPU build.
@@ -33,8 +32,9 @@ pub fn hand_over() -> Option<String> {
     if device::CUDA_BUILD {
         return None;
     }
-    match choose(device::cuda_twin(CUDA_APP).as_deref(), device::gpus()) {
-        Ok(cuda) => Some(exec(&cuda)),
+    // NVML is asked only when there is a CUDA build to hand over to.
+    match choose(device::cuda_twin(CUDA_APP).as_deref(), device::gpus) {
+        Ok(cuda) => Some(device::exec_twin(&cuda)),
         Err(why) => Some(why),
     }
 }
@@ -42,14 +42,17 @@ pub fn hand_over() -> Option<String> {
 /// The CUDA build to run, or why the CPU one stays: there must be a CUDA build, a GPU
 /// that NVML reports, and a probe of the build that succeeds (it starts, finds its
 /// libraries and the device) within a bounded time.
-fn choose(twin: Option<&Path>, gpus: Result<Vec<GpuMemory>, String>) -> Result<PathBuf, String> {
+fn choose(
+    twin: Option<&Path>,
+    gpus: impl FnOnce() -> Result<Vec<GpuMemory>, String>,
+) -> Result<PathBuf, String> {
     let Some(twin) = twin else {
         return Err(format!(
             "this installation has no CUDA engine ({CUDA_APP}: scripts/build-cuda --app, \
              then scripts/package --cuda)"
         ));
     };
-    match gpus {
+    match gpus() {
         Ok(g) if !g.is_empty() => {}
         Ok(_) => return Err("the NVIDIA driver reports no GPU".into()),
         Err(why) => return Err(format!("no GPU: {why}")),
@@ -57,26 +60,6 @@ fn choose(twin: Option<&Path>, gpus: Result<Vec<GpuMemory>, String>) -> Result<P
     device::probe_twin(twin, PROBE, std::time::Duration::from_secs(20))
         .map_err(|e| format!("the CUDA engine cannot use the GPU: {e}"))?;
     Ok(twin.to_path_buf())
-}
-
-/// Replaces this process with the CUDA build, with the same arguments; returns why
-/// when that fails.
-#[cfg(unix)]
-fn exec(cuda: &Path) -> String {
-    use std::os::unix::process::CommandExt;
-    let err = Command::new(cuda).args(std::env::args_os().skip(1)).exec();
-    format!("{} could not start: {err}", cuda.display())
-}
-
-#[cfg(not(unix))]
-fn exec(cuda: &Path) -> String {
-    match Command::new(cuda)
-        .args(std::env::args_os().skip(1))
-        .status()
-    {
-        Ok(status) => std::process::exit(status.code().unwrap_or(1)),
-        Err(err) => format!("{} could not start: {err}", cuda.display()),
-    }
 }
 
 #[cfg(test)]
@@ -93,17 +76,9 @@ mod tests {
         }]
     }
 
-    /// A stand-in CUDA build: a script that answers the probe with `body`.
+    /// A stand-in CUDA build answering the probe with `body`.
     fn twin(dir: &Path, name: &str, body: &str) -> PathBuf {
-        use std::os::unix::fs::PermissionsExt;
-        let p = dir.join(name);
-        std::fs::write(
-            &p,
-            format!("#!/bin/sh\n[ \"$1\" = {PROBE} ] || exit 9\n{body}\n"),
-        )
-        .unwrap();
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
-        p
+        unicorn_test_support::stand_in(dir, name, PROBE, body)
     }
 
     /// Each reason to stay on the CPU is said, and a build whose probe succeeds on a
@@ -119,21 +94,24 @@ mod tests {
             "echo 'error while loading shared libraries: libcublas.so.13: cannot open shared object file' >&2; exit 127",
         );
 
-        let e = choose(None, Ok(gpu())).unwrap_err();
+        let e = choose(None, || panic!("NVML asked without a CUDA build")).unwrap_err();
         assert!(
             e.contains("no CUDA engine") && e.contains("scripts/build-cuda --app"),
             "{e}"
         );
-        let e = choose(Some(&ok), Ok(vec![])).unwrap_err();
+        let e = choose(Some(&ok), || Ok(vec![])).unwrap_err();
         assert_eq!(e, "the NVIDIA driver reports no GPU");
-        let e = choose(Some(&ok), Err("NVML unavailable (no NVIDIA driver)".into())).unwrap_err();
+        let e = choose(Some(&ok), || {
+            Err("NVML unavailable (no NVIDIA driver)".into())
+        })
+        .unwrap_err();
         assert!(e.contains("NVML unavailable"), "{e}");
-        let e = choose(Some(&no_lib), Ok(gpu())).unwrap_err();
+        let e = choose(Some(&no_lib), || Ok(gpu())).unwrap_err();
         assert!(e.starts_with("the CUDA engine cannot use the GPU"), "{e}");
         assert!(e.contains("libcublas.so.13"), "{e}");
-        let e = choose(Some(&dir.join("missing")), Ok(gpu())).unwrap_err();
+        let e = choose(Some(&dir.join("missing")), || Ok(gpu())).unwrap_err();
         assert!(e.contains("cannot start"), "{e}");
-        assert_eq!(choose(Some(&ok), Ok(gpu())).unwrap(), ok);
+        assert_eq!(choose(Some(&ok), || Ok(gpu())).unwrap(), ok);
         std::fs::remove_dir_all(&dir).ok();
     }
 

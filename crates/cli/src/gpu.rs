@@ -24,7 +24,7 @@ pub fn hand_over(choice: DeviceChoice) -> Result<()> {
         // The CUDA build links the CUDA libraries: one that cannot even start (a
         // missing libcublas) must not take the command down with it.
         Ok(g) if !g.is_empty() => match device::probe_twin(&cuda, "--version", PROBE_LIMIT) {
-            Ok(()) => exec(&cuda),
+            Ok(()) => bail!("{}", device::exec_twin(&cuda)),
             Err(why) if matches!(choice, DeviceChoice::Cuda(_)) => {
                 bail!("--device {choice}: the CUDA build cannot start: {why}")
             }
@@ -40,23 +40,6 @@ pub fn hand_over(choice: DeviceChoice) -> Result<()> {
         // auto on a machine without a usable GPU: the CPU, said once when loading.
         _ => Ok(()),
     }
-}
-
-#[cfg(unix)]
-fn exec(cuda: &std::path::Path) -> Result<()> {
-    use std::os::unix::process::CommandExt;
-    let err = std::process::Command::new(cuda)
-        .args(std::env::args_os().skip(1))
-        .exec();
-    bail!("{}: {err}", cuda.display())
-}
-
-#[cfg(not(unix))]
-fn exec(cuda: &std::path::Path) -> Result<()> {
-    let status = std::process::Command::new(cuda)
-        .args(std::env::args_os().skip(1))
-        .status()?;
-    std::process::exit(status.code().unwrap_or(1))
 }
 
 /// Tells the user where the model runs when it is not where they might expect.

@@ -181,6 +181,22 @@ pub fn probe_twin(
     ))
 }
 
+/// Replaces this process with `twin` (a CUDA build), given this one's arguments;
+/// returns why, when that fails. Elsewhere than Unix, runs it and exits with its
+/// status.
+pub fn exec_twin(twin: &std::path::Path) -> String {
+    let mut cmd = std::process::Command::new(twin);
+    cmd.args(std::env::args_os().skip(1));
+    #[cfg(unix)]
+    let err = std::os::unix::process::CommandExt::exec(&mut cmd);
+    #[cfg(not(unix))]
+    let err = match cmd.status() {
+        Ok(status) => std::process::exit(status.code().unwrap_or(1)),
+        Err(err) => err,
+    };
+    format!("{} could not start: {err}", twin.display())
+}
+
 /// Whether this build can run on the first CUDA device, and if not why: a CUDA
 /// build's start-up probe, run by its CPU twin before handing over.
 pub fn probe_cuda() -> std::result::Result<(), String> {
@@ -280,18 +296,10 @@ pub fn vram_used(p: &Placement) -> Option<u64> {
 mod tests {
     use super::*;
 
-    /// A stand-in twin: a script that answers `--probe` with `body`.
+    /// A stand-in twin answering `--probe` with `body`.
     #[cfg(unix)]
     fn twin(dir: &std::path::Path, name: &str, body: &str) -> std::path::PathBuf {
-        use std::os::unix::fs::PermissionsExt;
-        let p = dir.join(name);
-        std::fs::write(
-            &p,
-            format!("#!/bin/sh\n[ \"$1\" = --probe ] || exit 9\n{body}\n"),
-        )
-        .unwrap();
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
-        p
+        unicorn_test_support::stand_in(dir, name, "--probe", body)
     }
 
     /// A probe succeeds, fails with its first line said, is missing, or hangs and is

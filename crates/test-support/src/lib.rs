@@ -156,6 +156,21 @@ pub fn scratch(name: &str) -> PathBuf {
     d
 }
 
+/// A stand-in program `dir/name`: a shell script that exits 9 unless its first
+/// argument is `arg`, then runs `body` (a CUDA build's probe, played).
+#[cfg(unix)]
+pub fn stand_in(dir: &Path, name: &str, arg: &str, body: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let p = dir.join(name);
+    std::fs::write(
+        &p,
+        format!("#!/bin/sh\n[ \"$1\" = {arg} ] || exit 9\n{body}\n"),
+    )
+    .unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    p
+}
+
 /// One case of the bad-input corpus (`tests/bad-inputs/cases.json`, written by
 /// `scripts/make-bad-inputs`).
 #[derive(Debug, Clone)]

@@ -15,6 +15,7 @@
 //! arithmetic on the host (scripts/build-cuda), and scripts/gpu-check compares the
 //! CUDA results with the CPU's on real shapes.
 
+use super::load::Scales;
 use super::NF4;
 use candle_core::cuda::cudarc::driver::{
     CudaSlice, CudaView, DeviceRepr, LaunchArgs, LaunchConfig, PushKernelArg,
@@ -30,25 +31,6 @@ pub const GEMV_M: usize = 8;
 const ROWS_PER_BLOCK: usize = 4;
 /// Stands for the null codes pointer of a matrix with plain f32 scales.
 const NULL: u64 = 0;
-
-/// A matrix's block scales as the file stores them.
-pub enum Scales<'a> {
-    /// One f32 per block.
-    Plain(Vec<f32>),
-    /// Double quantization: `map[codes[b]] · nested[b / nested_blocksize] + offset`.
-    Double {
-        /// One 8-bit code per block.
-        codes: &'a [u8],
-        /// One f32 per `nested_blocksize` blocks.
-        nested: Vec<f32>,
-        /// The 256-entry map of the codes.
-        map: Vec<f32>,
-        /// Blocks per nested scale (a power of two).
-        nested_blocksize: usize,
-        /// The mean added back.
-        offset: f32,
-    },
-}
 
 /// An NF4 matrix `[rows, cols]` in VRAM.
 pub struct Nf4Cuda {

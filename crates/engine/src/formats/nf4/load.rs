@@ -52,23 +52,51 @@ fn cuda_weight(
     shape: (usize, usize),
     gpu: &candle_core::cuda::CudaDevice,
 ) -> Result<Weight> {
-    use super::cuda::{Nf4Cuda, Scales};
     let l = check(h, hf_name, shape)?;
-    scales(h, hf_name, &l)?;
-    let absmax_name = format!("{hf_name}.absmax");
-    let scales = match l.nested {
-        Some((nested_blocksize, offset)) => Scales::Double {
-            codes: h.any_bytes(&absmax_name)?.0,
-            nested: h.f32s(&format!("{hf_name}.nested_absmax"))?,
-            map: h.f32s(&format!("{hf_name}.nested_quant_map"))?,
-            nested_blocksize,
-            offset,
-        },
-        None => Scales::Plain(h.f32s(&absmax_name)?),
-    };
+    let stored = stored_scales(h, hf_name, &l)?;
+    finite(h, hf_name, stored.resolved())?;
     let (packed, _, _) = h.any_bytes(hf_name)?;
-    let m = Nf4Cuda::new(gpu, shape, l.blocksize, packed, scales)?;
+    let m = super::cuda::Nf4Cuda::new(gpu, shape, l.blocksize, packed, stored)?;
     Ok(Weight::Nf4Cuda(std::sync::Arc::new(m)))
+}
+
+/// A matrix's block scales as the file stores them.
+pub enum Scales<'a> {
+    /// One f32 per block.
+    Plain(Vec<f32>),
+    /// Double quantization: `map[codes[b]] · nested[b / nested_blocksize] + offset`.
+    Double {
+        /// One 8-bit code per block.
+        codes: &'a [u8],
+        /// One f32 per `nested_blocksize` blocks.
+        nested: Vec<f32>,
+        /// The 256-entry map of the codes.
+        map: Vec<f32>,
+        /// Blocks per nested scale (a power of two).
+        nested_blocksize: usize,
+        /// The mean added back.
+        offset: f32,
+    },
+}
+
+impl Scales<'_> {
+    /// One f32 per block (sizes checked by [`check`]).
+    fn resolved(&self) -> Vec<f32> {
+        match self {
+            Scales::Plain(a) => a.clone(),
+            Scales::Double {
+                codes,
+                nested,
+                map,
+                nested_blocksize,
+                offset,
+            } => codes
+                .iter()
+                .enumerate()
+                .map(|(i, &c)| map[c as usize] * nested[i / nested_blocksize] + offset)
+                .collect(),
+        }
+    }
 }
 
 /// The matrix shape a 4-bit tensor's quant state records, once everything about the
@@ -110,7 +138,7 @@ fn quant_state(h: &HfFolder, hf_name: &str) -> Result<serde_json::Value> {
 /// resolved with the stored maps), checked against the quant state's shape.
 fn packed(h: &HfFolder, hf_name: &str, shape: (usize, usize)) -> Result<Nf4Matrix> {
     let l = check(h, hf_name, shape)?;
-    let scales = scales(h, hf_name, &l)?;
+    let scales = finite(h, hf_name, stored_scales(h, hf_name, &l)?.resolved())?;
     let (packed, _, _) = h.any_bytes(hf_name)?;
     Ok(Nf4Matrix {
         rows: shape.0,
@@ -121,22 +149,23 @@ fn packed(h: &HfFolder, hf_name: &str, shape: (usize, usize)) -> Result<Nf4Matri
     })
 }
 
-/// The f32 block scales of a checked matrix, each one finite.
-fn scales(h: &HfFolder, hf_name: &str, l: &Layout) -> Result<Vec<f32>> {
+/// The block scales of a checked matrix as stored, each table read once.
+fn stored_scales<'a>(h: &'a HfFolder, hf_name: &str, l: &Layout) -> Result<Scales<'a>> {
     let absmax_name = format!("{hf_name}.absmax");
-    let scales: Vec<f32> = match l.nested {
-        Some((nb, offset)) => {
-            let map = h.f32s(&format!("{hf_name}.nested_quant_map"))?;
-            let nested = h.f32s(&format!("{hf_name}.nested_absmax"))?;
-            let (absmax, _, _) = h.any_bytes(&absmax_name)?;
-            absmax
-                .iter()
-                .enumerate()
-                .map(|(i, &c)| map[c as usize] * nested[i / nb] + offset)
-                .collect()
-        }
-        None => h.f32s(&absmax_name)?,
-    };
+    Ok(match l.nested {
+        Some((nested_blocksize, offset)) => Scales::Double {
+            codes: h.any_bytes(&absmax_name)?.0,
+            nested: h.f32s(&format!("{hf_name}.nested_absmax"))?,
+            map: h.f32s(&format!("{hf_name}.nested_quant_map"))?,
+            nested_blocksize,
+            offset,
+        },
+        None => Scales::Plain(h.f32s(&absmax_name)?),
+    })
+}
+
+/// `scales`, refused when one is NaN or infinite.
+fn finite(h: &HfFolder, hf_name: &str, scales: Vec<f32>) -> Result<Vec<f32>> {
     if let Some(i) = scales.iter().position(|s| !s.is_finite()) {
         let e = h.entry(hf_name)?;
         return Err(h.tensor_err(e, format!("block scale {i} is NaN or infinite")));
